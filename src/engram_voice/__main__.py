@@ -1,0 +1,5 @@
+"""Allow ``python -m engram_voice``."""
+
+from engram_voice.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,290 @@
+"""Domain errors and their single mapping to RFC 9457 problem+json answers.
+
+Every error the service raises on purpose is an :class:`AppError`. Each subclass fixes
+its HTTP status and a stable machine-readable ``code``; the exception handlers in this
+module are the only place where errors become HTTP responses. Upstream bodies and
+secrets never reach a client: an ``AppError`` carries only the message we wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+__all__ = [
+    "PROBLEM_JSON",
+    "AppError",
+    "AuthenticationError",
+    "ClientError",
+    "ConfigurationError",
+    "CredentialTimeoutError",
+    "CredentialUnavailableError",
+    "ForbiddenError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RateLimitedError",
+    "UpstreamAuthError",
+    "UpstreamError",
+    "UpstreamRejectedError",
+    "UpstreamThrottledError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
+    "ValidationError",
+    "exception_handlers",
+    "problem_response",
+]
+
+PROBLEM_JSON = "application/problem+json"
+_logger = structlog.get_logger("engram_voice.errors")
+
+
+class ConfigurationError(Exception):
+    """Configuration that cannot work; raised at start-up with one clear message."""
+
+
+class AppError(Exception):
+    """Base of every error the service answers on purpose."""
+
+    status: ClassVar[int] = HTTP_500_INTERNAL_SERVER_ERROR
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+        self.extra = dict(extra or {})
+
+
+class ClientError(AppError):
+    """The caller sent something we refuse (4xx)."""
+
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+
+class ValidationError(ClientError):
+    """A field of the request is missing or invalid."""
+
+    code = "validation_failed"
+    title = "Request validation failed"
+
+
+class AuthenticationError(ClientError):
+    """No valid caller credential was presented."""
+
+    status = 401
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class ForbiddenError(ClientError):
+    """The caller is known but may not do this."""
+
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotFoundError(ClientError):
+    """The named resource does not exist."""
+
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class PayloadTooLargeError(ClientError):
+    """The request body or one of its parts exceeds a declared limit."""
+
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class RateLimitedError(ClientError):
+    """The caller exceeded its rate limit."""
+
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+
+class UpstreamError(AppError):
+    """A dependency (Azure, Entra ID, Key Vault) failed; never carries its body."""
+
+    status = 502
+    code = "upstream_error"
+    title = "Upstream error"
+
+
+class UpstreamAuthError(UpstreamError):
+    """Azure refused our credential (401/403): a server configuration problem."""
+
+    code = "upstream_auth"
+    title = "Upstream refused the service credential"
+
+
+class UpstreamRejectedError(UpstreamError):
+    """Azure rejected the request itself (400/404): deployment or session config is wrong."""
+
+    code = "upstream_rejected"
+    title = "Upstream rejected the request"
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """Every configured endpoint failed with a transport error or 5xx."""
+
+    code = "upstream_unavailable"
+    title = "Upstream unavailable"
+
+
+class UpstreamThrottledError(UpstreamError):
+    """Every usable endpoint answered 429."""
+
+    status = 503
+    code = "upstream_throttled"
+    title = "Upstream is throttling"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The upstream did not answer within the configured bound."""
+
+    status = 504
+    code = "upstream_timeout"
+    title = "Upstream timed out"
+
+
+class CredentialUnavailableError(UpstreamError):
+    """The service could not obtain its own credential (Entra ID, Key Vault)."""
+
+    status = 503
+    code = "credential_unavailable"
+    title = "Service credential unavailable"
+
+
+class CredentialTimeoutError(CredentialUnavailableError):
+    """Obtaining the service credential took longer than its timeout."""
+
+    status = 504
+    code = "credential_timeout"
+    title = "Service credential timed out"
+
+
+def problem_response(
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    instance: str | None = None,
+    retry_after: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Response[dict[str, Any]]:
+    """Build an RFC 9457 problem+json response with our stable ``code`` member."""
+    body: dict[str, Any] = {
+        "type": f"https://engram.dev/problems/{code.replace('_', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra or {})
+    headers = {"Cache-Control": "no-store"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, retry_after))
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _app_error_handler(request: Request[Any, Any, Any], exc: AppError) -> Response[Any]:
+    if exc.status >= HTTP_500_INTERNAL_SERVER_ERROR:
+        _logger.warning("http.upstream_failure", code=exc.code, status=exc.status)
+    return problem_response(
+        status=exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        instance=request.url.path,
+        retry_after=exc.retry_after,
+        extra=exc.extra,
+    )
+
+
+def _validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            errors.append({"field": item.get("key"), "message": item.get("message")})
+    fields = ", ".join(str(e["field"]) for e in errors if e["field"]) or "body"
+    return problem_response(
+        status=400,
+        code=ValidationError.code,
+        title=ValidationError.title,
+        detail=f"Invalid request: {fields}: {errors[0]['message'] if errors else exc.detail}",
+        instance=request.url.path,
+        extra={"errors": errors},
+    )
+
+
+_HTTP_CODES: dict[type[HTTPException], tuple[str, str]] = {
+    NotAuthorizedException: (AuthenticationError.code, AuthenticationError.title),
+    PermissionDeniedException: (ForbiddenError.code, ForbiddenError.title),
+    NotFoundException: (NotFoundError.code, NotFoundError.title),
+}
+
+
+def _http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    code, title = _HTTP_CODES.get(type(exc), ("http_error", "HTTP error"))
+    if exc.status_code == 405:  # noqa: PLR2004 - the one framework status worth naming
+        code, title = "method_not_allowed", "Method not allowed"
+    elif exc.status_code == 413:  # noqa: PLR2004
+        code, title = PayloadTooLargeError.code, PayloadTooLargeError.title
+    return problem_response(
+        status=exc.status_code,
+        code=code,
+        title=title,
+        detail=exc.detail if exc.status_code < HTTP_500_INTERNAL_SERVER_ERROR else title,
+        instance=request.url.path,
+    )
+
+
+def _unexpected_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    _logger.exception("http.unhandled_error", path=request.url.path, error=type(exc).__name__)
+    return problem_response(
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        code=AppError.code,
+        title=AppError.title,
+        detail="The service failed unexpectedly; the incident was logged.",
+        instance=request.url.path,
+    )
+
+
+def exception_handlers() -> dict[type[Exception] | int, Any]:
+    """Return the one table that maps every error to a problem+json answer."""
+    return {
+        AppError: _app_error_handler,
+        ValidationException: _validation_handler,
+        HTTPException: _http_exception_handler,
+        Exception: _unexpected_handler,
+    }
+

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite: loopback servers and processes with bounded waits."""

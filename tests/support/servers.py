@@ -1,0 +1,129 @@
+"""Run ASGI apps and service processes on loopback ports, with every wait bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+__all__ = ["ServiceProcess", "free_port", "serve_app", "wait_http"]
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, *, timeout: float = 20.0, expect: int = 200) -> None:
+    """Poll ``url`` until it answers ``expect`` or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=1.0)
+            if response.status_code == expect:
+                return
+            last = response.status_code
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.05)
+    msg = f"{url} did not answer {expect} within {timeout}s (last: {last!r})"
+    raise TimeoutError(msg)
+
+
+@contextlib.contextmanager
+def serve_app(app: Any, *, port: int | None = None, ready_path: str | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread on 127.0.0.1; yield its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", loop="asyncio"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            msg = f"app on port {port} did not start"
+            raise RuntimeError(msg)
+        time.sleep(0.02)
+    base = f"http://127.0.0.1:{port}"
+    if ready_path:
+        wait_http(base + ready_path)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@dataclass
+class ServiceProcess:
+    """An ``engram-voice`` subcommand running as its own process on a loopback port."""
+
+    args: list[str]
+    env: Mapping[str, str]
+    port: int = field(default_factory=free_port)
+    ready_path: str = "/healthz"
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """Return the process's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 30.0) -> ServiceProcess:
+        """Start the process and wait until its ready path answers 200."""
+        inherited = {k: v for k, v in os.environ.items() if k != "ZEP_API_URL"}
+        env = {**inherited, **self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "engram_voice", *self.args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_http(self.base_url + self.ready_path, timeout=timeout)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def kill(self) -> None:
+        """Kill the process at once (SIGKILL), as a crash would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self, *, timeout: float = 15.0) -> int | None:
+        """Stop the process gracefully (SIGTERM), killing it if it does not exit in time."""
+        if not self.process:
+            return None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def read_log(self) -> str:
+        """Return everything the process wrote so far (when a log path was given)."""
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
