@@ -231,10 +231,12 @@ def _app_error_handler(request: Request[Any, Any, Any], exc: AppError) -> Respon
 
 
 def _validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    errors = []
-    for item in exc.extra if isinstance(exc.extra, list) else []:
-        if isinstance(item, dict):
-            errors.append({"field": item.get("key"), "message": item.get("message")})
+    items = exc.extra if isinstance(exc.extra, list) else []
+    errors = [
+        {"field": item.get("key"), "message": item.get("message")}
+        for item in items
+        if isinstance(item, dict)
+    ]
     fields = ", ".join(str(e["field"]) for e in errors if e["field"]) or "body"
     return problem_response(
         status=400,
@@ -269,7 +271,7 @@ def _http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException)
 
 
 def _unexpected_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    _logger.exception("http.unhandled_error", path=request.url.path, error=type(exc).__name__)
+    _logger.error("http.unhandled_error", path=request.url.path, error=type(exc).__name__)
     return problem_response(
         status=HTTP_500_INTERNAL_SERVER_ERROR,
         code=AppError.code,
@@ -287,4 +289,3 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         HTTPException: _http_exception_handler,
         Exception: _unexpected_handler,
     }
-

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["REDACTED", "configure_logging", "redact_text", "redact_event"]
+__all__ = ["REDACTED", "configure_logging", "redact_event", "redact_text"]
 
 REDACTED = "[redacted]"
 

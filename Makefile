@@ -1,0 +1,56 @@
+# engram-voice: one entry point for developers and CI (CI runs the same targets).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+STAMP := $(VENV)/.installed
+WEB_STAMP := web/node_modules/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install web run test test-python test-web lint format bench constraints clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(UV) pip install --python $(BIN)/python --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the pinned Python dependencies
+
+$(WEB_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+web: $(WEB_STAMP) ## Build the web client into the package's static folder
+	cd web && npm run --silent build
+
+run: install web ## Start the local stack (Azure emulator, Zep stand-in, service) and print the URL
+	$(BIN)/engram-voice dev
+
+test: install web ## Run the whole test suite (Python and web client)
+	cd web && npm test --silent
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy --strict
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: install ## Apply ruff's formatter and safe fixes
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: install ## Run the benchmarks (loopback only) and print their reports
+	$(BIN)/python bench/bench_mint.py
+
+constraints: ## Re-pin constraints.txt from pyproject.toml (needs the package registry)
+	$(UV) pip compile pyproject.toml --extra dev --no-header --no-annotate --quiet -o constraints.txt
+
+clean: ## Remove the virtualenv, caches and local state
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache web/node_modules web/dist

@@ -1,0 +1,94 @@
+"""The app factory: every route, dependency, error handler and the lifespan on one screen."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from litestar import Litestar, Request
+from litestar.config.response_cache import ResponseCacheConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+
+from engram_voice import __version__
+from engram_voice.auth import cors_config
+from engram_voice.errors import exception_handlers
+from engram_voice.health import healthz, readyz, status
+from engram_voice.logs import configure_logging
+from engram_voice.realtime.routes import create_session
+from engram_voice.services import Overrides, Services, open_services
+from engram_voice.settings import Settings
+from engram_voice.web import web_routes
+
+__all__ = ["create_app", "create_app_from_env"]
+
+_logger = structlog.get_logger("engram_voice.app")
+
+
+def _services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+async def _bind_request_context(request: Request[Any, Any, Any]) -> None:
+    structlog.contextvars.clear_contextvars()
+    request_id = request.headers.get("x-request-id") or request.headers.get("x-ms-request-id")
+    structlog.contextvars.bind_contextvars(
+        path=request.url.path, request_id=request_id[:64] if request_id else None
+    )
+
+
+def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Litestar:
+    """Build the engram-voice ASGI app for ``settings`` (tests pass ``overrides``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_services(settings, overrides or Overrides()) as services:
+            app.state.services = services
+            _logger.info(
+                "app.started",
+                environment=settings.server.environment,
+                auth_mode=settings.auth.mode,
+                credential=services.credentials.kind,
+                endpoints=[e["host"] for e in services.pool.describe()],
+                deployment=settings.realtime.deployment,
+            )
+            yield
+            _logger.info("app.stopping")
+
+    route_handlers: list[Any] = [healthz, readyz, status, create_session]
+    if settings.server.serve_web:
+        route_handlers.extend(web_routes())
+    return Litestar(
+        route_handlers=route_handlers,
+        dependencies={"services": Provide(_services, sync_to_thread=False)},
+        exception_handlers=exception_handlers(),
+        lifespan=[lifespan],
+        before_request=_bind_request_context,
+        cors_config=cors_config(settings.auth),
+        response_cache_config=ResponseCacheConfig(),
+        openapi_config=OpenAPIConfig(
+            title="engram-voice",
+            version=__version__,
+            description=(
+                "Realtime credential vending for Engram agents (Elena, Marcus, Sage) and "
+                "durable memory enrichment."
+            ),
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        request_max_body_size=64 * 1024,
+        debug=False,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """Read settings from the process environment, configure logging, and build the app."""
+    settings = Settings.from_env(os.environ)
+    configure_logging(level=settings.server.log_level, json=settings.server.log_json)
+    return create_app(settings)

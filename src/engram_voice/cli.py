@@ -1,0 +1,90 @@
+"""The ``engram-voice`` command: serve, emulator and the operator tools."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from engram_voice.envreader import EnvReader
+from engram_voice.errors import ConfigurationError
+from engram_voice.logs import configure_logging
+
+__all__ = ["main"]
+
+_logger = structlog.get_logger("engram_voice.cli")
+
+
+def _serve(_: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 - only the server pays for the import
+
+    from engram_voice.settings import Settings  # noqa: PLC0415
+
+    settings = Settings.from_env(os.environ)
+    server = settings.server
+    configure_logging(level=server.log_level, json=server.log_json)
+    if settings.auth.mode == "none":
+        _logger.warning(
+            "auth.disabled",
+            message="AUTH_MODE=none: every caller is the local user. Local development only.",
+            host=server.host,
+        )
+    _logger.info("app.listening", url=f"http://{server.host}:{server.port}", workers=server.workers)
+    uvicorn.run(
+        "engram_voice.app:create_app_from_env",
+        factory=True,
+        host=server.host,
+        port=server.port,
+        workers=server.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+def _emulator(_: argparse.Namespace) -> int:
+    from engram_voice.emulator import EmulatorConfig, run_emulator  # noqa: PLC0415
+
+    reader = EnvReader(os.environ)
+    host = reader.text("HOST", "127.0.0.1")
+    port = reader.integer("PORT", 8600, minimum=1, maximum=65535)
+    config = EmulatorConfig.from_env(reader)
+    reader.raise_if_invalid()
+    configure_logging(level=reader.text("LOG_LEVEL", "info"), json=False)
+    run_emulator(config, host=host, port=port)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engram-voice",
+        description="Voice backend for Engram agents. Configuration comes from the environment "
+        "(see docs/configuration.md).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the HTTP service (default)")
+    serve.set_defaults(handler=_serve)
+    emulator = commands.add_parser(
+        "emulator", help="run the local Azure OpenAI realtime emulator (GA paths, real WebRTC)"
+    )
+    emulator.set_defaults(handler=_emulator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command named in ``argv`` and return its exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = getattr(args, "handler", _serve)
+    try:
+        return handler(args)
+    except ConfigurationError as exc:
+        print(f"engram-voice: {exc}", file=sys.stderr)  # noqa: T201 - the operator's one clear message
+        return 2
+    except KeyboardInterrupt:
+        return 130

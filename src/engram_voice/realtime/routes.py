@@ -1,0 +1,38 @@
+"""HTTP surface of token vending: ``POST /realtime/sessions``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, post
+from litestar.status_codes import HTTP_201_CREATED
+
+from engram_voice.realtime.schemas import CreateSessionRequest, SessionCreated
+from engram_voice.services import Services
+
+__all__ = ["create_session"]
+
+
+@post(
+    "/realtime/sessions",
+    status_code=HTTP_201_CREATED,
+    summary="Mint a single-use realtime credential for one agent",
+    description=(
+        "Authenticates the caller, applies the per-user mint rate limit, mints an Azure "
+        "ephemeral key with the server-controlled session configuration of the agent, and "
+        "returns it with the WebRTC URL to post the SDP offer to. Never cache the key."
+    ),
+    tags=["realtime"],
+)
+async def create_session(
+    request: Request[Any, Any, Any], data: CreateSessionRequest, services: Services
+) -> Response[SessionCreated]:
+    """Mint a realtime session for the authenticated caller."""
+    caller = await services.authenticator.authenticate(request.headers)
+    await services.rate_limiter.check(caller.user_id)
+    created = await services.sessions.create(user_id=caller.user_id, request=data)
+    return Response(
+        created,
+        status_code=HTTP_201_CREATED,
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )

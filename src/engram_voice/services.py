@@ -1,0 +1,101 @@
+"""The long-lived clients and use cases one app instance owns, built in its lifespan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import aiohttp
+import httpx
+
+from engram_voice.agents import AgentCatalog, load_catalog
+from engram_voice.auth import Authenticator, MintRateLimiter, build_authenticator
+from engram_voice.credentials import CredentialSource
+from engram_voice.credentials.factory import build_credential_source
+from engram_voice.realtime.conversations import ConversationIds
+from engram_voice.realtime.endpoints import EndpointPool
+from engram_voice.realtime.service import RealtimeSessions
+from engram_voice.realtime.upstream import UpstreamMinter
+from engram_voice.settings import Settings
+
+__all__ = ["Overrides", "Services", "open_services"]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Replacements for built services, for tests and embedding (never monkeypatching)."""
+
+    credentials: CredentialSource | None = None
+    authenticator: Authenticator | None = None
+    conversation_keys: list[bytes] | None = None
+
+
+@dataclass
+class Services:
+    """What request handlers receive: the use cases and the state ``/status`` reports."""
+
+    settings: Settings
+    catalog: AgentCatalog
+    credentials: CredentialSource
+    pool: EndpointPool
+    sessions: RealtimeSessions
+    authenticator: Authenticator
+    rate_limiter: MintRateLimiter
+    started_at: float = field(default_factory=time.time)
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterator[Services]:
+    """Build every client and use case, yield them, and close them all on the way out."""
+    realtime = settings.realtime
+    catalog = load_catalog(realtime.agents_file)
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(realtime.request_timeout, connect=realtime.connect_timeout)
+            )
+        )
+        upstream_http = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(
+                    total=realtime.request_timeout, sock_connect=realtime.connect_timeout
+                ),
+                raise_for_status=False,
+            )
+        )
+        credentials = overrides.credentials or build_credential_source(realtime)
+        stack.push_async_callback(credentials.aclose)
+        pool = EndpointPool(
+            realtime.endpoints,
+            failure_threshold=realtime.failure_threshold,
+            cooldown_seconds=realtime.cooldown_seconds,
+        )
+        minter = UpstreamMinter(
+            session=upstream_http,
+            credentials=credentials,
+            pool=pool,
+            request_timeout=realtime.request_timeout,
+            connect_timeout=realtime.connect_timeout,
+            deadline=realtime.deadline,
+        )
+        conversation_keys = overrides.conversation_keys or settings.signing_keys()
+        sessions = RealtimeSessions(
+            catalog=catalog,
+            minter=minter,
+            conversations=ConversationIds(conversation_keys),
+            deployment=realtime.deployment,
+            ttl_seconds=realtime.key_ttl_seconds,
+            webrtc_filter=realtime.webrtc_filter,
+        )
+        yield Services(
+            settings=settings,
+            catalog=catalog,
+            credentials=credentials,
+            pool=pool,
+            sessions=sessions,
+            authenticator=overrides.authenticator or build_authenticator(settings.auth, http),
+            rate_limiter=MintRateLimiter(settings.auth.mint_rate_limit),
+        )
