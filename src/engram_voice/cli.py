@@ -60,6 +60,12 @@ def _emulator(_: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    from engram_voice.devstack import run_dev_stack  # noqa: PLC0415
+
+    return run_dev_stack(port=args.port)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engram-voice",
@@ -73,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         "emulator", help="run the local Azure OpenAI realtime emulator (GA paths, real WebRTC)"
     )
     emulator.set_defaults(handler=_emulator)
+    dev = commands.add_parser(
+        "dev", help="run the local stack: emulator, Zep stand-in and service (make run)"
+    )
+    dev.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    dev.set_defaults(handler=_dev)
     return parser
 
 

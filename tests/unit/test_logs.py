@@ -1,0 +1,55 @@
+import json
+import logging
+
+import pytest
+import structlog
+
+from engram_voice.credentials import Secret
+from engram_voice.logs import REDACTED, configure_logging, redact_text
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "ek_abcdef1234567890",
+        "sk-proj-abcdefghijkl",
+        "Bearer abcdefghijklmnop.qrs",
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+    ],
+)
+def test_credential_shaped_text_is_redacted(secret: str) -> None:
+    """Ephemeral keys, API keys, bearer tokens and JWTs are scrubbed from free text."""
+    text = redact_text(f"failed with {secret} at the end")
+    assert secret not in text
+    assert REDACTED in text
+
+
+def test_query_string_secrets_are_redacted_but_keys_kept() -> None:
+    """A key=value secret in a URL keeps its name and loses its value."""
+    text = redact_text("GET /x?api-key=supersecretvalue&x=1")
+    assert "supersecretvalue" not in text
+    assert "api-key=" in text
+
+
+def test_secret_wrapper_never_prints_its_value() -> None:
+    """repr, str and format of a Secret hide the value."""
+    secret = Secret("hunter2-very-secret")
+    assert "hunter2" not in repr(secret)
+    assert "hunter2" not in f"{secret}"
+    assert "hunter2" not in str(secret)
+    assert secret.reveal() == "hunter2-very-secret"
+
+
+def test_json_log_lines_redact_secret_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    """A production log line is one JSON object with secret-named fields replaced."""
+    configure_logging(level="INFO", json=True)
+    structlog.get_logger("t").info(
+        "realtime.test_event", api_key="abc123secret", detail="token ek_zzzzzzzzzz", agent="elena"
+    )
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    event = json.loads(line)
+    assert event["event"] == "realtime.test_event"
+    assert event["api_key"] == REDACTED
+    assert "ek_zzzzzzzzzz" not in line
+    assert event["agent"] == "elena"
+    logging.getLogger().handlers.clear()
