@@ -14,6 +14,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from engram_voice import __version__
 from engram_voice.auth import cors_config
@@ -61,7 +62,12 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
             yield
             _logger.info("app.stopping")
 
-    route_handlers: list[Any] = [healthz, readyz, status, create_session]
+    prometheus = PrometheusConfig(
+        app_name="engram_voice",
+        group_path=True,
+        exclude=["/metrics", "/healthz", "/readyz"],
+    )
+    route_handlers: list[Any] = [healthz, readyz, status, create_session, PrometheusController]
     if settings.server.serve_web:
         route_handlers.extend(web_routes())
     return Litestar(
@@ -70,6 +76,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
         exception_handlers=exception_handlers(),
         lifespan=[lifespan],
         before_request=_bind_request_context,
+        middleware=[prometheus.middleware],
         cors_config=cors_config(settings.auth),
         response_cache_config=ResponseCacheConfig(),
         openapi_config=OpenAPIConfig(

@@ -13,6 +13,7 @@ import structlog
 from engram_voice.agents import AgentCatalog
 from engram_voice.errors import AppError
 from engram_voice.realtime.conversations import ConversationIds
+from engram_voice.realtime.metrics import MINT_LATENCY, MINTS
 from engram_voice.realtime.schemas import (
     AgentInfo,
     ClientSecret,
@@ -64,14 +65,18 @@ class RealtimeSessions:
             minted = await self._minter.mint(payload)
         except AppError as exc:
             self.outcomes[exc.code] += 1
+            MINTS.labels(outcome=exc.code).inc()
             raise
+        elapsed = time.monotonic() - started
         self.outcomes["minted"] += 1
+        MINTS.labels(outcome="minted").inc()
+        MINT_LATENCY.observe(elapsed)
         _logger.info(
             "realtime.session_minted",
             session_id=session_id,
             agent=agent.id,
             endpoint=minted.endpoint.host,
-            latency_ms=round((time.monotonic() - started) * 1000, 1),
+            latency_ms=round(elapsed * 1000, 1),
         )
         memory = self._memory_grants(session_id, user_id, agent.id) if self._memory_grants else None
         return SessionCreated(

@@ -1,0 +1,120 @@
+"""Fixtures shared by the whole suite: the emulator process and in-process services."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engram_voice.app import create_app
+from engram_voice.services import Overrides
+from engram_voice.settings import Settings
+from tests.support.servers import ServiceProcess, serve_app
+
+ServiceFactory = Callable[..., AbstractContextManager[str]]
+
+
+class Emulator:
+    """A running emulator process plus its admin API (faults, recorded requests)."""
+
+    def __init__(self, process: ServiceProcess, keys: tuple[str, str], bearer: str) -> None:
+        self.process = process
+        self.keys = keys
+        self.bearer = bearer
+
+    @property
+    def url(self) -> str:
+        """Return the emulator's base URL (what AZURE_OPENAI_ENDPOINTS names)."""
+        return self.process.base_url
+
+    def fault(self, **fault: object) -> None:
+        """Inject a fault into the emulator's client_secrets endpoint."""
+        httpx.post(f"{self.url}/_emulator/faults", json=fault, timeout=5).raise_for_status()
+
+    def clear(self) -> None:
+        """Remove every injected fault."""
+        self.fault(clear=True)
+
+    def state(self) -> dict[str, object]:
+        """Return the emulator's recorded state (counters, recent mint requests)."""
+        response = httpx.get(f"{self.url}/_emulator/state", timeout=5)
+        response.raise_for_status()
+        result: dict[str, object] = response.json()
+        return result
+
+
+def _start_emulator(tmp: Path, name: str) -> tuple[ServiceProcess, tuple[str, str], str]:
+    keys = (secrets.token_hex(16), secrets.token_hex(16))
+    bearer = f"entra-{secrets.token_hex(16)}"
+    process = ServiceProcess(
+        ["emulator"],
+        env={
+            "EMULATOR_API_KEYS": ",".join(keys),
+            "EMULATOR_BEARER_TOKENS": bearer,
+            "EMULATOR_TURN_INTERVAL_SECONDS": "1",
+        },
+        log_path=tmp / f"{name}.log",
+    )
+    return process.start(), keys, bearer
+
+
+@pytest.fixture(name="emulator", scope="session")
+def fixture_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """Run one emulator process for the session; faults are cleared around each use."""
+    process, keys, bearer = _start_emulator(tmp_path_factory.mktemp("emulator"), "primary")
+    try:
+        yield Emulator(process, keys, bearer)
+    finally:
+        process.stop()
+
+
+@pytest.fixture(name="second_emulator", scope="session")
+def fixture_second_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """Run a second emulator: the failover region, sharing the primary's keys."""
+    process, keys, bearer = _start_emulator(tmp_path_factory.mktemp("emulator2"), "secondary")
+    try:
+        yield Emulator(process, keys, bearer)
+    finally:
+        process.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clear_emulator_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Leave no injected fault behind for the next test."""
+    yield
+    for name in ("emulator", "second_emulator"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).clear()
+
+
+def service_env(emulator: Emulator, **extra: str) -> dict[str, str]:
+    """Return a local-mode environment pointing the service at ``emulator``."""
+    env = {
+        "APP_ENV": "local",
+        "LOG_FORMAT": "json",
+        "AUTH_MODE": "none",
+        "AZURE_OPENAI_ENDPOINTS": emulator.url,
+        "AZURE_OPENAI_API_KEY": emulator.keys[0],
+        "MEMORY_TOKEN_KEYS": f"k1:{'a' * 64}",
+        "UPSTREAM_TIMEOUT_SECONDS": "2",
+        "SERVE_WEB": "false",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(name="make_service")
+def fixture_make_service() -> ServiceFactory:
+    """Return a factory that serves the app for an env mapping in-process on loopback."""
+
+    @contextmanager
+    def make(env: Mapping[str, str], overrides: Overrides | None = None) -> Iterator[str]:
+        settings = Settings.from_env(env)
+        with serve_app(create_app(settings, overrides=overrides), ready_path="/healthz") as url:
+            yield url
+
+    return make

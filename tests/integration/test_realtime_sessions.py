@@ -1,0 +1,112 @@
+"""POST /realtime/sessions over real HTTP against the Azure realtime emulator."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import Emulator, ServiceFactory, service_env
+
+
+def _mint(url: str, agent: str = "elena", **extra: object) -> httpx.Response:
+    return httpx.post(f"{url}/realtime/sessions", json={"agent": agent, **extra}, timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("agent", "name", "voice"),
+    [("elena", "Elena", "marin"), ("marcus", "Marcus", "cedar"), ("sage", "Sage", "marin")],
+)
+def test_each_agents_session_config_reaches_the_upstream_body(
+    emulator: Emulator, make_service: ServiceFactory, agent: str, name: str, voice: str
+) -> None:
+    """The mint request carries the agent's instructions, voice, transcription and VAD."""
+    with make_service(service_env(emulator)) as url:
+        response = _mint(url, agent)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["agent"] == {"id": agent, "name": name, "voice": voice}
+    recorded = emulator.state()["recent_requests"]
+    assert isinstance(recorded, list)
+    request = recorded[-1]
+    session = request["session"]
+    assert session["type"] == "realtime"
+    assert session["model"] == "gpt-realtime"
+    assert session["instructions"].startswith(f"You are {name}")
+    assert session["audio"]["output"]["voice"] == voice
+    assert session["audio"]["input"]["transcription"]["model"]
+    assert session["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    assert request["expires_after"] == {"anchor": "created_at", "seconds": 60}
+
+
+def test_mint_answer_has_everything_the_browser_needs(
+    emulator: Emulator, make_service: ServiceFactory
+) -> None:
+    """A 201 carries session id, ephemeral key, WebRTC URL, deployment and no-store caching."""
+    with make_service(service_env(emulator, REALTIME_KEY_TTL_SECONDS="120")) as url:
+        response = _mint(url)
+    assert response.status_code == 201
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["session_id"].startswith("vs_")
+    assert body["conversation_id"].startswith("cv_")
+    assert body["client_secret"]["value"].startswith("ek_")
+    assert body["client_secret"]["expires_at"] > 0
+    assert body["webrtc_url"] == f"{emulator.url}/openai/v1/realtime/calls?webrtcfilter=on"
+    assert body["deployment"] == "gpt-realtime"
+    assert emulator.state()["recent_requests"][-1]["expires_after"]["seconds"] == 120  # type: ignore[index]
+
+
+def test_a_conversation_can_be_continued_by_its_owner(
+    emulator: Emulator, make_service: ServiceFactory
+) -> None:
+    """Passing back the conversation id keeps it; a forged one is refused with 403."""
+    with make_service(service_env(emulator)) as url:
+        first = _mint(url).json()
+        again = _mint(url, conversation_id=first["conversation_id"])
+        forged = _mint(url, conversation_id="cv_abcdefgh.notavalidmac")
+    assert again.status_code == 201
+    assert again.json()["conversation_id"] == first["conversation_id"]
+    assert again.json()["session_id"] != first["session_id"]
+    assert forged.status_code == 403
+    assert forged.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"agent": "bob"}, 404, None),
+        ({}, 400, "agent"),
+        ({"agent": "elena", "colour": "red"}, 400, "colour"),
+        ({"agent": "e" * 40}, 400, "agent"),
+        ({"agent": "elena", "conversation_id": "nope"}, 400, "conversation_id"),
+    ],
+)
+def test_bad_requests_get_problem_json_naming_the_field(
+    emulator: Emulator,
+    make_service: ServiceFactory,
+    body: dict[str, object],
+    status: int,
+    field: str | None,
+) -> None:
+    """Unknown agents are 404; missing, unknown or malformed fields are 400 naming the field."""
+    with make_service(service_env(emulator)) as url:
+        response = httpx.post(f"{url}/realtime/sessions", json=body, timeout=20)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == status
+    if field:
+        assert field in problem["detail"]
+
+
+def test_per_user_rate_limit_answers_429_with_retry_after(
+    emulator: Emulator, make_service: ServiceFactory
+) -> None:
+    """Minting more often than MINT_RATE_LIMIT allows is refused with 429 and Retry-After."""
+    with make_service(service_env(emulator, MINT_RATE_LIMIT="2/minute")) as url:
+        statuses = [_mint(url).status_code for _ in range(2)]
+        limited = _mint(url)
+    assert statuses == [201, 201]
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.json()["code"] == "rate_limited"
