@@ -34,6 +34,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "RateLimitedError",
+    "StorageUnavailableError",
     "UpstreamAuthError",
     "UpstreamError",
     "UpstreamRejectedError",
@@ -126,6 +127,14 @@ class RateLimitedError(ClientError):
     status = 429
     code = "rate_limited"
     title = "Too many requests"
+
+
+class StorageUnavailableError(AppError):
+    """Our own durable storage could not take the request (disk full, database locked)."""
+
+    status = 503
+    code = "storage_unavailable"
+    title = "Storage unavailable"
 
 
 class UpstreamError(AppError):
