@@ -24,7 +24,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.servers import ServiceProcess  # noqa: E402 - after the path tweak
+from tests.support.servers import ServiceProcess
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -83,7 +83,8 @@ async def _run(args: argparse.Namespace, emulator: ServiceProcess, service: Serv
     key = emulator.env["EMULATOR_API_KEYS"].split(",")[0]
     direct_body = (
         b'{"expires_after":{"anchor":"created_at","seconds":60},"session":{"type":"realtime",'
-        b'"model":"gpt-realtime","instructions":"You are Elena.","audio":{"output":{"voice":"marin"}}}}'
+        b'"model":"gpt-realtime","instructions":"You are Elena.",'
+        b'"audio":{"output":{"voice":"marin"}}}}'
     )
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=10)
@@ -150,7 +151,7 @@ def main() -> None:
             "AUTH_MODE": "none",
             "MINT_RATE_LIMIT": "1000000/minute",
             "AZURE_OPENAI_ENDPOINTS": f"http://127.0.0.1:{emulator.port}",
-            "AZURE_OPENAI_API_KEY": keys.split(",")[0],
+            "AZURE_OPENAI_API_KEY": keys.split(",", maxsplit=1)[0],
             "MEMORY_TOKEN_KEYS": f"bench:{secrets.token_hex(32)}",
             "MEMORY_SQLITE_PATH": str(Path(tempfile.mkdtemp()) / "queue.sqlite3"),
             "PYTHONWARNINGS": "ignore",

@@ -12,7 +12,7 @@ from tests.support.servers import ServiceProcess
 
 
 def test_no_secret_reaches_logs_or_error_bodies(emulator: Emulator, tmp_path: Path) -> None:
-    """Across successes and failures, keys, ephemeral keys and tokens stay out of logs and bodies."""
+    """Across successes and failures, keys, ephemeral keys and tokens stay out of logs/bodies."""
     log = tmp_path / "service.log"
     caller_token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2VjcmV0LXNpZ25hdHVyZQ"
     env = service_env(

@@ -15,9 +15,7 @@ def _mint(url: str) -> httpx.Response:
 
 
 def _two_regions(primary: Emulator, secondary: Emulator, **extra: str) -> dict[str, str]:
-    return service_env(
-        primary, AZURE_OPENAI_ENDPOINTS=f"{primary.url},{secondary.url}", **extra
-    )
+    return service_env(primary, AZURE_OPENAI_ENDPOINTS=f"{primary.url},{secondary.url}", **extra)
 
 
 @pytest.mark.parametrize(
