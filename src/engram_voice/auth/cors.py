@@ -8,7 +8,7 @@ from engram_voice.auth.settings import AuthSettings
 
 __all__ = ["cors_config"]
 
-_ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"]
+_ALLOWED_HEADERS = ["Authorization", "Content-Type", "X-Request-Id"]
 
 
 def cors_config(settings: AuthSettings) -> CORSConfig | None:
