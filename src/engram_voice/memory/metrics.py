@@ -1,0 +1,58 @@
+"""Prometheus metrics of memory enrichment, defined once per process.
+
+They live in prometheus_client's default registry, which the app's ``/metrics``
+(Litestar's ``PrometheusController``) exposes next to the HTTP metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "CIRCUIT_OPEN",
+    "DEAD_LETTERED",
+    "DELIVERED",
+    "DELIVERY_SECONDS",
+    "QUEUE_DEPTH",
+    "QUEUE_OLDEST_AGE",
+    "RETRIED",
+    "TURNS_ACCEPTED",
+    "TURNS_DUPLICATE",
+    "TURN_LAG_SECONDS",
+]
+
+TURNS_ACCEPTED = Counter(
+    "engram_memory_turns_accepted_total", "Transcript turns newly stored by POST /memory/enrich."
+)
+TURNS_DUPLICATE = Counter(
+    "engram_memory_turns_duplicate_total",
+    "Transcript turns posted again (same session and message id) and not stored twice.",
+)
+DELIVERED = Counter(
+    "engram_memory_turns_delivered_total", "Transcript turns delivered into the memory sink."
+)
+RETRIED = Counter(
+    "engram_memory_delivery_retries_total",
+    "Delivery retries: inline (backoff within one attempt) or scheduled (durable backoff).",
+    ["kind"],
+)
+DEAD_LETTERED = Counter(
+    "engram_memory_turns_dead_lettered_total", "Transcript turns moved to dead letters."
+)
+DELIVERY_SECONDS = Histogram(
+    "engram_memory_delivery_seconds",
+    "Duration of delivering one batch into the memory sink, retries included.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+TURN_LAG_SECONDS = Histogram(
+    "engram_memory_turn_lag_seconds",
+    "Time from a turn's acceptance (202) to its delivery into the memory sink.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600),
+)
+QUEUE_DEPTH = Gauge("engram_memory_queue_depth", "Transcript turns waiting for delivery.")
+QUEUE_OLDEST_AGE = Gauge(
+    "engram_memory_queue_oldest_age_seconds", "Age of the oldest turn waiting for delivery."
+)
+CIRCUIT_OPEN = Gauge(
+    "engram_memory_circuit_open", "1 while the delivery circuit breaker is open, else 0."
+)

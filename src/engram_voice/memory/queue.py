@@ -1,0 +1,153 @@
+"""The durable turn queue: data types and the Protocol every backend implements.
+
+SQLite (:mod:`engram_voice.memory.sqlite_queue`) is the default; a Redis Streams backend
+plugs in behind the same :class:`TurnQueue` seam. Guarantees a backend must give:
+``enqueue`` returns only after the turns are durable and is idempotent on
+``(session_id, message_id)``; a session is leased to one worker at a time and its turns
+come back in acceptance order; an expired lease makes the work claimable again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+__all__ = [
+    "ClaimedSession",
+    "DeadLetter",
+    "EnqueueBatch",
+    "EnqueueResult",
+    "QueueStats",
+    "QueuedTurn",
+    "SessionMismatchError",
+    "TurnQueue",
+]
+
+
+class SessionMismatchError(Exception):
+    """The session is already stored for another user or agent."""
+
+
+class QueuedTurn(msgspec.Struct, frozen=True):
+    """One transcript turn as stored (``seq`` orders turns within a session)."""
+
+    seq: int
+    message_id: str
+    role: str
+    text: str
+    at: str | None
+    accepted_at: float
+
+
+class EnqueueBatch(msgspec.Struct, frozen=True):
+    """Turns of one request for one session, with the identity the token proved."""
+
+    session_id: str
+    user_id: str
+    agent: str
+    turns: Sequence[tuple[str, str, str, str | None]]
+    """(message_id, role, text, at) in conversation order."""
+
+
+class EnqueueResult(msgspec.Struct, frozen=True):
+    """How many turns were newly stored and how many were already there."""
+
+    accepted: int
+    duplicates: int
+
+
+class ClaimedSession(msgspec.Struct, frozen=True):
+    """A session leased to one worker with its oldest pending turns."""
+
+    session_id: str
+    user_id: str
+    agent: str
+    attempts: int
+    turns: list[QueuedTurn]
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A batch that could not be delivered, kept for an operator to inspect and replay."""
+
+    id: int
+    session_id: str
+    user_id: str
+    agent: str
+    turns: int
+    reason: str
+    attempts: int
+    created_at: float
+    replayed_at: float | None
+
+
+class QueueStats(msgspec.Struct, frozen=True):
+    """What ``/status`` and the metrics report about the queue."""
+
+    backend: str
+    depth: int
+    sessions_pending: int
+    oldest_pending_at: float | None
+    dead_letters: int
+    last_delivered_at: float | None
+
+
+class TurnQueue(Protocol):
+    """A durable, idempotent, per-session ordered queue of transcript turns."""
+
+    backend: str
+
+    async def open(self) -> None:
+        """Open storage (create the schema when missing)."""
+
+    async def close(self) -> None:
+        """Finish pending writes and close storage."""
+
+    async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
+        """Store the turns durably (duplicates ignored) and return the counts."""
+
+    async def claim(
+        self, *, owner: str, sessions: int, turns: int, lease_seconds: float, now: float
+    ) -> list[ClaimedSession]:
+        """Lease up to ``sessions`` ready sessions with up to ``turns`` pending turns each."""
+
+    async def renew(self, *, owner: str, session_id: str, lease_seconds: float, now: float) -> bool:
+        """Extend a lease this owner holds; False when it was lost."""
+
+    async def mark_delivered(
+        self, *, owner: str, session_id: str, seqs: Sequence[int], now: float
+    ) -> None:
+        """Record turns as delivered (their text is dropped; their key stays for dedup)."""
+
+    async def schedule_retry(
+        self, *, owner: str, session_id: str, error: str, next_attempt_at: float
+    ) -> None:
+        """Count a failed attempt, release the lease and wake the session at a later time."""
+
+    async def dead_letter(
+        self,
+        *,
+        owner: str,
+        session_id: str,
+        seqs: Sequence[int],
+        reason: str,
+        attempts: int,
+        now: float,
+    ) -> int:
+        """Move turns to a new dead letter, reset the session's attempts; return its id."""
+
+    async def release(self, *, owner: str, session_id: str, next_attempt_at: float = 0.0) -> None:
+        """Give a lease back without counting an attempt."""
+
+    async def stats(self) -> QueueStats:
+        """Return depth, oldest pending acceptance time and dead-letter count."""
+
+    async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:
+        """List dead letters, newest first."""
+
+    async def replay(self, ids: Sequence[int] | None, *, now: float) -> int:
+        """Put dead letters (all unreplayed when ``ids`` is None) back in the queue."""
+
+    async def purge_delivered(self, *, older_than: float) -> int:
+        """Forget delivered turns accepted before ``older_than`` (ends their dedup window)."""

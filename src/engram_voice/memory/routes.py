@@ -1,0 +1,131 @@
+"""HTTP surface of enrichment: ``POST /memory/enrich`` (fire-and-forget, 202 when durable).
+
+The route authenticates only by the memory token: ``Authorization: Bearer <token>`` or,
+for ``navigator.sendBeacon`` (no headers, no preflight), a ``token`` field in a JSON body
+sent as ``text/plain``. The token decides user, session and agent; a token for another
+session gets 403. The runtime comes from ``app.state.memory`` via dependency injection.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from engram_voice.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    PayloadTooLargeError,
+    ValidationError,
+)
+from engram_voice.memory.runtime import MemoryRuntime
+from engram_voice.memory.schemas import MAX_BODY_BYTES, EnrichAccepted, EnrichRequest
+
+__all__ = ["enrich", "memory_router"]
+
+_decoder = msgspec.json.Decoder(EnrichRequest)
+_WHERE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
+
+
+def _field_of(message: str) -> str:
+    where = _WHERE.search(message)
+    path = where.group("path") if where else ""
+    named = _MISSING.search(message) or _UNKNOWN.search(message)
+    if named:
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    return path or "body"
+
+
+def decode_enrich(body: bytes) -> EnrichRequest:
+    """Decode and validate a request body; raise 413 for limits, 400 for everything else."""
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLargeError(f"the body exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        return _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = _field_of(message)
+        errors = [{"field": field, "message": _WHERE.sub("", message)}]
+        if "length <=" in message:
+            raise PayloadTooLargeError(
+                f"{field} exceeds its limit: {errors[0]['message']}", extra={"errors": errors}
+            ) from None
+        raise ValidationError(
+            f"Invalid request: {field}: {errors[0]['message']}", extra={"errors": errors}
+        ) from None
+    except msgspec.DecodeError:
+        raise ValidationError(
+            "the body is not valid JSON",
+            extra={"errors": [{"field": "body", "message": "malformed JSON"}]},
+        ) from None
+
+
+def _bearer(request: Request[Any, Any, Any]) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("Authorization must be 'Bearer <memory token>'")
+    return token.strip()
+
+
+@post(
+    "/enrich",
+    status_code=HTTP_202_ACCEPTED,
+    request_max_body_size=MAX_BODY_BYTES,
+    summary="Queue transcript turns for long-term memory (answers once they are durable)",
+    description=(
+        "Body: `{session_id, messages: [{id, role: user|assistant, text, at?}], token?}` as "
+        "`application/json` or `text/plain` (sendBeacon). Authenticate with "
+        "`Authorization: Bearer <memory token>` or the `token` field. Answers 202 "
+        "`{accepted, duplicates}` once the turns are on durable storage; a turn posted again "
+        "(same session and id) counts as a duplicate and is stored once."
+    ),
+    tags=["memory"],
+)
+async def enrich(
+    request: Request[Any, Any, Any], memory: MemoryRuntime
+) -> Response[EnrichAccepted]:
+    """Authenticate by memory token, validate, store durably, answer 202 with counts."""
+    header_token = _bearer(request)
+    claims = memory.verify(header_token) if header_token else None
+    payload = decode_enrich(await request.body())
+    if claims is None:
+        if payload.token is None:
+            raise AuthenticationError(
+                "a memory token is required (Authorization: Bearer or a token field)"
+            )
+        claims = memory.verify(payload.token)
+    if claims.session_id != payload.session_id:
+        raise ForbiddenError(
+            "the memory token was issued for another session",
+            extra={"errors": [{"field": "session_id", "message": "not this token's session"}]},
+        )
+    result = await memory.accept(claims, payload.messages)
+    return Response(
+        EnrichAccepted(accepted=result.accepted, duplicates=result.duplicates),
+        status_code=HTTP_202_ACCEPTED,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _runtime(state: State) -> MemoryRuntime:
+    runtime: MemoryRuntime = state.memory
+    return runtime
+
+
+def memory_router() -> Router:
+    """Return ``/memory`` routes; they expect the runtime in ``app.state.memory``."""
+    return Router(
+        path="/memory",
+        route_handlers=[enrich],
+        dependencies={"memory": Provide(_runtime, sync_to_thread=False)},
+    )

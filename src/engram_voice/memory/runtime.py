@@ -1,0 +1,213 @@
+"""The memory runtime: one object owning the queue, the sink and the worker.
+
+The app lifespan builds it with :func:`build_memory_runtime`, calls ``start()`` and
+``stop()``, and the enrich route uses ``verify``/``accept``. Tests build one with a fake
+sink, a temporary queue and a fixed clock, and drive the worker with ``drain()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+
+from engram_voice.credentials.secret import Secret
+from engram_voice.errors import ForbiddenError, StorageUnavailableError
+from engram_voice.memory import metrics
+from engram_voice.memory.circuit import CircuitBreaker
+from engram_voice.memory.delivery import Deliverer, InlineRetryPolicy
+from engram_voice.memory.queue import EnqueueBatch, EnqueueResult, SessionMismatchError, TurnQueue
+from engram_voice.memory.ratelimit import SessionRateLimiter
+from engram_voice.memory.schemas import EnrichMessage
+from engram_voice.memory.settings import MemorySettings
+from engram_voice.memory.sink import MemorySink
+from engram_voice.memory.sqlite_queue import QueueClosedError, SqliteTurnQueue
+from engram_voice.memory.tokens import MemoryClaims, MemoryTokenSigner
+from engram_voice.memory.worker import DeliveryWorker, DrainReport, WorkerOptions
+
+__all__ = ["MemoryRuntime", "build_memory_runtime"]
+
+_logger = structlog.get_logger("engram_voice.memory")
+
+
+class MemoryRuntime:
+    """Owns the durable queue, the sink and the delivery worker of one process."""
+
+    def __init__(
+        self,
+        *,
+        queue: TurnQueue,
+        sink: MemorySink | None,
+        worker: DeliveryWorker | None,
+        signer: MemoryTokenSigner | None,
+        rate_limiter: SessionRateLimiter,
+        run_worker: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.sink = sink
+        self.worker = worker
+        self.signer = signer
+        self._rate = rate_limiter
+        self._run_worker = run_worker and worker is not None
+        self._clock = clock
+        self._worker_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the queue and, when configured, start the in-process worker."""
+        await self.queue.open()
+        if self._run_worker and self.worker is not None:
+            self._worker_task = asyncio.create_task(self.worker.run(), name="memory-worker")
+        stats = await self.queue.stats()
+        _logger.info(
+            "memory.started",
+            queue=self.queue.backend,
+            sink=self.sink.describe() if self.sink else None,
+            worker="inprocess" if self._worker_task else "off",
+            depth=stats.depth,
+            dead_letters=stats.dead_letters,
+        )
+        if self.sink is None:
+            _logger.warning("memory.sink_unconfigured", hint="set ZEP_API_URL and ZEP_API_KEY")
+
+    async def stop(self, *, grace_seconds: float = 15.0) -> None:
+        """Finish in-flight deliveries (within ``grace_seconds``), keep the rest queued, close."""
+        if self.worker is not None:
+            self.worker.request_stop()
+        if self._worker_task is not None:
+            done, _ = await asyncio.wait({self._worker_task}, timeout=grace_seconds)
+            if not done and self.worker is not None:
+                _logger.warning("memory.stop_timeout", in_flight=self.worker.in_flight())
+                await self.worker.cancel_in_flight()
+                self._worker_task.cancel()
+            await asyncio.gather(self._worker_task, return_exceptions=True)
+            self._worker_task = None
+        await self.queue.close()
+        if self.sink is not None:
+            await self.sink.aclose()
+        _logger.info("memory.stopped")
+
+    def verify(self, token: str) -> MemoryClaims:
+        """Return the claims of a memory token or raise 401."""
+        if self.signer is None:
+            raise RuntimeError("this memory runtime has no token keys (worker-only process)")
+        return self.signer.verify(token)
+
+    def grant(self, session_id: str, user_id: str, agent: str) -> dict[str, Any]:
+        """Return the ``memory`` object for a newly minted realtime session."""
+        if self.signer is None:
+            raise RuntimeError("this memory runtime has no token keys (worker-only process)")
+        return self.signer.grant(session_id, user_id, agent)
+
+    async def accept(
+        self, claims: MemoryClaims, messages: Sequence[EnrichMessage]
+    ) -> EnqueueResult:
+        """Store the turns durably for the token's session and user; count duplicates."""
+        self._rate.check(claims.session_id)
+        batch = EnqueueBatch(
+            session_id=claims.session_id,
+            user_id=claims.user_id,
+            agent=claims.agent,
+            turns=[(m.id, m.role, m.text, m.at.isoformat() if m.at else None) for m in messages],
+        )
+        try:
+            result = await self.queue.enqueue(batch)
+        except SessionMismatchError:
+            raise ForbiddenError(
+                "this session's memory belongs to another user or agent",
+                extra={"errors": [{"field": "session_id", "message": "not yours"}]},
+            ) from None
+        except (sqlite3.Error, QueueClosedError) as exc:
+            raise StorageUnavailableError(
+                "transcripts cannot be stored right now; retry shortly", retry_after=2
+            ) from exc
+        metrics.TURNS_ACCEPTED.inc(result.accepted)
+        if result.duplicates:
+            metrics.TURNS_DUPLICATE.inc(result.duplicates)
+        if result.accepted and self.worker is not None:
+            self.worker.notify()
+        return result
+
+    async def drain(self) -> DrainReport:
+        """Deliver everything ready now (burst mode, for tests and the CLI)."""
+        if self.worker is None:
+            return DrainReport()
+        return await self.worker.drain()
+
+    async def status(self) -> dict[str, Any]:
+        """Return the ``memory`` section of ``/status`` (no secrets, no transcript text)."""
+        stats = await self.queue.stats()
+        now = self._clock()
+        oldest = stats.oldest_pending_at
+        metrics.QUEUE_DEPTH.set(stats.depth)
+        return {
+            "enabled": True,
+            "sink": self.sink.describe() if self.sink else {"kind": "none"},
+            "queue": {
+                "backend": stats.backend,
+                "depth": stats.depth,
+                "sessions_pending": stats.sessions_pending,
+                "oldest_pending_age_seconds": round(now - oldest, 1) if oldest else None,
+                "dead_letters": stats.dead_letters,
+            },
+            "worker": {
+                "mode": "inprocess" if self._worker_task else "off",
+                **(self.worker.describe() if self.worker else {"circuit": None}),
+            },
+            "last_delivery_at": _iso(stats.last_delivered_at),
+        }
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def build_memory_runtime(
+    settings: MemorySettings,
+    *,
+    token_keys: Sequence[tuple[str, Secret]] = (),
+    sink: MemorySink | None = None,
+    queue: TurnQueue | None = None,
+    run_worker: bool | None = None,
+    clock: Callable[[], float] = time.time,
+) -> MemoryRuntime:
+    """Build the runtime from settings; tests inject a sink, a queue and a clock."""
+    if sink is None and settings.zep.api_url is not None:
+        from engram_voice.memory.zep_sink import ZepSink  # noqa: PLC0415 - SDK import is heavy
+
+        sink = ZepSink(settings.zep)
+    queue = queue or SqliteTurnQueue(
+        settings.sqlite_path, synchronous=settings.sqlite_synchronous, clock=clock
+    )
+    worker = None
+    if sink is not None:
+        retry = settings.retry
+        worker = DeliveryWorker(
+            queue,
+            Deliverer(sink, InlineRetryPolicy.from_settings(retry)),
+            CircuitBreaker(
+                failures=retry.circuit_failures, cooldown=retry.circuit_cooldown_seconds
+            ),
+            WorkerOptions.from_settings(settings),
+            clock=clock,
+        )
+    signer = (
+        MemoryTokenSigner(token_keys, ttl_seconds=settings.token_ttl_seconds, clock=clock)
+        if token_keys
+        else None
+    )
+    return MemoryRuntime(
+        queue=queue,
+        sink=sink,
+        worker=worker,
+        signer=signer,
+        rate_limiter=SessionRateLimiter(settings.rate_per_minute, clock=time.monotonic),
+        run_worker=settings.worker == "inprocess" if run_worker is None else run_worker,
+        clock=clock,
+    )

@@ -1,0 +1,147 @@
+"""Settings of memory enrichment: queue, worker, retry policy, Zep sink and memory tokens.
+
+The signing keys themselves (``MEMORY_TOKEN_KEYS``) are read by the top-level settings,
+because conversation ids share them; everything else about memory is read here.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import msgspec
+
+from engram_voice.credentials.secret import Secret
+from engram_voice.envreader import EnvReader
+
+__all__ = ["MemorySettings", "RetrySettings", "ZepSettings"]
+
+_DAY = 86_400
+
+
+class ZepSettings(msgspec.Struct, frozen=True):
+    """Where and how the worker talks to Zep; ``api_url`` None means no sink is configured."""
+
+    api_url: str | None
+    api_key: Secret | None
+    timeout_seconds: float
+    connect_timeout_seconds: float
+    max_message_chars: int
+
+    @classmethod
+    def from_env(cls, reader: EnvReader) -> ZepSettings:
+        """Read the Zep sink settings (``ZEP_*``)."""
+        url = reader.optional("ZEP_API_URL")
+        key = reader.optional("ZEP_API_KEY")
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                reader.fail(f"ZEP_API_URL={url!r} must be an http(s) URL, e.g. https://zep.example")
+            if key is None:
+                reader.fail("ZEP_API_KEY is required when ZEP_API_URL is set")
+        return cls(
+            api_url=url.rstrip("/") if url else None,
+            api_key=Secret(key) if key else None,
+            timeout_seconds=reader.number("ZEP_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=120),
+            connect_timeout_seconds=reader.number(
+                "ZEP_CONNECT_TIMEOUT_SECONDS", 3.0, minimum=0.1, maximum=60
+            ),
+            max_message_chars=reader.integer(
+                "ZEP_MAX_MESSAGE_CHARS", 2500, minimum=100, maximum=100_000
+            ),
+        )
+
+
+class RetrySettings(msgspec.Struct, frozen=True):
+    """How delivery failures are retried, broken off and finally dead-lettered."""
+
+    inline_attempts: int
+    inline_timeout_seconds: float
+    inline_wait_initial: float
+    inline_wait_max: float
+    backoff_base_seconds: float
+    backoff_max_seconds: float
+    max_attempts: int
+    max_age_seconds: float
+    circuit_failures: int
+    circuit_cooldown_seconds: float
+
+    @classmethod
+    def from_env(cls, reader: EnvReader) -> RetrySettings:
+        """Read the retry, circuit breaker and dead-letter settings."""
+        return cls(
+            inline_attempts=reader.integer(
+                "MEMORY_RETRY_INLINE_ATTEMPTS", 3, minimum=1, maximum=10
+            ),
+            inline_timeout_seconds=reader.number(
+                "MEMORY_RETRY_INLINE_TIMEOUT_SECONDS", 20.0, minimum=0.0, maximum=300
+            ),
+            inline_wait_initial=reader.number(
+                "MEMORY_RETRY_WAIT_INITIAL_SECONDS", 0.5, minimum=0.0, maximum=60
+            ),
+            inline_wait_max=reader.number(
+                "MEMORY_RETRY_WAIT_MAX_SECONDS", 5.0, minimum=0.0, maximum=300
+            ),
+            backoff_base_seconds=reader.number(
+                "MEMORY_BACKOFF_BASE_SECONDS", 2.0, minimum=0.0, maximum=3600
+            ),
+            backoff_max_seconds=reader.number(
+                "MEMORY_BACKOFF_MAX_SECONDS", 300.0, minimum=0.0, maximum=_DAY
+            ),
+            max_attempts=reader.integer("MEMORY_MAX_ATTEMPTS", 25, minimum=1, maximum=10_000),
+            max_age_seconds=reader.number(
+                "MEMORY_MAX_AGE_SECONDS", 3.0 * _DAY, minimum=1, maximum=365.0 * _DAY
+            ),
+            circuit_failures=reader.integer("MEMORY_CIRCUIT_FAILURES", 5, minimum=1, maximum=1000),
+            circuit_cooldown_seconds=reader.number(
+                "MEMORY_CIRCUIT_COOLDOWN_SECONDS", 30.0, minimum=0.0, maximum=3600
+            ),
+        )
+
+
+class MemorySettings(msgspec.Struct, frozen=True):
+    """Everything about memory enrichment except the shared signing keys."""
+
+    enabled: bool
+    queue: str
+    sqlite_path: str
+    sqlite_synchronous: str
+    worker: str
+    worker_concurrency: int
+    poll_seconds: float
+    lease_seconds: float
+    batch_turns: int
+    token_ttl_seconds: int
+    rate_per_minute: int
+    retain_delivered_seconds: float
+    retry: RetrySettings
+    zep: ZepSettings
+
+    @classmethod
+    def from_env(cls, reader: EnvReader) -> MemorySettings:
+        """Read the memory settings (``MEMORY_*`` and ``ZEP_*``)."""
+        return cls(
+            enabled=reader.flag("MEMORY_ENABLED", default=True),
+            queue=reader.choice("MEMORY_QUEUE", "sqlite", ("sqlite",)),
+            sqlite_path=reader.text("MEMORY_SQLITE_PATH", "var/memory-queue.sqlite3"),
+            sqlite_synchronous=reader.choice(
+                "MEMORY_SQLITE_SYNCHRONOUS", "full", ("full", "normal")
+            ),
+            worker=reader.choice("MEMORY_WORKER", "inprocess", ("inprocess", "off")),
+            worker_concurrency=reader.integer(
+                "MEMORY_WORKER_CONCURRENCY", 4, minimum=1, maximum=64
+            ),
+            poll_seconds=reader.number("MEMORY_POLL_SECONDS", 1.0, minimum=0.05, maximum=60),
+            lease_seconds=reader.number("MEMORY_LEASE_SECONDS", 120.0, minimum=1, maximum=3600),
+            batch_turns=reader.integer("MEMORY_CLAIM_TURNS", 300, minimum=1, maximum=10_000),
+            token_ttl_seconds=reader.integer(
+                "MEMORY_TOKEN_TTL_SECONDS", 2700, minimum=60, maximum=7 * _DAY
+            ),
+            rate_per_minute=reader.integer(
+                "MEMORY_RATE_PER_MINUTE", 240, minimum=1, maximum=1_000_000
+            ),
+            retain_delivered_seconds=reader.number(
+                "MEMORY_RETAIN_DELIVERED_SECONDS", 7.0 * _DAY, minimum=60, maximum=365.0 * _DAY
+            ),
+            retry=RetrySettings.from_env(reader),
+            zep=ZepSettings.from_env(reader),
+        )

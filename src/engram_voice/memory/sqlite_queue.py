@@ -1,0 +1,401 @@
+"""The default turn queue: embedded SQLite in WAL mode with group commit.
+
+Every statement runs on one dedicated thread that owns the connection. Concurrent
+``enqueue`` calls wait in a list; a writer task takes everything waiting, writes it in
+one transaction and one commit (one fsync with ``synchronous=FULL``), then answers each
+caller. So many requests share one commit, and a ``202`` still means "on disk".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from engram_voice.memory.queue import (
+    ClaimedSession,
+    DeadLetter,
+    EnqueueBatch,
+    EnqueueResult,
+    QueuedTurn,
+    QueueStats,
+    SessionMismatchError,
+)
+from engram_voice.memory.sqlite_schema import PENDING, SCHEMA, claim_sql
+
+__all__ = ["QueueClosedError", "SqliteTurnQueue"]
+
+_logger = structlog.get_logger("engram_voice.memory.queue")
+_T = TypeVar("_T")
+_MAX_GROUP = 512
+
+
+class QueueClosedError(RuntimeError):
+    """The queue is closed (shutting down) and takes no more turns."""
+
+
+class SqliteTurnQueue:
+    """A :class:`~engram_voice.memory.queue.TurnQueue` stored in one SQLite file."""
+
+    backend = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "full",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._path = Path(path)
+        self._clock = clock
+        self._synchronous = synchronous.upper()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._waiting: list[tuple[EnqueueBatch, asyncio.Future[EnqueueResult]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"SqliteTurnQueue(path={str(self._path)!r})"
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = self._conn
+        if conn is None:
+            raise QueueClosedError("the memory queue is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.executescript(SCHEMA)
+        return conn
+
+    async def open(self) -> None:
+        """Open the database file (creating it and its schema) and start the writer."""
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(self._executor, self._connect)
+        self._closing = False
+        self._writer = asyncio.create_task(self._write_loop(), name="memory-queue-writer")
+
+    async def close(self) -> None:
+        """Commit what is waiting, stop the writer and close the database."""
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+            self._writer = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+
+    # -- enqueue with group commit -------------------------------------------------------
+
+    async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
+        """Store the batch durably together with whatever else is waiting; return counts."""
+        if self._closing or self._conn is None:
+            raise QueueClosedError("the memory queue is shutting down")
+        future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append((batch, future))
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._waiting:
+                group, self._waiting = self._waiting[:_MAX_GROUP], self._waiting[_MAX_GROUP:]
+                await self._commit_group(group)
+            if self._closing:
+                return
+
+    async def _commit_group(
+        self, group: list[tuple[EnqueueBatch, asyncio.Future[EnqueueResult]]]
+    ) -> None:
+        batches = [batch for batch, _ in group]
+        try:
+            now = self._clock()
+            results = await self._run(lambda conn: _write_group(conn, batches, now))
+        except sqlite3.Error as exc:
+            _logger.exception(
+                "memory.queue_commit_failed", error=type(exc).__name__, size=len(group)
+            )
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(group, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, SessionMismatchError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    # -- worker side ----------------------------------------------------------------------
+
+    async def claim(
+        self, *, owner: str, sessions: int, turns: int, lease_seconds: float, now: float
+    ) -> list[ClaimedSession]:
+        """Lease ready sessions (pending, due, unleased) with their oldest pending turns."""
+
+        def work(conn: sqlite3.Connection) -> list[ClaimedSession]:
+            with _transaction(conn):
+                rows = conn.execute(claim_sql(), (now, now, sessions)).fetchall()
+                claimed: list[ClaimedSession] = []
+                for session_id, user_id, agent, attempts in rows:
+                    conn.execute(
+                        "UPDATE sessions SET lease_owner=?, lease_until=? WHERE session_id=?",
+                        (owner, now + lease_seconds, session_id),
+                    )
+                    found = conn.execute(
+                        "SELECT seq, message_id, role, text, at, accepted_at FROM turns "
+                        "WHERE session_id=? AND state=? ORDER BY seq LIMIT ?",
+                        (session_id, PENDING, turns),
+                    ).fetchall()
+                    claimed.append(
+                        ClaimedSession(
+                            session_id=session_id,
+                            user_id=user_id,
+                            agent=agent,
+                            attempts=attempts,
+                            turns=[QueuedTurn(*row) for row in found],
+                        )
+                    )
+                return claimed
+
+        return await self._run(work)
+
+    async def renew(self, *, owner: str, session_id: str, lease_seconds: float, now: float) -> bool:
+        """Extend this owner's lease on a session; False when the lease was lost."""
+        sql = "UPDATE sessions SET lease_until=? WHERE session_id=? AND lease_owner=?"
+        return await self._changed(sql, (now + lease_seconds, session_id, owner)) > 0
+
+    async def mark_delivered(
+        self,
+        *,
+        owner: str,  # noqa: ARG002 - delivered is delivered, whoever holds the lease now
+        session_id: str,
+        seqs: Sequence[int],
+        now: float,
+    ) -> None:
+        """Mark turns delivered, drop their text, and reset the session's attempt count."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                changed = _set_state(conn, seqs, "state=1, text=NULL, delivered_at=?", (now,))
+                conn.execute(
+                    "UPDATE sessions SET pending=pending-?, attempts=0, last_error=NULL "
+                    "WHERE session_id=?",
+                    (changed, session_id),
+                )
+
+        await self._run(work)
+
+    async def schedule_retry(
+        self, *, owner: str, session_id: str, error: str, next_attempt_at: float
+    ) -> None:
+        """Count a failed attempt, remember why, release the lease until ``next_attempt_at``."""
+        await self._changed(
+            "UPDATE sessions SET attempts=attempts+1, last_error=?, next_attempt_at=?, "
+            "lease_owner=NULL, lease_until=NULL WHERE session_id=? AND lease_owner=?",
+            (error[:500], next_attempt_at, session_id, owner),
+        )
+
+    async def dead_letter(
+        self,
+        *,
+        owner: str,  # noqa: ARG002 - a rejection is final, whoever holds the lease now
+        session_id: str,
+        seqs: Sequence[int],
+        reason: str,
+        attempts: int,
+        now: float,
+    ) -> int:
+        """Move the turns to a new dead letter and reset the session's attempts."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                user_id, agent = conn.execute(
+                    "SELECT user_id, agent FROM sessions WHERE session_id=?", (session_id,)
+                ).fetchone()
+                cursor = conn.execute(
+                    "INSERT INTO dead_letters(session_id, user_id, agent, turns, reason, "
+                    "attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (session_id, user_id, agent, len(seqs), reason[:1000], attempts, now),
+                )
+                letter_id = int(cursor.lastrowid or 0)
+                changed = _set_state(conn, seqs, "state=2, dead_letter_id=?", (letter_id,))
+                conn.execute(
+                    "UPDATE sessions SET pending=pending-?, attempts=0, last_error=? "
+                    "WHERE session_id=?",
+                    (changed, reason[:500], session_id),
+                )
+                return letter_id
+
+        return await self._run(work)
+
+    async def release(self, *, owner: str, session_id: str, next_attempt_at: float = 0.0) -> None:
+        """Give a lease back without counting an attempt."""
+        await self._changed(
+            "UPDATE sessions SET lease_owner=NULL, lease_until=NULL, "
+            "next_attempt_at=MAX(next_attempt_at, ?) WHERE session_id=? AND lease_owner=?",
+            (next_attempt_at, session_id, owner),
+        )
+
+    # -- operators and status -------------------------------------------------------------
+
+    async def stats(self) -> QueueStats:
+        """Return depth, sessions pending, oldest pending acceptance, dead letters."""
+
+        def work(conn: sqlite3.Connection) -> QueueStats:
+            depth, oldest = conn.execute(
+                "SELECT COUNT(*), MIN(accepted_at) FROM turns WHERE state=0"
+            ).fetchone()
+            (sessions,) = conn.execute("SELECT COUNT(*) FROM sessions WHERE pending > 0").fetchone()
+            (dead,) = conn.execute(
+                "SELECT COUNT(*) FROM dead_letters WHERE replayed_at IS NULL"
+            ).fetchone()
+            (last,) = conn.execute("SELECT MAX(delivered_at) FROM turns WHERE state=1").fetchone()
+            return QueueStats(
+                backend=self.backend,
+                depth=depth,
+                sessions_pending=sessions,
+                oldest_pending_at=oldest,
+                dead_letters=dead,
+                last_delivered_at=last,
+            )
+
+        return await self._run(work)
+
+    async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:
+        """List dead letters, newest first."""
+        where = "" if include_replayed else "WHERE replayed_at IS NULL"
+        sql = (
+            "SELECT id, session_id, user_id, agent, turns, reason, attempts, created_at, "  # noqa: S608 - fixed fragments
+            f"replayed_at FROM dead_letters {where} ORDER BY id DESC LIMIT ?"
+        )
+        rows = await self._run(lambda conn: conn.execute(sql, (limit,)).fetchall())
+        return [DeadLetter(*row) for row in rows]
+
+    async def replay(self, ids: Sequence[int] | None, *, now: float) -> int:
+        """Return dead-lettered turns to the queue in their original order; count them."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                if ids is None:
+                    rows = conn.execute(
+                        "SELECT id, session_id FROM dead_letters WHERE replayed_at IS NULL"
+                    ).fetchall()
+                else:
+                    marks = ",".join("?" * len(ids))
+                    rows = conn.execute(
+                        f"SELECT id, session_id FROM dead_letters WHERE replayed_at IS NULL "  # noqa: S608
+                        f"AND id IN ({marks})",
+                        tuple(ids),
+                    ).fetchall()
+                total = 0
+                for letter_id, session_id in rows:
+                    moved = conn.execute(
+                        "UPDATE turns SET state=0, dead_letter_id=NULL "
+                        "WHERE state=2 AND dead_letter_id=?",
+                        (letter_id,),
+                    ).rowcount
+                    conn.execute(
+                        "UPDATE sessions SET pending=pending+?, attempts=0, next_attempt_at=0, "
+                        "last_error=NULL WHERE session_id=?",
+                        (moved, session_id),
+                    )
+                    conn.execute(
+                        "UPDATE dead_letters SET replayed_at=? WHERE id=?", (now, letter_id)
+                    )
+                    total += moved
+                return total
+
+        return await self._run(work)
+
+    async def purge_delivered(self, *, older_than: float) -> int:
+        """Delete turns delivered before ``older_than``; their dedup window ends."""
+        sql = "DELETE FROM turns WHERE state=1 AND delivered_at < ?"
+        return await self._changed(sql, (older_than,))
+
+    async def _changed(self, sql: str, params: tuple[Any, ...]) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                return conn.execute(sql, params).rowcount
+
+        return await self._run(work)
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Any:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _set_state(
+    conn: sqlite3.Connection, seqs: Sequence[int], assignments: str, params: tuple[Any, ...]
+) -> int:
+    changed = 0
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        changed += conn.execute(
+            f"UPDATE turns SET {assignments} WHERE state=0 AND seq IN ({marks})",  # noqa: S608
+            (*params, *chunk),
+        ).rowcount
+    return changed
+
+
+def _write_group(
+    conn: sqlite3.Connection, batches: list[EnqueueBatch], now: float
+) -> list[EnqueueResult | SessionMismatchError]:
+    """Write every batch in one transaction; a mismatched session writes nothing."""
+    results: list[EnqueueResult | SessionMismatchError] = []
+    with _transaction(conn):
+        for batch in batches:
+            conn.execute(
+                "INSERT INTO sessions(session_id, user_id, agent, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(session_id) DO NOTHING",
+                (batch.session_id, batch.user_id, batch.agent, now),
+            )
+            owner = conn.execute(
+                "SELECT user_id, agent FROM sessions WHERE session_id=?", (batch.session_id,)
+            ).fetchone()
+            if tuple(owner) != (batch.user_id, batch.agent):
+                results.append(SessionMismatchError(batch.session_id))
+                continue
+            accepted = conn.executemany(
+                "INSERT OR IGNORE INTO turns(session_id, message_id, role, text, at, accepted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (batch.session_id, mid, role, text, at, now)
+                    for mid, role, text, at in batch.turns
+                ],
+            ).rowcount
+            if accepted:
+                conn.execute(
+                    "UPDATE sessions SET pending=pending+? WHERE session_id=?",
+                    (accepted, batch.session_id),
+                )
+            results.append(EnqueueResult(accepted=accepted, duplicates=len(batch.turns) - accepted))
+    return results

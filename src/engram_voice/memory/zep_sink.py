@@ -1,0 +1,217 @@
+"""The Zep sink: delivery through zep-python (``/api/v2``) with explicit timeouts.
+
+We build the SDK's ``AsyncBaseClient`` (the class ``AsyncZep`` extends, with the same
+``memory`` and ``user`` clients) because ``AsyncZep`` silently replaces ``base_url``
+with the process's ``ZEP_API_URL``; settings come from our own mapping instead. The SDK
+drops response headers from its errors, so an httpx response hook records
+``Retry-After`` in a context variable that the failing call reads back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import email.utils
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+from zep_python.base_client import AsyncBaseClient
+from zep_python.core.api_error import ApiError
+from zep_python.types.message import Message
+
+from engram_voice.memory.settings import ZepSettings
+from engram_voice.memory.sink import SinkMessage, SinkRejectedError, SinkUnavailableError
+
+__all__ = ["ZepSink"]
+
+_logger = structlog.get_logger("engram_voice.memory.zep")
+_T = TypeVar("_T")
+_retry_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "zep_retry_after", default=None
+)
+_NOT_FOUND = 404
+_RETRYABLE_4XX = frozenset({408, 429})
+_KNOWN_SESSIONS = 10_000
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Return the seconds a ``Retry-After`` header asks for (seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+async def _record_retry_after(response: httpx.Response) -> None:
+    if response.status_code in _RETRYABLE_4XX or response.status_code >= 500:  # noqa: PLR2004
+        _retry_after.set(parse_retry_after(response.headers.get("retry-after"), now=time.time()))
+
+
+def _reason(exc: ApiError) -> str:
+    body = exc.body
+    message = getattr(body, "message", None)
+    if message is None and isinstance(body, dict):
+        message = body.get("message")
+    text = f": {str(message)[:200]}" if isinstance(message, str) and message else ""
+    return f"zep answered {exc.status_code}{text}"
+
+
+class ZepSink:
+    """A :class:`~engram_voice.memory.sink.MemorySink` backed by Zep via zep-python."""
+
+    kind = "zep"
+
+    def __init__(
+        self, settings: ZepSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        if settings.api_url is None or settings.api_key is None:
+            raise ValueError("ZepSink needs ZEP_API_URL and ZEP_API_KEY")
+        self._url = settings.api_url
+        self._total = settings.timeout_seconds
+        timeout = httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds)
+        self._http = httpx.AsyncClient(
+            timeout=timeout,
+            transport=transport,
+            event_hooks={"response": [_record_retry_after]},
+        )
+        self._client = AsyncBaseClient(
+            base_url=f"{settings.api_url}/api/v2",
+            api_key=settings.api_key.reveal(),
+            # Typed float, but passed straight to httpx per request: keep the connect bound.
+            timeout=cast("float", timeout),
+            httpx_client=self._http,
+        )
+        self._known: OrderedDict[str, None] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"ZepSink(url={self.describe()['url']!r})"
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[_T]]) -> _T:
+        """Run one SDK call under a total timeout, translating failures to sink errors."""
+        _retry_after.set(None)
+        try:
+            async with asyncio.timeout(self._total + 1.0):
+                return await fn()
+        except ApiError as exc:
+            status = exc.status_code or 0
+            if status in _RETRYABLE_4XX or status >= 500:  # noqa: PLR2004
+                raise SinkUnavailableError(
+                    f"{what}: {_reason(exc)}", status=status, retry_after=_retry_after.get()
+                ) from None
+            raise SinkRejectedError(f"{what}: {_reason(exc)}", status=status) from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise SinkUnavailableError(f"{what}: zep timed out") from None
+        except httpx.TransportError as exc:
+            raise SinkUnavailableError(f"{what}: zep unreachable ({type(exc).__name__})") from None
+        except ValueError as exc:  # an unreadable answer (the SDK parses 500 bodies as JSON)
+            raise SinkUnavailableError(
+                f"{what}: unreadable answer ({type(exc).__name__})"
+            ) from None
+
+    async def ensure_session(self, *, user_id: str, session_id: str, agent: str) -> None:
+        """Create the Zep user and session when missing; refuse a session of another user."""
+        if session_id in self._known:
+            self._known.move_to_end(session_id)
+            return
+        owner = await self._session_owner(session_id)
+        if owner is None:
+            await self._ensure_user(user_id)
+            try:
+                await self._call(
+                    "create session",
+                    lambda: self._client.memory.add_session(
+                        session_id=session_id, user_id=user_id, metadata={"agent": agent}
+                    ),
+                )
+            except SinkRejectedError:
+                owner = await self._session_owner(session_id)  # created concurrently?
+                if owner is None:
+                    raise
+            else:
+                owner = user_id
+                _logger.info("memory.zep_session_created", session_id=session_id, agent=agent)
+        if owner != user_id:
+            raise SinkRejectedError("zep session belongs to another user", status=409)
+        self._known[session_id] = None
+        if len(self._known) > _KNOWN_SESSIONS:
+            self._known.popitem(last=False)
+
+    async def _session_owner(self, session_id: str) -> str | None:
+        try:
+            session = await self._call(
+                "get session", lambda: self._client.memory.get_session(session_id)
+            )
+        except SinkRejectedError as exc:
+            if exc.status == _NOT_FOUND:
+                return None
+            raise
+        owner = getattr(session, "user_id", None)
+        return owner if isinstance(owner, str) else ""
+
+    async def _ensure_user(self, user_id: str) -> None:
+        try:
+            await self._call("get user", lambda: self._client.user.get(user_id))
+        except SinkRejectedError as exc:
+            if exc.status != _NOT_FOUND:
+                raise
+        else:
+            return
+        try:
+            await self._call("create user", lambda: self._client.user.add(user_id=user_id))
+        except SinkRejectedError:
+            await self._call("get user", lambda: self._client.user.get(user_id))
+
+    async def add_messages(self, session_id: str, messages: Sequence[SinkMessage]) -> None:
+        """Append messages to the Zep session in one call (at most 30)."""
+        payload = [
+            Message(
+                uuid=m.uuid,
+                role_type=m.role_type,
+                role=m.role,
+                content=m.content,
+                metadata=m.metadata,
+            )
+            for m in messages
+        ]
+        await self._call(
+            "add memory", lambda: self._client.memory.add(session_id=session_id, messages=payload)
+        )
+
+    async def message_exists(self, session_id: str, uuid: str) -> bool:
+        """Tell whether the session already holds a message with this uuid."""
+        try:
+            await self._call(
+                "get message",
+                lambda: self._client.memory.get_session_message(session_id, uuid),
+            )
+        except SinkRejectedError as exc:
+            if exc.status == _NOT_FOUND:
+                return False
+            raise
+        return True
+
+    def forget_session(self, session_id: str) -> None:
+        """Drop the cached knowledge that a session exists."""
+        self._known.pop(session_id, None)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the sink kind and its URL without credentials, path or query."""
+        parts = urlsplit(self._url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return {"kind": self.kind, "url": f"{parts.scheme}://{host}{port}"}
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._http.aclose()

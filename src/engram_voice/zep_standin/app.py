@@ -1,0 +1,207 @@
+"""The Zep stand-in's HTTP app: the ``/api/v2`` subset zep-python uses, plus an admin API.
+
+API calls need ``Authorization: Api-Key <key>`` (as the SDK sends it) and answer errors
+as Zep does, ``{"message": ...}``. ``/_standin/faults`` injects failures and
+``/_standin/state`` reports counts; both are for local development and tests only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.status_codes import HTTP_201_CREATED
+
+from engram_voice.zep_standin.config import ZepStandinConfig
+from engram_voice.zep_standin.faults import FaultPlan, Faults
+from engram_voice.zep_standin.store import MessageIn, StandinStore, ZepRuleError
+
+__all__ = ["Standin", "create_standin_app"]
+
+
+class _UserIn(msgspec.Struct, frozen=True):
+    user_id: str | None = None
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class _SessionIn(msgspec.Struct, frozen=True):
+    session_id: str | None = None
+    user_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class _MemoryIn(msgspec.Struct, frozen=True):
+    messages: list[MessageIn] | None = None
+
+
+@dataclass
+class Standin:
+    """What the stand-in's handlers share: config, store, faults and call counters."""
+
+    config: ZepStandinConfig
+    store: StandinStore
+    faults: Faults
+    calls: Counter[str] = field(default_factory=Counter)
+
+
+def _standin(request: Request[Any, Any, Any]) -> Standin:
+    standin: Standin = request.app.state.standin
+    return standin
+
+
+async def _gate(
+    request: Request[Any, Any, Any], call: str, *, memory_write: bool = False
+) -> Standin:
+    """Apply latency, injected faults and the API key check, in that order; count the call."""
+    standin = _standin(request)
+    standin.calls[call] += 1
+    if standin.faults.latency_ms:
+        await asyncio.sleep(standin.faults.latency_ms / 1000)
+    injected = standin.faults.take(memory_write=memory_write)
+    if injected is not None:
+        raise ZepRuleError(injected.status, injected.message, retry_after=injected.retry_after)
+    expected = f"Api-Key {standin.config.api_key.reveal()}"
+    if not hmac.compare_digest(request.headers.get("authorization", ""), expected):
+        raise ZepRuleError(401, "unauthorized: send Authorization: Api-Key <key>")
+    return standin
+
+
+def _decode(body: bytes, kind: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.DecodeError as exc:
+        raise ZepRuleError(400, f"invalid request body: {exc}") from None
+
+
+@post("/api/v2/users", status_code=HTTP_201_CREATED)
+async def add_user(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Create a user (400 when it exists)."""
+    standin = await _gate(request, "users.add")
+    body: _UserIn = _decode(await request.body(), _UserIn)
+    return standin.store.add_user(body.user_id, msgspec.to_builtins(body))
+
+
+@get("/api/v2/users/{user_id:str}")
+async def get_user(request: Request[Any, Any, Any], user_id: str) -> dict[str, Any]:
+    """Return a user (404 when unknown)."""
+    standin = await _gate(request, "users.get")
+    return standin.store.get_user(user_id)
+
+
+@post("/api/v2/sessions", status_code=HTTP_201_CREATED)
+async def add_session(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Create a session (400 for an unknown user or a duplicate)."""
+    standin = await _gate(request, "sessions.add")
+    body: _SessionIn = _decode(await request.body(), _SessionIn)
+    return standin.store.add_session(body.session_id, body.user_id, body.metadata)
+
+
+@get("/api/v2/sessions/{session_id:str}")
+async def get_session(request: Request[Any, Any, Any], session_id: str) -> dict[str, Any]:
+    """Return a session (404 when unknown)."""
+    standin = await _gate(request, "sessions.get")
+    return standin.store.get_session(session_id)
+
+
+@post("/api/v2/sessions/{session_id:str}/memory", status_code=200)
+async def add_memory(request: Request[Any, Any, Any], session_id: str) -> dict[str, Any]:
+    """Append up to 30 messages atomically (400 on any rule, e.g. an existing uuid)."""
+    standin = await _gate(request, "memory.add", memory_write=True)
+    body: _MemoryIn = _decode(await request.body(), _MemoryIn)
+    standin.store.add_messages(session_id, body.messages or [])
+    return {"message": "OK"}
+
+
+@get("/api/v2/sessions/{session_id:str}/memory")
+async def get_memory(request: Request[Any, Any, Any], session_id: str) -> dict[str, Any]:
+    """Return the session's messages in order (``lastn`` limits to the newest)."""
+    standin = await _gate(request, "memory.get")
+    lastn_text = request.query_params.get("lastn") or ""
+    lastn = int(lastn_text) if lastn_text.isdigit() else None
+    messages = standin.store.messages(session_id, lastn)
+    return {"messages": messages, "metadata": {}, "relevant_facts": []}
+
+
+@get("/api/v2/sessions/{session_id:str}/messages/{message_uuid:str}")
+async def get_message(
+    request: Request[Any, Any, Any], session_id: str, message_uuid: str
+) -> dict[str, Any]:
+    """Return one message by uuid (404 when the session does not hold it)."""
+    standin = await _gate(request, "messages.get")
+    return standin.store.message(session_id, message_uuid)
+
+
+@get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Answer 200 while the stand-in runs (no faults, no key)."""
+    return {"status": "ok"}
+
+
+@post("/_standin/faults", status_code=200)
+async def set_faults(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Install a fault plan, or clear it with ``{"clear": true}``."""
+    standin = _standin(request)
+    plan: FaultPlan = _decode(await request.body(), FaultPlan)
+    standin.faults.set(plan)
+    return {"mode": standin.faults.plan.mode, "latency_ms": standin.faults.latency_ms}
+
+
+@get("/_standin/state")
+async def state(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Report stored counts, calls per endpoint and injected faults."""
+    standin = _standin(request)
+    return {
+        "counts": standin.store.counts(),
+        "calls": dict(standin.calls),
+        "faults": {"mode": standin.faults.plan.mode, "injected": standin.faults.injected},
+    }
+
+
+def _zep_error(_: Request[Any, Any, Any], exc: ZepRuleError) -> Response[dict[str, str]]:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
+    return Response({"message": exc.message}, status_code=exc.status, headers=headers)
+
+
+def create_standin_app(config: ZepStandinConfig, *, store: StandinStore | None = None) -> Litestar:
+    """Build the stand-in app; it opens (and closes) its SQLite store in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        own = store or StandinStore(config.db_path, max_content_chars=config.max_content_chars)
+        app.state.standin = Standin(
+            config=config, store=own, faults=Faults(latency_ms=config.latency_ms)
+        )
+        try:
+            yield
+        finally:
+            if store is None:
+                own.close()
+
+    return Litestar(
+        route_handlers=[
+            add_user,
+            get_user,
+            add_session,
+            get_session,
+            add_memory,
+            get_memory,
+            get_message,
+            healthz,
+            set_faults,
+            state,
+        ],
+        exception_handlers={ZepRuleError: _zep_error},
+        lifespan=[lifespan],
+        openapi_config=None,
+        debug=False,
+    )
