@@ -1,0 +1,543 @@
+/**
+ * The voice client: one object a page keeps for its lifetime, which runs at most one call
+ * at a time.
+ *
+ * A call goes: microphone → peer connection and SDP offer (with the `oai-events` data
+ * channel) → mint a single-use key at the service (`POST /realtime/sessions`) → post the
+ * offer straight to Azure (`POST {webrtc_url}`, `Authorization: Bearer ek_…`) → play the
+ * remote audio, read server events, assemble the transcript and hand final turns to the
+ * memory outbox. The key is minted as late as possible because it is single-use and
+ * short-lived. Memory never blocks audio: the outbox works on its own timers and failures.
+ */
+
+import { type ServiceOptions, mintSession } from "./api";
+import { type Clock, type TimerHandle, systemClock } from "./clock";
+import { Emitter } from "./emitter";
+import { VoiceError, microphoneError } from "./errors";
+import { TimeoutError, fetchWithTimeout, globalFetch } from "./http";
+import { type MemoryState, MemoryOutbox, type OutboxOptions } from "./outbox";
+import { type ServerEvent, TranscriptAssembler, type TranscriptOptions } from "./transcript";
+import type { AgentId, SessionCreated, TranscriptTurn } from "./types";
+
+/**
+ * Where a call is:
+ * `idle` (none yet), `microphone` (asking for it), `connecting` (offer, mint, SDP exchange,
+ * ICE), `connected` (audio flows), `reconnecting` (the network blipped; ICE is recovering),
+ * `ended` (hung up), `failed` (see the `error` event).
+ */
+export type ConnectionState = "idle" | "microphone" | "connecting" | "connected" | "reconnecting" | "ended" | "failed";
+
+/** Who is speaking right now, from Azure's VAD and output-buffer events. */
+export interface SpeakingState {
+  user: boolean;
+  assistant: boolean;
+}
+
+/** The current call, as far as the UI needs it. */
+export interface CallInfo {
+  sessionId: string;
+  conversationId: string;
+  agent: { id: string; name: string; voice: string };
+}
+
+/** Payload of the `connection` event. */
+export interface ConnectionChange {
+  state: ConnectionState;
+  call: CallInfo | null;
+  /** Set when `state` is `failed`. */
+  error?: VoiceError;
+}
+
+/** Audio counters of the current call (from `RTCPeerConnection.getStats`). */
+export interface AudioStats {
+  inboundPackets: number;
+  inboundBytes: number;
+  outboundPackets: number;
+  outboundBytes: number;
+}
+
+/** Events of a {@link VoiceClient}. */
+export interface VoiceClientEvents extends Record<string, unknown> {
+  connection: ConnectionChange;
+  speaking: SpeakingState;
+  /** One turn appeared or changed. */
+  turn: TranscriptTurn;
+  /** The whole transcript of the current call, in conversation order, after any change. */
+  transcript: TranscriptTurn[];
+  memory: MemoryState;
+  muted: boolean;
+  /** A call failed; the message is in plain words (see {@link describeError}). */
+  error: VoiceError;
+  /** Something worth a note that does not end the call (e.g. autoplay blocked, an Azure error event). */
+  warning: string;
+  /** Every event Azure sent on the data channel, for hosts that want more. */
+  serverEvent: ServerEvent;
+}
+
+/** Browser APIs the client uses; injectable for tests and unusual hosts. */
+export interface RtcEnvironment {
+  RTCPeerConnection?: typeof RTCPeerConnection;
+  mediaDevices?: Pick<MediaDevices, "getUserMedia">;
+  /** Creates the element remote audio plays in (default `new Audio()`). */
+  createAudio?: () => HTMLAudioElement;
+}
+
+/** Options of a {@link VoiceClient}. */
+export interface VoiceClientOptions extends ServiceOptions {
+  /** The memory outbox (created with defaults unless given), or false for no memory. */
+  memory?: MemoryOutbox | OutboxOptions | false;
+  /** Element that plays the agent's voice; one is created when absent. */
+  audioElement?: HTMLAudioElement;
+  /** Microphone constraints (default: echo cancellation, noise suppression, AGC). */
+  audioConstraints?: MediaTrackConstraints;
+  /** ICE servers for the peer connection (default: none, as Azure's samples do). */
+  iceServers?: RTCIceServer[];
+  /** Longest wait for local ICE candidates before sending the offer (default 1500 ms). */
+  iceGatheringTimeoutMs?: number;
+  /** Bound on the SDP exchange with Azure (default 15000 ms). */
+  sdpTimeoutMs?: number;
+  /** Bound from the SDP answer to an open media connection (default 20000 ms). */
+  connectTimeoutMs?: number;
+  /** How long a dropped connection may try to recover before the call fails (default 10000 ms). */
+  reconnectGraceMs?: number;
+  transcript?: TranscriptOptions;
+  /** Listen to `pagehide`/`visibilitychange`/`online` to beacon and retry memory (default true). */
+  pageLifecycle?: boolean;
+  rtc?: RtcEnvironment;
+  clock?: Clock;
+}
+
+/** What to connect to. */
+export interface ConnectOptions {
+  agent: AgentId;
+  /** Continue an earlier conversation of the same user (returned by a previous call). */
+  conversationId?: string;
+}
+
+interface Call {
+  attempt: number;
+  info: CallInfo | null;
+  pc: RTCPeerConnection | null;
+  channel: RTCDataChannel | null;
+  microphone: MediaStream | null;
+  assembler: TranscriptAssembler;
+  timers: Set<TimerHandle>;
+  unsubscribe: (() => void)[];
+}
+
+class Cancelled extends Error {}
+
+/** Starts and ends voice calls with Engram agents; see the module comment for the flow. */
+export class VoiceClient extends Emitter<VoiceClientEvents> {
+  /** The memory outbox, or null when memory is off. */
+  readonly memory: MemoryOutbox | null;
+  readonly #options: VoiceClientOptions;
+  readonly #clock: Clock;
+  readonly #pageListeners: (() => void)[] = [];
+  #state: ConnectionState = "idle";
+  #speaking: SpeakingState = { user: false, assistant: false };
+  #muted = false;
+  #attempt = 0;
+  #call: Call | null = null;
+  #audio: HTMLAudioElement | null;
+
+  constructor(options: VoiceClientOptions = {}) {
+    super();
+    this.#options = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#audio = options.audioElement ?? null;
+    if (options.memory === false) this.memory = null;
+    else if (options.memory instanceof MemoryOutbox) this.memory = options.memory;
+    else this.memory = new MemoryOutbox({ baseUrl: options.baseUrl, fetch: options.fetch, clock: options.clock, ...options.memory });
+    const memory = this.memory;
+    if (memory) {
+      memory.on("state", (state) => this.emit("memory", state));
+      // Let the caller subscribe first, then deliver what earlier pages left behind.
+      queueMicrotask(() => memory.restore());
+    }
+    if (options.pageLifecycle !== false) this.#listenToPage();
+  }
+
+  /** The connection state of the current (or last) call. */
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  /** The current call, or null between calls. */
+  get call(): CallInfo | null {
+    return this.#call?.info ?? null;
+  }
+
+  /** Whether the microphone is muted. */
+  get muted(): boolean {
+    return this.#muted;
+  }
+
+  /** Who is speaking now. */
+  get speaking(): SpeakingState {
+    return { ...this.#speaking };
+  }
+
+  /** The transcript of the current (or last) call, in conversation order. */
+  transcript(): TranscriptTurn[] {
+    return this.#call?.assembler.turns() ?? [];
+  }
+
+  /**
+   * Start a call with `options.agent`, hanging up any current call first. Resolves once
+   * audio is connected (or when {@link hangUp} cancels the attempt); rejects with a
+   * {@link VoiceError} whose message is fit to show as is.
+   */
+  async connect(options: ConnectOptions): Promise<void> {
+    this.hangUp();
+    const attempt = ++this.#attempt;
+    const assembler = new TranscriptAssembler({ clock: this.#clock, ...this.#options.transcript });
+    const call: Call = { attempt, info: null, pc: null, channel: null, microphone: null, assembler, timers: new Set(), unsubscribe: [] };
+    this.#call = call;
+    if (this.#muted) this.setMuted(false);
+    this.#setSpeaking({ user: false, assistant: false });
+    call.unsubscribe.push(
+      assembler.on("turn", (turn) => {
+        this.emit("turn", turn);
+        this.emit("transcript", assembler.turns());
+      }),
+      assembler.on("commit", (turn) => this.#remember(call, turn)),
+    );
+    this.emit("transcript", []);
+    try {
+      await this.#run(call, options);
+    } catch (error) {
+      if (error instanceof Cancelled || !this.#isCurrent(call)) return;
+      const failure = error instanceof VoiceError ? error : new VoiceError("azure_unreachable", { cause: error });
+      this.#fail(call, failure);
+      throw failure;
+    }
+  }
+
+  /** End the current call (or cancel one being set up). Safe to call at any time. */
+  hangUp(): void {
+    const call = this.#call;
+    if (!call) return;
+    this.#attempt += 1;
+    this.#teardown(call);
+    if (this.#state !== "failed" && this.#state !== "idle") this.#setState("ended", call);
+  }
+
+  /** Mute or unmute the microphone (the call stays up). */
+  setMuted(muted: boolean): void {
+    this.#muted = muted;
+    for (const track of this.#call?.microphone?.getAudioTracks() ?? []) track.enabled = !muted;
+    this.emit("muted", muted);
+  }
+
+  /** Audio packet and byte counters of the current call, or null when there is none. */
+  async audioStats(): Promise<AudioStats | null> {
+    const pc = this.#call?.pc;
+    if (!pc) return null;
+    const stats: AudioStats = { inboundPackets: 0, inboundBytes: 0, outboundPackets: 0, outboundBytes: 0 };
+    const report = await pc.getStats();
+    report.forEach((entry: { type?: string; kind?: string; packetsReceived?: number; bytesReceived?: number; packetsSent?: number; bytesSent?: number }) => {
+      if (entry.kind !== "audio") return;
+      if (entry.type === "inbound-rtp") {
+        stats.inboundPackets += entry.packetsReceived ?? 0;
+        stats.inboundBytes += entry.bytesReceived ?? 0;
+      } else if (entry.type === "outbound-rtp") {
+        stats.outboundPackets += entry.packetsSent ?? 0;
+        stats.outboundBytes += entry.bytesSent ?? 0;
+      }
+    });
+    return stats;
+  }
+
+  /** Hang up, stop listening to the page and stop the outbox's timers. */
+  dispose(): void {
+    this.hangUp();
+    for (const remove of this.#pageListeners.splice(0)) remove();
+    this.memory?.dispose();
+  }
+
+  async #run(call: Call, options: ConnectOptions): Promise<void> {
+    const env = this.#options.rtc ?? {};
+    const PeerConnection = env.RTCPeerConnection ?? globalThis.RTCPeerConnection;
+    const mediaDevices = env.mediaDevices ?? globalThis.navigator?.mediaDevices;
+    if (typeof PeerConnection !== "function" || !mediaDevices?.getUserMedia) {
+      throw new VoiceError("unsupported");
+    }
+
+    this.#setState("microphone", call);
+    try {
+      call.microphone = await mediaDevices.getUserMedia({
+        audio: this.#options.audioConstraints ?? { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      });
+    } catch (cause) {
+      throw microphoneError(cause);
+    }
+    this.#check(call);
+
+    this.#setState("connecting", call);
+    const pc = new PeerConnection({ iceServers: this.#options.iceServers ?? [] });
+    call.pc = pc;
+    for (const track of call.microphone.getAudioTracks()) pc.addTrack(track, call.microphone);
+    pc.ontrack = (event) => this.#play(event);
+    const channel = pc.createDataChannel("oai-events");
+    call.channel = channel;
+    channel.onmessage = (event: MessageEvent) => this.#onServerMessage(call, event.data);
+    channel.onclose = () => {
+      if (this.#isCurrent(call) && this.#state === "connected") this.#ended(call, "Azure ended the call.");
+    };
+    const connected = this.#watchConnection(call, pc);
+    connected.catch(() => undefined); // awaited below; this only marks an early failure as handled
+
+    await pc.setLocalDescription(await pc.createOffer());
+    await this.#iceGathered(call, pc);
+    this.#check(call);
+
+    // Mint as late as possible: the key is single-use and expires within a minute.
+    const request = options.conversationId ? { agent: options.agent, conversation_id: options.conversationId } : { agent: options.agent };
+    const session = await mintSession(request, this.#options);
+    this.#check(call);
+    call.info = { sessionId: session.session_id, conversationId: session.conversation_id, agent: { ...session.agent } };
+    if (this.memory && session.memory) this.memory.open(MemoryOutbox.grantFrom(session.session_id, session.memory));
+    this.#setState("connecting", call);
+
+    const answer = await this.#exchangeSdp(session, pc.localDescription?.sdp ?? "");
+    this.#check(call);
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    await connected;
+    this.#check(call);
+  }
+
+  /** Whether `call` is the live attempt (not hung up, failed or replaced). */
+  #isCurrent(call: Call): boolean {
+    return this.#call === call && this.#attempt === call.attempt;
+  }
+
+  /** Throw {@link Cancelled} when `call` is no longer the live attempt. */
+  #check(call: Call): void {
+    if (!this.#isCurrent(call)) throw new Cancelled();
+  }
+
+  async #exchangeSdp(session: SessionCreated, offer: string): Promise<string> {
+    let response: Response;
+    try {
+      response = await fetchWithTimeout(
+        this.#options.fetch ?? globalFetch,
+        session.webrtc_url,
+        {
+          method: "POST",
+          headers: { Authorization: `Bearer ${session.client_secret.value}`, "Content-Type": "application/sdp" },
+          body: offer,
+          cache: "no-store",
+        },
+        this.#options.sdpTimeoutMs ?? 15_000,
+      );
+    } catch (cause) {
+      throw new VoiceError("azure_unreachable", { cause, code: cause instanceof TimeoutError ? "timeout" : "network" });
+    }
+    if (!response.ok) {
+      let code: string | undefined;
+      try {
+        const body = (await response.json()) as { error?: { code?: string } };
+        code = body.error?.code ?? undefined;
+      } catch {
+        code = undefined;
+      }
+      const kind = response.status >= 500 || response.status === 429 ? "azure_unreachable" : "azure_refused";
+      throw new VoiceError(kind, { status: response.status, code });
+    }
+    return response.text();
+  }
+
+  /** Resolve when ICE gathering completes or after the bound (host candidates come at once). */
+  #iceGathered(call: Call, pc: RTCPeerConnection): Promise<void> {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        pc.removeEventListener("icegatheringstatechange", onChange);
+        this.#clearTimer(call, timer);
+        resolve();
+      };
+      const onChange = (): void => {
+        if (pc.iceGatheringState === "complete") done();
+      };
+      pc.addEventListener("icegatheringstatechange", onChange);
+      const timer = this.#timer(call, done, this.#options.iceGatheringTimeoutMs ?? 1500);
+    });
+  }
+
+  /** Follow the peer connection; the promise settles on the first connect (or failure). */
+  #watchConnection(call: Call, pc: RTCPeerConnection): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let everConnected = false;
+      let grace: TimerHandle | null = null;
+      let deadline: TimerHandle | null = null;
+      const armDeadline = (): void => {
+        deadline = this.#timer(
+          call,
+          () => reject(new VoiceError("azure_unreachable", { code: "ice_timeout" })),
+          this.#options.connectTimeoutMs ?? 20_000,
+        );
+      };
+      pc.addEventListener("signalingstatechange", () => {
+        if (pc.signalingState === "stable" && deadline === null && !everConnected) armDeadline();
+      });
+      pc.addEventListener("connectionstatechange", () => {
+        if (!this.#isCurrent(call)) return;
+        const state = pc.connectionState;
+        if (state === "connected") {
+          if (grace !== null) this.#clearTimer(call, grace);
+          if (deadline !== null) this.#clearTimer(call, deadline);
+          grace = null;
+          everConnected = true;
+          this.#setState("connected", call);
+          resolve();
+        } else if (state === "disconnected" && everConnected) {
+          this.#setState("reconnecting", call);
+          grace ??= this.#timer(
+            call,
+            () => this.#fail(call, new VoiceError("connection_lost", { code: "ice_disconnected" })),
+            this.#options.reconnectGraceMs ?? 10_000,
+          );
+        } else if (state === "failed") {
+          if (everConnected) this.#fail(call, new VoiceError("connection_lost", { code: "ice_failed" }));
+          else reject(new VoiceError("azure_unreachable", { code: "ice_failed" }));
+        }
+      });
+    });
+  }
+
+  #onServerMessage(call: Call, data: unknown): void {
+    if (!this.#isCurrent(call) || typeof data !== "string") return;
+    let event: ServerEvent;
+    try {
+      event = JSON.parse(data) as ServerEvent;
+    } catch {
+      return;
+    }
+    if (typeof event?.type !== "string") return;
+    this.emit("serverEvent", event);
+    switch (event.type) {
+      case "input_audio_buffer.speech_started":
+        this.#setSpeaking({ ...this.#speaking, user: true });
+        return;
+      case "input_audio_buffer.speech_stopped":
+        this.#setSpeaking({ ...this.#speaking, user: false });
+        return;
+      case "output_audio_buffer.started":
+        this.#setSpeaking({ ...this.#speaking, assistant: true });
+        return;
+      case "output_audio_buffer.stopped":
+      case "output_audio_buffer.cleared":
+        this.#setSpeaking({ ...this.#speaking, assistant: false });
+        return;
+      case "error": {
+        const detail = (event["error"] as { message?: string } | undefined)?.message;
+        this.emit("warning", `Azure reported an error: ${detail ?? "unknown"}`);
+        return;
+      }
+      default:
+        call.assembler.handle(event);
+    }
+  }
+
+  #play(event: RTCTrackEvent): void {
+    if (event.track.kind !== "audio") return;
+    const audio = (this.#audio ??= (this.#options.rtc?.createAudio ?? (() => new Audio()))());
+    audio.autoplay = true;
+    audio.srcObject = event.streams[0] ?? new MediaStream([event.track]);
+    audio.play().catch(() => this.emit("warning", "The browser blocked audio playback; click the page to hear the agent."));
+  }
+
+  #remember(call: Call, turn: TranscriptTurn): void {
+    if (!this.memory || !call.info) return;
+    const message = turn.at ? { id: turn.id, role: turn.role, text: turn.text, at: turn.at } : { id: turn.id, role: turn.role, text: turn.text };
+    this.memory.add(call.info.sessionId, message);
+  }
+
+  #fail(call: Call, error: VoiceError): void {
+    if (!this.#isCurrent(call)) return;
+    this.#attempt += 1;
+    this.#teardown(call);
+    this.#setState("failed", call, error);
+    this.emit("error", error);
+  }
+
+  #ended(call: Call, note: string): void {
+    this.emit("warning", note);
+    this.#attempt += 1;
+    this.#teardown(call);
+    this.#setState("ended", call);
+  }
+
+  /** Release everything of `call`; final turns go to memory first. */
+  #teardown(call: Call): void {
+    call.assembler.flush();
+    call.assembler.dispose();
+    for (const timer of call.timers) this.#clock.clearTimeout(timer);
+    call.timers.clear();
+    for (const track of call.microphone?.getTracks() ?? []) track.stop();
+    if (call.channel) call.channel.onclose = null;
+    try {
+      call.channel?.close();
+      call.pc?.close();
+    } catch {
+      // already closed
+    }
+    if (this.#audio) {
+      this.#audio.pause();
+      this.#audio.srcObject = null;
+    }
+    for (const unsubscribe of call.unsubscribe.splice(0)) unsubscribe();
+    this.#setSpeaking({ user: false, assistant: false });
+    this.memory?.flush();
+  }
+
+  #timer(call: Call, callback: () => void, ms: number): TimerHandle {
+    const handle = this.#clock.setTimeout(() => {
+      call.timers.delete(handle);
+      callback();
+    }, ms);
+    call.timers.add(handle);
+    return handle;
+  }
+
+  #clearTimer(call: Call, handle: TimerHandle): void {
+    this.#clock.clearTimeout(handle);
+    call.timers.delete(handle);
+  }
+
+  #setState(state: ConnectionState, call: Call, error?: VoiceError): void {
+    this.#state = state;
+    const change: ConnectionChange = { state, call: call.info };
+    if (error) change.error = error;
+    this.emit("connection", change);
+  }
+
+  #setSpeaking(next: SpeakingState): void {
+    if (next.user === this.#speaking.user && next.assistant === this.#speaking.assistant) return;
+    this.#speaking = next;
+    this.emit("speaking", { ...next });
+  }
+
+  #listenToPage(): void {
+    const win = globalThis as Partial<Window & typeof globalThis>;
+    if (typeof win.addEventListener !== "function" || typeof win.document === "undefined") return;
+    const doc = win.document;
+    const onHide = (): void => {
+      this.#call?.assembler.flush();
+      this.memory?.beacon();
+    };
+    const onVisibility = (): void => {
+      if (doc.visibilityState === "hidden") onHide();
+    };
+    const onOnline = (): void => this.memory?.retryNow();
+    win.addEventListener("pagehide", onHide);
+    doc.addEventListener("visibilitychange", onVisibility);
+    win.addEventListener("online", onOnline);
+    this.#pageListeners.push(
+      () => win.removeEventListener?.("pagehide", onHide),
+      () => doc.removeEventListener("visibilitychange", onVisibility),
+      () => win.removeEventListener?.("online", onOnline),
+    );
+  }
+}

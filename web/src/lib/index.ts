@@ -1,0 +1,46 @@
+/**
+ * engram-voice browser client: talk to Engram agents over WebRTC straight to Azure OpenAI
+ * GPT Realtime, with live transcripts and a memory outbox. Framework-agnostic.
+ *
+ * ```ts
+ * const client = new VoiceClient();              // same origin; pass { baseUrl, getAuthToken } otherwise
+ * client.on("connection", ({ state }) => …);
+ * client.on("transcript", (turns) => …);
+ * client.on("memory", (memory) => …);
+ * client.on("error", (error) => show(error.message));
+ * await client.connect({ agent: "elena" });
+ * client.setMuted(true);
+ * client.hangUp();
+ * ```
+ */
+
+export { mintSession, type ServiceOptions } from "./api";
+export { type BackoffPolicy, defaultBackoff, isRetryableStatus, retryDelayMs } from "./backoff";
+export {
+  type AudioStats,
+  type CallInfo,
+  type ConnectOptions,
+  type ConnectionChange,
+  type ConnectionState,
+  type RtcEnvironment,
+  type SpeakingState,
+  VoiceClient,
+  type VoiceClientEvents,
+  type VoiceClientOptions,
+} from "./client";
+export { type Clock, systemClock } from "./clock";
+export { Emitter, type EventMap, type Listener } from "./emitter";
+export { VoiceError, type VoiceErrorKind, describeError, microphoneError } from "./errors";
+export { type FetchLike, TimeoutError, retryAfterMs } from "./http";
+export {
+  ENRICH_LIMITS,
+  type MemoryGrant,
+  MemoryOutbox,
+  type MemoryState,
+  type MemoryStatus,
+  type OutboxEvents,
+  type OutboxOptions,
+} from "./outbox";
+export { MemoryStorage, type StorageLike, defaultStorage } from "./storage";
+export { type ServerEvent, TranscriptAssembler, type TranscriptEvents, type TranscriptOptions } from "./transcript";
+export type * from "./types";

@@ -1,0 +1,261 @@
+/**
+ * Assemble transcript turns from Azure OpenAI Realtime (GA) server events.
+ *
+ * User turns come from `conversation.item.input_audio_transcription.completed`, assistant
+ * turns from `response.output_audio_transcript.done`, each keyed by its conversation item id.
+ * User transcripts arrive asynchronously (often after the assistant has started answering),
+ * so turns are ordered by the conversation's item order, which `conversation.item.added`
+ * gives through `previous_item_id`.
+ *
+ * Final turns are *committed* (handed to memory) in conversation order: a final turn waits
+ * while an earlier turn is still being transcribed, for at most `holdMs`; after that the
+ * late turn is committed whenever it completes, so nothing is lost.
+ */
+
+import { type Clock, type TimerHandle, systemClock } from "./clock";
+import { Emitter } from "./emitter";
+import type { Role, TranscriptTurn } from "./types";
+
+/** A server event from the `oai-events` data channel (only the fields we read). */
+export interface ServerEvent {
+  type: string;
+  event_id?: string;
+  item_id?: string;
+  previous_item_id?: string | null;
+  item?: { id?: string; type?: string; role?: string };
+  delta?: string;
+  transcript?: string;
+  text?: string;
+  [key: string]: unknown;
+}
+
+/** Events of a {@link TranscriptAssembler}. */
+export interface TranscriptEvents extends Record<string, unknown> {
+  /** A turn appeared or changed (new text, became final or failed). */
+  turn: TranscriptTurn;
+  /** A final, non-empty turn is ready for memory; emitted once per turn, in order. */
+  commit: TranscriptTurn;
+}
+
+/** Options of a {@link TranscriptAssembler}. */
+export interface TranscriptOptions {
+  /** Longest a final turn waits for an earlier one to be transcribed (default 8000 ms). */
+  holdMs?: number;
+  clock?: Clock;
+}
+
+interface Item {
+  id: string;
+  role: Role | undefined;
+  /** False for items that will never carry a transcript (function calls, system items). */
+  awaited: boolean;
+  text: string;
+  final: boolean;
+  failed: boolean;
+  committed: boolean;
+  /** Waited for longer than `holdMs`: later turns no longer wait for it. */
+  overdue: boolean;
+  at: string | undefined;
+}
+
+const USER_DONE = "conversation.item.input_audio_transcription.completed";
+const USER_DELTA = "conversation.item.input_audio_transcription.delta";
+const USER_FAILED = "conversation.item.input_audio_transcription.failed";
+const ASSISTANT_DONE = new Set(["response.output_audio_transcript.done", "response.output_text.done"]);
+const ASSISTANT_DELTA = new Set(["response.output_audio_transcript.delta", "response.output_text.delta"]);
+const ITEM_ADDED = new Set(["conversation.item.added", "conversation.item.created"]);
+
+/** Turns GA server events into ordered transcript turns and in-order memory commits. */
+export class TranscriptAssembler extends Emitter<TranscriptEvents> {
+  readonly #items = new Map<string, Item>();
+  readonly #order: string[] = [];
+  readonly #holdMs: number;
+  readonly #clock: Clock;
+  #blockedSince: number | null = null;
+  #timer: TimerHandle | null = null;
+
+  constructor(options: TranscriptOptions = {}) {
+    super();
+    this.#holdMs = options.holdMs ?? 8000;
+    this.#clock = options.clock ?? systemClock;
+  }
+
+  /** Feed one server event; returns true when it concerned the transcript. */
+  handle(event: ServerEvent): boolean {
+    if (ITEM_ADDED.has(event.type)) {
+      this.#added(event);
+    } else if (event.type === USER_DONE) {
+      this.#text(event.item_id, "user", event.transcript ?? "", true);
+    } else if (event.type === USER_DELTA) {
+      this.#text(event.item_id, "user", event.delta ?? "", false);
+    } else if (event.type === USER_FAILED) {
+      this.#failed(event.item_id);
+    } else if (ASSISTANT_DONE.has(event.type)) {
+      this.#text(event.item_id, "assistant", event.transcript ?? event.text ?? "", true);
+    } else if (ASSISTANT_DELTA.has(event.type)) {
+      this.#text(event.item_id, "assistant", event.delta ?? "", false);
+    } else if (event.type === "conversation.item.deleted") {
+      this.#deleted(event.item_id);
+    } else {
+      return false;
+    }
+    this.#walk();
+    return true;
+  }
+
+  /** Every transcript turn in conversation order (partial ones included). */
+  turns(): TranscriptTurn[] {
+    const turns: TranscriptTurn[] = [];
+    for (const id of this.#order) {
+      const item = this.#items.get(id);
+      if (item?.awaited && item.role) turns.push(toTurn(item));
+    }
+    return turns;
+  }
+
+  /** Commit every final turn not committed yet, without waiting (call on hang-up). */
+  flush(): void {
+    for (const id of this.#order) {
+      const item = this.#items.get(id);
+      if (item && item.awaited && item.final && !item.committed) this.#commit(item);
+    }
+    this.#clearTimer();
+  }
+
+  /** Stop the hold timer; the assembler emits nothing afterwards unless fed again. */
+  dispose(): void {
+    this.#clearTimer();
+  }
+
+  #added(event: ServerEvent): void {
+    const id = event.item?.id;
+    if (!id) return;
+    const role = event.item?.role;
+    const isTurn = (event.item?.type ?? "message") === "message" && (role === "user" || role === "assistant");
+    const item = this.#item(id);
+    if (isTurn) item.role = role;
+    else if (!item.role) item.awaited = false;
+    this.#place(id, event.previous_item_id);
+    if (item.awaited && item.role) this.emit("turn", toTurn(item));
+  }
+
+  #text(id: string | undefined, role: Role, text: string, final: boolean): void {
+    if (!id) return;
+    const item = this.#item(id);
+    if (!this.#order.includes(id)) this.#order.push(id);
+    item.role ??= role;
+    item.awaited = true;
+    if (item.final) return; // a late delta after the final text changes nothing
+    if (final) {
+      item.text = text.trim();
+      item.final = true;
+      item.at = new Date(this.#clock.now()).toISOString();
+    } else {
+      item.text += text;
+    }
+    this.emit("turn", toTurn(item));
+  }
+
+  #failed(id: string | undefined): void {
+    if (!id) return;
+    const item = this.#item(id);
+    if (!this.#order.includes(id)) this.#order.push(id);
+    item.role ??= "user";
+    item.final = true;
+    item.failed = true;
+    this.emit("turn", toTurn(item));
+  }
+
+  #deleted(id: string | undefined): void {
+    if (!id) return;
+    const item = this.#items.get(id);
+    if (item && !item.final) item.awaited = false;
+  }
+
+  #item(id: string): Item {
+    let item = this.#items.get(id);
+    if (!item) {
+      item = {
+        id,
+        role: undefined,
+        awaited: true,
+        text: "",
+        final: false,
+        failed: false,
+        committed: false,
+        overdue: false,
+        at: undefined,
+      };
+      this.#items.set(id, item);
+    }
+    return item;
+  }
+
+  /** Put `id` right after `previousId` (first when null; unchanged/last when unknown). */
+  #place(id: string, previousId: string | null | undefined): void {
+    const current = this.#order.indexOf(id);
+    if (previousId === undefined || (previousId !== null && !this.#order.includes(previousId))) {
+      if (current < 0) this.#order.push(id);
+      return;
+    }
+    if (current >= 0) this.#order.splice(current, 1);
+    const at = previousId === null ? 0 : this.#order.indexOf(previousId) + 1;
+    this.#order.splice(at, 0, id);
+  }
+
+  #commit(item: Item): void {
+    item.committed = true;
+    if (!item.failed && item.text && item.role) this.emit("commit", toTurn(item));
+  }
+
+  /** Commit final turns in order; wait (bounded) for earlier turns still in progress. */
+  #walk(): void {
+    const now = this.#clock.now();
+    const pending = this.#order
+      .map((id) => this.#items.get(id))
+      .filter((item): item is Item => item !== undefined && item.awaited && !item.committed);
+    for (let i = 0; i < pending.length; i += 1) {
+      const item = pending[i] as Item;
+      if (item.final) {
+        this.#commit(item);
+        continue;
+      }
+      if (item.overdue) continue;
+      const laterFinal = pending.slice(i + 1).some((later) => later.final);
+      if (!laterFinal) break;
+      this.#blockedSince ??= now;
+      const waited = now - this.#blockedSince;
+      if (waited >= this.#holdMs) {
+        item.overdue = true;
+        this.#blockedSince = now;
+        continue;
+      }
+      this.#schedule(this.#holdMs - waited);
+      return;
+    }
+    this.#blockedSince = null;
+    this.#clearTimer();
+  }
+
+  #schedule(ms: number): void {
+    this.#clearTimer();
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = null;
+      this.#walk();
+    }, ms);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== null) {
+      this.#clock.clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+  }
+}
+
+function toTurn(item: Item): TranscriptTurn {
+  const turn: TranscriptTurn = { id: item.id, role: item.role ?? "user", text: item.text, final: item.final };
+  if (item.failed) turn.failed = true;
+  if (item.at) turn.at = item.at;
+  return turn;
+}

@@ -1,0 +1,79 @@
+/** Wire types of the engram-voice HTTP API and of the turns this library produces. */
+
+/** The agents the service knows today; any other id is passed through as a string. */
+export type AgentId = "elena" | "marcus" | "sage" | (string & {});
+
+/** Who spoke a transcript turn. */
+export type Role = "user" | "assistant";
+
+/** `POST /realtime/sessions` request body. */
+export interface CreateSessionRequest {
+  agent: AgentId;
+  conversation_id?: string;
+}
+
+/** The memory grant returned with a session: where and with what to post transcripts. */
+export interface MemoryGrantWire {
+  enrich_url: string;
+  token: string;
+  expires_at: number;
+}
+
+/** `POST /realtime/sessions` 201 answer. */
+export interface SessionCreated {
+  session_id: string;
+  conversation_id: string;
+  agent: { id: string; name: string; voice: string };
+  client_secret: { value: string; expires_at: number };
+  webrtc_url: string;
+  deployment: string;
+  memory?: MemoryGrantWire | null;
+}
+
+/** An RFC 9457 problem document as the service sends it. */
+export interface Problem {
+  type?: string;
+  title?: string;
+  status?: number;
+  detail?: string;
+  code?: string;
+  errors?: { field?: string; message?: string }[];
+}
+
+/** One message of `POST /memory/enrich`; `id` is the Azure conversation item id. */
+export interface EnrichMessage {
+  id: string;
+  role: Role;
+  text: string;
+  /** When the turn was completed, ISO 8601 (UTC). */
+  at?: string;
+}
+
+/** `POST /memory/enrich` request body. */
+export interface EnrichRequest {
+  session_id: string;
+  messages: EnrichMessage[];
+  /** Only in `text/plain` beacons, which cannot carry an Authorization header. */
+  token?: string;
+}
+
+/** `POST /memory/enrich` 202 answer. */
+export interface EnrichAccepted {
+  accepted: number;
+  duplicates: number;
+}
+
+/** A transcript turn, as shown live and (once final) sent to memory. */
+export interface TranscriptTurn {
+  /** The conversation item id Azure gave the turn; also the memory message id. */
+  id: string;
+  role: Role;
+  /** The text so far (partial while `final` is false). */
+  text: string;
+  /** True once Azure sent the completed transcript for the item. */
+  final: boolean;
+  /** True when Azure reported that it could not transcribe the item. */
+  failed?: boolean;
+  /** When the turn became final, ISO 8601. */
+  at?: string;
+}
