@@ -21,14 +21,11 @@ _logger = structlog.get_logger("engram_voice.cli")
 def _serve(_: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only the server pays for the import
 
-    from engram_voice.auth import auth_warning  # noqa: PLC0415
     from engram_voice.settings import Settings  # noqa: PLC0415
 
     settings = Settings.from_env(os.environ)
     server = settings.server
     configure_logging(level=server.log_level, json=server.log_json)
-    if warning := auth_warning(settings.auth):
-        _logger.warning("auth.disabled", message=warning, host=server.host)
     _logger.info("app.listening", url=f"http://{server.host}:{server.port}", workers=server.workers)
     uvicorn.run(
         "engram_voice.app:create_app_from_env",

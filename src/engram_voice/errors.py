@@ -222,6 +222,8 @@ def problem_response(
     headers = {"Cache-Control": "no-store"}
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, retry_after))
+    if status == 401:  # noqa: PLR2004 - RFC 9110: a 401 names the scheme it wants
+        headers["WWW-Authenticate"] = 'Bearer realm="engram-voice"'
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
