@@ -57,7 +57,7 @@ def test_entra_bearer_token_authenticates_the_mint(
         status = httpx.get(f"{url}/status", timeout=10).json()
     assert response.status_code == 201, response.text
     assert credential.scopes[0] == (COGNITIVE_SERVICES_SCOPE,)
-    assert emulator.state()["recent_auth"][-1] == "bearer"  # type: ignore[index]
+    assert emulator.state()["mints"][-1]["auth"] == "bearer"  # type: ignore[index]
     assert status["realtime"]["credential"]["kind"] == "entra"
     assert emulator.bearer not in str(status)
 
