@@ -192,7 +192,9 @@ def build_memory_runtime(
             queue,
             Deliverer(sink, InlineRetryPolicy.from_settings(retry)),
             CircuitBreaker(
-                failures=retry.circuit_failures, cooldown=retry.circuit_cooldown_seconds
+                failures=retry.circuit_failures,
+                cooldown=retry.circuit_cooldown_seconds,
+                clock=clock,
             ),
             WorkerOptions.from_settings(settings),
             clock=clock,

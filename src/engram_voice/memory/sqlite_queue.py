@@ -62,6 +62,8 @@ class SqliteTurnQueue:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self.commits = 0
+        """Group commits done by this instance (many enqueues share one)."""
 
     def __repr__(self) -> str:
         return f"SqliteTurnQueue(path={str(self._path)!r})"
@@ -138,6 +140,7 @@ class SqliteTurnQueue:
                 if not future.done():
                     future.set_exception(exc)
             return
+        self.commits += 1
         for (_, future), result in zip(group, results, strict=True):
             if future.done():
                 continue

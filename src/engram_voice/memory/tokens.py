@@ -123,7 +123,12 @@ class MemoryTokenSigner:
                 key,
                 algorithms=[_ALGORITHM],
                 audience=_AUDIENCE,
-                options={"verify_exp": False, "require": ["exp", "sid", "sub", "agt", "aud"]},
+                options={
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                    "require": ["exp", "sid", "sub", "agt", "aud"],
+                },
             )
         except jwt.PyJWTError:
             raise _invalid("the memory token signature or claims are invalid") from None

@@ -1,0 +1,147 @@
+"""Operator entry points: the worker as its own process, and dead-letter list/replay.
+
+``engram-voice worker`` runs :func:`run_worker`; ``engram-voice memory dead-letters``
+runs :func:`dead_letters_main`. ``python -m engram_voice.memory`` offers both too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import structlog
+import uvicorn
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.plugins.prometheus import PrometheusController
+
+from engram_voice.envreader import EnvReader
+from engram_voice.errors import ConfigurationError
+from engram_voice.memory.runtime import MemoryRuntime, build_memory_runtime
+from engram_voice.memory.settings import MemorySettings
+from engram_voice.memory.sqlite_queue import SqliteTurnQueue
+
+__all__ = ["create_worker_app", "dead_letters_main", "run_worker", "worker_main"]
+
+_logger = structlog.get_logger("engram_voice.memory.cli")
+
+
+@get("/healthz", tags=["health"])
+async def _healthz() -> dict[str, str]:
+    """Answer 200 while the worker process runs."""
+    return {"status": "ok"}
+
+
+@get("/status", tags=["health"])
+async def _status(state: State) -> dict[str, Any]:
+    """Describe the queue, the sink and the worker (no secrets)."""
+    runtime: MemoryRuntime = state.memory
+    return {"service": "engram-voice-worker", "memory": await runtime.status()}
+
+
+def create_worker_app(settings: MemorySettings) -> Litestar:
+    """Build the worker process's app: the worker in its lifespan, health, status, metrics."""
+    if settings.zep.api_url is None:
+        raise ConfigurationError("the memory worker needs ZEP_API_URL and ZEP_API_KEY")
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        runtime = build_memory_runtime(settings, run_worker=True)
+        await runtime.start()
+        app.state.memory = runtime
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    return Litestar(
+        route_handlers=[_healthz, _status, PrometheusController],
+        lifespan=[lifespan],
+        openapi_config=None,
+    )
+
+
+def run_worker(settings: MemorySettings, *, host: str = "127.0.0.1", port: int = 8001) -> int:
+    """Run the delivery worker as its own process until SIGTERM/SIGINT (graceful)."""
+    _logger.info("memory.worker_listening", url=f"http://{host}:{port}")
+    uvicorn.run(
+        create_worker_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+def worker_main(env: Mapping[str, str] | None = None) -> int:
+    """Read HOST, PORT and the memory settings from the environment; run the worker."""
+    from engram_voice.logs import configure_logging  # noqa: PLC0415
+
+    reader = EnvReader(os.environ if env is None else env)
+    host = reader.text("HOST", "127.0.0.1")
+    port = reader.integer("PORT", 8001, minimum=1, maximum=65535)
+    settings = MemorySettings.from_env(reader)
+    reader.raise_if_invalid()
+    configure_logging(
+        level=reader.text("LOG_LEVEL", "info"),
+        json=reader.choice("LOG_FORMAT", "json", ("json", "console")) == "json",
+    )
+    return run_worker(settings, host=host, port=port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engram-voice memory dead-letters",
+        description="List or replay transcript batches that could not be delivered to Zep.",
+    )
+    commands = parser.add_subparsers(dest="action", required=True)
+    listing = commands.add_parser("list", help="show dead letters, newest first")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--include-replayed", action="store_true")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    replay = commands.add_parser("replay", help="put dead letters back in the queue")
+    replay.add_argument("ids", nargs="*", type=int, help="dead letter ids (default: all)")
+    return parser
+
+
+async def _dead_letters(settings: MemorySettings, args: argparse.Namespace) -> int:
+    queue = SqliteTurnQueue(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
+    await queue.open()
+    try:
+        if args.action == "replay":
+            ids = args.ids or None
+            moved = await queue.replay(ids, now=time.time())
+            print(f"replayed {moved} turns from {'all' if ids is None else len(ids)} dead letters")  # noqa: T201
+            return 0
+        letters = await queue.dead_letters(limit=args.limit, include_replayed=args.include_replayed)
+        for letter in letters:
+            if args.json:
+                print(msgspec.json.encode(letter).decode())  # noqa: T201
+            else:
+                created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(letter.created_at))
+                print(  # noqa: T201
+                    f"{letter.id}\t{created}\tsession={letter.session_id}\tturns={letter.turns}\t"
+                    f"attempts={letter.attempts}\t{letter.reason}"
+                )
+        if not letters and not args.json:
+            print("no dead letters")  # noqa: T201
+        return 0
+    finally:
+        await queue.close()
+
+
+def dead_letters_main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Run ``dead-letters list|replay [ids]`` against the configured queue."""
+    args = _parser().parse_args(list(argv))
+    reader = EnvReader(os.environ if env is None else env)
+    settings = MemorySettings.from_env(reader)
+    reader.raise_if_invalid()
+    return asyncio.run(_dead_letters(settings, args))
