@@ -1,0 +1,23 @@
+"""Local Azure OpenAI GPT Realtime emulator (GA protocol) with a real WebRTC peer.
+
+Same paths, auth rules, status codes and single-use ephemeral keys as Azure; an aiortc
+peer answers SDP offers over loopback, receives audio, plays audio back and sends GA
+transcript events on the ``oai-events`` data channel. Controls for tests live under
+``/_emulator`` (state, faults, key regeneration).
+"""
+
+from __future__ import annotations
+
+from engram_voice.emulator.app import create_emulator_app, emulator_state, run_emulator
+from engram_voice.emulator.config import EmulatorConfig
+from engram_voice.emulator.loopback import loopback_ice
+from engram_voice.emulator.state import EmulatorState
+
+__all__ = [
+    "EmulatorConfig",
+    "EmulatorState",
+    "create_emulator_app",
+    "emulator_state",
+    "loopback_ice",
+    "run_emulator",
+]

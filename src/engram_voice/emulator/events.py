@@ -1,0 +1,200 @@
+"""GA realtime server events as the data channel carries them, with unique ids.
+
+Each builder returns one event as plain data shaped like the ``openai.types.realtime``
+models. :data:`WEBRTC_FILTERED_EVENTS` is what Azure lets through to a browser that
+connected with ``webrtcfilter=on``; everything else is only sent without the filter.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+__all__ = ["WEBRTC_FILTERED_EVENTS", "EventFactory", "new_id"]
+
+WEBRTC_FILTERED_EVENTS = frozenset(
+    {
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.added",
+        "conversation.item.created",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.output_audio_transcript.delta",
+        "response.output_audio_transcript.done",
+    }
+)
+
+
+def new_id(prefix: str) -> str:
+    """Return a unique id like Azure's, e.g. ``item_3f9a…``."""
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def _usage(text: str) -> dict[str, Any]:
+    output_tokens = max(1, len(text.split()))
+    audio_tokens = 10 * output_tokens
+    return {
+        "type": "tokens",
+        "input_tokens": audio_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": audio_tokens + output_tokens,
+        "input_token_details": {"audio_tokens": audio_tokens, "text_tokens": 0},
+    }
+
+
+class EventFactory:
+    """Builds one call's server events; every event gets a fresh ``event_id``."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+
+    def _event(self, event_type: str, **fields: Any) -> dict[str, Any]:
+        return {"type": event_type, "event_id": new_id("event"), **fields}
+
+    @staticmethod
+    def user_item(item_id: str, transcript: str | None = None) -> dict[str, Any]:
+        """Return a user audio message item (transcript null until transcription is done)."""
+        return {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_audio", "transcript": transcript}],
+        }
+
+    @staticmethod
+    def assistant_item(item_id: str, transcript: str | None = None) -> dict[str, Any]:
+        """Return an assistant audio message, in progress until its transcript is known."""
+        return {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "assistant",
+            "status": "in_progress" if transcript is None else "completed",
+            "content": []
+            if transcript is None
+            else [{"type": "output_audio", "transcript": transcript}],
+        }
+
+    def session_created(self, session: dict[str, Any]) -> dict[str, Any]:
+        """Return ``session.created`` (never passes the WebRTC filter)."""
+        return self._event("session.created", session=session)
+
+    def session_updated(self, session: dict[str, Any]) -> dict[str, Any]:
+        """Return ``session.updated`` (never passes the WebRTC filter)."""
+        return self._event("session.updated", session=session)
+
+    def error(self, message: str, code: str, client_event_id: str | None) -> dict[str, Any]:
+        """Return an ``error`` event about a client event the emulator refused."""
+        return self._event(
+            "error",
+            error={
+                "type": "invalid_request_error",
+                "code": code,
+                "message": message,
+                "param": None,
+                "event_id": client_event_id,
+            },
+        )
+
+    def speech_started(self, item_id: str, audio_start_ms: int) -> dict[str, Any]:
+        """Return ``input_audio_buffer.speech_started``."""
+        return self._event(
+            "input_audio_buffer.speech_started", audio_start_ms=audio_start_ms, item_id=item_id
+        )
+
+    def speech_stopped(self, item_id: str, audio_end_ms: int) -> dict[str, Any]:
+        """Return ``input_audio_buffer.speech_stopped``."""
+        return self._event(
+            "input_audio_buffer.speech_stopped", audio_end_ms=audio_end_ms, item_id=item_id
+        )
+
+    def committed(self, item_id: str, previous_item_id: str | None) -> dict[str, Any]:
+        """Return ``input_audio_buffer.committed``."""
+        return self._event(
+            "input_audio_buffer.committed", item_id=item_id, previous_item_id=previous_item_id
+        )
+
+    def item_added(self, item: dict[str, Any], previous_item_id: str | None) -> dict[str, Any]:
+        """Return ``conversation.item.added``; ``previous_item_id`` orders the conversation."""
+        return self._event("conversation.item.added", item=item, previous_item_id=previous_item_id)
+
+    def item_done(self, item: dict[str, Any], previous_item_id: str | None) -> dict[str, Any]:
+        """Return ``conversation.item.done``."""
+        return self._event("conversation.item.done", item=item, previous_item_id=previous_item_id)
+
+    def transcription_completed(self, item_id: str, transcript: str) -> dict[str, Any]:
+        """Return the user's transcript for ``item_id`` (it arrives asynchronously)."""
+        return self._event(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item_id,
+            content_index=0,
+            transcript=transcript,
+            usage=_usage(transcript),
+        )
+
+    def output_audio_started(self, response_id: str) -> dict[str, Any]:
+        """Return ``output_audio_buffer.started``."""
+        return self._event("output_audio_buffer.started", response_id=response_id)
+
+    def output_audio_stopped(self, response_id: str) -> dict[str, Any]:
+        """Return ``output_audio_buffer.stopped``."""
+        return self._event("output_audio_buffer.stopped", response_id=response_id)
+
+    def transcript_delta(self, response_id: str, item_id: str, delta: str) -> dict[str, Any]:
+        """Return one ``response.output_audio_transcript.delta``."""
+        return self._event(
+            "response.output_audio_transcript.delta",
+            response_id=response_id,
+            item_id=item_id,
+            output_index=0,
+            content_index=0,
+            delta=delta,
+        )
+
+    def transcript_done(self, response_id: str, item_id: str, transcript: str) -> dict[str, Any]:
+        """Return ``response.output_audio_transcript.done`` with the whole assistant turn."""
+        return self._event(
+            "response.output_audio_transcript.done",
+            response_id=response_id,
+            item_id=item_id,
+            output_index=0,
+            content_index=0,
+            transcript=transcript,
+        )
+
+    def response_created(self, response_id: str, voice: str) -> dict[str, Any]:
+        """Return ``response.created`` (never passes the WebRTC filter)."""
+        return self._event(
+            "response.created",
+            response=self._response(response_id, voice, "in_progress", []),
+        )
+
+    def response_done(self, response_id: str, voice: str, item: dict[str, Any]) -> dict[str, Any]:
+        """Return ``response.done`` (never passes the WebRTC filter)."""
+        return self._event(
+            "response.done",
+            response=self._response(response_id, voice, "completed", [item]),
+        )
+
+    def _response(
+        self, response_id: str, voice: str, status: str, output: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return {
+            "id": response_id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": None,
+            "output": output,
+            "conversation_id": self.conversation_id,
+            "output_modalities": ["audio"],
+            "max_output_tokens": "inf",
+            "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": voice}},
+            "usage": None,
+            "metadata": None,
+        }

@@ -1,0 +1,107 @@
+"""Injected faults: error statuses for the next N requests or until cleared, latency, hangs.
+
+Faults are set per target (``client_secrets`` or ``calls``) through ``POST
+/_emulator/faults`` or :meth:`FaultInjector.apply`. A hung request waits until the faults
+are cleared or the emulator shuts down, and never longer than :data:`HANG_LIMIT_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+import msgspec
+import structlog
+from msgspec import UNSET
+
+from engram_voice.emulator.azure_errors import injected_error
+from engram_voice.emulator.schemas import FaultRequest
+
+__all__ = ["HANG_LIMIT_SECONDS", "FaultInjector", "Target"]
+
+HANG_LIMIT_SECONDS = 120.0
+Target = Literal["client_secrets", "calls"]
+_logger = structlog.get_logger("engram_voice.emulator")
+
+
+class _Faults(msgspec.Struct, kw_only=True):
+    status: int | None = None
+    remaining: int | None = None
+    retry_after: int | None = None
+    latency_ms: int = 0
+    hang: bool = False
+
+
+class FaultInjector:
+    """Holds the faults per target and applies them to requests."""
+
+    def __init__(self) -> None:
+        self._faults: dict[Target, _Faults] = {"client_secrets": _Faults(), "calls": _Faults()}
+        self._release = asyncio.Event()
+        self.hung = 0
+
+    def apply(self, change: FaultRequest) -> dict[str, Any]:
+        """Apply ``change`` and return every target's faults as they now stand."""
+        if change.clear:
+            self.clear()
+        faults = self._faults[change.target]
+        if change.status is not UNSET:
+            faults.status = change.status
+            faults.remaining = change.count if change.status is not None else None
+            faults.retry_after = change.retry_after
+        if change.latency_ms is not UNSET:
+            faults.latency_ms = change.latency_ms
+        if change.hang is not UNSET:
+            if change.hang and not faults.hang:
+                self._release = asyncio.Event()
+            faults.hang = change.hang
+            if not change.hang:
+                self._release_if_unhung()
+        _logger.info("emulator.faults_set", target=change.target, **self.describe()[change.target])
+        return self.describe()
+
+    def clear(self) -> None:
+        """Remove every fault and release every hung request."""
+        for target in self._faults:
+            self._faults[target] = _Faults()
+        self._release.set()
+
+    async def delay(self, target: Target, base_latency_ms: int = 0) -> None:
+        """Wait for the configured plus injected latency, and through a hang if one is set."""
+        faults = self._faults[target]
+        latency = base_latency_ms + faults.latency_ms
+        if latency > 0:
+            await asyncio.sleep(latency / 1000)
+        if faults.hang:
+            release = self._release
+            self.hung += 1
+            try:
+                await asyncio.wait_for(release.wait(), HANG_LIMIT_SECONDS)
+            except TimeoutError:
+                _logger.warning("emulator.hang_limit_reached", target=target)
+            finally:
+                self.hung -= 1
+
+    def fail(self, target: Target) -> None:
+        """Raise the injected error status for ``target`` if one is due, counting it down."""
+        faults = self._faults[target]
+        if faults.status is None:
+            return
+        status, retry_after = faults.status, faults.retry_after
+        if faults.remaining is not None:
+            faults.remaining -= 1
+            if faults.remaining <= 0:
+                faults.status = faults.remaining = faults.retry_after = None
+        raise injected_error(status, retry_after)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the faults per target and the number of requests hanging right now."""
+        described: dict[str, Any] = {
+            target: msgspec.to_builtins(faults) for target, faults in self._faults.items()
+        }
+        described["hung_requests"] = self.hung
+        return described
+
+    def _release_if_unhung(self) -> None:
+        if not any(f.hang for f in self._faults.values()):
+            self._release.set()
