@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_201_CREATED
 
 from engram_voice.zep_standin.config import ZepStandinConfig
@@ -92,7 +93,7 @@ async def add_user(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 @get("/api/v2/users/{user_id:str}")
-async def get_user(request: Request[Any, Any, Any], user_id: str) -> dict[str, Any]:
+async def get_user(request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
     """Return a user (404 when unknown)."""
     standin = await _gate(request, "users.get")
     return standin.store.get_user(user_id)
@@ -107,14 +108,14 @@ async def add_session(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 @get("/api/v2/sessions/{session_id:str}")
-async def get_session(request: Request[Any, Any, Any], session_id: str) -> dict[str, Any]:
+async def get_session(request: Request[Any, Any, Any], session_id: FromPath[str]) -> dict[str, Any]:
     """Return a session (404 when unknown)."""
     standin = await _gate(request, "sessions.get")
     return standin.store.get_session(session_id)
 
 
 @post("/api/v2/sessions/{session_id:str}/memory", status_code=200)
-async def add_memory(request: Request[Any, Any, Any], session_id: str) -> dict[str, Any]:
+async def add_memory(request: Request[Any, Any, Any], session_id: FromPath[str]) -> dict[str, Any]:
     """Append up to 30 messages atomically (400 on any rule, e.g. an existing uuid)."""
     standin = await _gate(request, "memory.add", memory_write=True)
     body: _MemoryIn = _decode(await request.body(), _MemoryIn)
@@ -123,7 +124,7 @@ async def add_memory(request: Request[Any, Any, Any], session_id: str) -> dict[s
 
 
 @get("/api/v2/sessions/{session_id:str}/memory")
-async def get_memory(request: Request[Any, Any, Any], session_id: str) -> dict[str, Any]:
+async def get_memory(request: Request[Any, Any, Any], session_id: FromPath[str]) -> dict[str, Any]:
     """Return the session's messages in order (``lastn`` limits to the newest)."""
     standin = await _gate(request, "memory.get")
     lastn_text = request.query_params.get("lastn") or ""
@@ -134,7 +135,7 @@ async def get_memory(request: Request[Any, Any, Any], session_id: str) -> dict[s
 
 @get("/api/v2/sessions/{session_id:str}/messages/{message_uuid:str}")
 async def get_message(
-    request: Request[Any, Any, Any], session_id: str, message_uuid: str
+    request: Request[Any, Any, Any], session_id: FromPath[str], message_uuid: FromPath[str]
 ) -> dict[str, Any]:
     """Return one message by uuid (404 when the session does not hold it)."""
     standin = await _gate(request, "messages.get")

@@ -1,0 +1,137 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from zep_python.base_client import AsyncBaseClient
+from zep_python.core.api_error import ApiError
+from zep_python.types.message import Message
+
+from engram_voice.credentials.secret import Secret
+from engram_voice.zep_standin import ZepStandinConfig, create_standin_app
+from tests.support.servers import serve_app
+
+KEY = "standin-key-0123456789"
+
+
+@pytest.fixture(name="standin_url")
+def fixture_standin_url(tmp_path: Path) -> Iterator[str]:
+    """Serve the Zep stand-in on loopback with a SQLite file in a temporary directory."""
+    config = ZepStandinConfig(api_key=Secret(KEY), db_path=str(tmp_path / "zep.sqlite3"))
+    with serve_app(create_standin_app(config), ready_path="/healthz") as url:
+        yield url
+
+
+def _client(url: str, key: str = KEY) -> AsyncBaseClient:
+    # The SDK's own client class; AsyncZep would let a stray ZEP_API_URL redirect it.
+    return AsyncBaseClient(base_url=f"{url}/api/v2", api_key=key, timeout=5)
+
+
+def _message(uuid: str, content: str = "hi", role_type: str | None = "user") -> Message:
+    return Message(uuid=uuid, role_type=role_type, role="user", content=content)
+
+
+async def _session(client: AsyncBaseClient, session_id: str = "s1", user_id: str = "u1") -> None:
+    await client.user.add(user_id=user_id)
+    await client.memory.add_session(session_id=session_id, user_id=user_id, metadata={"agent": "a"})
+
+
+async def test_messages_round_trip_in_order_through_the_sdk(standin_url):
+    """Users, sessions and memory added with the SDK come back in order with their fields."""
+    client = _client(standin_url)
+    await _session(client)
+    await client.memory.add(
+        session_id="s1", messages=[_message("u1", "one"), _message("u2", "two")]
+    )
+    await client.memory.add(session_id="s1", messages=[_message("u3", "three")])
+    memory = await client.memory.get("s1")
+    assert [m.content for m in memory.messages] == ["one", "two", "three"]
+    assert memory.messages[0].uuid_ == "u1"
+    session = await client.memory.get_session("s1")
+    assert (session.user_id, session.metadata) == ("u1", {"agent": "a"})
+    assert (await client.memory.get_session_message("s1", "u2")).content == "two"
+    assert (await client.user.get("u1")).user_id == "u1"
+
+
+async def test_the_api_key_header_is_required(standin_url):
+    """A wrong API key answers 401, as Zep does."""
+    with pytest.raises(ApiError) as raised:
+        await _client(standin_url, key="wrong").user.add(user_id="u1")
+    assert raised.value.status_code == 401
+
+
+async def test_a_duplicate_uuid_rejects_the_whole_batch(standin_url):
+    """A batch with one existing uuid answers 400 and stores none of its messages."""
+    client = _client(standin_url)
+    await _session(client)
+    await client.memory.add(session_id="s1", messages=[_message("u1")])
+    with pytest.raises(ApiError) as raised:
+        await client.memory.add(session_id="s1", messages=[_message("u2"), _message("u1")])
+    assert raised.value.status_code == 400
+    assert [m.uuid_ for m in (await client.memory.get("s1")).messages] == ["u1"]
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [_message(f"m{i}") for i in range(31)],
+        [_message("m", role_type=None)],
+        [_message("m", content="x" * 2501)],
+    ],
+    ids=["over-30-messages", "role-type-missing", "content-too-long"],
+)
+async def test_zep_message_rules_are_enforced(standin_url, messages):
+    """More than 30 messages, a missing role_type or too long content answer 400."""
+    client = _client(standin_url)
+    await _session(client)
+    with pytest.raises(ApiError) as raised:
+        await client.memory.add(session_id="s1", messages=messages)
+    assert raised.value.status_code == 400
+
+
+async def test_session_rules_are_enforced(standin_url):
+    """A session for an unknown user, or a second session with the same id, answers 400."""
+    client = _client(standin_url)
+    with pytest.raises(ApiError) as unknown:
+        await client.memory.add_session(session_id="s1", user_id="nobody")
+    await _session(client)
+    with pytest.raises(ApiError) as duplicate:
+        await client.memory.add_session(session_id="s1", user_id="u1")
+    with pytest.raises(ApiError) as missing:
+        await client.memory.get_session("nope")
+    assert (unknown.value.status_code, duplicate.value.status_code) == (400, 400)
+    assert missing.value.status_code == 404
+
+
+async def test_faults_can_be_injected_and_cleared(standin_url):
+    """Injected 429 carries Retry-After; 500 and down apply for the given count; clear restores."""
+    client = _client(standin_url)
+    async with httpx.AsyncClient(base_url=standin_url) as admin:
+        await admin.post(
+            "/_standin/faults", json={"mode": "throttle", "retry_after": 7, "count": 1}
+        )
+        raw = await admin.post(
+            "/api/v2/users", json={"user_id": "x"}, headers={"Authorization": f"Api-Key {KEY}"}
+        )
+        assert (raw.status_code, raw.headers["retry-after"]) == (429, "7")
+        await admin.post("/_standin/faults", json={"mode": "error"})
+        with pytest.raises(ApiError) as failed:
+            await client.user.add(user_id="u1")
+        assert failed.value.status_code == 500
+        await admin.post("/_standin/faults", json={"clear": True})
+        await client.user.add(user_id="u1")
+        state = (await admin.get("/_standin/state")).json()
+    assert state["counts"]["users"] == 1
+    assert state["faults"]["injected"] == 2
+
+
+async def test_data_persists_across_restarts(tmp_path):
+    """The stand-in keeps users, sessions and messages in SQLite across restarts."""
+    config = ZepStandinConfig(api_key=Secret(KEY), db_path=str(tmp_path / "zep.sqlite3"))
+    with serve_app(create_standin_app(config), ready_path="/healthz") as url:
+        client = _client(url)
+        await _session(client)
+        await client.memory.add(session_id="s1", messages=[_message("u1", "kept")])
+    with serve_app(create_standin_app(config), ready_path="/healthz") as url:
+        memory = await _client(url).memory.get("s1")
+    assert [m.content for m in memory.messages] == ["kept"]
