@@ -23,6 +23,7 @@ from litestar.datastructures import State
 from engram_voice.credentials.secret import Secret
 from engram_voice.envreader import EnvReader
 from engram_voice.errors import exception_handlers
+from engram_voice.logs import configure_logging
 from engram_voice.memory import MemoryRuntime, MemorySettings, build_memory_runtime, memory_router
 from tests.support.servers import free_port, wait_http
 
@@ -49,6 +50,7 @@ def create_app_from_env() -> Litestar:
     reader = EnvReader(os.environ)
     settings = MemorySettings.from_env(reader)
     reader.raise_if_invalid()
+    configure_logging(level="info", json=True)
     keys = []
     for item in os.environ["MEMORY_TOKEN_KEYS"].split(","):
         kid, _, secret = item.partition(":")
