@@ -8,6 +8,7 @@ are cleared or the emulator shuts down, and never longer than :data:`HANG_LIMIT_
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import msgspec
@@ -35,7 +36,8 @@ class _Faults(msgspec.Struct, kw_only=True):
 class FaultInjector:
     """Holds the faults per target and applies them to requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._sleep = sleep
         self._faults: dict[Target, _Faults] = {"client_secrets": _Faults(), "calls": _Faults()}
         self._release = asyncio.Event()
         self.hung = 0
@@ -71,7 +73,7 @@ class FaultInjector:
         faults = self._faults[target]
         latency = base_latency_ms + faults.latency_ms
         if latency > 0:
-            await asyncio.sleep(latency / 1000)
+            await self._sleep(latency / 1000)
         if faults.hang:
             release = self._release
             self.hung += 1

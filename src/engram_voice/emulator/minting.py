@@ -55,7 +55,7 @@ def checked_session(request: ClientSecretRequest, deployments: tuple[str, ...]) 
     if session.type != "realtime":
         raise AzureApiError.bad_param(
             "session.type",
-            f"Invalid value: '{session.type}'. Supported values are: 'realtime'.",
+            f"Invalid value for 'session.type': '{session.type}'. Supported values are: 'realtime'.",
         )
     if session.model is UNSET:
         raise _missing("session.model")
@@ -68,7 +68,8 @@ def checked_session(request: ClientSecretRequest, deployments: tuple[str, ...]) 
         supported = ", ".join(f"'{v}'" for v in sorted(VOICES))
         raise AzureApiError.bad_param(
             "session.audio.output.voice",
-            f"Invalid value: '{voice}'. Supported values are: {supported}.",
+            f"Invalid value for 'session.audio.output.voice': '{voice}'. "
+            f"Supported values are: {supported}.",
         )
     return session
 
