@@ -92,7 +92,7 @@ describe("VoiceClient", () => {
     expect(pc?.channel?.label).toBe("oai-events");
     expect(pc?.remoteDescription).toEqual({ type: "answer", sdp: "v=0 fake-answer" });
     expect(pc?.config.iceServers).toEqual([]);
-    expect(client.call).toEqual({ sessionId: "vs_abc", conversationId: "cv_x.y", agent: SESSION.agent });
+    expect(client.call).toEqual({ sessionId: "vs_abc", conversationId: "cv_x.y", agent: SESSION.agent, memory: true });
     expect(await client.audioStats()).toEqual({ inboundPackets: 120, inboundBytes: 9600, outboundPackets: 118, outboundBytes: 9440 });
   });
 
@@ -273,6 +273,22 @@ describe("VoiceClient", () => {
     await expect(attempt).resolves.toBeUndefined();
     expect(seen.filter((s) => s.url.includes("/calls"))).toEqual([]);
     expect(states.at(-1)).toBe("ended");
+  });
+
+  it("runs the call without memory when the service grants none", async () => {
+    const { client, seen } = harness(
+      backend({ mint: () => new Response(JSON.stringify({ ...SESSION, memory: null }), { status: 201 }) }),
+    );
+    await client.connect({ agent: "elena" });
+    FakePeerConnection.last?.channel?.receive({
+      type: "conversation.item.input_audio_transcription.completed",
+      item_id: "item_u1",
+      transcript: "Hello",
+    });
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(client.call?.memory).toBe(false);
+    expect(client.transcript()).toHaveLength(1);
+    expect(seen.filter((s) => s.url.endsWith("/memory/enrich"))).toEqual([]);
   });
 
   it("mutes and unmutes the microphone track", async () => {

@@ -40,6 +40,8 @@ const ui = {
 const client = new VoiceClient({ baseUrl: API_BASE });
 let agentName = "the agent";
 let memoryState: MemoryState | null = client.memory?.state() ?? null;
+/** False while a call runs without a memory grant from the service. */
+let memoryGranted = true;
 
 function readLocal(key: string): string | null {
   try {
@@ -122,8 +124,9 @@ function renderSpeaking(): void {
 }
 
 function renderMemory(): void {
-  if (!memoryState) {
-    setPill(ui.memory, { text: "Memory is off", tone: "neutral" });
+  const idle = !memoryState || (memoryState.status === "idle" && memoryState.pending === 0);
+  if (!memoryState || (!memoryGranted && idle)) {
+    setPill(ui.memory, { text: "Memory is off for this call", tone: "neutral" });
     document.body.dataset["memory"] = "off";
     return;
   }
@@ -209,6 +212,8 @@ async function connect(): Promise<void> {
 client.on("connection", ({ state, call }) => {
   if (call) {
     agentName = call.agent.name;
+    memoryGranted = call.memory;
+    renderMemory();
     writeLocal(CONVERSATION_KEY + call.agent.id, call.conversationId);
     document.body.dataset["sessionId"] = call.sessionId;
   }

@@ -38,6 +38,8 @@ export interface CallInfo {
   sessionId: string;
   conversationId: string;
   agent: { id: string; name: string; voice: string };
+  /** Whether the service granted memory for this call (turns are saved to the agent's memory). */
+  memory: boolean;
 }
 
 /** Payload of the `connection` event. */
@@ -296,9 +298,15 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     const request = options.conversationId ? { agent: options.agent, conversation_id: options.conversationId } : { agent: options.agent };
     const session = await mintSession(request, this.#options);
     this.#check(call);
-    call.info = { sessionId: session.session_id, conversationId: session.conversation_id, agent: { ...session.agent } };
+    const remember = this.memory !== null && Boolean(session.memory);
+    call.info = {
+      sessionId: session.session_id,
+      conversationId: session.conversation_id,
+      agent: { ...session.agent },
+      memory: remember,
+    };
     if (this.memory && session.memory) this.memory.open(MemoryOutbox.grantFrom(session.session_id, session.memory));
-    this.#setState("connecting", call);
+    this.#setState("connecting", call); // again, now with the call's details
 
     const answer = await this.#exchangeSdp(session, pc.localDescription?.sdp ?? "");
     this.#check(call);

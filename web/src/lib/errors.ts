@@ -68,7 +68,7 @@ export function describeError(error: VoiceError): string {
   return plainWords(error.kind, error);
 }
 
-function plainWords(kind: VoiceErrorKind, error: Pick<VoiceErrorInit, "problem" | "retryAfterSeconds">): string {
+function plainWords(kind: VoiceErrorKind, error: Pick<VoiceErrorInit, "problem" | "retryAfterSeconds" | "status">): string {
   switch (kind) {
     case "unsupported":
       return "This browser can't make voice calls here. Use a recent Chrome, Edge, Firefox or Safari, on an https:// (or localhost) page.";
@@ -97,7 +97,9 @@ function plainWords(kind: VoiceErrorKind, error: Pick<VoiceErrorInit, "problem" 
     case "service_unreachable":
       return "Can't reach the voice service. Check your connection and try again.";
     case "azure_unreachable":
-      return "Couldn't reach Azure OpenAI for the audio. Check your network (a firewall or VPN may block it) and try again.";
+      return error.status
+        ? "Azure OpenAI couldn't start the audio right now. Try again in a moment."
+        : "Couldn't reach Azure OpenAI for the audio. Check your network (a firewall or VPN may block it) and try again.";
     case "azure_refused":
       return "Azure OpenAI refused the audio connection. Connect again to get a fresh key.";
     case "connection_lost":

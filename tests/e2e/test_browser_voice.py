@@ -1,0 +1,223 @@
+"""The demo page in headless Chromium, talking to the emulator over real WebRTC on loopback.
+
+Each test opens the page served by the service, connects with the fake microphone, and
+follows the call through the page itself (its text, its ``data-*`` attributes and the
+``window.__engramVoice`` hooks) and the transcript into the Zep stand-in through the
+zep-python SDK. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, Request, Route, expect
+
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, EMULATOR_TURNS, Stack
+
+pytestmark = pytest.mark.browser
+
+TURNS = 2 * EMULATOR_TURNS
+CONNECT_TIMEOUT_MS = 20_000
+TRANSCRIPT_TIMEOUT_MS = 30_000
+ZEP_TIMEOUT_S = 30.0
+
+
+def _connect(page: Page, stack: Stack, agent: str) -> str:
+    """Open the page, pick ``agent``, connect, and return the call's session id."""
+    page.goto(stack.url)
+    page.get_by_role("radio", name=agent).check()
+    page.get_by_role("button", name="Connect").click()
+    expect(page.locator("body")).to_have_attribute(
+        "data-connection", "connected", timeout=CONNECT_TIMEOUT_MS
+    )
+    expect(page.locator("#connection")).to_have_text(f"Connected to {agent}")
+    session_id = page.locator("body").get_attribute("data-session-id")
+    assert session_id is not None
+    assert session_id.startswith("vs_")
+    return session_id
+
+
+def _wait_for_audio(page: Page) -> dict[str, int]:
+    """Wait until remote audio packets arrive (inbound-rtp) and return the counters."""
+    page.wait_for_function(
+        "async () => ((await window.__engramVoice.audioStats()) || {}).inboundPackets > 0",
+        timeout=CONNECT_TIMEOUT_MS,
+        polling=250,
+    )
+    stats: dict[str, int] = page.evaluate("window.__engramVoice.audioStats()")
+    return stats
+
+
+def _wait_for_turns(page: Page) -> list[dict[str, Any]]:
+    """Wait until the emulator's turns are final on the page; return them in order."""
+    page.wait_for_function(
+        f"window.__engramVoice.transcript().filter(t => t.final && t.text).length >= {TURNS}",
+        timeout=TRANSCRIPT_TIMEOUT_MS,
+        polling=200,
+    )
+    turns: list[dict[str, Any]] = page.evaluate(
+        "window.__engramVoice.transcript().filter(t => t.final && t.text)"
+    )
+    expect(page.locator("#transcript li[data-final='true']")).to_have_count(TURNS)
+    return turns
+
+
+def _assert_delivered_once(stack: Stack, session_id: str, turns: list[dict[str, Any]]) -> None:
+    """Every page turn is in Zep exactly once, with its text and role, and nothing else is."""
+    ids = {turn["id"] for turn in turns}
+    messages = stack.wait_for_zep(session_id, ids, timeout=ZEP_TIMEOUT_S)
+    counts = Counter((m.metadata or {}).get("message_id") for m in messages)
+    assert counts == Counter(ids), f"duplicates or strangers in Zep: {counts}"
+    by_id = {(m.metadata or {})["message_id"]: m for m in messages}
+    for turn in turns:
+        stored = by_id[turn["id"]]
+        assert stored.content == turn["text"]
+        assert stored.role_type == turn["role"]
+
+
+def test_a_live_call_shows_the_transcript_and_saves_each_turn_to_zep_once(
+    stack: Stack, page: Page, artifacts: Path
+) -> None:
+    """A call connects over real WebRTC, plays remote audio, shows turns, and Zep gets each once."""
+    session_id = _connect(page, stack, "Sage")
+    stats = _wait_for_audio(page)
+    assert stats["outboundPackets"] > 0, "the fake microphone's audio should flow to the emulator"
+
+    turns = _wait_for_turns(page)
+    assert [t["role"] for t in turns] == ["user", "assistant"] * EMULATOR_TURNS
+    assert all(t["id"].startswith("item_") for t in turns)
+    assert "Sage" in turns[1]["text"], "the agent's instructions should have reached Azure"
+    expect(page.locator("body")).to_have_attribute("data-memory", "saved", timeout=10_000)
+    expect(page.locator("#memory")).to_have_text(f"Saved ({TURNS} turns)")
+    expect(page.locator("#audio")).to_contain_text("Receiving")
+    expect(page.locator("#error")).to_be_hidden()
+    page.screenshot(path=str(artifacts / "browser-live-call.png"), full_page=True)
+
+    page.get_by_role("button", name="Hang up").click()
+    expect(page.locator("#connection")).to_have_text("Call ended")
+    _assert_delivered_once(stack, session_id, turns)
+
+
+def test_with_zep_down_the_call_still_works_and_turns_arrive_when_zep_returns(
+    stack: Stack, page: Page, artifacts: Path
+) -> None:
+    """Zep being down changes nothing for the call; the queued turns reach Zep once it is back."""
+    stack.stop_zep()
+    session_id = _connect(page, stack, "Marcus")
+    _wait_for_audio(page)
+    turns = _wait_for_turns(page)
+    # The service stored the turns durably (202) although Zep is down.
+    expect(page.locator("body")).to_have_attribute("data-memory", "saved", timeout=10_000)
+    expect(page.locator("#error")).to_be_hidden()
+    assert stack.zep.process is not None
+    assert stack.zep.process.poll() is not None, "Zep should still be down during the call"
+    page.screenshot(path=str(artifacts / "browser-zep-down.png"), full_page=True)
+
+    stack.start_zep()
+    _assert_delivered_once(stack, session_id, turns)
+    expect(page.locator("body")).to_have_attribute("data-connection", "connected")
+
+
+def test_turns_left_unsent_are_delivered_after_a_page_reload(
+    stack: Stack, page: Page, artifacts: Path
+) -> None:
+    """Turns the page could not post survive a reload in local storage and are posted afterwards."""
+    enrich = "**/memory/enrich"
+    page.route(enrich, lambda route: route.abort("connectionrefused"))
+    session_id = _connect(page, stack, "Elena")
+    turns = _wait_for_turns(page)
+    expect(page.locator("body")).to_have_attribute("data-memory", "retrying", timeout=10_000)
+    expect(page.locator("#memory")).to_contain_text(f"{TURNS} turns kept")
+    expect(page.locator("body")).to_have_attribute("data-connection", "connected")
+    page.screenshot(path=str(artifacts / "browser-memory-retrying.png"), full_page=True)
+    stored = page.evaluate(f"localStorage.getItem('engram-voice.outbox.{session_id}')")
+    assert stored is not None
+
+    page.reload()
+    page.wait_for_function(
+        f"(window.__engramVoice.memory() || {{}}).pending === {TURNS}", timeout=10_000
+    )
+    page.unroute(enrich)
+    expect(page.locator("body")).to_have_attribute("data-memory", "saved", timeout=30_000)
+    assert page.evaluate(f"localStorage.getItem('engram-voice.outbox.{session_id}')") is None
+    _assert_delivered_once(stack, session_id, turns)
+
+
+def test_leaving_the_page_beacons_unsent_turns_without_a_preflight(
+    stack: Stack, page: Page
+) -> None:
+    """On page hide the unsent turns go out with sendBeacon as text/plain and reach Zep once."""
+    seen: list[Request] = []
+
+    def record(request: Request) -> None:
+        if "/memory/enrich" in request.url:
+            seen.append(request)
+
+    page.on("request", record)
+
+    def refuse_fetch(route: Route) -> None:
+        if route.request.resource_type == "ping":  # a beacon: let it through
+            route.continue_()
+        else:
+            route.abort("connectionrefused")
+
+    page.route("**/memory/enrich", refuse_fetch)
+    session_id = _connect(page, stack, "Elena")
+    turns = _wait_for_turns(page)
+    expect(page.locator("body")).to_have_attribute("data-memory", "retrying", timeout=10_000)
+
+    page.goto("about:blank")
+    _assert_delivered_once(stack, session_id, turns)
+    beacons = [r for r in seen if (r.headers.get("content-type") or "").startswith("text/plain")]
+    assert beacons, f"no text/plain beacon among {[(r.method, r.resource_type) for r in seen]}"
+    assert all(r.method == "POST" for r in seen), "a beacon needs no preflight (OPTIONS)"
+    assert '"token"' in (beacons[0].post_data or "")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("client_secrets", "The voice service can't reach Azure OpenAI right now"),
+        ("calls", "Azure OpenAI couldn't start the audio right now"),
+    ],
+)
+def test_azure_failures_are_explained_in_plain_words(
+    stack: Stack, page: Page, target: str, message: str
+) -> None:
+    """When Azure fails (minting or the call itself) the page says so plainly and can retry."""
+    httpx.post(
+        f"{stack.emulator.base_url}/_emulator/faults",
+        json={"target": target, "status": 503},
+        timeout=5,
+    ).raise_for_status()
+    page.goto(stack.url)
+    page.get_by_role("button", name="Connect").click()
+    expect(page.get_by_role("alert")).to_contain_text(message, timeout=CONNECT_TIMEOUT_MS)
+    expect(page.locator("#connection")).to_have_text("Call failed")
+    expect(page.get_by_role("button", name="Connect")).to_be_enabled()
+
+
+def test_a_blocked_microphone_is_explained_and_no_key_is_minted(
+    stack: Stack, browser: Browser
+) -> None:
+    """Without microphone permission the page tells the user how to allow it and mints nothing."""
+    playwright_browser = browser.browser_type.launch(
+        executable_path=CHROMIUM,
+        args=[a for a in CHROMIUM_ARGS if a != "--use-fake-ui-for-media-stream"],
+    )
+    try:
+        page = playwright_browser.new_page()
+        mints: list[str] = []
+        page.on("request", lambda r: mints.append(r.url) if "/realtime/sessions" in r.url else None)
+        page.goto(stack.url)
+        page.get_by_role("button", name="Connect").click()
+        expect(page.get_by_role("alert")).to_contain_text(
+            "Microphone access is blocked", timeout=CONNECT_TIMEOUT_MS
+        )
+        assert mints == []
+    finally:
+        playwright_browser.close()
