@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -20,7 +20,7 @@ from aiortc.mediastreams import MediaStreamError
 from engram_voice.emulator import loopback_ice
 from engram_voice.emulator.audio import ToneTrack
 
-__all__ = ["RealtimeTestClient", "mint_body", "wait_until"]
+__all__ = ["RealtimeTestClient", "mint_body", "wait_until", "wait_until_async"]
 
 CALLS_PATH = "/openai/v1/realtime/calls"
 
@@ -68,6 +68,18 @@ async def wait_until(
             msg = f"timed out after {within}s waiting for {what}"
             raise AssertionError(msg)
         await asyncio.sleep(0.02)
+
+
+async def wait_until_async(
+    probe: Callable[[], Awaitable[bool]], *, within: float = 20.0, what: str = "condition"
+) -> None:
+    """Await ``probe`` every 50 ms until it returns True; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await probe():
+        if time.monotonic() > deadline:
+            msg = f"timed out after {within}s waiting for {what}"
+            raise AssertionError(msg)
+        await asyncio.sleep(0.05)
 
 
 class RealtimeTestClient:

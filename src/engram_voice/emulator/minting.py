@@ -55,7 +55,8 @@ def checked_session(request: ClientSecretRequest, deployments: tuple[str, ...]) 
     if session.type != "realtime":
         raise AzureApiError.bad_param(
             "session.type",
-            f"Invalid value for 'session.type': '{session.type}'. Supported values are: 'realtime'.",
+            f"Invalid value for 'session.type': '{session.type}'. "
+            "Supported values are: 'realtime'.",
         )
     if session.model is UNSET:
         raise _missing("session.model")

@@ -98,6 +98,8 @@ class RealtimeCall:
         self.end_reason: str | None = None
         self.connection_state = "new"
         self.turns = 0
+        self.idle_ticks = 0
+        self.conversation_finished = False
         self.responses = 0
         self.events_sent: Counter[str] = Counter()
         self.events_withheld = 0
@@ -172,6 +174,8 @@ class RealtimeCall:
             "audio_ms_received": self._sink.audio_ms,
             "audio_frames_sent": self._tone.frames_sent,
             "turns": self.turns,
+            "idle_ticks": self.idle_ticks,
+            "conversation_finished": self.conversation_finished,
             "responses": self.responses,
             "events_sent": dict(self.events_sent),
             "events_withheld_by_filter": self.events_withheld,
@@ -217,10 +221,12 @@ class RealtimeCall:
         while self.turns < self.pacing.max_turns:
             await asyncio.sleep(self.pacing.turn_interval_seconds)
             if not self._sink.flowing(within=2.0):
+                self.idle_ticks += 1  # no microphone audio: the user is not talking
                 continue
             self.turns += 1
             async with self._speaking:
                 await self._play_turn(self.turns)
+        self.conversation_finished = True
 
     async def _play_turn(self, turn: int) -> None:
         user_item = new_id("item")

@@ -13,6 +13,8 @@ import msgspec
 import structlog
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from engram_voice.emulator.azure_errors import AzureApiError
 from engram_voice.emulator.events import new_id
@@ -39,6 +41,7 @@ _MAX_SDP_BYTES = 64 * 1024
 _FILTER_ON = frozenset({"on", "true", "1"})
 _NO_STORE = {"Cache-Control": "no-store"}
 _logger = structlog.get_logger("engram_voice.emulator")
+Emulator = NamedDependency[EmulatorState]
 
 
 def provide_emulator(state: State) -> EmulatorState:
@@ -73,7 +76,7 @@ def healthz() -> dict[str, str]:
 
 @post(f"{REALTIME}/client_secrets", status_code=200)
 async def create_client_secret(
-    request: Request[Any, Any, Any], emulator: EmulatorState
+    request: Request[Any, Any, Any], emulator: Emulator
 ) -> Response[dict[str, Any]]:
     """Mint a single-use ephemeral key bound to the requested session, as Azure does."""
     auth: AuthSlot | None = None
@@ -167,7 +170,7 @@ def _known_call(emulator: EmulatorState, call_id: str) -> RealtimeCall:
 
 
 @post(f"{REALTIME}/calls", status_code=201)
-async def create_call(request: Request[Any, Any, Any], emulator: EmulatorState) -> Response[bytes]:
+async def create_call(request: Request[Any, Any, Any], emulator: Emulator) -> Response[bytes]:
     """Answer a WebRTC SDP offer authenticated by an unused, unexpired ephemeral key."""
     try:
         await emulator.faults.delay("calls")
@@ -206,7 +209,7 @@ async def create_call(request: Request[Any, Any, Any], emulator: EmulatorState) 
 
 @post(f"{REALTIME}/calls/{{call_id:str}}/hangup", status_code=200)
 async def hangup_call(
-    call_id: str, request: Request[Any, Any, Any], emulator: EmulatorState
+    call_id: FromPath[str], request: Request[Any, Any, Any], emulator: Emulator
 ) -> Response[bytes]:
     """End a call from the server side (resource key or accepted bearer token)."""
     try:
@@ -222,20 +225,20 @@ async def hangup_call(
 
 
 @get("/_emulator/state")
-async def read_state(emulator: EmulatorState) -> dict[str, Any]:
+async def read_state(emulator: Emulator) -> dict[str, Any]:
     """Return counters, recent mints (session objects and auth slots), calls and faults."""
     return emulator.snapshot()
 
 
 @post("/_emulator/faults", status_code=200)
-async def set_faults(request: Request[Any, Any, Any], emulator: EmulatorState) -> dict[str, Any]:
+async def set_faults(request: Request[Any, Any, Any], emulator: Emulator) -> dict[str, Any]:
     """Change injected faults, e.g. ``{"status": 500, "count": 2}`` or ``{"clear": true}``."""
     change = decode_strict(await request.body(), FaultRequest)
     return emulator.faults.apply(change)
 
 
 @post("/_emulator/keys/{slot:int}/regenerate", status_code=200)
-async def regenerate_key(slot: int, emulator: EmulatorState) -> Response[dict[str, Any]]:
+async def regenerate_key(slot: FromPath[int], emulator: Emulator) -> Response[dict[str, Any]]:
     """Replace key ``slot`` (1 or 2) with a new random key, returned only in this answer."""
     value = emulator.keys.regenerate(slot)
     _logger.info("emulator.key_regenerated", slot=slot)
