@@ -68,6 +68,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
         )
         credentials = overrides.credentials or build_credential_source(realtime)
         stack.push_async_callback(credentials.aclose)
+        await credentials.start()
         pool = EndpointPool(
             realtime.endpoints,
             failure_threshold=realtime.failure_threshold,

@@ -2,8 +2,9 @@
 
 A :class:`CredentialSource` hands out an :class:`UpstreamCredential` for each mint.
 Sources are the seam for key rotation: :meth:`CredentialSource.invalidate` is called
-when Azure answers 401 so a source that can refresh (Key Vault, a later issue) fetches
-a new version and the mint is retried once.
+when Azure answers 401 so a source that can refresh (Key Vault) fetches a new version
+and the mint is retried once. :meth:`CredentialSource.start` runs once in the lifespan,
+before the first request, so a source can fetch its first value and fail fast.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class CredentialSource(Protocol):
 
     kind: str
 
+    async def start(self) -> None:
+        """Prepare before the first request; raise ConfigurationError to stop start-up."""
+        ...
+
     async def get(self) -> UpstreamCredential:
         """Return a credential usable right now (may refresh, always bounded in time)."""
         ...
@@ -79,6 +84,9 @@ class StaticKeySource:
 
     def __init__(self, key: Secret) -> None:
         self._credential = UpstreamCredential(header="api-key", secret=key, kind=self.kind)
+
+    async def start(self) -> None:
+        """Nothing to prepare: the key was validated with the settings."""
 
     async def get(self) -> UpstreamCredential:
         """Return the configured key."""
@@ -125,6 +133,9 @@ class EntraTokenSource:
         self._closer = closer
         self._last_error: str | None = None
         self._last_success: float | None = None
+
+    async def start(self) -> None:
+        """Nothing to prepare: the first token is requested lazily (readiness reports it)."""
 
     async def get(self) -> UpstreamCredential:
         """Return a bearer token, or raise 504/503 when Entra ID hangs or fails."""
