@@ -9,9 +9,11 @@ import msgspec
 from engram_voice.credentials.secret import Secret
 from engram_voice.envreader import EnvReader
 
-__all__ = ["LOOPBACK_HOSTS", "RealtimeSettings"]
+__all__ = ["AUTH_CHOICES", "DEFAULT_KEY_VAULT_SECRET_NAME", "LOOPBACK_HOSTS", "RealtimeSettings"]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+AUTH_CHOICES = ("api-key", "entra", "key-vault")
+DEFAULT_KEY_VAULT_SECRET_NAME = "voicelive-api-key"  # noqa: S105 - the secret's name, not a value
 
 
 def _endpoint_problem(url: str) -> str | None:
@@ -23,6 +25,26 @@ def _endpoint_problem(url: str) -> str | None:
     if parts.query or parts.fragment:
         return f"AZURE_OPENAI_ENDPOINTS entry {url!r} must not carry a query or fragment"
     return None
+
+
+def _vault_url(reader: EnvReader, auth: str) -> str | None:
+    url = reader.optional("KEY_VAULT_URL")
+    if auth != "key-vault":
+        return url
+    if url is None:
+        reader.fail(
+            "KEY_VAULT_URL is required when AZURE_OPENAI_AUTH=key-vault, "
+            "e.g. https://my-vault.vault.azure.net"
+        )
+        return None
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.path.strip("/"):
+        reader.fail(
+            f"KEY_VAULT_URL={url!r} must be the vault's https URL without a path, "
+            "e.g. https://my-vault.vault.azure.net (Key Vault accepts only https)"
+        )
+        return None
+    return url.rstrip("/")
 
 
 class RealtimeSettings(msgspec.Struct, frozen=True):
@@ -42,6 +64,9 @@ class RealtimeSettings(msgspec.Struct, frozen=True):
     cooldown_seconds: float
     webrtc_filter: bool
     agents_file: str | None
+    key_vault_url: str | None = None
+    key_vault_secret_name: str = DEFAULT_KEY_VAULT_SECRET_NAME
+    key_vault_refresh_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> RealtimeSettings:
@@ -55,12 +80,12 @@ class RealtimeSettings(msgspec.Struct, frozen=True):
         for url in endpoints:
             if problem := _endpoint_problem(url):
                 reader.fail(problem)
-        auth = reader.choice("AZURE_OPENAI_AUTH", "api-key", ("api-key", "entra"))
+        auth = reader.choice("AZURE_OPENAI_AUTH", "api-key", AUTH_CHOICES)
         key = reader.optional("AZURE_OPENAI_API_KEY")
         if auth == "api-key" and not key:
             reader.fail(
                 "AZURE_OPENAI_API_KEY is required when AZURE_OPENAI_AUTH=api-key "
-                "(or set AZURE_OPENAI_AUTH=entra to use a managed identity)"
+                "(or set AZURE_OPENAI_AUTH=key-vault or entra to use a managed identity)"
             )
         request_timeout = reader.number(
             "UPSTREAM_TIMEOUT_SECONDS", 10.0, minimum=0.05, maximum=120.0
@@ -95,4 +120,11 @@ class RealtimeSettings(msgspec.Struct, frozen=True):
             ),
             webrtc_filter=reader.flag("REALTIME_WEBRTC_FILTER", default=True),
             agents_file=reader.optional("AGENTS_FILE"),
+            key_vault_url=_vault_url(reader, auth),
+            key_vault_secret_name=reader.text(
+                "KEY_VAULT_SECRET_NAME", DEFAULT_KEY_VAULT_SECRET_NAME
+            ),
+            key_vault_refresh_seconds=reader.number(
+                "KEY_VAULT_REFRESH_SECONDS", 300.0, minimum=5.0, maximum=86400.0
+            ),
         )
