@@ -56,6 +56,7 @@ def create_emulator_app(
         state=State({"emulator": emulator}),
         request_max_body_size=_MAX_BODY_BYTES,
         cors_config=_CORS,
+        logging_config=None,  # the process configures logging (structlog, redaction)
         openapi_config=None,
     )
 
