@@ -47,9 +47,14 @@ class Emulator:
         return result
 
 
+_KEYS = (secrets.token_hex(16), secrets.token_hex(16))
+_BEARER = f"entra-{secrets.token_hex(16)}"
+
+
 def _start_emulator(tmp: Path, name: str) -> tuple[ServiceProcess, tuple[str, str], str]:
-    keys = (secrets.token_hex(16), secrets.token_hex(16))
-    bearer = f"entra-{secrets.token_hex(16)}"
+    # Both regions accept the same credentials, as one key (or one Entra identity) would
+    # be configured for every endpoint of the service.
+    keys, bearer = _KEYS, _BEARER
     process = ServiceProcess(
         ["emulator"],
         env={

@@ -55,7 +55,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
                 "app.started",
                 environment=settings.server.environment,
                 auth_mode=settings.auth.mode,
-                credential=services.credentials.kind,
+                credential_kind=services.credentials.kind,
                 endpoints=[e["host"] for e in services.pool.describe()],
                 deployment=settings.realtime.deployment,
             )
@@ -91,6 +91,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
         ),
         request_max_body_size=64 * 1024,
         debug=False,
+        logging_config=None,  # logs.configure_logging owns logging (structlog, redaction)
     )
 
 

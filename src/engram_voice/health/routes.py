@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from litestar import get
+from litestar.di import NamedDependency
 
 from engram_voice import __version__
 from engram_voice.services import Services
@@ -24,14 +25,14 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: realtime credentials are usable (independent of memory)",
     tags=["health"],
 )
-async def readyz(services: Services) -> dict[str, Any]:
+async def readyz(services: NamedDependency[Services]) -> dict[str, Any]:
     """Answer 200 when a realtime credential can be obtained now, else a 503/504 problem."""
     await services.credentials.check()
     return {"status": "ready", "credential": services.credentials.kind}
 
 
 @get("/status", summary="What is configured and how it is doing (no secrets)", tags=["health"])
-async def status(services: Services) -> dict[str, Any]:
+async def status(services: NamedDependency[Services]) -> dict[str, Any]:
     """Describe realtime configuration, endpoint health, agents and counters."""
     settings = services.settings
     realtime = settings.realtime

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
 from engram_voice.realtime.schemas import CreateSessionRequest, SessionCreated
@@ -25,7 +27,9 @@ __all__ = ["create_session"]
     tags=["realtime"],
 )
 async def create_session(
-    request: Request[Any, Any, Any], data: CreateSessionRequest, services: Services
+    request: Request[Any, Any, Any],
+    data: JSONBody[CreateSessionRequest],
+    services: NamedDependency[Services],
 ) -> Response[SessionCreated]:
     """Mint a realtime session for the authenticated caller."""
     caller = await services.authenticator.authenticate(request.headers)
