@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import Emulator, ServiceFactory, service_env
+from tests.support.realtime_client import RealtimeTestClient
 
 
 def _mint(url: str, agent: str = "elena", **extra: object) -> httpx.Response:
@@ -114,3 +115,28 @@ def test_per_user_rate_limit_answers_429_with_retry_after(
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) >= 1
     assert limited.json()["code"] == "rate_limited"
+
+
+async def test_minted_key_connects_over_webrtc_once(
+    emulator: Emulator, make_service: ServiceFactory
+) -> None:
+    """The key from the service opens a WebRTC call at the returned URL; a second use is refused."""
+    with make_service(service_env(emulator)) as url:
+        async with httpx.AsyncClient(timeout=20) as http:
+            minted = (await http.post(f"{url}/realtime/sessions", json={"agent": "elena"})).json()
+    key, webrtc_url = minted["client_secret"]["value"], minted["webrtc_url"]
+    assert webrtc_url.startswith(emulator.url)
+    first, second = RealtimeTestClient(), RealtimeTestClient()
+    try:
+        async with httpx.AsyncClient(base_url=emulator.url, timeout=20) as http:
+            answered = await first.call(http, key)
+            assert answered.status_code == 201
+            assert answered.text.startswith("v=0")
+            assert "/realtime/calls/" in answered.headers["location"]
+            await first.wait_connected()
+            refused = await second.call(http, key)
+        assert refused.status_code in {400, 401}
+        assert "ephemeral_token_already_used" in refused.text
+    finally:
+        await first.close()
+        await second.close()
