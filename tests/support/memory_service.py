@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, get
+import msgspec
+from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 
 from engram_voice.credentials.secret import Secret
@@ -25,9 +26,17 @@ from engram_voice.envreader import EnvReader
 from engram_voice.errors import exception_handlers
 from engram_voice.logs import configure_logging
 from engram_voice.memory import MemoryRuntime, MemorySettings, build_memory_runtime, memory_router
+from engram_voice.memory.schemas import EnrichRequest
 from tests.support.servers import free_port, wait_http
 
-__all__ = ["PythonProcess", "create_app_from_env", "memory_service", "run_cli"]
+__all__ = [
+    "PythonProcess",
+    "create_app_from_env",
+    "create_noop_app",
+    "memory_service",
+    "noop_service",
+    "run_cli",
+]
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,6 +81,21 @@ def create_app_from_env() -> Litestar:
         lifespan=[lifespan],
         openapi_config=None,
     )
+
+
+_noop_decoder = msgspec.json.Decoder(EnrichRequest)
+
+
+@post("/memory/enrich", status_code=202)
+async def _noop_enrich(request: Request[Any, Any, Any]) -> Response[dict[str, int]]:
+    """Decode the body like the real route, store nothing, answer 202 (benchmark baseline)."""
+    payload = _noop_decoder.decode(await request.body())
+    return Response({"accepted": len(payload.messages), "duplicates": 0}, status_code=202)
+
+
+def create_noop_app() -> Litestar:
+    """Build the no-op baseline app for the enrich benchmark."""
+    return Litestar(route_handlers=[_noop_enrich, _healthz], openapi_config=None)
 
 
 def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -157,6 +181,13 @@ def memory_service(
     if port is not None:
         process.port = port
     return process
+
+
+def noop_service(log_path: Path) -> PythonProcess:
+    """Return (unstarted) the no-op baseline process."""
+    args = ["uvicorn", "--factory", "tests.support.memory_service:create_noop_app"]
+    args += ["--host", "127.0.0.1", "--port", "{port}", "--no-access-log"]
+    return PythonProcess(args, {}, log_path)
 
 
 def run_cli(args: list[str], env: Mapping[str, str], *, timeout: float = 30.0) -> str:

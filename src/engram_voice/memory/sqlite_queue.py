@@ -35,6 +35,7 @@ __all__ = ["QueueClosedError", "SqliteTurnQueue"]
 _logger = structlog.get_logger("engram_voice.memory.queue")
 _T = TypeVar("_T")
 _MAX_GROUP = 512
+_MAX_OWNERS = 100_000
 
 
 class QueueClosedError(RuntimeError):
@@ -62,6 +63,8 @@ class SqliteTurnQueue:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._owners: dict[str, tuple[str, str]] = {}
+        """Sessions whose (user, agent) the writer thread already checked (never changes)."""
         self.commits = 0
         """Group commits done by this instance (many enqueues share one)."""
 
@@ -131,7 +134,7 @@ class SqliteTurnQueue:
         batches = [batch for batch, _ in group]
         try:
             now = self._clock()
-            results = await self._run(lambda conn: _write_group(conn, batches, now))
+            results = await self._run(lambda conn: _write_group(conn, batches, now, self._owners))
         except sqlite3.Error as exc:
             _logger.exception(
                 "memory.queue_commit_failed", error=type(exc).__name__, size=len(group)
@@ -369,22 +372,33 @@ def _set_state(
     return changed
 
 
+def _session_owner(conn: sqlite3.Connection, batch: EnqueueBatch, now: float) -> tuple[str, str]:
+    conn.execute(
+        "INSERT INTO sessions(session_id, user_id, agent, created_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(session_id) DO NOTHING",
+        (batch.session_id, batch.user_id, batch.agent, now),
+    )
+    user_id, agent = conn.execute(
+        "SELECT user_id, agent FROM sessions WHERE session_id=?", (batch.session_id,)
+    ).fetchone()
+    return user_id, agent
+
+
 def _write_group(
-    conn: sqlite3.Connection, batches: list[EnqueueBatch], now: float
+    conn: sqlite3.Connection,
+    batches: list[EnqueueBatch],
+    now: float,
+    owners: dict[str, tuple[str, str]],
 ) -> list[EnqueueResult | SessionMismatchError]:
     """Write every batch in one transaction; a mismatched session writes nothing."""
     results: list[EnqueueResult | SessionMismatchError] = []
+    checked: dict[str, tuple[str, str]] = {}
     with _transaction(conn):
         for batch in batches:
-            conn.execute(
-                "INSERT INTO sessions(session_id, user_id, agent, created_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(session_id) DO NOTHING",
-                (batch.session_id, batch.user_id, batch.agent, now),
-            )
-            owner = conn.execute(
-                "SELECT user_id, agent FROM sessions WHERE session_id=?", (batch.session_id,)
-            ).fetchone()
-            if tuple(owner) != (batch.user_id, batch.agent):
+            owner = owners.get(batch.session_id) or checked.get(batch.session_id)
+            if owner is None:
+                owner = checked[batch.session_id] = _session_owner(conn, batch, now)
+            if owner != (batch.user_id, batch.agent):
                 results.append(SessionMismatchError(batch.session_id))
                 continue
             accepted = conn.executemany(
@@ -401,4 +415,7 @@ def _write_group(
                     (accepted, batch.session_id),
                 )
             results.append(EnqueueResult(accepted=accepted, duplicates=len(batch.turns) - accepted))
+    if len(owners) > _MAX_OWNERS:
+        owners.clear()
+    owners.update(checked)  # only after the commit: a rolled-back session row is not known
     return results

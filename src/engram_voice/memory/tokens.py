@@ -32,6 +32,7 @@ AZURE_MAX_SESSION_SECONDS = 30 * 60
 _AUDIENCE = "engram-voice/memory"
 _ALGORITHM = "HS256"
 _LEEWAY_SECONDS = 30
+_VERIFIED_CACHE = 50_000
 
 
 class IssuedMemoryToken(msgspec.Struct, frozen=True):
@@ -78,6 +79,7 @@ class MemoryTokenSigner:
         self._ttl = ttl_seconds
         self._enrich_url = enrich_url
         self._clock = clock
+        self._verified: dict[str, MemoryClaims] = {}
 
     def __repr__(self) -> str:
         return f"MemoryTokenSigner(active_kid={self._active_kid!r}, keys={len(self._keys)})"
@@ -108,7 +110,26 @@ class MemoryTokenSigner:
         return msgspec.structs.asdict(grant)
 
     def verify(self, token: str) -> MemoryClaims:
-        """Return the claims of a valid token; raise AuthenticationError (401) otherwise."""
+        """Return the claims of a valid token; raise AuthenticationError (401) otherwise.
+
+        A browser posts many times with one token, so verified claims are remembered
+        (bounded); expiry is still checked on every call.
+        """
+        cached = self._verified.get(token)
+        if cached is not None:
+            self._check_expiry(cached.expires_at)
+            return cached
+        claims = self._verify(token)
+        if len(self._verified) >= _VERIFIED_CACHE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = claims
+        return claims
+
+    def _check_expiry(self, expires_at: int) -> None:
+        if self._clock() > expires_at + _LEEWAY_SECONDS:
+            raise _invalid("the memory token has expired; start a new realtime session")
+
+    def _verify(self, token: str) -> MemoryClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -138,8 +159,7 @@ class MemoryTokenSigner:
             isinstance(v, str) and v for v in (session_id, user_id, agent)
         ):
             raise _invalid("the memory token claims are invalid")
-        if self._clock() > expires_at + _LEEWAY_SECONDS:
-            raise _invalid("the memory token has expired; start a new realtime session")
+        self._check_expiry(expires_at)
         return MemoryClaims(
             session_id=session_id,
             user_id=user_id,
