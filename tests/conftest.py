@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -107,6 +108,7 @@ def service_env(emulator: Emulator, **extra: str) -> dict[str, str]:
         "MEMORY_TOKEN_KEYS": f"k1:{'a' * 64}",
         "UPSTREAM_TIMEOUT_SECONDS": "2",
         "SERVE_WEB": "false",
+        "MEMORY_SQLITE_PATH": str(Path(tempfile.mkdtemp(prefix="engram-queue-")) / "queue.db"),
     }
     env.update(extra)
     return env

@@ -21,6 +21,7 @@ from engram_voice.auth import cors_config
 from engram_voice.errors import exception_handlers
 from engram_voice.health import healthz, readyz, status
 from engram_voice.logs import configure_logging
+from engram_voice.memory import memory_router
 from engram_voice.realtime.routes import create_session
 from engram_voice.services import Overrides, Services, open_services
 from engram_voice.settings import Settings
@@ -51,6 +52,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_services(settings, overrides or Overrides()) as services:
             app.state.services = services
+            app.state.memory = services.memory
             _logger.info(
                 "app.started",
                 environment=settings.server.environment,
@@ -68,6 +70,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
         exclude=["/metrics", "/healthz", "/readyz"],
     )
     route_handlers: list[Any] = [healthz, readyz, status, create_session, PrometheusController]
+    if settings.memory.enabled:
+        route_handlers.append(memory_router())
     if settings.server.serve_web:
         route_handlers.extend(web_routes())
     return Litestar(

@@ -54,6 +54,24 @@ def _emulator(_: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(_: argparse.Namespace) -> int:
+    from engram_voice.memory.cli import worker_main  # noqa: PLC0415
+
+    return worker_main()
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    from engram_voice.memory.cli import dead_letters_main  # noqa: PLC0415
+
+    return dead_letters_main(args.rest)
+
+
+def _zep_standin(_: argparse.Namespace) -> int:
+    from engram_voice.zep_standin.runner import main as standin_main  # noqa: PLC0415
+
+    return standin_main()
+
+
 def _dev(args: argparse.Namespace) -> int:
     from engram_voice.devstack import run_dev_stack  # noqa: PLC0415
 
@@ -73,6 +91,21 @@ def _parser() -> argparse.ArgumentParser:
         "emulator", help="run the local Azure OpenAI realtime emulator (GA paths, real WebRTC)"
     )
     emulator.set_defaults(handler=_emulator)
+    worker = commands.add_parser("worker", help="run the memory delivery worker as its own process")
+    worker.set_defaults(handler=_worker)
+    memory = commands.add_parser("memory", help="memory operator tools")
+    memory_commands = memory.add_subparsers(dest="memory_command", required=True)
+    dead = memory_commands.add_parser(
+        "dead-letters",
+        help="list or replay undeliverable transcript batches (list [--json] | replay [ids])",
+        add_help=False,
+    )
+    dead.add_argument("rest", nargs=argparse.REMAINDER)
+    dead.set_defaults(handler=_dead_letters)
+    standin = commands.add_parser(
+        "zep-standin", help="run the local Zep stand-in (the /api/v2 subset, SQLite)"
+    )
+    standin.set_defaults(handler=_zep_standin)
     dev = commands.add_parser(
         "dev", help="run the local stack: emulator, Zep stand-in and service (make run)"
     )
@@ -84,7 +117,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command named in ``argv`` and return its exit status."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["memory", "dead-letters"]:  # its own parser owns every flag after it
+        args = argparse.Namespace(handler=_dead_letters, rest=argv[2:])
+    else:
+        args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = getattr(args, "handler", _serve)
     try:
         return handler(args)

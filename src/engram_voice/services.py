@@ -14,6 +14,7 @@ from engram_voice.agents import AgentCatalog, load_catalog
 from engram_voice.auth import Authenticator, MintRateLimiter, build_authenticator
 from engram_voice.credentials import CredentialSource
 from engram_voice.credentials.factory import build_credential_source
+from engram_voice.memory import MemoryRuntime, MemorySink, build_memory_runtime
 from engram_voice.realtime.conversations import ConversationIds
 from engram_voice.realtime.endpoints import EndpointPool
 from engram_voice.realtime.service import RealtimeSessions
@@ -30,6 +31,7 @@ class Overrides:
     credentials: CredentialSource | None = None
     authenticator: Authenticator | None = None
     conversation_keys: list[bytes] | None = None
+    memory_sink: MemorySink | None = None
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Services:
     sessions: RealtimeSessions
     authenticator: Authenticator
     rate_limiter: MintRateLimiter
+    memory: MemoryRuntime | None
     started_at: float = field(default_factory=time.time)
 
 
@@ -82,6 +85,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             connect_timeout=realtime.connect_timeout,
             deadline=realtime.deadline,
         )
+        memory = await _open_memory(settings, overrides, stack)
         conversation_keys = overrides.conversation_keys or settings.signing_keys()
         sessions = RealtimeSessions(
             catalog=catalog,
@@ -90,6 +94,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             deployment=realtime.deployment,
             ttl_seconds=realtime.key_ttl_seconds,
             webrtc_filter=realtime.webrtc_filter,
+            memory_grants=memory.grant if memory else None,
         )
         yield Services(
             settings=settings,
@@ -99,4 +104,19 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             sessions=sessions,
             authenticator=overrides.authenticator or build_authenticator(settings.auth, http),
             rate_limiter=MintRateLimiter(settings.auth.mint_rate_limit),
+            memory=memory,
         )
+
+
+async def _open_memory(
+    settings: Settings, overrides: Overrides, stack: AsyncExitStack
+) -> MemoryRuntime | None:
+    """Start the memory runtime (queue and in-process worker) unless memory is disabled."""
+    if not settings.memory.enabled:
+        return None
+    runtime = build_memory_runtime(
+        settings.memory, token_keys=settings.token_keys, sink=overrides.memory_sink
+    )
+    await runtime.start()
+    stack.push_async_callback(runtime.stop)
+    return runtime

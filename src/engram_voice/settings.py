@@ -13,6 +13,7 @@ import msgspec
 from engram_voice.auth import AuthSettings
 from engram_voice.credentials.secret import Secret
 from engram_voice.envreader import EnvReader
+from engram_voice.memory import MemorySettings
 from engram_voice.realtime.settings import RealtimeSettings
 
 __all__ = ["ServerSettings", "Settings"]
@@ -71,6 +72,7 @@ class Settings(msgspec.Struct, frozen=True):
     server: ServerSettings
     realtime: RealtimeSettings
     auth: AuthSettings
+    memory: MemorySettings
     token_keys: tuple[tuple[str, Secret], ...]
 
     def signing_keys(self) -> list[bytes]:
@@ -86,6 +88,7 @@ class Settings(msgspec.Struct, frozen=True):
             server=server,
             realtime=RealtimeSettings.from_env(reader),
             auth=AuthSettings.from_env(reader, bind_host=server.host),
+            memory=MemorySettings.from_env(reader),
             token_keys=_token_keys(reader),
         )
         reader.raise_if_invalid()

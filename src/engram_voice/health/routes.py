@@ -36,6 +36,7 @@ async def status(services: NamedDependency[Services]) -> dict[str, Any]:
     """Describe realtime configuration, endpoint health, agents and counters."""
     settings = services.settings
     realtime = settings.realtime
+    memory = await services.memory.status() if services.memory else {"enabled": False}
     return {
         "service": "engram-voice",
         "version": __version__,
@@ -56,4 +57,5 @@ async def status(services: NamedDependency[Services]) -> dict[str, Any]:
             {"id": a.id, "name": a.name, "voice": a.voice, "style": a.style}
             for a in services.catalog.all()
         ],
+        "memory": memory,
     }
