@@ -62,8 +62,10 @@ def test_operator_file_can_override_voice_inheritance(tmp_path: Path) -> None:
         ('[agents.a]\nname="A"\nvoice="robot"\ninstructions="x"\n', "unknown voice"),
         ('[agents.a]\nname="A"\nvoice_from="zz"\ninstructions="x"\n', "unknown 'zz'"),
         (
-            '[agents.a]\nname="A"\nvoice_from="b"\ninstructions="x"\n'
-            '[agents.b]\nname="B"\nvoice_from="a"\ninstructions="y"\n',
+            (
+                '[agents.a]\nname="A"\nvoice_from="b"\ninstructions="x"\n'
+                '[agents.b]\nname="B"\nvoice_from="a"\ninstructions="y"\n'
+            ),
             "loops",
         ),
         ('[agents.a]\nname="A"\nvoice="ash"\ninstructions="  "\n', "empty instructions"),
@@ -80,5 +82,5 @@ def test_bad_agent_files_stop_start_up_with_a_clear_message(
 
 def test_missing_agents_file_is_named_in_the_error(tmp_path: Path) -> None:
     """A path that cannot be read is reported with the path."""
-    with pytest.raises(ConfigurationError, match="nope.toml"):
+    with pytest.raises(ConfigurationError, match=r"nope\.toml"):
         load_catalog(str(tmp_path / "nope.toml"))

@@ -25,7 +25,7 @@ def test_endpoints_are_tried_in_priority_order() -> None:
 
 
 def test_an_endpoint_that_keeps_failing_rests_then_returns() -> None:
-    """After the threshold of consecutive failures an endpoint moves last until its cooldown ends."""
+    """After enough consecutive failures an endpoint moves last until its cooldown ends."""
     clock = _Clock()
     pool = _pool(clock)
     first = pool.candidates()[0]
