@@ -51,8 +51,14 @@ def _start(args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def _interrupt(signum: int, _: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run_dev_stack(port: int) -> int:
     """Run emulator, Zep stand-in and service until interrupted; return an exit status."""
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM as on Ctrl-C
+    signal.signal(signal.SIGINT, _interrupt)
     state = Path(os.environ.get("ENGRAM_DEV_STATE", "var"))
     state.mkdir(parents=True, exist_ok=True)
     emulator_port, zep_port = _free_port(), _free_port()
