@@ -72,6 +72,19 @@ def _zep_standin(_: argparse.Namespace) -> int:
     return standin_main()
 
 
+def _check(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415 - only the check pays for the imports
+
+    from engram_voice.realtime.check import run_check  # noqa: PLC0415
+    from engram_voice.realtime.settings import RealtimeSettings  # noqa: PLC0415
+
+    reader = EnvReader(os.environ)
+    settings = RealtimeSettings.from_env(reader)
+    reader.raise_if_invalid()
+    configure_logging(level="DEBUG" if args.verbose else "CRITICAL", json=False)
+    return asyncio.run(run_check(settings, out=sys.stdout))
+
+
 def _dev(args: argparse.Namespace) -> int:
     from engram_voice.devstack import run_dev_stack  # noqa: PLC0415
 
@@ -106,6 +119,19 @@ def _parser() -> argparse.ArgumentParser:
         "zep-standin", help="run the local Zep stand-in (the /api/v2 subset, SQLite)"
     )
     standin.set_defaults(handler=_zep_standin)
+    check = commands.add_parser(
+        "check",
+        help="verify the realtime credential and mint one key per endpoint (exit 0 = OK)",
+        description="Resolve the configured credential (API key, Key Vault or Entra ID), mint "
+        "one ephemeral key per endpoint and say what was used and what happened; never "
+        "prints a secret. Exit codes: 0 OK, 2 invalid configuration, 3 credential "
+        "unavailable, 4 credential refused (401/403), 5 request rejected (404 deployment or "
+        "region, 400), 6 Azure unreachable/timed out/throttled/failed.",
+    )
+    check.add_argument(
+        "--verbose", action="store_true", help="also show the service's log events (stderr)"
+    )
+    check.set_defaults(handler=_check)
     dev = commands.add_parser(
         "dev", help="run the local stack: emulator, Zep stand-in and service (make run)"
     )

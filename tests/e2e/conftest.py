@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import shutil
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
-from zep_python.client import AsyncZep
+from zep_python.client import Zep
 from zep_python.core.api_error import ApiError
 
 from engram_voice.web.routes import built_client_dir
@@ -69,18 +68,15 @@ class Stack:
 
     def zep_messages(self, session_id: str) -> list[Any]:
         """Read a session's messages through the real zep-python SDK ([] if none yet)."""
-
-        async def read() -> list[Any]:
-            client = AsyncZep(base_url=self.zep.base_url, api_key=self.zep_key, timeout=5)
-            try:
-                memory = await client.memory.get(session_id)
-            except ApiError as exc:
-                if exc.status_code == HTTPStatus.NOT_FOUND:  # until the worker creates it
-                    return []
-                raise
-            return list(memory.messages or [])
-
-        return asyncio.run(read())
+        # The synchronous client: Playwright's sync API already runs a loop in this thread.
+        client = Zep(base_url=self.zep.base_url, api_key=self.zep_key, timeout=5)
+        try:
+            memory = client.memory.get(session_id)
+        except ApiError as exc:
+            if exc.status_code == HTTPStatus.NOT_FOUND:  # until the worker creates it
+                return []
+            raise
+        return list(memory.messages or [])
 
     def wait_for_zep(self, session_id: str, message_ids: set[str], *, timeout: float) -> list[Any]:
         """Poll Zep until every message id is stored; return the session's messages."""
@@ -160,9 +156,13 @@ def _clear_emulator_faults_after(request: pytest.FixtureRequest) -> Iterator[Non
         stack.start_zep()
 
 
-@pytest.fixture(name="playwright", scope="session")
+@pytest.fixture(name="playwright", scope="module")
 def fixture_playwright() -> Iterator[Playwright]:
-    """Run Playwright's driver for the session (Debian's Chromium, never a downloaded one)."""
+    """Run Playwright's driver for the module (Debian's Chromium, never a downloaded one).
+
+    Its sync API keeps an event loop running in the main thread, so it must stop before
+    other modules' asyncio tests run (hence module scope, not session scope).
+    """
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium")
@@ -171,7 +171,7 @@ def fixture_playwright() -> Iterator[Playwright]:
         yield playwright
 
 
-@pytest.fixture(name="browser", scope="session")
+@pytest.fixture(name="browser", scope="module")
 def fixture_browser(playwright: Playwright) -> Iterator[Browser]:
     """Launch headless Chromium with a fake microphone that is granted without a prompt."""
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

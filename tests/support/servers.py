@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-__all__ = ["ServiceProcess", "free_port", "serve_app", "wait_http"]
+__all__ = ["ServiceProcess", "free_port", "run_command", "serve_app", "wait_http"]
 
 
 def free_port() -> int:
@@ -71,6 +71,26 @@ def serve_app(app: Any, *, port: int | None = None, ready_path: str | None = Non
         thread.join(timeout=15)
 
 
+def _process_env(extra: Mapping[str, str]) -> dict[str, str]:
+    # ZEP_API_URL would silently redirect the Zep SDK of any child process.
+    inherited = {k: v for k, v in os.environ.items() if k != "ZEP_API_URL"}
+    return {**inherited, **extra}
+
+
+def run_command(
+    args: list[str], env: Mapping[str, str], *, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m engram_voice <args>`` to completion and return its exit code and output."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "engram_voice", *args],
+        env=_process_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @dataclass
 class ServiceProcess:
     """An ``engram-voice`` subcommand running as its own process on a loopback port."""
@@ -89,8 +109,7 @@ class ServiceProcess:
 
     def start(self, *, timeout: float = 30.0) -> ServiceProcess:
         """Start the process and wait until its ready path answers 200."""
-        inherited = {k: v for k, v in os.environ.items() if k != "ZEP_API_URL"}
-        env = {**inherited, **self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        env = _process_env({**self.env, "PORT": str(self.port), "HOST": "127.0.0.1"})
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "engram_voice", *self.args],
