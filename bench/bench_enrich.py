@@ -1,8 +1,8 @@
 """Enrichment benchmark: durable ``POST /memory/enrich`` against a no-op handler, and delivery.
 
-Starts, each as its own one-worker uvicorn process on loopback: a no-op Litestar handler
-that decodes the same body, and the enrich service (SQLite queue, WAL, group commit,
-``synchronous=FULL``, in-process worker off). Then, in alternating rounds in one run:
+Starts, each as its own one-worker process on loopback: a no-op Litestar handler that
+decodes the same body, and the real service, ``engram-voice serve`` (SQLite queue, WAL,
+group commit, ``synchronous=FULL``, in-process worker off). Then, in alternating rounds in one run:
 
 1. closed-loop throughput (``--concurrency`` connections, ``--requests`` per round) and
    the durable/no-op ratio;
@@ -209,8 +209,15 @@ def main() -> None:
             "MEMORY_RATE_PER_MINUTE": "1000000",
             "LOG_LEVEL": "warning",
         }
+        # The real service also needs its realtime settings; this benchmark never mints.
+        service_env = {
+            **env,
+            "AUTH_MODE": "none",
+            "AZURE_OPENAI_ENDPOINTS": "http://127.0.0.1:9",
+            "AZURE_OPENAI_API_KEY": "bench-never-used",
+        }
         noop = noop_service(state / "noop.log").start()
-        durable = memory_service(env, state / "service.log").start()
+        durable = memory_service(service_env, state / "service.log").start()
         try:
             asyncio.run(_run(args, noop, durable, Bodies(secret)))
         finally:

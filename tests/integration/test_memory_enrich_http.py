@@ -14,6 +14,7 @@ from zep_python.core.api_error import ApiError
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.memory.tokens import MemoryTokenSigner
+from tests.conftest import Emulator
 from tests.support.memory_service import PythonProcess, memory_service, run_cli
 from tests.support.servers import free_port
 
@@ -69,12 +70,17 @@ def fixture_zep(tmp_path: Path) -> Iterator[Zep]:
 
 
 @pytest.fixture(name="make_service")
-def fixture_make_service(tmp_path: Path) -> Iterator[Callable[..., PythonProcess]]:
-    """Return a factory of enrich service processes sharing one queue file."""
+def fixture_make_service(
+    tmp_path: Path, emulator: Emulator
+) -> Iterator[Callable[..., PythonProcess]]:
+    """Return a factory of service processes (``engram-voice serve``) sharing one queue file."""
     started: list[PythonProcess] = []
 
     def make(zep_url: str, **extra: str) -> PythonProcess:
         env = {
+            "AUTH_MODE": "none",
+            "AZURE_OPENAI_ENDPOINTS": emulator.url,
+            "AZURE_OPENAI_API_KEY": emulator.keys[0],
             "MEMORY_TOKEN_KEYS": f"k1:{TOKEN_SECRET}",
             "MEMORY_SQLITE_PATH": str(tmp_path / "queue.sqlite3"),
             "ZEP_API_URL": zep_url,
@@ -140,7 +146,7 @@ async def _wait_delivered(zep: Zep, expected: dict[str, list[str]], within: floa
 async def test_enrich_accepts_while_zep_is_down_and_delivers_once_it_returns(
     tmp_path, make_service
 ):
-    """With Zep down every post is 202; when Zep comes back each turn arrives once, in order."""
+    """With Zep down posts get 202 and minting works; when Zep returns each turn arrives once."""
     port = free_port()
     service = make_service(f"http://127.0.0.1:{port}")
     sessions = [f"vs_down{i}" for i in range(3)]
@@ -152,6 +158,9 @@ async def test_enrich_accepts_while_zep_is_down_and_delivers_once_it_returns(
             assert [a.status_code for a in answers] == [202, 202, 202]
         status = (await client.get("/status")).json()["memory"]
         assert status["queue"]["depth"] == 30
+        minted = await client.post("/realtime/sessions", json={"agent": "elena"})
+        assert minted.status_code == 201, "minting must not depend on Zep"
+        assert (await client.get("/readyz")).status_code == 200
     zep = Zep(tmp_path, port=port)
     zep.process.start()
     try:

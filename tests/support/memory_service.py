@@ -1,8 +1,7 @@
-"""Memory processes for integration tests: the enrich service, the Zep stand-in, the CLI.
+"""Memory processes for integration tests and benchmarks: the service, a no-op baseline, the CLI.
 
-``create_app_from_env`` composes the memory routes, the one error mapping and the memory
-runtime into a small app (the same pieces the service's ``create_app`` wires), so
-processes can be started, killed with SIGKILL and restarted on their SQLite files.
+The service is the real ``engram-voice serve`` process, so it can be stopped with SIGTERM,
+killed with SIGKILL and restarted on its SQLite queue file like a production replica.
 """
 
 from __future__ import annotations
@@ -11,27 +10,19 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
-from litestar.datastructures import State
 
-from engram_voice.credentials.secret import Secret
-from engram_voice.envreader import EnvReader
-from engram_voice.errors import exception_handlers
-from engram_voice.logs import configure_logging
-from engram_voice.memory import MemoryRuntime, MemorySettings, build_memory_runtime, memory_router
 from engram_voice.memory.schemas import EnrichRequest
 from tests.support.servers import free_port, wait_http
 
 __all__ = [
     "PythonProcess",
-    "create_app_from_env",
     "create_noop_app",
     "memory_service",
     "noop_service",
@@ -45,42 +36,6 @@ _ROOT = Path(__file__).resolve().parents[2]
 async def _healthz() -> dict[str, str]:
     """Answer 200 while the process runs."""
     return {"status": "ok"}
-
-
-@get("/status")
-async def _status(state: State) -> dict[str, Any]:
-    """Return the memory section of the status."""
-    runtime: MemoryRuntime = state.memory
-    return {"memory": await runtime.status()}
-
-
-def create_app_from_env() -> Litestar:
-    """Build the memory app from the process environment (uvicorn ``--factory``)."""
-    reader = EnvReader(os.environ)
-    settings = MemorySettings.from_env(reader)
-    reader.raise_if_invalid()
-    configure_logging(level="info", json=True)
-    keys = []
-    for item in os.environ["MEMORY_TOKEN_KEYS"].split(","):
-        kid, _, secret = item.partition(":")
-        keys.append((kid, Secret(secret)))
-
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        runtime = build_memory_runtime(settings, token_keys=keys)
-        await runtime.start()
-        app.state.memory = runtime
-        try:
-            yield
-        finally:
-            await runtime.stop()
-
-    return Litestar(
-        route_handlers=[memory_router(), _healthz, _status],
-        exception_handlers=exception_handlers(),
-        lifespan=[lifespan],
-        openapi_config=None,
-    )
 
 
 _noop_decoder = msgspec.json.Decoder(EnrichRequest)
@@ -164,20 +119,12 @@ class PythonProcess:
 def memory_service(
     env: Mapping[str, str], log_path: Path, port: int | None = None
 ) -> PythonProcess:
-    """Return (unstarted) the memory service process for ``env``."""
-    args = [
-        "uvicorn",
-        "--factory",
-        "tests.support.memory_service:create_app_from_env",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--no-access-log",
-        "--timeout-graceful-shutdown",
-        "20",
-    ]
-    process = PythonProcess(args, env, log_path)
+    """Return (unstarted) the real service (``engram-voice serve``) for ``env``.
+
+    ``env`` carries the memory settings and the realtime ones (an emulator to mint from);
+    the service is the production process, so SIGTERM and SIGKILL hit the real lifespan.
+    """
+    process = PythonProcess(["engram_voice", "serve"], {"APP_ENV": "local", **env}, log_path)
     if port is not None:
         process.port = port
     return process
