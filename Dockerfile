@@ -1,0 +1,40 @@
+# engram-voice service image.
+#   docker build -t engram-voice:0.1.0 .
+#   docker run --rm -p 8000:8000 --env-file prod.env engram-voice:0.1.0
+# Configuration is environment only (docs/configuration.md). The web client is not baked in:
+# production serves it from Azure Static Web Apps (infra/README.md).
+
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /build
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# Dependencies first (pinned by constraints.txt) so source edits reuse this layer.
+COPY constraints.txt pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --upgrade pip \
+    && pip install -c constraints.txt .
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    APP_ENV=production \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    MEMORY_SQLITE_PATH=/data/memory/memory-queue.sqlite3
+RUN groupadd --system --gid 10001 engram \
+    && useradd --system --uid 10001 --gid engram --home-dir /home/engram --create-home engram \
+    && mkdir -p /data/memory \
+    && chown -R engram:engram /data
+COPY --from=builder /opt/venv /opt/venv
+USER engram:engram
+WORKDIR /home/engram
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=4s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=3).close()"]
+CMD ["engram-voice", "serve"]

@@ -1,0 +1,245 @@
+// engram-voice on Azure: one resource group with the Container App (token vending and memory
+// enrichment), Key Vault, the Azure AI Services account with gpt-realtime, the SQLite queue
+// share, Log Analytics and the Static Web App for the web client.
+//
+//   az deployment sub create --location eastus2 \
+//     --template-file infra/main.bicep --parameters infra/main.parameters.json
+targetScope = 'subscription'
+
+@description('Region of every resource: one that serves gpt-realtime.')
+@allowed([
+  'eastus2'
+  'swedencentral'
+])
+param location string = 'eastus2'
+
+@description('Resource group to create (or update).')
+param resourceGroupName string = 'rg-engram-voice'
+
+@description('Short name used in resource names.')
+@minLength(3)
+@maxLength(12)
+param name string = 'engramvoice'
+
+@description('Container image of the service, e.g. myregistry.azurecr.io/engram-voice:0.1.0.')
+param containerImage string
+
+@description('Registry pulled with the service identity (grant it AcrPull); empty for a public image.')
+param registryServer string = ''
+
+@description('How the service authenticates to Azure OpenAI: key-vault (reads voicelive-api-key itself; rotation without restart), api-key-secret-ref (Container Apps injects the key from Key Vault) or entra (keyless, managed identity).')
+@allowed([
+  'key-vault'
+  'api-key-secret-ref'
+  'entra'
+])
+param openAiAuth string = 'key-vault'
+
+@description('GlobalStandard capacity of the gpt-realtime deployment.')
+@minValue(1)
+param realtimeCapacity int = 10
+
+@description('How callers authenticate (AUTH_MODE): entra (the service validates tokens) or easyauth (Container Apps authentication validates them).')
+@allowed([
+  'entra'
+  'easyauth'
+])
+param authMode string = 'entra'
+
+@description('Directory (tenant) id that issues caller tokens.')
+param entraTenantId string = tenant().tenantId
+
+@description('Accepted caller token audiences, comma-separated, e.g. api://engram-voice.')
+param entraAudience string
+
+@description('easyauth only: client id of the app registration whose tokens Container Apps authentication accepts.')
+param easyAuthClientId string = ''
+
+@description('More browser origins allowed to call the API (comma-separated), besides the Static Web App.')
+param extraCorsOrigins string = ''
+
+@description('Memory queue backend. The service supports only sqlite (MEMORY_QUEUE); sqlite means a single replica.')
+@allowed([
+  'sqlite'
+])
+param memoryQueue string = 'sqlite'
+
+@description('Zep base URL (ZEP_API_URL); empty: accepted turns wait in the queue until it is set.')
+param zepApiUrl string = ''
+
+@secure()
+@description('Zep API key (stored in Key Vault as zep-api-key); required when zepApiUrl is set.')
+param zepApiKey string = ''
+
+@description('Service log level.')
+@allowed([
+  'debug'
+  'info'
+  'warning'
+  'error'
+])
+param logLevel string = 'info'
+
+@description('Minimum replicas (1 keeps the in-process memory worker running).')
+@minValue(0)
+param minReplicas int = 1
+
+@description('Maximum replicas (capped at 1 while memoryQueue is sqlite).')
+@minValue(1)
+param maxReplicas int = 1
+
+@description('Concurrent requests per replica before scaling out.')
+@minValue(1)
+param concurrentRequests int = 50
+
+@description('Region of the Static Web App (it is offered in a few regions only).')
+@allowed([
+  'westus2'
+  'centralus'
+  'eastus2'
+  'westeurope'
+  'eastasia'
+])
+param staticWebAppLocation string = 'eastus2'
+
+@description('Key Vault purge protection (cannot be disabled once enabled).')
+param enablePurgeProtection bool = true
+
+param tags object = {
+  app: 'engram-voice'
+}
+
+var suffix = uniqueString(subscription().id, resourceGroupName, name)
+var zepConfigured = !empty(zepApiUrl)
+var extraOrigins = empty(extraCorsOrigins) ? [] : split(extraCorsOrigins, ',')
+
+resource group 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: resourceGroupName
+  location: location
+  tags: tags
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: group
+  params: {
+    location: location
+    name: 'log-${name}-${suffix}'
+    tags: tags
+  }
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: group
+  params: {
+    location: location
+    appIdentityName: 'id-${name}'
+    deployerIdentityName: 'id-${name}-deploy'
+    tags: tags
+  }
+}
+
+module openai 'modules/openai.bicep' = {
+  name: 'openai'
+  scope: group
+  params: {
+    location: location
+    name: 'ai-${name}-${suffix}'
+    capacity: realtimeCapacity
+    disableLocalAuth: openAiAuth == 'entra'
+    appPrincipalId: identity.outputs.appPrincipalId
+    tags: tags
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: group
+  params: {
+    location: location
+    name: 'kv-${take(suffix, 13)}'
+    aiAccountName: openai.outputs.name
+    storeApiKey: openAiAuth != 'entra'
+    zepApiKey: zepApiKey
+    appPrincipalId: identity.outputs.appPrincipalId
+    deployerPrincipalId: identity.outputs.deployerPrincipalId
+    enablePurgeProtection: enablePurgeProtection
+    tags: tags
+  }
+}
+
+module memoryKeys 'modules/memorykeys.bicep' = {
+  name: 'memory-token-keys'
+  scope: group
+  params: {
+    location: location
+    vaultName: keyVault.outputs.name
+    deployerIdentityId: identity.outputs.deployerIdentityId
+    writerAssignmentId: keyVault.outputs.deployerWriterAssignmentId
+    tags: tags
+  }
+}
+
+module queueStorage 'modules/storage.bicep' = {
+  name: 'queue-storage'
+  scope: group
+  params: {
+    location: location
+    name: 'st${take(suffix, 13)}'
+    tags: tags
+  }
+}
+
+module web 'modules/staticwebapp.bicep' = {
+  name: 'static-web-app'
+  scope: group
+  params: {
+    location: staticWebAppLocation
+    name: 'swa-${name}-${suffix}'
+    tags: tags
+  }
+}
+
+module app 'modules/containerapp.bicep' = {
+  name: 'container-app'
+  scope: group
+  params: {
+    location: location
+    environmentName: 'cae-${name}'
+    appName: 'ca-${name}'
+    workspaceName: monitoring.outputs.name
+    identityId: identity.outputs.appIdentityId
+    identityClientId: identity.outputs.appClientId
+    image: containerImage
+    registryServer: registryServer
+    openAiAuth: openAiAuth
+    openAiEndpoints: openai.outputs.endpoint
+    openAiDeployment: openai.outputs.deploymentName
+    keyVaultUri: keyVault.outputs.uri
+    memoryTokenKeysSecretName: memoryKeys.outputs.secretName
+    authMode: authMode
+    entraTenantId: entraTenantId
+    entraAudience: entraAudience
+    easyAuthClientId: easyAuthClientId
+    corsAllowOrigins: join(concat(['https://${web.outputs.defaultHostname}'], extraOrigins), ',')
+    memoryQueue: memoryQueue
+    storageAccountName: queueStorage.outputs.accountName
+    shareName: queueStorage.outputs.shareName
+    zepApiUrl: zepApiUrl
+    hasZepApiKey: zepConfigured
+    logLevel: logLevel
+    minReplicas: minReplicas
+    maxReplicas: maxReplicas
+    concurrentRequests: concurrentRequests
+    tags: tags
+  }
+}
+
+output resourceGroupName string = group.name
+output appUrl string = app.outputs.url
+output staticWebAppHostname string = web.outputs.defaultHostname
+output staticWebAppName string = web.outputs.name
+output keyVaultName string = keyVault.outputs.name
+output identityClientId string = identity.outputs.appClientId
+output azureOpenAiEndpoint string = openai.outputs.endpoint
