@@ -1,7 +1,8 @@
 """Token-path benchmark: what the service adds over calling the upstream directly.
 
 Starts the Azure realtime emulator with a fixed 20 ms answer latency and the service
-(one uvicorn worker, api-key upstream auth, caller auth off, rate limit raised), then
+(one uvicorn worker, api-key upstream auth, EasyAuth caller identity with a distinct user
+per request and the default per-user mint limit, as behind Container Apps), then
 drives both at the same fixed request rate, open-loop (latency is measured from each
 request's *scheduled* start, so a stall is not hidden), in alternating rounds in one run.
 Prints p50/p90/p99 for each path and the difference. Loopback only; bounded in count.
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import secrets
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -37,7 +40,7 @@ async def _drive(
     session: aiohttp.ClientSession,
     url: str,
     body: bytes,
-    headers: dict[str, str],
+    headers: Callable[[int], dict[str, str]],
     *,
     rate: float,
     seconds: float,
@@ -49,13 +52,13 @@ async def _drive(
     total = int(rate * seconds)
     start = time.perf_counter() + 0.05
 
-    async def one(scheduled: float) -> None:
+    async def one(index: int, scheduled: float) -> None:
         nonlocal errors
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         try:
-            async with session.post(url, data=body, headers=headers) as response:
+            async with session.post(url, data=body, headers=headers(index)) as response:
                 await response.read()
                 if response.status != expect:
                     errors += 1
@@ -65,7 +68,7 @@ async def _drive(
             return
         latencies.append((time.perf_counter() - scheduled) * 1000)
 
-    await asyncio.gather(*(one(start + i / rate) for i in range(total)))
+    await asyncio.gather(*(one(i, start + i / rate) for i in range(total)))
     return latencies, errors
 
 
@@ -86,6 +89,17 @@ async def _run(args: argparse.Namespace, emulator: ServiceProcess, service: Serv
         b'"model":"gpt-realtime","instructions":"You are Elena.",'
         b'"audio":{"output":{"voice":"marin"}}}}'
     )
+    users = itertools.count()
+
+    def caller_headers(_: int) -> dict[str, str]:
+        # What Container Apps' EasyAuth forwards: a distinct signed-in user per mint, so
+        # the default per-user limit applies as in production and never rejects here.
+        return {
+            "content-type": "application/json",
+            "x-ms-client-principal-id": f"00000000-0000-0000-0000-{next(users):012d}",
+            "x-ms-client-principal-idp": "aad",
+        }
+
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -93,13 +107,13 @@ async def _run(args: argparse.Namespace, emulator: ServiceProcess, service: Serv
             "direct (emulator)": (
                 f"{emulator.base_url}/openai/v1/realtime/client_secrets",
                 direct_body,
-                {"api-key": key, "content-type": "application/json"},
+                lambda _: {"api-key": key, "content-type": "application/json"},
                 200,
             ),
             "through service": (
                 f"{service.base_url}/realtime/sessions",
                 b'{"agent":"elena"}',
-                {"content-type": "application/json"},
+                caller_headers,
                 201,
             ),
         }
@@ -148,8 +162,7 @@ def main() -> None:
         env={
             "APP_ENV": "local",
             "LOG_LEVEL": "warning",
-            "AUTH_MODE": "none",
-            "MINT_RATE_LIMIT": "1000000/minute",
+            "AUTH_MODE": "easyauth",
             "AZURE_OPENAI_ENDPOINTS": f"http://127.0.0.1:{emulator.port}",
             "AZURE_OPENAI_API_KEY": keys.split(",", maxsplit=1)[0],
             "MEMORY_TOKEN_KEYS": f"bench:{secrets.token_hex(32)}",

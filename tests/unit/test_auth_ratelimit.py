@@ -80,3 +80,41 @@ async def test_a_slot_frees_when_the_window_moves_on() -> None:
         except RateLimitedError:
             assert time.monotonic() < deadline, "the window never moved on"
             await asyncio.sleep(0.1)
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        """Return the current fake time."""
+        return self.now
+
+
+async def test_retry_after_is_when_the_oldest_counted_mint_leaves_the_window() -> None:
+    """With 2/minute used at t=0 and t=20, a refusal at t=30 asks to wait 30 s."""
+    clock = FakeClock()
+    limiter = MintRateLimiter("2/minute", clock=clock)
+    await limiter.check("ada")
+    clock.now += 20
+    await limiter.check("ada")
+    clock.now += 10
+    with pytest.raises(RateLimitedError) as info:
+        await limiter.check("ada")
+    assert info.value.retry_after == 30
+    clock.now += 30
+    await limiter.check("ada")  # the t=0 mint left the window
+
+
+async def test_the_user_table_is_bounded_forgetting_the_least_recent_user() -> None:
+    """Past ``max_users`` the least recently seen user is forgotten (and starts afresh)."""
+    clock = FakeClock()
+    limiter = MintRateLimiter("1/minute", clock=clock, max_users=2)
+    await limiter.check("ada")
+    await limiter.check("grace")
+    await limiter.check("linus")  # ada is forgotten
+    await limiter.check("ada")
+    with pytest.raises(RateLimitedError):
+        await limiter.check("linus")
