@@ -96,13 +96,14 @@ async def test_server_errors_and_down_are_transient(sink, standin_url):
         assert raised.value.status == status
 
 
-async def test_a_wrong_api_key_is_a_permanent_rejection(standin_url):
-    """401 is not retried: the operator must fix the key."""
+async def test_a_wrong_api_key_is_transient_and_names_the_setting(standin_url):
+    """401 keeps the turns queued (no dead letter per batch) and tells the operator what to fix."""
     sink = ZepSink(_settings(standin_url, key="wrong"))
     try:
-        with pytest.raises(SinkRejectedError) as raised:
+        with pytest.raises(SinkUnavailableError, match="ZEP_API_KEY") as raised:
             await sink.ensure_session(user_id="alice", session_id="vs_1", agent="elena")
         assert raised.value.status == 401
+        assert "wrong" not in str(raised.value)
     finally:
         await sink.aclose()
 

@@ -36,6 +36,9 @@ _retry_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 _NOT_FOUND = 404
 _RETRYABLE_4XX = frozenset({408, 429})
+# A refused API key is the operator's to fix, once, for every batch: the turns wait (the
+# circuit opens, /status shows the reason) instead of each batch becoming a dead letter.
+_CREDENTIAL_REFUSED = frozenset({401, 403})
 _KNOWN_SESSIONS = 10_000
 
 
@@ -105,6 +108,11 @@ class ZepSink:
                 return await fn()
         except ApiError as exc:
             status = exc.status_code or 0
+            if status in _CREDENTIAL_REFUSED:
+                raise SinkUnavailableError(
+                    f"{what}: zep refused the API key ({status}); check ZEP_API_KEY",
+                    status=status,
+                ) from None
             if status in _RETRYABLE_4XX or status >= 500:  # noqa: PLR2004
                 raise SinkUnavailableError(
                     f"{what}: {_reason(exc)}", status=status, retry_after=_retry_after.get()
