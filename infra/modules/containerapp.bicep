@@ -122,7 +122,7 @@ param tags object = {}
 var port = 8000
 var memoryMountPath = '/data/memory'
 // SQLite has one writer: with the sqlite queue the app never runs more than one replica.
-var effectiveMaxReplicas = memoryQueue == 'sqlite' ? 1 : maxReplicas
+var effectiveMaxReplicas = (memoryQueue == 'sqlite') ? 1 : maxReplicas
 var effectiveMinReplicas = min(minReplicas, effectiveMaxReplicas)
 
 // Settings every deployment sets, whatever the modes.
@@ -280,7 +280,7 @@ var apiKeySecrets = [
     identity: identityId
   }
 ]
-var credentialSecrets = openAiAuth == 'api-key-secret-ref' ? apiKeySecrets : []
+var credentialSecrets = (openAiAuth == 'api-key-secret-ref') ? apiKeySecrets : []
 var zepKeySecrets = [
   {
     name: 'zep-api-key'
