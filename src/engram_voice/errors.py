@@ -8,6 +8,7 @@ secrets never reach a client: an ``AppError`` carries only the message we wrote.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -241,10 +242,22 @@ def _app_error_handler(request: Request[Any, Any, Any], exc: AppError) -> Respon
     )
 
 
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+
+
+def _field_name(key: object, message: object) -> object:
+    """Name the body field itself where Litestar reports only its ``data`` parameter."""
+    if key == "data" and isinstance(message, str):
+        named = _NAMED_FIELD.search(message)
+        if named:
+            return named.group(1)
+    return key
+
+
 def _validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     items = exc.extra if isinstance(exc.extra, list) else []
     errors = [
-        {"field": item.get("key"), "message": item.get("message")}
+        {"field": _field_name(item.get("key"), item.get("message")), "message": item.get("message")}
         for item in items
         if isinstance(item, dict)
     ]

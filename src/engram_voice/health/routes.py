@@ -9,6 +9,7 @@ from litestar import get
 from litestar.di import NamedDependency
 
 from engram_voice import __version__
+from engram_voice.problem_docs import problem_responses
 from engram_voice.services import Services
 
 __all__ = ["healthz", "readyz", "status"]
@@ -24,6 +25,7 @@ async def healthz() -> dict[str, str]:
     "/readyz",
     summary="Readiness: realtime credentials are usable (independent of memory)",
     tags=["health"],
+    responses=problem_responses(503, 504),
 )
 async def readyz(services: NamedDependency[Services]) -> dict[str, Any]:
     """Answer 200 when a realtime credential can be obtained now, else a 503/504 problem."""

@@ -24,6 +24,7 @@ from engram_voice.errors import (
 )
 from engram_voice.memory.runtime import MemoryRuntime
 from engram_voice.memory.schemas import MAX_BODY_BYTES, EnrichAccepted, EnrichRequest
+from engram_voice.problem_docs import problem_responses, raw_body_operation
 
 __all__ = ["enrich", "memory_router"]
 
@@ -89,6 +90,8 @@ def _bearer(request: Request[Any, Any, Any]) -> str | None:
         "(same session and id) counts as a duplicate and is stored once."
     ),
     tags=["memory"],
+    responses=problem_responses(400, 401, 403, 413, 429, 503),
+    operation_class=raw_body_operation(EnrichRequest, "application/json", "text/plain"),
 )
 async def enrich(request: Request[Any, Any, Any]) -> Response[EnrichAccepted]:
     """Authenticate by memory token, validate, store durably, answer 202 with counts."""

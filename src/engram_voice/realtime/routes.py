@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
+from engram_voice.problem_docs import problem_responses
 from engram_voice.realtime.schemas import CreateSessionRequest, SessionCreated
 from engram_voice.services import Services
 
@@ -25,6 +26,7 @@ __all__ = ["create_session"]
         "returns it with the WebRTC URL to post the SDP offer to. Never cache the key."
     ),
     tags=["realtime"],
+    responses=problem_responses(400, 401, 403, 404, 413, 429, 502, 503, 504),
 )
 async def create_session(
     request: Request[Any, Any, Any],

@@ -1,0 +1,106 @@
+"""The OpenAPI schema tells the truth about bodies and errors, and errors name their fields."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from litestar.testing import TestClient
+
+from engram_voice.app import create_app
+from engram_voice.memory.schemas import EnrichRequest
+from engram_voice.problem_docs import ProblemDetails
+from engram_voice.settings import Settings
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@pytest.fixture(name="client")
+def fixture_client(tmp_path: Path) -> Iterator[TestClient[Any]]:
+    """Serve the app in memory (no upstream is contacted by these requests)."""
+    env = {
+        "APP_ENV": "local",
+        "AUTH_MODE": "none",
+        "AZURE_OPENAI_ENDPOINTS": "http://127.0.0.1:9",
+        "AZURE_OPENAI_API_KEY": "never-sent",
+        "MEMORY_TOKEN_KEYS": f"k1:{'a' * 64}",
+        "MEMORY_SQLITE_PATH": str(tmp_path / "queue.sqlite3"),
+        "MEMORY_WORKER": "off",
+    }
+    with TestClient(create_app(Settings.from_env(env))) as client:
+        yield client
+
+
+@pytest.fixture(name="schema")
+def fixture_schema(client: TestClient[Any]) -> dict[str, Any]:
+    """Return the OpenAPI document the app serves."""
+    document: dict[str, Any] = client.get("/schema/openapi.json").json()
+    return document
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"agent": "elena", "bogus": 1}, "bogus"),
+        ({}, "agent"),
+        ({"agent": 5}, "agent"),
+    ],
+)
+def test_validation_errors_name_the_body_field(
+    client: TestClient[Any], body: dict[str, Any], field: str
+) -> None:
+    """A 400 names the offending field itself, never Litestar's ``data`` parameter."""
+    answer = client.post("/realtime/sessions", json=body)
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].startswith(PROBLEM_JSON)
+    problem = msgspec.convert(answer.json(), ProblemDetails)
+    assert problem.errors is not None
+    assert [e.field for e in problem.errors] == [field]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "statuses"),
+    [
+        ("post", "/realtime/sessions", {400, 401, 403, 404, 413, 429, 502, 503, 504}),
+        ("post", "/memory/enrich", {400, 401, 403, 413, 429, 503}),
+        ("get", "/readyz", {503, 504}),
+    ],
+)
+def test_error_answers_are_declared_as_problem_json(
+    schema: dict[str, Any], method: str, path: str, statuses: set[int]
+) -> None:
+    """Each error status a route can send is declared with the ProblemDetails body."""
+    responses = schema["paths"][path][method]["responses"]
+    for status in statuses:
+        content = responses[str(status)]["content"]
+        assert list(content) == [PROBLEM_JSON], (path, status)
+        assert content[PROBLEM_JSON]["schema"]["$ref"].endswith("/ProblemDetails")
+
+
+def test_the_enrich_body_is_declared_with_its_limits_for_json_and_beacons(
+    schema: dict[str, Any],
+) -> None:
+    """The raw-body enrich route declares EnrichRequest for JSON and sendBeacon's text/plain."""
+    body = schema["paths"]["/memory/enrich"]["post"]["requestBody"]
+    assert body["required"] is True
+    assert set(body["content"]) == {"application/json", "text/plain"}
+    declared = body["content"]["application/json"]["schema"]
+    expected = msgspec.json.schema(EnrichRequest)["$defs"]
+    messages = declared["properties"]["messages"]
+    assert messages["maxItems"] == expected["EnrichRequest"]["properties"]["messages"]["maxItems"]
+    text = messages["items"]["properties"]["text"]
+    assert text["maxLength"] == expected["EnrichMessage"]["properties"]["text"]["maxLength"]
+    assert declared["required"] == ["session_id", "messages"]
+
+
+def test_a_real_problem_answer_matches_the_declared_shape(client: TestClient[Any]) -> None:
+    """An actual 401 from enrich decodes as ProblemDetails and carries WWW-Authenticate."""
+    turn = {"id": "item_1", "role": "user", "text": "hello"}
+    answer = client.post("/memory/enrich", json={"session_id": "vs_x", "messages": [turn]})
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"].startswith("Bearer")
+    problem = msgspec.convert(answer.json(), ProblemDetails)
+    assert (problem.status, problem.code) == (401, "unauthenticated")
