@@ -24,8 +24,11 @@ param name string = 'engramvoice'
 @description('Container image of the service, e.g. myregistry.azurecr.io/engram-voice:0.1.0.')
 param containerImage string
 
-@description('Registry pulled with the service identity (grant it AcrPull); empty for a public image.')
-param registryServer string = ''
+@description('Azure Container Registry holding the image (the service identity gets AcrPull on it); empty for a public image.')
+param registryName string = ''
+
+@description('Resource group of that registry (default: the deployment\'s resource group).')
+param registryResourceGroupName string = resourceGroupName
 
 @description('How the service authenticates to Azure OpenAI: key-vault (reads voicelive-api-key itself; rotation without restart), api-key-secret-ref (Container Apps injects the key from Key Vault) or entra (keyless, managed identity).')
 @allowed([
@@ -140,6 +143,18 @@ module identity 'modules/identity.bicep' = {
   }
 }
 
+module registryPull 'modules/acrpull.bicep' = {
+  name: 'registry-pull'
+  scope: resourceGroup(registryResourceGroupName)
+  dependsOn: [
+    group
+  ]
+  params: {
+    registryName: registryName
+    appPrincipalId: identity.outputs.appPrincipalId
+  }
+}
+
 module openai 'modules/openai.bicep' = {
   name: 'openai'
   scope: group
@@ -212,7 +227,7 @@ module app 'modules/containerapp.bicep' = {
     identityId: identity.outputs.appIdentityId
     identityClientId: identity.outputs.appClientId
     image: containerImage
-    registryServer: registryServer
+    registryServer: registryPull.outputs.loginServer
     openAiAuth: openAiAuth
     openAiEndpoints: openai.outputs.endpoint
     openAiDeployment: openai.outputs.deploymentName

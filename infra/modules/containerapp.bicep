@@ -24,7 +24,7 @@ param identityClientId string
 @description('Container image, e.g. myregistry.azurecr.io/engram-voice:0.1.0.')
 param image string
 
-@description('Registry to pull from with the service identity (it needs AcrPull there); empty for a public image.')
+@description('Registry login server pulled with the service identity (AcrPull, see acrpull.bicep); empty for a public image.')
 param registryServer string = ''
 
 @description('How the service authenticates to Azure OpenAI.')

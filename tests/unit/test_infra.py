@@ -37,10 +37,12 @@ CONTAINER_APP = INFRA / "modules" / "containerapp.bicep"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 COGNITIVE_SERVICES_OPENAI_USER = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
+ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 WELL_KNOWN_ROLES = {
     KEY_VAULT_SECRETS_USER,
     KEY_VAULT_SECRETS_OFFICER,
     COGNITIVE_SERVICES_OPENAI_USER,
+    ACR_PULL,
 }
 
 # Values the Container App module receives from other modules at deploy time, in the shape
@@ -92,6 +94,12 @@ def _walk(node: Any) -> Iterator[Any]:
     elif isinstance(node, list):
         for value in node:
             yield from _walk(value)
+
+
+def _config(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a parsed resource's body, unwrapping ``if (condition)``."""
+    config: dict[str, Any] = resource["config"]
+    return config["config"] if "condition" in config else config
 
 
 def _has_default(param: Mapping[str, Any]) -> bool:
@@ -184,7 +192,7 @@ def _app_resource() -> dict[str, Any]:
     """Return the parsed Container App resource."""
     resources = _parse(CONTAINER_APP)["resources"]
     (app,) = (r for r in resources.values() if r["type"] == "Microsoft.App/containerApps")
-    config: dict[str, Any] = app["config"]
+    config: dict[str, Any] = _config(app)
     return config
 
 
@@ -428,13 +436,13 @@ def test_key_vault_uses_rbac_and_soft_delete():
     """The vault authorizes with Azure RBAC and keeps deleted secrets recoverable."""
     resources = _parse(INFRA / "modules" / "keyvault.bicep")["resources"]
     (vault,) = (r for r in resources.values() if r["type"] == "Microsoft.KeyVault/vaults")
-    properties = vault["config"]["properties"]
+    properties = _config(vault)["properties"]
     assert properties["enableRbacAuthorization"] is True
     assert properties["enableSoftDelete"] is True
 
 
 def test_role_assignments_use_the_well_known_role_ids():
-    """Role assignments grant Key Vault Secrets User on the vault and OpenAI User on the account."""
+    """Roles are well-known ids: Secrets User on the vault, OpenAI User on the account, AcrPull."""
     granted = set()
     for path in _bicep_files():
         parsed = _parse(path)
@@ -442,12 +450,14 @@ def test_role_assignments_use_the_well_known_role_ids():
         for resource in parsed.get("resources", {}).values():
             if resource["type"] != "Microsoft.Authorization/roleAssignments":
                 continue
-            definition = resource["config"]["properties"]["roleDefinitionId"]["function"]
+            body = _config(resource)
+            definition = body["properties"]["roleDefinitionId"]["function"]
             role = variables[definition["parameters"]["resource_name_1"]]
             assert role in WELL_KNOWN_ROLES, f"{path.name}: unknown role {role}"
-            granted.add((path.name, resource["config"]["scope"], role))
+            granted.add((path.name, body["scope"], role))
     assert ("keyvault.bicep", "vault", KEY_VAULT_SECRETS_USER) in granted
     assert ("openai.bicep", "account", COGNITIVE_SERVICES_OPENAI_USER) in granted
+    assert ("acrpull.bicep", "registry", ACR_PULL) in granted
 
 
 def test_ai_account_serves_gpt_realtime_with_entra_capable_endpoint():
@@ -455,7 +465,7 @@ def test_ai_account_serves_gpt_realtime_with_entra_capable_endpoint():
     parsed = _parse(INFRA / "modules" / "openai.bicep")
     assert _allowed(parsed["parameters"]["location"]) == ["eastus2", "swedencentral"]
     assert _allowed(_parse(MAIN)["parameters"]["location"]) == ["eastus2", "swedencentral"]
-    resources = {r["type"]: r["config"] for r in parsed["resources"].values()}
+    resources = {r["type"]: _config(r) for r in parsed["resources"].values()}
     account = resources["Microsoft.CognitiveServices/accounts"]
     assert account["properties"]["customSubDomainName"]
     deployment = resources["Microsoft.CognitiveServices/accounts/deployments"]
