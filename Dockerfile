@@ -13,7 +13,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /build
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Dependencies first (pinned by constraints.txt) so source edits reuse this layer.
+# The package and its dependencies, pinned by constraints.txt, into /opt/venv.
 COPY constraints.txt pyproject.toml README.md ./
 COPY src ./src
 RUN pip install --upgrade pip \
