@@ -1,0 +1,63 @@
+"""``POST /memory/enrich`` counts its answers by status and times its 202s on /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from prometheus_client import REGISTRY
+
+from engram_voice.app import create_app
+from engram_voice.settings import Settings
+
+TURN = {"id": "item_1", "role": "user", "text": "hello"}
+
+
+@pytest.fixture(name="client")
+def fixture_client(tmp_path: Path) -> Iterator[TestClient[Any]]:
+    """Serve the app in memory with the in-process worker off (no sink is contacted)."""
+    env = {
+        "APP_ENV": "local",
+        "AUTH_MODE": "none",
+        "AZURE_OPENAI_ENDPOINTS": "http://127.0.0.1:9",
+        "AZURE_OPENAI_API_KEY": "never-sent",
+        "MEMORY_TOKEN_KEYS": f"k1:{'a' * 64}",
+        "MEMORY_SQLITE_PATH": str(tmp_path / "queue.sqlite3"),
+        "MEMORY_WORKER": "off",
+    }
+    with TestClient(create_app(Settings.from_env(env))) as client:
+        yield client
+
+
+def _sample(name: str, **labels: str) -> float:
+    """Return one sample of the default registry (0 when never observed)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_answers_are_counted_by_status_and_202s_are_timed(client: TestClient[Any]) -> None:
+    """A stored post counts as 202 and is timed; an unauthenticated one counts as 401."""
+    grant = client.app.state.memory.grant("vs_metrics", "local-user", "elena")
+    token = grant["token"]
+    before = (
+        _sample("engram_memory_enrich_requests_total", status="202"),
+        _sample("engram_memory_enrich_requests_total", status="401"),
+        _sample("engram_memory_enrich_seconds_count"),
+    )
+    stored = client.post(
+        "/memory/enrich",
+        json={"session_id": "vs_metrics", "messages": [TURN]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    refused = client.post("/memory/enrich", json={"session_id": "vs_metrics", "messages": [TURN]})
+    assert (stored.status_code, refused.status_code) == (202, 401)
+    after = (
+        _sample("engram_memory_enrich_requests_total", status="202"),
+        _sample("engram_memory_enrich_requests_total", status="401"),
+        _sample("engram_memory_enrich_seconds_count"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
+    exposed = client.get("/metrics").text
+    assert 'engram_memory_enrich_requests_total{status="202"}' in exposed
