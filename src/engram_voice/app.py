@@ -79,9 +79,9 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
     prometheus = PrometheusConfig(
         app_name="engram_voice",
         group_path=True,
-        # /memory/enrich is the hot path: it counts its own answers and latency
-        # (engram_memory_enrich_*), for a quarter of this middleware's cost per request.
-        exclude=["/metrics", "/healthz", "/readyz", "/memory/enrich"],
+        # The two hot paths count their own answers and latency (engram_memory_enrich_*,
+        # engram_realtime_session_*): this middleware cost a quarter of enrich's CPU.
+        exclude=["/metrics", "/healthz", "/readyz", "/memory/enrich", "/realtime/sessions"],
     )
     route_handlers: list[Any] = [healthz, readyz, status, create_session, PrometheusController]
     if settings.memory.enabled:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-__all__ = ["MINTS", "MINT_LATENCY"]
+__all__ = ["MINTS", "MINT_LATENCY", "SESSION_REQUESTS", "SESSION_SECONDS"]
 
 MINTS = Counter(
     "engram_realtime_mints_total",
@@ -14,5 +14,17 @@ MINTS = Counter(
 MINT_LATENCY = Histogram(
     "engram_realtime_mint_seconds",
     "Time to mint an ephemeral key upstream, failover included.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20),
+)
+# POST /realtime/sessions is left out of the generic HTTP middleware metrics (the token
+# path's latency budget is a few milliseconds); these say what operators read from those.
+SESSION_REQUESTS = Counter(
+    "engram_realtime_session_requests_total",
+    "POST /realtime/sessions answers by HTTP status (201 = a key was minted).",
+    ["status"],
+)
+SESSION_SECONDS = Histogram(
+    "engram_realtime_session_seconds",
+    "Time to answer a 201 on POST /realtime/sessions (caller auth, limit, mint, grant).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from litestar import Request, Response, post
@@ -9,11 +10,16 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
+from engram_voice.errors import AppError
 from engram_voice.problem_docs import problem_responses
+from engram_voice.realtime.metrics import SESSION_REQUESTS, SESSION_SECONDS
 from engram_voice.realtime.schemas import CreateSessionRequest, SessionCreated
 from engram_voice.services import Services
 
 __all__ = ["create_session"]
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_ANSWERED_201 = SESSION_REQUESTS.labels("201")
 
 
 @post(
@@ -34,11 +40,14 @@ async def create_session(
     services: NamedDependency[Services],
 ) -> Response[SessionCreated]:
     """Mint a realtime session for the authenticated caller."""
-    caller = await services.authenticator.authenticate(request.headers)
-    await services.rate_limiter.check(caller.user_id)
-    created = await services.sessions.create(user_id=caller.user_id, request=data)
-    return Response(
-        created,
-        status_code=HTTP_201_CREATED,
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
-    )
+    started = time.perf_counter()
+    try:
+        caller = await services.authenticator.authenticate(request.headers)
+        await services.rate_limiter.check(caller.user_id)
+        created = await services.sessions.create(user_id=caller.user_id, request=data)
+    except AppError as exc:
+        SESSION_REQUESTS.labels(str(exc.status)).inc()
+        raise
+    _ANSWERED_201.inc()
+    SESSION_SECONDS.observe(time.perf_counter() - started)
+    return Response(created, status_code=HTTP_201_CREATED, headers=_NO_STORE)

@@ -1,4 +1,4 @@
-"""``POST /memory/enrich`` counts its answers by status and times its 202s on /metrics."""
+"""The two hot routes count their answers by status (and time successes) on /metrics."""
 
 from __future__ import annotations
 
@@ -61,3 +61,13 @@ def test_answers_are_counted_by_status_and_202s_are_timed(client: TestClient[Any
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
     exposed = client.get("/metrics").text
     assert 'engram_memory_enrich_requests_total{status="202"}' in exposed
+
+
+def test_session_answers_are_counted_by_status(client: TestClient[Any]) -> None:
+    """A refused mint (unknown agent, 404) is counted under its status without any upstream."""
+    before = _sample("engram_realtime_session_requests_total", status="404")
+    answer = client.post("/realtime/sessions", json={"agent": "nobody"})
+    assert answer.status_code == 404
+    after = _sample("engram_realtime_session_requests_total", status="404")
+    assert after - before == 1
+    assert 'engram_realtime_session_requests_total{status="404"}' in client.get("/metrics").text
