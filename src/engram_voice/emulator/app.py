@@ -17,6 +17,7 @@ from engram_voice.emulator.azure_errors import azure_exception_handlers
 from engram_voice.emulator.config import EmulatorConfig
 from engram_voice.emulator.routes import ROUTES, provide_emulator
 from engram_voice.emulator.state import EmulatorState
+from engram_voice.gcfreeze import freeze_startup_objects
 
 __all__ = ["create_emulator_app", "emulator_state", "run_emulator"]
 
@@ -43,6 +44,7 @@ def create_emulator_app(
 
     @asynccontextmanager
     async def close_calls(_: Litestar) -> AsyncIterator[None]:
+        freeze_startup_objects()  # a fixed-latency upstream: no 60 ms full-GC stalls
         try:
             yield
         finally:

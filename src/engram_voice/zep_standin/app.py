@@ -20,6 +20,7 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_201_CREATED
 
+from engram_voice.gcfreeze import freeze_startup_objects
 from engram_voice.zep_standin.config import ZepStandinConfig
 from engram_voice.zep_standin.faults import FaultPlan, Faults
 from engram_voice.zep_standin.store import MessageIn, StandinStore, ZepRuleError
@@ -182,6 +183,7 @@ def create_standin_app(config: ZepStandinConfig, *, store: StandinStore | None =
         app.state.standin = Standin(
             config=config, store=own, faults=Faults(latency_ms=config.latency_ms)
         )
+        freeze_startup_objects()  # a steady stand-in: no full-GC stalls in latency runs
         try:
             yield
         finally:
