@@ -1,4 +1,5 @@
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -258,3 +259,28 @@ async def test_status_reports_the_memory_section_without_secrets(make_runtime, c
     assert status["last_delivery_at"] is None
     await runtime.drain()
     assert (await runtime.status())["last_delivery_at"] is not None
+
+
+async def test_a_failing_queue_pass_is_reported_and_the_worker_keeps_delivering(
+    make_runtime, sink, monkeypatch
+):
+    """A queue error (e.g. the file locked) is logged and shown; the next pass delivers."""
+    runtime = await make_runtime(MEMORY_WORKER="inprocess", MEMORY_POLL_SECONDS="0.05")
+    real_claim = runtime.queue.claim
+    failures = [sqlite3.OperationalError("database is locked")]
+
+    async def claim_failing_once(**kwargs):
+        if failures:
+            raise failures.pop()
+        return await real_claim(**kwargs)
+
+    monkeypatch.setattr(runtime.queue, "claim", claim_failing_once)
+    await _accept(runtime, "vs_1", _turns("a"))
+    async with asyncio.timeout(10):
+        # The worker runs in this loop; a bounded poll is how the test sees its progress.
+        while sink.message_ids("vs_1") != ["a"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    status = await runtime.status()
+    assert failures == []
+    assert status["worker"]["running"] is True
+    assert status["worker"]["last_error"] == "worker error: OperationalError"

@@ -156,6 +156,7 @@ class MemoryRuntime:
             },
             "worker": {
                 "mode": "inprocess" if self._worker_task else "off",
+                "running": self._worker_task is not None and not self._worker_task.done(),
                 **(self.worker.describe() if self.worker else {"circuit": None}),
             },
             "last_delivery_at": _iso(stats.last_delivered_at),

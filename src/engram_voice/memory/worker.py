@@ -154,10 +154,18 @@ class DeliveryWorker:
         """Drain, wait for work or the poll interval, repeat until stopped."""
         _logger.info("memory.worker_started", owner=self.owner)
         while not self.stopping:
-            report = await self.drain()
-            await self._housekeeping()
-            if report.sessions and not report.circuit_open:
-                continue
+            try:
+                report = await self.drain()
+                await self._housekeeping()
+            except Exception as exc:
+                # A locked or failing queue file must not end delivery for good: say so,
+                # show it on /status, wait a poll interval and try again.
+                self.last_error = f"worker error: {type(exc).__name__}"
+                _logger.exception("memory.worker_error", error=type(exc).__name__)
+                report = DrainReport()
+            else:
+                if report.sessions and not report.circuit_open:
+                    continue
             waiting_for_circuit = report.circuit_open
             delay = self.circuit.reopens_in() if waiting_for_circuit else self._options.poll_seconds
             event = self._stop if waiting_for_circuit else self._wake

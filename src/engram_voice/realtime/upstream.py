@@ -190,6 +190,8 @@ class UpstreamMinter:
     async def _post(
         self, endpoint: Endpoint, body: bytes, credential: UpstreamCredential, budget: float
     ) -> tuple[int, Any, bytes]:
+        if budget <= 0:  # aiohttp reads a non-positive timeout as "no timeout at all"
+            raise _Attempt("timeout", UpstreamTimeoutError("Azure OpenAI did not answer in time."))
         timeout = aiohttp.ClientTimeout(
             total=min(self._request_timeout, budget),
             sock_connect=min(self._connect_timeout, budget),
