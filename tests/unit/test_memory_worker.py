@@ -11,7 +11,7 @@ from engram_voice.errors import ForbiddenError, RateLimitedError
 from engram_voice.memory import MemoryRuntime, MemorySettings, build_memory_runtime
 from engram_voice.memory.delivery import message_uuid
 from engram_voice.memory.schemas import EnrichMessage
-from engram_voice.memory.sink import SinkMessage, SinkRejectedError
+from engram_voice.memory.sink import SinkMessage, SinkRejectedError, SinkUnavailableError
 from tests.support.memory import FakeClock, FakeSink
 
 KEYS = [("k1", Secret("k" * 64))]
@@ -284,3 +284,18 @@ async def test_a_failing_queue_pass_is_reported_and_the_worker_keeps_delivering(
     assert failures == []
     assert status["worker"]["running"] is True
     assert status["worker"]["last_error"] == "worker error: OperationalError"
+
+
+async def test_a_refused_sink_key_is_not_retried_inline_and_the_turns_stay_queued(
+    make_runtime, sink, clock
+):
+    """A 401 from the sink is deferred after one call (no inline retries), nothing is lost."""
+    runtime = await make_runtime()
+    await _accept(runtime, "vs_1", _turns("a"))
+    sink.failures = [SinkUnavailableError("zep refused the API key (401)", status=401)]
+    report = await runtime.drain()
+    assert (report.delivered, report.deferred, report.dead_lettered) == (0, 1, 0)
+    assert sink.calls == 1
+    assert (await runtime.status())["worker"]["last_error"].startswith("zep refused the API key")
+    clock.advance(11)
+    assert (await runtime.drain()).delivered == 1

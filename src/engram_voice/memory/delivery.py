@@ -23,6 +23,7 @@ from engram_voice.memory import metrics
 from engram_voice.memory.queue import ClaimedSession, QueuedTurn
 from engram_voice.memory.settings import RetrySettings
 from engram_voice.memory.sink import (
+    CREDENTIAL_REFUSED,
     MemorySink,
     SinkMessage,
     SinkRejectedError,
@@ -171,8 +172,8 @@ class Deliverer:
         self._policy = policy
 
     def _backoff(self, exc: Exception) -> bool | float:
-        if not isinstance(exc, SinkUnavailableError):
-            return False
+        if not isinstance(exc, SinkUnavailableError) or exc.status in CREDENTIAL_REFUSED:
+            return False  # a refused key stays refused within seconds: back off durably
         if exc.retry_after is None:
             return True
         return exc.retry_after if exc.retry_after <= self._policy.wait_max else False

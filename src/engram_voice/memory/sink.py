@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 __all__ = [
+    "CREDENTIAL_REFUSED",
     "MemorySink",
     "SinkError",
     "SinkMessage",
@@ -28,6 +29,11 @@ class SinkError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+CREDENTIAL_REFUSED = frozenset({401, 403})
+"""Sink statuses meaning "your API key is refused": a fault of every batch alike, so the
+turns wait (durable backoff, circuit) instead of being retried inline or dead-lettered."""
 
 
 class SinkUnavailableError(SinkError):

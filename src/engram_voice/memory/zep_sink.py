@@ -25,7 +25,12 @@ from zep_python.core.api_error import ApiError
 from zep_python.types.message import Message
 
 from engram_voice.memory.settings import ZepSettings
-from engram_voice.memory.sink import SinkMessage, SinkRejectedError, SinkUnavailableError
+from engram_voice.memory.sink import (
+    CREDENTIAL_REFUSED,
+    SinkMessage,
+    SinkRejectedError,
+    SinkUnavailableError,
+)
 
 __all__ = ["ZepSink"]
 
@@ -36,9 +41,6 @@ _retry_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 _NOT_FOUND = 404
 _RETRYABLE_4XX = frozenset({408, 429})
-# A refused API key is the operator's to fix, once, for every batch: the turns wait (the
-# circuit opens, /status shows the reason) instead of each batch becoming a dead letter.
-_CREDENTIAL_REFUSED = frozenset({401, 403})
 _KNOWN_SESSIONS = 10_000
 
 
@@ -108,7 +110,7 @@ class ZepSink:
                 return await fn()
         except ApiError as exc:
             status = exc.status_code or 0
-            if status in _CREDENTIAL_REFUSED:
+            if status in CREDENTIAL_REFUSED:
                 raise SinkUnavailableError(
                     f"{what}: zep refused the API key ({status}); check ZEP_API_KEY",
                     status=status,
