@@ -24,6 +24,7 @@ from litestar.exceptions import (
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 __all__ = [
+    "ANSWER_COUNTER",
     "PROBLEM_JSON",
     "AppError",
     "AuthenticationError",
@@ -48,6 +49,9 @@ __all__ = [
 ]
 
 PROBLEM_JSON = "application/problem+json"
+ANSWER_COUNTER = "answer_counter"
+"""Route ``opt`` key: a function of the status that this mapping calls for every error
+answer of the route (hot paths count their answers themselves, not by middleware)."""
 _logger = structlog.get_logger("engram_voice.errors")
 
 
@@ -199,6 +203,14 @@ class CredentialTimeoutError(CredentialUnavailableError):
     title = "Service credential timed out"
 
 
+def _count_answer(request: Request[Any, Any, Any], status: int) -> None:
+    """Count an error answer for routes that keep their own answer metric (hot paths)."""
+    handler = request.scope.get("route_handler")
+    count = handler.opt.get(ANSWER_COUNTER) if handler is not None else None
+    if count is not None:
+        count(status)
+
+
 def problem_response(
     *,
     status: int,
@@ -229,6 +241,7 @@ def problem_response(
 
 
 def _app_error_handler(request: Request[Any, Any, Any], exc: AppError) -> Response[Any]:
+    _count_answer(request, exc.status)
     if exc.status >= HTTP_500_INTERNAL_SERVER_ERROR:
         _logger.warning("http.upstream_failure", code=exc.code, status=exc.status)
     return problem_response(
@@ -255,6 +268,7 @@ def _field_name(key: object, message: object) -> object:
 
 
 def _validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    _count_answer(request, 400)
     items = exc.extra if isinstance(exc.extra, list) else []
     errors = [
         {"field": _field_name(item.get("key"), item.get("message")), "message": item.get("message")}
@@ -280,6 +294,7 @@ _HTTP_CODES: dict[type[HTTPException], tuple[str, str]] = {
 
 
 def _http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    _count_answer(request, exc.status_code)
     code, title = _HTTP_CODES.get(type(exc), ("http_error", "HTTP error"))
     if exc.status_code == 405:  # noqa: PLR2004 - the one framework status worth naming
         code, title = "method_not_allowed", "Method not allowed"
@@ -295,6 +310,7 @@ def _http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException)
 
 
 def _unexpected_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    _count_answer(request, HTTP_500_INTERNAL_SERVER_ERROR)
     _logger.error("http.unhandled_error", path=request.url.path, error=type(exc).__name__)
     return problem_response(
         status=HTTP_500_INTERNAL_SERVER_ERROR,

@@ -71,3 +71,24 @@ def test_session_answers_are_counted_by_status(client: TestClient[Any]) -> None:
     after = _sample("engram_realtime_session_requests_total", status="404")
     assert after - before == 1
     assert 'engram_realtime_session_requests_total{status="404"}' in client.get("/metrics").text
+
+
+def test_answers_refused_before_the_handler_runs_are_counted_too(client: TestClient[Any]) -> None:
+    """A body Litestar refuses (400 invalid, 413 too large) still counts under its status."""
+    before = {
+        status: _sample("engram_realtime_session_requests_total", status=status)
+        for status in ("400", "413")
+    }
+    invalid = client.post("/realtime/sessions", json={"agent": "elena", "bogus": 1})
+    too_large = client.post(
+        "/realtime/sessions",
+        content=b'{"agent":"' + b"x" * 200_000 + b'"}',
+        headers={"content-type": "application/json"},
+    )
+    assert (invalid.status_code, too_large.status_code) == (400, 413)
+    for status in ("400", "413"):
+        after = _sample("engram_realtime_session_requests_total", status=status)
+        assert after - before[status] == 1, status
+    enrich_before = _sample("engram_memory_enrich_requests_total", status="400")
+    assert client.post("/memory/enrich", content=b"not json").status_code == 400
+    assert _sample("engram_memory_enrich_requests_total", status="400") - enrich_before == 1

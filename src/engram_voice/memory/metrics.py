@@ -21,6 +21,7 @@ __all__ = [
     "TURNS_ACCEPTED",
     "TURNS_DUPLICATE",
     "TURN_LAG_SECONDS",
+    "count_enrich_answer",
 ]
 
 # POST /memory/enrich is left out of the generic HTTP middleware metrics (it cost about a
@@ -70,3 +71,8 @@ QUEUE_OLDEST_AGE = Gauge(
 CIRCUIT_OPEN = Gauge(
     "engram_memory_circuit_open", "1 while the delivery circuit breaker is open, else 0."
 )
+
+
+def count_enrich_answer(status: int) -> None:
+    """Count one POST /memory/enrich answer under its HTTP status."""
+    ENRICH_REQUESTS.labels(str(status)).inc()

@@ -15,11 +15,10 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, Router, post
-from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from engram_voice.errors import (
-    AppError,
+    ANSWER_COUNTER,
     AuthenticationError,
     ForbiddenError,
     PayloadTooLargeError,
@@ -103,18 +102,12 @@ def _bearer(request: Request[Any, Any, Any]) -> str | None:
     tags=["memory"],
     responses=problem_responses(400, 401, 403, 413, 429, 503),
     operation_class=raw_body_operation(EnrichRequest, "application/json", "text/plain"),
+    opt={ANSWER_COUNTER: metrics.count_enrich_answer},
 )
 async def enrich(request: Request[Any, Any, Any]) -> Response[EnrichAccepted]:
     """Authenticate by memory token, validate, store durably, answer 202 with counts."""
     started = time.perf_counter()
-    try:
-        accepted = await _store(request)
-    except AppError as exc:
-        metrics.ENRICH_REQUESTS.labels(str(exc.status)).inc()
-        raise
-    except HTTPException as exc:  # Litestar's own 413 for a body over the route's limit
-        metrics.ENRICH_REQUESTS.labels(str(exc.status_code)).inc()
-        raise
+    accepted = await _store(request)  # errors are counted by the one error mapping (opt)
     _ANSWERED_202.inc()
     _ENRICH_SECONDS.observe(time.perf_counter() - started)
     return Response(accepted, status_code=HTTP_202_ACCEPTED, headers=_NO_STORE)

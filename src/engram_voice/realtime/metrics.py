@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-__all__ = ["MINTS", "MINT_LATENCY", "SESSION_REQUESTS", "SESSION_SECONDS"]
+__all__ = [
+    "MINTS",
+    "MINT_LATENCY",
+    "SESSION_REQUESTS",
+    "SESSION_SECONDS",
+    "count_session_answer",
+]
 
 MINTS = Counter(
     "engram_realtime_mints_total",
@@ -28,3 +34,8 @@ SESSION_SECONDS = Histogram(
     "Time to answer a 201 on POST /realtime/sessions (caller auth, limit, mint, grant).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20),
 )
+
+
+def count_session_answer(status: int) -> None:
+    """Count one POST /realtime/sessions answer under its HTTP status."""
+    SESSION_REQUESTS.labels(str(status)).inc()

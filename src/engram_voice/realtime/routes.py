@@ -10,9 +10,13 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
-from engram_voice.errors import AppError
+from engram_voice.errors import ANSWER_COUNTER
 from engram_voice.problem_docs import problem_responses
-from engram_voice.realtime.metrics import SESSION_REQUESTS, SESSION_SECONDS
+from engram_voice.realtime.metrics import (
+    SESSION_REQUESTS,
+    SESSION_SECONDS,
+    count_session_answer,
+)
 from engram_voice.realtime.schemas import CreateSessionRequest, SessionCreated
 from engram_voice.services import Services
 
@@ -33,6 +37,7 @@ _ANSWERED_201 = SESSION_REQUESTS.labels("201")
     ),
     tags=["realtime"],
     responses=problem_responses(400, 401, 403, 404, 413, 429, 502, 503, 504),
+    opt={ANSWER_COUNTER: count_session_answer},
 )
 async def create_session(
     request: Request[Any, Any, Any],
@@ -40,14 +45,10 @@ async def create_session(
     services: NamedDependency[Services],
 ) -> Response[SessionCreated]:
     """Mint a realtime session for the authenticated caller."""
-    started = time.perf_counter()
-    try:
-        caller = await services.authenticator.authenticate(request.headers)
-        await services.rate_limiter.check(caller.user_id)
-        created = await services.sessions.create(user_id=caller.user_id, request=data)
-    except AppError as exc:
-        SESSION_REQUESTS.labels(str(exc.status)).inc()
-        raise
+    started = time.perf_counter()  # errors are counted by the one error mapping (opt)
+    caller = await services.authenticator.authenticate(request.headers)
+    await services.rate_limiter.check(caller.user_id)
+    created = await services.sessions.create(user_id=caller.user_id, request=data)
     _ANSWERED_201.inc()
     SESSION_SECONDS.observe(time.perf_counter() - started)
     return Response(created, status_code=HTTP_201_CREATED, headers=_NO_STORE)
