@@ -32,7 +32,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.memory_service import PythonProcess, memory_service, noop_service
+from tests.support.memory_service import memory_service, noop_service
+from tests.support.servers import ServiceProcess
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.memory.tokens import MemoryTokenSigner
@@ -129,7 +130,7 @@ async def _depth(http: aiohttp.ClientSession, url: str) -> int:
 
 
 async def _run(
-    args: argparse.Namespace, noop: PythonProcess, durable: PythonProcess, bodies: Bodies
+    args: argparse.Namespace, noop: ServiceProcess, durable: ServiceProcess, bodies: Bodies
 ) -> None:
     targets = {
         "no-op": f"{noop.base_url}/memory/enrich",
@@ -170,7 +171,7 @@ async def _run(
             )
 
 
-async def _delivery(args: argparse.Namespace, worker: PythonProcess) -> None:
+async def _delivery(args: argparse.Namespace, worker: ServiceProcess) -> None:
     async with aiohttp.ClientSession() as http:
         first = await _depth(http, worker.base_url)
         start = time.perf_counter()
@@ -223,25 +224,25 @@ def main() -> None:
         finally:
             noop.stop()
             durable.stop()
-        zep = PythonProcess(
-            ["engram_voice.zep_standin"],
+        zep = ServiceProcess(
+            ["zep-standin"],
             {
                 "ZEP_STANDIN_API_KEY": zep_key,
                 "ZEP_STANDIN_DB": str(state / "zep.sqlite3"),
                 "ZEP_STANDIN_LATENCY_MS": "20",
                 "LOG_LEVEL": "warning",
             },
-            state / "zep.log",
+            log_path=state / "zep.log",
         ).start()
-        worker = PythonProcess(
-            ["engram_voice.memory", "worker"],
+        worker = ServiceProcess(
+            ["worker"],
             {
                 **env,
                 "ZEP_API_URL": zep.base_url,
                 "ZEP_API_KEY": zep_key,
                 "MEMORY_WORKER_CONCURRENCY": "8",
             },
-            state / "worker.log",
+            log_path=state / "worker.log",
         ).start()
         try:
             asyncio.run(_delivery(args, worker))

@@ -15,8 +15,8 @@ from zep_python.core.api_error import ApiError
 from engram_voice.credentials.secret import Secret
 from engram_voice.memory.tokens import MemoryTokenSigner
 from tests.conftest import Emulator
-from tests.support.memory_service import PythonProcess, memory_service, run_cli
-from tests.support.servers import free_port
+from tests.support.memory_service import memory_service
+from tests.support.servers import ServiceProcess, free_port, run_command
 
 ZEP_KEY = "zep-standin-key-0123456789"
 TOKEN_SECRET = "t" * 64
@@ -27,10 +27,10 @@ class Zep:
     """The Zep stand-in process, read through zep-python."""
 
     def __init__(self, tmp: Path, port: int | None = None) -> None:
-        self.process = PythonProcess(
-            ["engram_voice.zep_standin"],
+        self.process = ServiceProcess(
+            ["zep-standin"],
             {"ZEP_STANDIN_API_KEY": ZEP_KEY, "ZEP_STANDIN_DB": str(tmp / "zep.sqlite3")},
-            tmp / "zep.log",
+            log_path=tmp / "zep.log",
         )
         if port is not None:
             self.process.port = port
@@ -72,11 +72,11 @@ def fixture_zep(tmp_path: Path) -> Iterator[Zep]:
 @pytest.fixture(name="make_service")
 def fixture_make_service(
     tmp_path: Path, emulator: Emulator
-) -> Iterator[Callable[..., PythonProcess]]:
+) -> Iterator[Callable[..., ServiceProcess]]:
     """Return a factory of service processes (``engram-voice serve``) sharing one queue file."""
-    started: list[PythonProcess] = []
+    started: list[ServiceProcess] = []
 
-    def make(zep_url: str, **extra: str) -> PythonProcess:
+    def make(zep_url: str, **extra: str) -> ServiceProcess:
         env = {
             "AUTH_MODE": "none",
             "AZURE_OPENAI_ENDPOINTS": emulator.url,
@@ -219,15 +219,17 @@ async def test_a_rejected_batch_is_dead_lettered_and_replays_after_the_fix(zep, 
             assert time.monotonic() < deadline, "no dead letter appeared"
             await asyncio.sleep(0.1)
     env = {"MEMORY_SQLITE_PATH": service.env["MEMORY_SQLITE_PATH"]}
-    letters = [
-        json.loads(line) for line in run_cli(["dead-letters", "list", "--json"], env).splitlines()
-    ]
+    listed = run_command(["memory", "dead-letters", "list", "--json"], env)
+    assert listed.returncode == 0, listed.stderr
+    letters = [json.loads(line) for line in listed.stdout.splitlines()]
     assert len(letters) == 1
     assert letters[0]["session_id"] == "vs_dead"
     assert "400" in letters[0]["reason"]
     assert await zep.contents("vs_dead") == []
     zep.fault(clear=True)
-    assert "replayed 3 turns" in run_cli(["dead-letters", "replay", str(letters[0]["id"])], env)
+    replayed = run_command(["memory", "dead-letters", "replay", str(letters[0]["id"])], env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replayed 3 turns" in replayed.stdout
     await _wait_delivered(zep, {"vs_dead": _expected("vs_dead", 3)})
 
 

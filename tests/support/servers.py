@@ -71,9 +71,13 @@ def serve_app(app: Any, *, port: int | None = None, ready_path: str | None = Non
         thread.join(timeout=15)
 
 
+_ROOT = Path(__file__).resolve().parents[2]
+
+
 def _process_env(extra: Mapping[str, str]) -> dict[str, str]:
-    # ZEP_API_URL would silently redirect the Zep SDK of any child process.
-    inherited = {k: v for k, v in os.environ.items() if k != "ZEP_API_URL"}
+    # Inherited ZEP_*/MEMORY_* settings (ZEP_API_URL above all, which silently redirects the
+    # Zep SDK) would leak the developer's shell into a child; each test says what it wants.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("ZEP_", "MEMORY_"))}
     return {**inherited, **extra}
 
 
@@ -93,13 +97,17 @@ def run_command(
 
 @dataclass
 class ServiceProcess:
-    """An ``engram-voice`` subcommand running as its own process on a loopback port."""
+    """``python -m <module> <args>`` (an ``engram-voice`` command by default) on a loopback port.
+
+    ``{port}`` in ``args`` is replaced by the port; ``PORT`` and ``HOST`` are set as well.
+    """
 
     args: list[str]
     env: Mapping[str, str]
     port: int = field(default_factory=free_port)
     ready_path: str = "/healthz"
     log_path: Path | None = None
+    module: str = "engram_voice"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -111,9 +119,11 @@ class ServiceProcess:
         """Start the process and wait until its ready path answers 200."""
         env = _process_env({**self.env, "PORT": str(self.port), "HOST": "127.0.0.1"})
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "engram_voice", *self.args],
+        args = [a.replace("{port}", str(self.port)) for a in self.args]
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
+            [sys.executable, "-m", self.module, *args],
             env=env,
+            cwd=_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from litestar.testing import TestClient
 from prometheus_client import REGISTRY
 
-from engram_voice.app import create_app
-from engram_voice.settings import Settings
-
 TURN = {"id": "item_1", "role": "user", "text": "hello"}
-
-
-@pytest.fixture(name="client")
-def fixture_client(tmp_path: Path) -> Iterator[TestClient[Any]]:
-    """Serve the app in memory with the in-process worker off (no sink is contacted)."""
-    env = {
-        "APP_ENV": "local",
-        "AUTH_MODE": "none",
-        "AZURE_OPENAI_ENDPOINTS": "http://127.0.0.1:9",
-        "AZURE_OPENAI_API_KEY": "never-sent",
-        "MEMORY_TOKEN_KEYS": f"k1:{'a' * 64}",
-        "MEMORY_SQLITE_PATH": str(tmp_path / "queue.sqlite3"),
-        "MEMORY_WORKER": "off",
-    }
-    with TestClient(create_app(Settings.from_env(env))) as client:
-        yield client
 
 
 def _sample(name: str, **labels: str) -> float:
