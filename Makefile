@@ -9,6 +9,7 @@ UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 WEB_STAMP := web/node_modules/.installed
 PYTEST_ARGS ?=
+PORT ?= 8000
 
 .PHONY: help install web run test test-python test-web lint format bench constraints clean
 
@@ -30,8 +31,8 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 web: $(WEB_STAMP) ## Build the web client into the package's static folder
 	cd web && npm run --silent build
 
-run: install web ## Start the local stack (Azure emulator, Zep stand-in, service) and print the URL
-	$(BIN)/engram-voice dev
+run: install web ## Start the local stack (Azure emulator, Zep stand-in, service) and print the URL (PORT=8000)
+	$(BIN)/engram-voice dev --port $(PORT)
 
 test: install web ## Run the whole test suite (Python and web client)
 	cd web && npm test --silent

@@ -55,8 +55,24 @@ def _interrupt(signum: int, _: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def run_dev_stack(port: int) -> int:
     """Run emulator, Zep stand-in and service until interrupted; return an exit status."""
+    if not _port_is_free(port):
+        print(  # noqa: T201 - the newcomer's one line of instructions
+            f"engram-voice dev: port {port} is already in use on 127.0.0.1 (another "
+            f"`make run`?). Stop that, or choose another port: make run PORT={port + 1}",
+            file=sys.stderr,
+        )
+        return 1
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM as on Ctrl-C
     signal.signal(signal.SIGINT, _interrupt)
     state = Path(os.environ.get("ENGRAM_DEV_STATE", "var"))
