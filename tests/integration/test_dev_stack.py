@@ -1,4 +1,4 @@
-"""``engram-voice dev`` (what ``make run`` starts) as a newcomer uses it, over real HTTP and WebRTC."""
+"""``engram-voice dev`` (what ``make run`` starts) as a newcomer uses it: real HTTP, WebRTC."""
 
 from __future__ import annotations
 
