@@ -43,11 +43,9 @@ def _services(state: State) -> Services:
 
 async def _bind_request_context(request: Request[Any, Any, Any]) -> None:
     # The raw scope, not request.url/headers: this runs on every request of the hot paths.
-    request_id = None
-    for name, value in request.scope["headers"]:
-        if name in _REQUEST_ID_HEADERS:
-            request_id = value[:64].decode("latin-1")
-            break
+    ids = {name: value for name, value in request.scope["headers"] if name in _REQUEST_ID_HEADERS}
+    raw = ids.get(b"x-request-id") or ids.get(b"x-ms-request-id")
+    request_id = raw[:64].decode("latin-1") if raw else None
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(path=request.scope["path"], request_id=request_id)
 

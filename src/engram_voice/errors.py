@@ -45,6 +45,8 @@ __all__ = [
     "UpstreamUnavailableError",
     "ValidationError",
     "exception_handlers",
+    "msgspec_field",
+    "msgspec_reason",
     "problem_response",
 ]
 
@@ -255,15 +257,29 @@ def _app_error_handler(request: Request[Any, Any, Any], exc: AppError) -> Respon
     )
 
 
-_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+_WHERE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_NAMED = re.compile(r"(?:unknown|missing required) field `(?P<name>[^`]+)`")
+
+
+def msgspec_field(message: str) -> str | None:
+    """Return the field a msgspec validation message is about (``messages[0].id``), if any."""
+    where = _WHERE.search(message)
+    path = where.group("path") if where else ""
+    named = _NAMED.search(message)
+    if named:
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    return path or None
+
+
+def msgspec_reason(message: str) -> str:
+    """Return a msgspec validation message without its ``- at `$.path``` suffix."""
+    return _WHERE.sub("", message)
 
 
 def _field_name(key: object, message: object) -> object:
     """Name the body field itself where Litestar reports only its ``data`` parameter."""
     if key == "data" and isinstance(message, str):
-        named = _NAMED_FIELD.search(message)
-        if named:
-            return named.group(1)
+        return msgspec_field(message) or key
     return key
 
 

@@ -1,4 +1,4 @@
-"""Unit-test fixtures shared across modules."""
+"""Unit-test fixtures shared across modules: the in-memory app and the Entra test tenant."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from litestar.testing import TestClient
 
 from engram_voice.app import create_app
 from engram_voice.settings import Settings
+from tests.support.entra import JwksEndpoint, SigningKey, Tenant
 
 
 @pytest.fixture(name="client")
@@ -27,3 +28,21 @@ def fixture_client(tmp_path: Path) -> Iterator[TestClient[Any]]:
     }
     with TestClient(create_app(Settings.from_env(env))) as client:
         yield client
+
+
+@pytest.fixture(name="key", scope="module")
+def fixture_key() -> SigningKey:
+    """Return the Entra test tenant's current signing key."""
+    return SigningKey("key-2024")
+
+
+@pytest.fixture(name="tenant")
+def fixture_tenant() -> Tenant:
+    """Return a fresh Entra test tenant."""
+    return Tenant()
+
+
+@pytest.fixture(name="endpoint")
+def fixture_endpoint(key: SigningKey) -> JwksEndpoint:
+    """Return the tenant's JWKS endpoint publishing the current key."""
+    return JwksEndpoint(key)

@@ -20,24 +20,6 @@ from tests.support.entra import FakeClock, JwksEndpoint, SigningKey, Tenant
 MakeAuthenticator = Callable[..., EntraAuthenticator]
 
 
-@pytest.fixture(name="key", scope="module")
-def fixture_key() -> SigningKey:
-    """Return the tenant's current signing key."""
-    return SigningKey("key-2024")
-
-
-@pytest.fixture(name="tenant")
-def fixture_tenant() -> Tenant:
-    """Return a fresh test tenant."""
-    return Tenant()
-
-
-@pytest.fixture(name="endpoint")
-def fixture_endpoint(key: SigningKey) -> JwksEndpoint:
-    """Return a JWKS endpoint publishing the current key."""
-    return JwksEndpoint(key)
-
-
 @pytest.fixture(name="clock")
 def fixture_clock() -> FakeClock:
     """Return the clock the JWKS cache runs on."""

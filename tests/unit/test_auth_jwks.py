@@ -13,28 +13,10 @@ from engram_voice.errors import AuthenticationError, CredentialUnavailableError
 from tests.support.entra import FakeClock, JwksEndpoint, SigningKey, Tenant
 
 
-@pytest.fixture(name="key", scope="module")
-def fixture_key() -> SigningKey:
-    """Return the tenant's current signing key."""
-    return SigningKey("key-2024")
-
-
 @pytest.fixture(name="next_key", scope="module")
 def fixture_next_key() -> SigningKey:
     """Return the key the tenant rotates to."""
     return SigningKey("key-2025")
-
-
-@pytest.fixture(name="tenant")
-def fixture_tenant() -> Tenant:
-    """Return a fresh test tenant."""
-    return Tenant()
-
-
-@pytest.fixture(name="endpoint")
-def fixture_endpoint(key: SigningKey) -> JwksEndpoint:
-    """Return a JWKS endpoint publishing the current key."""
-    return JwksEndpoint(key)
 
 
 @pytest.fixture(name="clock")

@@ -24,8 +24,8 @@ __all__ = [
     "count_enrich_answer",
 ]
 
-# POST /memory/enrich is left out of the generic HTTP middleware metrics (it cost about a
-# quarter of the route's CPU); these two say what operators read from those instead.
+# The app has no generic per-request HTTP metrics (too costly on the hot paths): the route
+# counts its 202s and times them, and errors.py counts its error answers (route ``opt``).
 ENRICH_REQUESTS = Counter(
     "engram_memory_enrich_requests_total",
     "POST /memory/enrich answers by HTTP status (202 = stored durably).",

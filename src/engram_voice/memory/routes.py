@@ -9,7 +9,6 @@ this hot path that is measurably cheaper than a Litestar dependency.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -23,6 +22,8 @@ from engram_voice.errors import (
     ForbiddenError,
     PayloadTooLargeError,
     ValidationError,
+    msgspec_field,
+    msgspec_reason,
 )
 from engram_voice.memory import metrics
 from engram_voice.memory.runtime import MemoryRuntime
@@ -33,21 +34,8 @@ __all__ = ["enrich", "memory_router"]
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _ANSWERED_202 = metrics.ENRICH_REQUESTS.labels("202")
-_ENRICH_SECONDS = metrics.ENRICH_SECONDS
 
 _decoder = msgspec.json.Decoder(EnrichRequest)
-_WHERE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
-_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
-_UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]+)`")
-
-
-def _field_of(message: str) -> str:
-    where = _WHERE.search(message)
-    path = where.group("path") if where else ""
-    named = _MISSING.search(message) or _UNKNOWN.search(message)
-    if named:
-        path = f"{path}.{named.group('name')}" if path else named.group("name")
-    return path or "body"
 
 
 def decode_enrich(body: bytes) -> EnrichRequest:
@@ -58,8 +46,8 @@ def decode_enrich(body: bytes) -> EnrichRequest:
         return _decoder.decode(body)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        field = _field_of(message)
-        errors = [{"field": field, "message": _WHERE.sub("", message)}]
+        field = msgspec_field(message) or "body"
+        errors = [{"field": field, "message": msgspec_reason(message)}]
         if "length <=" in message:
             raise PayloadTooLargeError(
                 f"{field} exceeds its limit: {errors[0]['message']}", extra={"errors": errors}
@@ -106,14 +94,7 @@ def _bearer(request: Request[Any, Any, Any]) -> str | None:
 )
 async def enrich(request: Request[Any, Any, Any]) -> Response[EnrichAccepted]:
     """Authenticate by memory token, validate, store durably, answer 202 with counts."""
-    started = time.perf_counter()
-    accepted = await _store(request)  # errors are counted by the one error mapping (opt)
-    _ANSWERED_202.inc()
-    _ENRICH_SECONDS.observe(time.perf_counter() - started)
-    return Response(accepted, status_code=HTTP_202_ACCEPTED, headers=_NO_STORE)
-
-
-async def _store(request: Request[Any, Any, Any]) -> EnrichAccepted:
+    started = time.perf_counter()  # error answers are counted by the one error mapping (opt)
     memory: MemoryRuntime = request.app.state.memory  # not a Provide: DI is costly on this path
     header_token = _bearer(request)
     claims = memory.verify(header_token) if header_token else None
@@ -130,7 +111,13 @@ async def _store(request: Request[Any, Any, Any]) -> EnrichAccepted:
             extra={"errors": [{"field": "session_id", "message": "not this token's session"}]},
         )
     result = await memory.accept(claims, payload.messages)
-    return EnrichAccepted(accepted=result.accepted, duplicates=result.duplicates)
+    _ANSWERED_202.inc()
+    metrics.ENRICH_SECONDS.observe(time.perf_counter() - started)
+    return Response(
+        EnrichAccepted(accepted=result.accepted, duplicates=result.duplicates),
+        status_code=HTTP_202_ACCEPTED,
+        headers=_NO_STORE,
+    )
 
 
 def memory_router() -> Router:

@@ -22,8 +22,8 @@ MINT_LATENCY = Histogram(
     "Time to mint an ephemeral key upstream, failover included.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20),
 )
-# POST /realtime/sessions is left out of the generic HTTP middleware metrics (the token
-# path's latency budget is a few milliseconds); these say what operators read from those.
+# The app has no generic per-request HTTP metrics (too costly on the hot paths): the route
+# counts its 201s and times them, and errors.py counts its error answers (route ``opt``).
 SESSION_REQUESTS = Counter(
     "engram_realtime_session_requests_total",
     "POST /realtime/sessions answers by HTTP status (201 = a key was minted).",
