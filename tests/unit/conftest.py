@@ -14,10 +14,10 @@ from engram_voice.settings import Settings
 from tests.support.entra import JwksEndpoint, SigningKey, Tenant
 
 
-@pytest.fixture(name="client")
-def fixture_client(tmp_path: Path) -> Iterator[TestClient[Any]]:
-    """Serve the app in memory: no upstream is contacted, the memory worker is off."""
-    env = {
+@pytest.fixture(name="app_env")
+def fixture_app_env(tmp_path: Path) -> dict[str, str]:
+    """Return a local-mode environment: no upstream is contacted, the memory worker is off."""
+    return {
         "APP_ENV": "local",
         "AUTH_MODE": "none",
         "AZURE_OPENAI_ENDPOINTS": "http://127.0.0.1:9",
@@ -26,7 +26,12 @@ def fixture_client(tmp_path: Path) -> Iterator[TestClient[Any]]:
         "MEMORY_SQLITE_PATH": str(tmp_path / "queue.sqlite3"),
         "MEMORY_WORKER": "off",
     }
-    with TestClient(create_app(Settings.from_env(env))) as client:
+
+
+@pytest.fixture(name="client")
+def fixture_client(app_env: dict[str, str]) -> Iterator[TestClient[Any]]:
+    """Serve the app in memory (its lifespan runs) for the local-mode environment."""
+    with TestClient(create_app(Settings.from_env(app_env))) as client:
         yield client
 
 

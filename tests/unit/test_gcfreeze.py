@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
+from litestar.testing import TestClient
+
+from engram_voice.app import create_app
 from engram_voice.gcfreeze import freeze_startup_objects
+from engram_voice.settings import Settings
 
 
 def test_freezing_moves_live_objects_out_of_the_collectors_view() -> None:
@@ -15,3 +20,12 @@ def test_freezing_moves_live_objects_out_of_the_collectors_view() -> None:
         assert gc.get_freeze_count() >= len(keep)
     finally:
         gc.unfreeze()
+
+
+def test_the_service_freezes_what_it_built_once_started(app_env: dict[str, Any]) -> None:
+    """After the app's start-up, its objects are frozen before the first request."""
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(Settings.from_env(app_env))):
+        assert gc.get_freeze_count() > 0
+    gc.unfreeze()

@@ -53,3 +53,28 @@ def test_json_log_lines_redact_secret_fields(capsys: pytest.CaptureFixture[str])
     assert "ek_zzzzzzzzzz" not in line
     assert event["agent"] == "elena"
     logging.getLogger().handlers.clear()
+
+
+def test_events_below_the_level_are_dropped_before_the_pipeline(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At WARNING an info event prints nothing and never reaches redaction or rendering."""
+    from engram_voice import logs  # noqa: PLC0415 - the module whose processor is counted
+
+    seen: list[str] = []
+    original = logs.redact_event
+
+    def counting_redact(logger: object, method: str, event: dict[str, object]) -> object:
+        seen.append(str(event.get("event")))
+        return original(logger, method, event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(logs, "redact_event", counting_redact)
+    configure_logging(level="WARNING", json=True)
+    try:
+        structlog.get_logger("t").info("realtime.session_minted", agent="elena")
+        structlog.get_logger("t").warning("realtime.endpoint_failed", outcome="timeout")
+        lines = capsys.readouterr().err.strip().splitlines()
+    finally:
+        logging.getLogger().handlers.clear()
+    assert seen == ["realtime.endpoint_failed"]
+    assert [json.loads(line)["event"] for line in lines] == ["realtime.endpoint_failed"]
