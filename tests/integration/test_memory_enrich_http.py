@@ -293,3 +293,28 @@ async def test_graceful_shutdown_during_delivery_loses_nothing(zep, make_service
     zep.fault(mode="none", latency_ms=0)
     make_service(zep.url)
     await _wait_delivered(zep, {s: _expected(s, 40) for s in sessions})
+
+
+async def test_kill_9_during_a_slow_delivery_resumes_after_the_short_lease(zep, make_service):
+    """A crash mid-call leaves leased sessions; a restart delivers them once the short lease ends.
+
+    The lease (3 s) is shorter than one Zep call (4 s): the live worker must renew it by
+    heartbeat while the call runs, and after SIGKILL the new process resumes within seconds
+    (it used to wait out a 120 s lease), each turn stored once.
+    """
+    zep.process.start()
+    zep.fault(mode="none", latency_ms=4000)
+    lease = {"MEMORY_LEASE_SECONDS": "3", "ZEP_TIMEOUT_SECONDS": "10"}
+    service = make_service(zep.url, **lease)
+    sessions = [f"vs_slow{i}" for i in range(4)]
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+        answers = await asyncio.gather(*(_post(client, s, _turns(s, 0, 5)) for s in sessions))
+        assert all(a.status_code == 202 for a in answers)
+        deadline = time.monotonic() + 20
+        while (await client.get("/status")).json()["memory"]["worker"]["in_flight_sessions"] < 1:
+            assert time.monotonic() < deadline, "delivery never started"
+            await asyncio.sleep(0.05)
+    service.kill()
+    zep.fault(mode="none", latency_ms=0)
+    make_service(zep.url, **lease)
+    await _wait_delivered(zep, {s: _expected(s, 5) for s in sessions}, within=20)

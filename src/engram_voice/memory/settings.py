@@ -131,7 +131,7 @@ class MemorySettings(msgspec.Struct, frozen=True):
                 "MEMORY_WORKER_CONCURRENCY", 4, minimum=1, maximum=64
             ),
             poll_seconds=reader.number("MEMORY_POLL_SECONDS", 1.0, minimum=0.05, maximum=60),
-            lease_seconds=reader.number("MEMORY_LEASE_SECONDS", 120.0, minimum=1, maximum=3600),
+            lease_seconds=reader.number("MEMORY_LEASE_SECONDS", 15.0, minimum=1, maximum=3600),
             batch_turns=reader.integer("MEMORY_CLAIM_TURNS", 300, minimum=1, maximum=10_000),
             token_ttl_seconds=reader.integer(
                 "MEMORY_TOKEN_TTL_SECONDS", 2700, minimum=60, maximum=7 * _DAY
