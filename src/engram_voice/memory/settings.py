@@ -105,6 +105,7 @@ class MemorySettings(msgspec.Struct, frozen=True):
     queue: str
     sqlite_path: str
     sqlite_synchronous: str
+    store_timeout_seconds: float
     worker: str
     worker_concurrency: int
     poll_seconds: float
@@ -125,6 +126,9 @@ class MemorySettings(msgspec.Struct, frozen=True):
             sqlite_path=reader.text("MEMORY_SQLITE_PATH", "var/memory-queue.sqlite3"),
             sqlite_synchronous=reader.choice(
                 "MEMORY_SQLITE_SYNCHRONOUS", "full", ("full", "normal")
+            ),
+            store_timeout_seconds=reader.number(
+                "MEMORY_STORE_TIMEOUT_SECONDS", 3.0, minimum=0.1, maximum=60
             ),
             worker=reader.choice("MEMORY_WORKER", "inprocess", ("inprocess", "off")),
             worker_concurrency=reader.integer(

@@ -1,9 +1,14 @@
 """The default turn queue: embedded SQLite in WAL mode with group commit.
 
-Every statement runs on one dedicated thread that owns the connection. Concurrent
+Every write runs on one dedicated thread that owns the write connection. Concurrent
 ``enqueue`` calls wait in a list; a writer task takes everything waiting, writes it in
 one transaction and one commit (one fsync with ``synchronous=FULL``), then answers each
 caller. So many requests share one commit, and a ``202`` still means "on disk".
+
+``stats`` reads on a second connection with its own thread (WAL lets it read while a
+write is in progress), from running totals kept by triggers, with a short busy timeout:
+it never queues behind writes and costs the same at any depth. A write waits at most
+``busy_timeout`` seconds for another process's lock, then fails.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from engram_voice.memory.queue import (
     EnqueueResult,
     QueuedTurn,
     QueueStats,
+    QueueUnavailableError,
     SessionMismatchError,
 )
-from engram_voice.memory.sqlite_schema import PENDING, SCHEMA, claim_sql
+from engram_voice.memory.sqlite_schema import PENDING, SCHEMA, STATS_SQL, claim_sql
 
 __all__ = ["QueueClosedError", "SqliteTurnQueue"]
 
@@ -36,6 +42,8 @@ _logger = structlog.get_logger("engram_voice.memory.queue")
 _T = TypeVar("_T")
 _MAX_GROUP = 512
 _MAX_OWNERS = 100_000
+_READ_BUSY_SECONDS = 0.25
+"""How long a status read waits for a lock (WAL readers rarely wait at all)."""
 
 
 class QueueClosedError(RuntimeError):
@@ -52,13 +60,17 @@ class SqliteTurnQueue:
         path: str | Path,
         *,
         synchronous: str = "full",
+        busy_timeout: float = 3.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._path = Path(path)
         self._clock = clock
         self._synchronous = synchronous.upper()
+        self._busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-sqlite")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-sqlite-read")
         self._conn: sqlite3.Connection | None = None
+        self._read_conn: sqlite3.Connection | None = None
         self._waiting: list[tuple[EnqueueBatch, asyncio.Future[EnqueueResult]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -80,18 +92,27 @@ class SqliteTurnQueue:
     def _connect(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=10.0
+            self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
         conn.executescript(SCHEMA)
         return conn
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=_READ_BUSY_SECONDS
+        )
+        conn.execute(f"PRAGMA busy_timeout={int(_READ_BUSY_SECONDS * 1000)}")
+        conn.execute("PRAGMA query_only=1")
+        return conn
+
     async def open(self) -> None:
-        """Open the database file (creating it and its schema) and start the writer."""
+        """Open the database file (creating or migrating its schema) and start the writer."""
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._connect)
+        self._read_conn = await loop.run_in_executor(self._reader, self._connect_reader)
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="memory-queue-writer")
 
@@ -102,10 +123,16 @@ class SqliteTurnQueue:
         if self._writer is not None:
             await self._writer
             self._writer = None
+        loop = asyncio.get_running_loop()
         conn, self._conn = self._conn, None
         if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+            await loop.run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
+        reader, self._read_conn = self._read_conn, None
+        if reader is not None:
+            reader.interrupt()
+            await loop.run_in_executor(self._reader, reader.close)
+        self._reader.shutdown(wait=True)
 
     # -- enqueue with group commit -------------------------------------------------------
 
@@ -114,9 +141,16 @@ class SqliteTurnQueue:
         if self._closing or self._conn is None:
             raise QueueClosedError("the memory queue is shutting down")
         future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append((batch, future))
+        entry = (batch, future)
+        self._waiting.append(entry)
         self._wake.set()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The caller gave up (its time bound): a batch not yet taken is not written.
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(entry)
+            raise
 
     async def _write_loop(self) -> None:
         while True:
@@ -209,6 +243,12 @@ class SqliteTurnQueue:
                     "WHERE session_id=?",
                     (changed, session_id),
                 )
+                if changed:
+                    conn.execute(
+                        "UPDATE queue_counters SET last_delivered_at="
+                        "MAX(COALESCE(last_delivered_at, 0), ?) WHERE id=1",
+                        (now,),
+                    )
 
         await self._run(work)
 
@@ -266,17 +306,10 @@ class SqliteTurnQueue:
     # -- operators and status -------------------------------------------------------------
 
     async def stats(self) -> QueueStats:
-        """Return depth, sessions pending, oldest pending acceptance, dead letters."""
+        """Return the running totals and the oldest pending turn, read off the write path."""
 
         def work(conn: sqlite3.Connection) -> QueueStats:
-            depth, oldest = conn.execute(
-                "SELECT COUNT(*), MIN(accepted_at) FROM turns WHERE state=0"
-            ).fetchone()
-            (sessions,) = conn.execute("SELECT COUNT(*) FROM sessions WHERE pending > 0").fetchone()
-            (dead,) = conn.execute(
-                "SELECT COUNT(*) FROM dead_letters WHERE replayed_at IS NULL"
-            ).fetchone()
-            (last,) = conn.execute("SELECT MAX(delivered_at) FROM turns WHERE state=1").fetchone()
+            depth, sessions, dead, last, oldest = conn.execute(STATS_SQL).fetchone()
             return QueueStats(
                 backend=self.backend,
                 depth=depth,
@@ -286,7 +319,17 @@ class SqliteTurnQueue:
                 last_delivered_at=last,
             )
 
-        return await self._run(work)
+        conn = self._read_conn
+        if conn is None:
+            raise QueueClosedError("the memory queue is not open")
+        future = asyncio.get_running_loop().run_in_executor(self._reader, work, conn)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            conn.interrupt()  # the caller's bound ran out: stop the read, free the thread
+            raise
+        except sqlite3.Error as exc:
+            raise QueueUnavailableError(_describe(exc)) from exc
 
     async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:
         """List dead letters, newest first."""
@@ -345,6 +388,16 @@ class SqliteTurnQueue:
                 return conn.execute(sql, params).rowcount
 
         return await self._run(work)
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    """Return a short, secret-free reason: "database locked", "database busy", or the type."""
+    text = str(exc).lower()
+    if "locked" in text:
+        return "database locked"
+    if "busy" in text:
+        return "database busy"
+    return f"database error ({type(exc).__name__})"
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from engram_voice.memory import metrics
 from engram_voice.memory.circuit import CircuitBreaker
 from engram_voice.memory.delivery import Batch, Deferred, Delivered, Deliverer, pack_batches
 from engram_voice.memory.lease import LeaseLostError, SessionLease
-from engram_voice.memory.queue import ClaimedSession, TurnQueue
+from engram_voice.memory.queue import ClaimedSession, QueueUnavailableError, TurnQueue
 from engram_voice.memory.settings import MemorySettings
 
 __all__ = ["DeliveryWorker", "DrainReport", "WorkerOptions"]
@@ -195,10 +195,14 @@ class DeliveryWorker:
         now = self._clock()
         if now >= self._next_gauges:
             self._next_gauges = now + _GAUGE_INTERVAL
-            stats = await self._queue.stats()
-            metrics.QUEUE_DEPTH.set(stats.depth)
-            oldest = stats.oldest_pending_at
-            metrics.QUEUE_OLDEST_AGE.set(max(0.0, now - oldest) if oldest else 0.0)
+            try:
+                stats = await self._queue.stats()
+            except QueueUnavailableError as exc:  # gauges keep their last value; retry in 1 s
+                _logger.warning("memory.queue_status_unavailable", reason=exc.reason)
+            else:
+                metrics.QUEUE_DEPTH.set(stats.depth)
+                oldest = stats.oldest_pending_at
+                metrics.QUEUE_OLDEST_AGE.set(max(0.0, now - oldest) if oldest else 0.0)
         if now >= self._next_purge:
             self._next_purge = now + _PURGE_INTERVAL
             older_than = now - self._options.retain_delivered_seconds
