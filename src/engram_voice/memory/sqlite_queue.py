@@ -35,13 +35,13 @@ from engram_voice.memory.queue import (
     SessionMismatchError,
 )
 from engram_voice.memory.sqlite_schema import PENDING, SCHEMA, STATS_SQL, claim_sql
+from engram_voice.memory.sqlite_writes import describe_error, set_state, transaction, write_group
 
 __all__ = ["QueueClosedError", "SqliteTurnQueue"]
 
 _logger = structlog.get_logger("engram_voice.memory.queue")
 _T = TypeVar("_T")
 _MAX_GROUP = 512
-_MAX_OWNERS = 100_000
 _READ_BUSY_SECONDS = 0.25
 """How long a status read waits for a lock (WAL readers rarely wait at all)."""
 
@@ -168,7 +168,7 @@ class SqliteTurnQueue:
         batches = [batch for batch, _ in group]
         try:
             now = self._clock()
-            results = await self._run(lambda conn: _write_group(conn, batches, now, self._owners))
+            results = await self._run(lambda conn: write_group(conn, batches, now, self._owners))
         except sqlite3.Error as exc:
             _logger.exception(
                 "memory.queue_commit_failed", error=type(exc).__name__, size=len(group)
@@ -194,7 +194,7 @@ class SqliteTurnQueue:
         """Lease ready sessions (pending, due, unleased) with their oldest pending turns."""
 
         def work(conn: sqlite3.Connection) -> list[ClaimedSession]:
-            with _transaction(conn):
+            with transaction(conn):
                 rows = conn.execute(claim_sql(), (now, now, sessions)).fetchall()
                 claimed: list[ClaimedSession] = []
                 for session_id, user_id, agent, attempts in rows:
@@ -236,8 +236,8 @@ class SqliteTurnQueue:
         """Mark turns delivered, drop their text, and reset the session's attempt count."""
 
         def work(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                changed = _set_state(conn, seqs, "state=1, text=NULL, delivered_at=?", (now,))
+            with transaction(conn):
+                changed = set_state(conn, seqs, "state=1, text=NULL, delivered_at=?", (now,))
                 conn.execute(
                     "UPDATE sessions SET pending=pending-?, attempts=0, last_error=NULL "
                     "WHERE session_id=?",
@@ -275,7 +275,7 @@ class SqliteTurnQueue:
         """Move the turns to a new dead letter and reset the session's attempts."""
 
         def work(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with transaction(conn):
                 user_id, agent = conn.execute(
                     "SELECT user_id, agent FROM sessions WHERE session_id=?", (session_id,)
                 ).fetchone()
@@ -285,7 +285,7 @@ class SqliteTurnQueue:
                     (session_id, user_id, agent, len(seqs), reason[:1000], attempts, now),
                 )
                 letter_id = int(cursor.lastrowid or 0)
-                changed = _set_state(conn, seqs, "state=2, dead_letter_id=?", (letter_id,))
+                changed = set_state(conn, seqs, "state=2, dead_letter_id=?", (letter_id,))
                 conn.execute(
                     "UPDATE sessions SET pending=pending-?, attempts=0, last_error=? "
                     "WHERE session_id=?",
@@ -329,7 +329,7 @@ class SqliteTurnQueue:
             conn.interrupt()  # the caller's bound ran out: stop the read, free the thread
             raise
         except sqlite3.Error as exc:
-            raise QueueUnavailableError(_describe(exc)) from exc
+            raise QueueUnavailableError(describe_error(exc)) from exc
 
     async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:
         """List dead letters, newest first."""
@@ -345,7 +345,7 @@ class SqliteTurnQueue:
         """Return dead-lettered turns to the queue in their original order; count them."""
 
         def work(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with transaction(conn):
                 if ids is None:
                     rows = conn.execute(
                         "SELECT id, session_id FROM dead_letters WHERE replayed_at IS NULL"
@@ -384,91 +384,7 @@ class SqliteTurnQueue:
 
     async def _changed(self, sql: str, params: tuple[Any, ...]) -> int:
         def work(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with transaction(conn):
                 return conn.execute(sql, params).rowcount
 
         return await self._run(work)
-
-
-def _describe(exc: sqlite3.Error) -> str:
-    """Return a short, secret-free reason: "database locked", "database busy", or the type."""
-    text = str(exc).lower()
-    if "locked" in text:
-        return "database locked"
-    if "busy" in text:
-        return "database busy"
-    return f"database error ({type(exc).__name__})"
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Any:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _set_state(
-    conn: sqlite3.Connection, seqs: Sequence[int], assignments: str, params: tuple[Any, ...]
-) -> int:
-    changed = 0
-    for start in range(0, len(seqs), 500):
-        chunk = seqs[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        changed += conn.execute(
-            f"UPDATE turns SET {assignments} WHERE state=0 AND seq IN ({marks})",  # noqa: S608
-            (*params, *chunk),
-        ).rowcount
-    return changed
-
-
-def _session_owner(conn: sqlite3.Connection, batch: EnqueueBatch, now: float) -> tuple[str, str]:
-    conn.execute(
-        "INSERT INTO sessions(session_id, user_id, agent, created_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(session_id) DO NOTHING",
-        (batch.session_id, batch.user_id, batch.agent, now),
-    )
-    user_id, agent = conn.execute(
-        "SELECT user_id, agent FROM sessions WHERE session_id=?", (batch.session_id,)
-    ).fetchone()
-    return user_id, agent
-
-
-def _write_group(
-    conn: sqlite3.Connection,
-    batches: list[EnqueueBatch],
-    now: float,
-    owners: dict[str, tuple[str, str]],
-) -> list[EnqueueResult | SessionMismatchError]:
-    """Write every batch in one transaction; a mismatched session writes nothing."""
-    results: list[EnqueueResult | SessionMismatchError] = []
-    checked: dict[str, tuple[str, str]] = {}
-    with _transaction(conn):
-        for batch in batches:
-            owner = owners.get(batch.session_id) or checked.get(batch.session_id)
-            if owner is None:
-                owner = checked[batch.session_id] = _session_owner(conn, batch, now)
-            if owner != (batch.user_id, batch.agent):
-                results.append(SessionMismatchError(batch.session_id))
-                continue
-            accepted = conn.executemany(
-                "INSERT OR IGNORE INTO turns(session_id, message_id, role, text, at, accepted_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (batch.session_id, mid, role, text, at, now)
-                    for mid, role, text, at in batch.turns
-                ],
-            ).rowcount
-            if accepted:
-                conn.execute(
-                    "UPDATE sessions SET pending=pending+? WHERE session_id=?",
-                    (accepted, batch.session_id),
-                )
-            results.append(EnqueueResult(accepted=accepted, duplicates=len(batch.turns) - accepted))
-    if len(owners) > _MAX_OWNERS:
-        owners.clear()
-    owners.update(checked)  # only after the commit: a rolled-back session row is not known
-    return results
