@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -318,3 +319,32 @@ async def test_kill_9_during_a_slow_delivery_resumes_after_the_short_lease(zep, 
     zep.fault(mode="none", latency_ms=0)
     make_service(zep.url, **lease)
     await _wait_delivered(zep, {s: _expected(s, 5) for s in sessions}, within=20)
+
+
+async def test_a_locked_queue_file_keeps_status_and_readiness_prompt(zep, make_service):
+    """Under another process's write lock /status and /readyz answer at once, enrich 503s.
+
+    The in-process worker is blocked on the lock meanwhile (it used to hold up /status for
+    its whole busy timeout); once the lock is gone every turn is delivered.
+    """
+    zep.process.start()
+    service = make_service(zep.url, MEMORY_STORE_TIMEOUT_SECONDS="1")
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+        assert (await _post(client, "vs_lock", _turns("vs_lock", 0, 3))).status_code == 202
+        await _wait_delivered(zep, {"vs_lock": _expected("vs_lock", 3)})
+        holder = sqlite3.connect(service.env["MEMORY_SQLITE_PATH"], isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")  # as `sqlite3 <file>` with BEGIN EXCLUSIVE; would
+            holder.execute("UPDATE sessions SET attempts=attempts")
+            refused = await asyncio.wait_for(_post(client, "vs_lock", _turns("vs_lock", 3, 2)), 5)
+            for _ in range(5):  # the worker is blocked on the lock meanwhile, status is not
+                status = await client.get("/status", timeout=2)
+                assert status.status_code == 200
+                assert status.json()["memory"]["queue"]["available"] is True
+                assert (await client.get("/readyz", timeout=2)).status_code == 200
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert (refused.status_code, refused.json()["code"]) == (503, "storage_unavailable")
+        assert (await _post(client, "vs_lock", _turns("vs_lock", 3, 2))).status_code == 202
+    await _wait_delivered(zep, {"vs_lock": _expected("vs_lock", 5)})
