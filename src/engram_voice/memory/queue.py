@@ -119,7 +119,11 @@ class TurnQueue(Protocol):
         """Finish pending writes and close storage."""
 
     async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
-        """Store the turns durably (duplicates ignored) and return the counts."""
+        """Store the turns durably (duplicates ignored) and return the counts.
+
+        May raise :class:`QueueUnavailableError` when storage cannot take them; callers
+        bound the wait themselves (a cancelled call may still have stored the turns).
+        """
 
     async def claim(
         self, *, owner: str, sessions: int, turns: int, lease_seconds: float, now: float
@@ -127,7 +131,7 @@ class TurnQueue(Protocol):
         """Lease up to ``sessions`` ready sessions with up to ``turns`` pending turns each."""
 
     async def renew(self, *, owner: str, session_id: str, lease_seconds: float, now: float) -> bool:
-        """Extend a lease this owner holds; False when it was lost."""
+        """Extend a lease this owner still holds (expired or not); False once another took it."""
 
     async def mark_delivered(
         self, *, owner: str, session_id: str, seqs: Sequence[int], now: float
