@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from engram_voice.envreader import EnvReader
 from engram_voice.memory import MemorySettings
@@ -145,6 +146,7 @@ class _Renewals:
 async def test_a_worker_that_lost_its_lease_sends_no_further_batch(queue, clock, how):
     """Once a renewal fails or finds another owner, the in-flight batch is the last one sent."""
     await queue.enqueue(_batch("vs_1", 60))  # two batches of 30
+    lost_before = REGISTRY.get_sample_value("engram_memory_leases_lost_total") or 0.0
     sink = FakeSink(gate=asyncio.Event())
     renewals = _Renewals(queue)
     worker = _worker(renewals, sink, clock, owner="first")
@@ -164,3 +166,4 @@ async def test_a_worker_that_lost_its_lease_sends_no_further_batch(queue, clock,
     assert sink.calls == 1
     assert len(sink.messages["vs_1"]) == 30
     assert (await queue.stats()).depth == 30
+    assert REGISTRY.get_sample_value("engram_memory_leases_lost_total") == lost_before + 1

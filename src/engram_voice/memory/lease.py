@@ -14,17 +14,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import structlog
-
 from engram_voice.memory.queue import TurnQueue
 
 __all__ = ["LeaseLostError", "SessionLease", "heartbeat_interval"]
 
-_logger = structlog.get_logger("engram_voice.memory.lease")
-
 
 class LeaseLostError(Exception):
     """This worker no longer holds the session's lease; it must stop sending."""
+
+    def __init__(self, session_id: str, reason: str) -> None:
+        super().__init__(f"{session_id}: {reason}")
+        self.session_id = session_id
+        self.reason = reason
 
 
 def heartbeat_interval(lease_seconds: float) -> float:
@@ -51,8 +52,13 @@ class SessionLease:
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._sleep = sleep
-        self.lost = False
+        self.lost_reason: str | None = None
         self.renewals = 0
+
+    @property
+    def lost(self) -> bool:
+        """Return True once a renewal failed or found the lease taken (for good)."""
+        return self.lost_reason is not None
 
     async def renew(self) -> bool:
         """Extend the lease now; return False (and stay lost) when it is gone or unknowable."""
@@ -77,12 +83,12 @@ class SessionLease:
     async def check(self) -> None:
         """Renew now, or raise :class:`LeaseLostError` (call before each send)."""
         if not await self.renew():
-            raise LeaseLostError(self.session_id)
+            raise LeaseLostError(self.session_id, self.lost_reason or "lost")
 
     def ensure_held(self) -> None:
         """Raise :class:`LeaseLostError` if the heartbeat found the lease lost."""
-        if self.lost:
-            raise LeaseLostError(self.session_id)
+        if self.lost_reason is not None:
+            raise LeaseLostError(self.session_id, self.lost_reason)
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[SessionLease]:
@@ -105,5 +111,6 @@ class SessionLease:
         return await self.renew()
 
     def _lose(self, why: str) -> None:
-        self.lost = True
-        _logger.warning("memory.lease_lost", session_id=self.session_id, reason=why)
+        # Logged by whoever acts on it: a renewal racing the end of the work is harmless.
+        if self.lost_reason is None:
+            self.lost_reason = why

@@ -231,10 +231,11 @@ class DeliveryWorker:
         try:
             async with lease.kept_alive():
                 await self._deliver_batches(claim, lease, report)
-        except LeaseLostError:
+        except LeaseLostError as exc:
             # Another worker may hold the session now: send nothing more. If the renewal
             # only failed (the lease may still be ours), give it back after a backoff.
             metrics.LEASES_LOST.inc()
+            _logger.warning("memory.lease_lost", session_id=session_id, reason=exc.reason)
             next_attempt_at = self._clock() + self.backoff(1, None)
         except Exception as exc:
             self.last_error = f"worker error: {type(exc).__name__}"
