@@ -50,6 +50,7 @@ format: install ## Apply ruff's formatter and safe fixes
 bench: install ## Run the benchmarks (loopback only) and print their reports
 	$(BIN)/python bench/bench_mint.py
 	$(BIN)/python bench/bench_enrich.py
+	$(BIN)/python bench/bench_status.py
 
 constraints: ## Re-pin constraints.txt from pyproject.toml (needs the package registry)
 	$(UV) pip compile pyproject.toml --extra dev --no-header --no-annotate --quiet -o constraints.txt

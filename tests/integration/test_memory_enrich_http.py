@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -293,3 +294,57 @@ async def test_graceful_shutdown_during_delivery_loses_nothing(zep, make_service
     zep.fault(mode="none", latency_ms=0)
     make_service(zep.url)
     await _wait_delivered(zep, {s: _expected(s, 40) for s in sessions})
+
+
+async def test_kill_9_during_a_slow_delivery_resumes_after_the_short_lease(zep, make_service):
+    """A crash mid-call leaves leased sessions; a restart delivers them once the short lease ends.
+
+    The lease (3 s) is shorter than one Zep call (4 s): the live worker must renew it by
+    heartbeat while the call runs, and after SIGKILL the new process resumes within seconds
+    (it used to wait out a 120 s lease), each turn stored once.
+    """
+    zep.process.start()
+    zep.fault(mode="none", latency_ms=4000)
+    lease = {"MEMORY_LEASE_SECONDS": "3", "ZEP_TIMEOUT_SECONDS": "10"}
+    service = make_service(zep.url, **lease)
+    sessions = [f"vs_slow{i}" for i in range(4)]
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+        answers = await asyncio.gather(*(_post(client, s, _turns(s, 0, 5)) for s in sessions))
+        assert all(a.status_code == 202 for a in answers)
+        deadline = time.monotonic() + 20
+        while (await client.get("/status")).json()["memory"]["worker"]["in_flight_sessions"] < 1:
+            assert time.monotonic() < deadline, "delivery never started"
+            await asyncio.sleep(0.05)
+    service.kill()
+    zep.fault(mode="none", latency_ms=0)
+    make_service(zep.url, **lease)
+    await _wait_delivered(zep, {s: _expected(s, 5) for s in sessions}, within=20)
+
+
+async def test_a_locked_queue_file_keeps_status_and_readiness_prompt(zep, make_service):
+    """Under another process's write lock /status and /readyz answer at once, enrich 503s.
+
+    The in-process worker is blocked on the lock meanwhile (it used to hold up /status for
+    its whole busy timeout); once the lock is gone every turn is delivered.
+    """
+    zep.process.start()
+    service = make_service(zep.url, MEMORY_STORE_TIMEOUT_SECONDS="1")
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+        assert (await _post(client, "vs_lock", _turns("vs_lock", 0, 3))).status_code == 202
+        await _wait_delivered(zep, {"vs_lock": _expected("vs_lock", 3)})
+        holder = sqlite3.connect(service.env["MEMORY_SQLITE_PATH"], isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")  # as `sqlite3 <file>` with BEGIN EXCLUSIVE; would
+            holder.execute("UPDATE sessions SET attempts=attempts")
+            refused = await asyncio.wait_for(_post(client, "vs_lock", _turns("vs_lock", 3, 2)), 5)
+            for _ in range(5):  # the worker is blocked on the lock meanwhile, status is not
+                status = await client.get("/status", timeout=2)
+                assert status.status_code == 200
+                assert status.json()["memory"]["queue"]["available"] is True
+                assert (await client.get("/readyz", timeout=2)).status_code == 200
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert (refused.status_code, refused.json()["code"]) == (503, "storage_unavailable")
+        assert (await _post(client, "vs_lock", _turns("vs_lock", 3, 2))).status_code == 202
+    await _wait_delivered(zep, {"vs_lock": _expected("vs_lock", 5)})

@@ -201,7 +201,11 @@ class Deliverer:
         batch: Batch,
         keepalive: Callable[[], Awaitable[None]],
     ) -> DeliveryOutcome:
-        """Deliver one batch; return Delivered, Deferred (transient) or Rejected (permanent)."""
+        """Deliver one batch; return Delivered, Deferred (transient) or Rejected (permanent).
+
+        ``keepalive`` is awaited before each extra call; it raises when the worker's lease
+        on the session is lost (its heartbeat renews it meanwhile), which stops sending.
+        """
         started = time.perf_counter()
         try:
             await self._ensure(claim)

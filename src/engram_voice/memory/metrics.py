@@ -15,6 +15,7 @@ __all__ = [
     "DELIVERY_SECONDS",
     "ENRICH_REQUESTS",
     "ENRICH_SECONDS",
+    "LEASES_LOST",
     "QUEUE_DEPTH",
     "QUEUE_OLDEST_AGE",
     "RETRIED",
@@ -67,6 +68,10 @@ TURN_LAG_SECONDS = Histogram(
 QUEUE_DEPTH = Gauge("engram_memory_queue_depth", "Transcript turns waiting for delivery.")
 QUEUE_OLDEST_AGE = Gauge(
     "engram_memory_queue_oldest_age_seconds", "Age of the oldest turn waiting for delivery."
+)
+LEASES_LOST = Counter(
+    "engram_memory_leases_lost_total",
+    "Sessions a worker stopped delivering because its lease renewal failed or was taken.",
 )
 CIRCUIT_OPEN = Gauge(
     "engram_memory_circuit_open", "1 while the delivery circuit breaker is open, else 0."

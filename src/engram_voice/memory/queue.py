@@ -1,10 +1,15 @@
 """The durable turn queue: data types and the Protocol every backend implements.
 
-SQLite (:mod:`engram_voice.memory.sqlite_queue`) is the default; a Redis Streams backend
-plugs in behind the same :class:`TurnQueue` seam. Guarantees a backend must give:
-``enqueue`` returns only after the turns are durable and is idempotent on
-``(session_id, message_id)``; a session is leased to one worker at a time and its turns
-come back in acceptance order; an expired lease makes the work claimable again.
+SQLite (:mod:`engram_voice.memory.sqlite_queue`) is the default; other engines
+(PostgreSQL, Redis Streams) plug in behind the same :class:`TurnQueue` seam. Guarantees
+a backend must give: ``enqueue`` returns only after the turns are durable and is
+idempotent on ``(session_id, message_id)``; a session is leased to one worker at a time
+and its turns come back in acceptance order; an expired lease makes the work claimable
+again, and ``renew`` tells a worker whether it still holds its lease (leases are short
+and renewed by a heartbeat, see :mod:`engram_voice.memory.lease`). ``stats`` costs the
+same at any queue depth (running totals kept with the writes, an index seek for the
+oldest turn), never waits behind writes, and raises :class:`QueueUnavailableError`
+when storage cannot answer.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ __all__ = [
     "EnqueueBatch",
     "EnqueueResult",
     "QueueStats",
+    "QueueUnavailableError",
     "QueuedTurn",
     "SessionMismatchError",
     "TurnQueue",
@@ -28,6 +34,14 @@ __all__ = [
 
 class SessionMismatchError(Exception):
     """The session is already stored for another user or agent."""
+
+
+class QueueUnavailableError(Exception):
+    """Storage cannot answer right now (locked, unreachable); ``reason`` says why, briefly."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class QueuedTurn(msgspec.Struct, frozen=True):
@@ -105,7 +119,11 @@ class TurnQueue(Protocol):
         """Finish pending writes and close storage."""
 
     async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
-        """Store the turns durably (duplicates ignored) and return the counts."""
+        """Store the turns durably (duplicates ignored) and return the counts.
+
+        May raise :class:`QueueUnavailableError` when storage cannot take them; callers
+        bound the wait themselves (a cancelled call may still have stored the turns).
+        """
 
     async def claim(
         self, *, owner: str, sessions: int, turns: int, lease_seconds: float, now: float
@@ -113,7 +131,7 @@ class TurnQueue(Protocol):
         """Lease up to ``sessions`` ready sessions with up to ``turns`` pending turns each."""
 
     async def renew(self, *, owner: str, session_id: str, lease_seconds: float, now: float) -> bool:
-        """Extend a lease this owner holds; False when it was lost."""
+        """Extend a lease this owner still holds (expired or not); False once another took it."""
 
     async def mark_delivered(
         self, *, owner: str, session_id: str, seqs: Sequence[int], now: float
@@ -141,7 +159,10 @@ class TurnQueue(Protocol):
         """Give a lease back without counting an attempt."""
 
     async def stats(self) -> QueueStats:
-        """Return depth, oldest pending acceptance time and dead-letter count."""
+        """Return the figures at a cost independent of depth, off the write path.
+
+        Raises :class:`QueueUnavailableError` when storage cannot answer promptly.
+        """
 
     async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:
         """List dead letters, newest first."""

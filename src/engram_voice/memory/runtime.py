@@ -20,7 +20,14 @@ from engram_voice.errors import ForbiddenError, StorageUnavailableError
 from engram_voice.memory import metrics
 from engram_voice.memory.circuit import CircuitBreaker
 from engram_voice.memory.delivery import Deliverer, InlineRetryPolicy
-from engram_voice.memory.queue import EnqueueBatch, EnqueueResult, SessionMismatchError, TurnQueue
+from engram_voice.memory.queue import (
+    EnqueueBatch,
+    EnqueueResult,
+    QueueStats,
+    QueueUnavailableError,
+    SessionMismatchError,
+    TurnQueue,
+)
 from engram_voice.memory.ratelimit import SessionRateLimiter
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.settings import MemorySettings
@@ -32,6 +39,8 @@ from engram_voice.memory.worker import DeliveryWorker, DrainReport, WorkerOption
 __all__ = ["MemoryRuntime", "build_memory_runtime"]
 
 _logger = structlog.get_logger("engram_voice.memory")
+STATUS_READ_SECONDS = 0.5
+"""The longest ``/status`` waits for the queue's figures before showing the last known."""
 
 
 class MemoryRuntime:
@@ -46,6 +55,7 @@ class MemoryRuntime:
         signer: MemoryTokenSigner | None,
         rate_limiter: SessionRateLimiter,
         run_worker: bool,
+        store_timeout: float = 3.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.queue = queue
@@ -55,21 +65,25 @@ class MemoryRuntime:
         self._rate = rate_limiter
         self._run_worker = run_worker and worker is not None
         self._clock = clock
+        self._store_timeout = store_timeout
         self._worker_task: asyncio.Task[None] | None = None
+        self._last_stats: tuple[QueueStats, float] | None = None
+        """The last figures read and when (shown, with their age, while storage is stuck)."""
 
     async def start(self) -> None:
         """Open the queue and, when configured, start the in-process worker."""
         await self.queue.open()
         if self._run_worker and self.worker is not None:
             self._worker_task = asyncio.create_task(self.worker.run(), name="memory-worker")
-        stats = await self.queue.stats()
+        stats, error = await self._read_stats()
         _logger.info(
             "memory.started",
             queue=self.queue.backend,
             sink=self.sink.describe() if self.sink else None,
             worker="inprocess" if self._worker_task else "off",
-            depth=stats.depth,
-            dead_letters=stats.dead_letters,
+            depth=stats.depth if stats else None,
+            dead_letters=stats.dead_letters if stats else None,
+            **({"queue_error": error} if error else {}),
         )
         if self.sink is None:
             _logger.warning("memory.sink_unconfigured", hint="set ZEP_API_URL and ZEP_API_KEY")
@@ -115,13 +129,15 @@ class MemoryRuntime:
             turns=[(m.id, m.role, m.text, m.at.isoformat() if m.at else None) for m in messages],
         )
         try:
-            result = await self.queue.enqueue(batch)
+            async with asyncio.timeout(self._store_timeout):
+                result = await self.queue.enqueue(batch)
         except SessionMismatchError:
             raise ForbiddenError(
                 "this session's memory belongs to another user or agent",
                 extra={"errors": [{"field": "session_id", "message": "not yours"}]},
             ) from None
-        except (sqlite3.Error, QueueClosedError) as exc:
+        except (sqlite3.Error, QueueClosedError, QueueUnavailableError, TimeoutError) as exc:
+            # After a timeout the turns may still land; a retry is safe (idempotent).
             raise StorageUnavailableError(
                 "transcripts cannot be stored right now; retry shortly", retry_after=2
             ) from exc
@@ -138,28 +154,53 @@ class MemoryRuntime:
             return DrainReport()
         return await self.worker.drain()
 
+    async def _read_stats(self) -> tuple[QueueStats | None, str | None]:
+        """Read the queue's figures within STATUS_READ_SECONDS; else the last known, and why."""
+        try:
+            async with asyncio.timeout(STATUS_READ_SECONDS):
+                stats = await self.queue.stats()
+        except (QueueUnavailableError, TimeoutError, QueueClosedError) as exc:
+            reason = exc.reason if isinstance(exc, QueueUnavailableError) else "no answer in time"
+            if isinstance(exc, QueueClosedError):
+                reason = "queue closed"
+            _logger.warning("memory.queue_status_unavailable", reason=reason)
+            return (self._last_stats[0] if self._last_stats else None), reason
+        self._last_stats = (stats, self._clock())
+        return stats, None
+
     async def status(self) -> dict[str, Any]:
-        """Return the ``memory`` section of ``/status`` (no secrets, no transcript text)."""
-        stats = await self.queue.stats()
+        """Return the ``memory`` section of ``/status`` (no secrets, no transcript text).
+
+        Bounded: when the queue cannot answer within STATUS_READ_SECONDS the section says
+        ``"available": false`` with the reason and the last known figures with their age.
+        """
+        stats, error = await self._read_stats()
         now = self._clock()
-        oldest = stats.oldest_pending_at
-        metrics.QUEUE_DEPTH.set(stats.depth)
+        queue: dict[str, Any] = {"backend": self.queue.backend, "available": error is None}
+        if error is not None:
+            queue["error"] = error
+            queue["figures_age_seconds"] = (
+                round(now - self._last_stats[1], 1) if self._last_stats else None
+            )
+        else:
+            metrics.QUEUE_DEPTH.set(stats.depth if stats else 0)
+        oldest = stats.oldest_pending_at if stats else None
+        queue.update(
+            depth=stats.depth if stats else None,
+            sessions_pending=stats.sessions_pending if stats else None,
+            oldest_pending_age_seconds=round(now - oldest, 1) if oldest else None,
+            dead_letters=stats.dead_letters if stats else None,
+        )
         return {
             "enabled": True,
             "sink": self.sink.describe() if self.sink else {"kind": "none"},
-            "queue": {
-                "backend": stats.backend,
-                "depth": stats.depth,
-                "sessions_pending": stats.sessions_pending,
-                "oldest_pending_age_seconds": round(now - oldest, 1) if oldest else None,
-                "dead_letters": stats.dead_letters,
-            },
+            "queue": queue,
             "worker": {
                 "mode": "inprocess" if self._worker_task else "off",
                 "running": self._worker_task is not None and not self._worker_task.done(),
                 **(self.worker.describe() if self.worker else {"circuit": None}),
             },
-            "last_delivery_at": _iso(stats.last_delivered_at),
+            "last_delivery_at": _iso(stats.last_delivered_at if stats else None),
         }
 
 
@@ -184,7 +225,10 @@ def build_memory_runtime(
 
         sink = ZepSink(settings.zep)
     queue = queue or SqliteTurnQueue(
-        settings.sqlite_path, synchronous=settings.sqlite_synchronous, clock=clock
+        settings.sqlite_path,
+        synchronous=settings.sqlite_synchronous,
+        busy_timeout=settings.store_timeout_seconds,
+        clock=clock,
     )
     worker = None
     if sink is not None:
@@ -212,5 +256,6 @@ def build_memory_runtime(
         signer=signer,
         rate_limiter=SessionRateLimiter(settings.rate_per_minute, clock=time.monotonic),
         run_worker=settings.worker == "inprocess" if run_worker is None else run_worker,
+        store_timeout=settings.store_timeout_seconds,
         clock=clock,
     )

@@ -105,6 +105,7 @@ class MemorySettings(msgspec.Struct, frozen=True):
     queue: str
     sqlite_path: str
     sqlite_synchronous: str
+    store_timeout_seconds: float
     worker: str
     worker_concurrency: int
     poll_seconds: float
@@ -126,12 +127,15 @@ class MemorySettings(msgspec.Struct, frozen=True):
             sqlite_synchronous=reader.choice(
                 "MEMORY_SQLITE_SYNCHRONOUS", "full", ("full", "normal")
             ),
+            store_timeout_seconds=reader.number(
+                "MEMORY_STORE_TIMEOUT_SECONDS", 3.0, minimum=0.1, maximum=60
+            ),
             worker=reader.choice("MEMORY_WORKER", "inprocess", ("inprocess", "off")),
             worker_concurrency=reader.integer(
                 "MEMORY_WORKER_CONCURRENCY", 4, minimum=1, maximum=64
             ),
             poll_seconds=reader.number("MEMORY_POLL_SECONDS", 1.0, minimum=0.05, maximum=60),
-            lease_seconds=reader.number("MEMORY_LEASE_SECONDS", 120.0, minimum=1, maximum=3600),
+            lease_seconds=reader.number("MEMORY_LEASE_SECONDS", 15.0, minimum=1, maximum=3600),
             batch_turns=reader.integer("MEMORY_CLAIM_TURNS", 300, minimum=1, maximum=10_000),
             token_ttl_seconds=reader.integer(
                 "MEMORY_TOKEN_TTL_SECONDS", 2700, minimum=60, maximum=7 * _DAY

@@ -1,9 +1,14 @@
 """The default turn queue: embedded SQLite in WAL mode with group commit.
 
-Every statement runs on one dedicated thread that owns the connection. Concurrent
+Every write runs on one dedicated thread that owns the write connection. Concurrent
 ``enqueue`` calls wait in a list; a writer task takes everything waiting, writes it in
 one transaction and one commit (one fsync with ``synchronous=FULL``), then answers each
 caller. So many requests share one commit, and a ``202`` still means "on disk".
+
+``stats`` reads on a second connection with its own thread (WAL lets it read while a
+write is in progress), from running totals kept by triggers, with a short busy timeout:
+it never queues behind writes and costs the same at any depth. A write waits at most
+``busy_timeout`` seconds for another process's lock, then fails.
 """
 
 from __future__ import annotations
@@ -26,16 +31,19 @@ from engram_voice.memory.queue import (
     EnqueueResult,
     QueuedTurn,
     QueueStats,
+    QueueUnavailableError,
     SessionMismatchError,
 )
-from engram_voice.memory.sqlite_schema import PENDING, SCHEMA, claim_sql
+from engram_voice.memory.sqlite_schema import PENDING, SCHEMA, STATS_SQL, claim_sql
+from engram_voice.memory.sqlite_writes import describe_error, set_state, transaction, write_group
 
 __all__ = ["QueueClosedError", "SqliteTurnQueue"]
 
 _logger = structlog.get_logger("engram_voice.memory.queue")
 _T = TypeVar("_T")
 _MAX_GROUP = 512
-_MAX_OWNERS = 100_000
+_READ_BUSY_SECONDS = 0.25
+"""How long a status read waits for a lock (WAL readers rarely wait at all)."""
 
 
 class QueueClosedError(RuntimeError):
@@ -52,13 +60,17 @@ class SqliteTurnQueue:
         path: str | Path,
         *,
         synchronous: str = "full",
+        busy_timeout: float = 3.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._path = Path(path)
         self._clock = clock
         self._synchronous = synchronous.upper()
+        self._busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-sqlite")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-sqlite-read")
         self._conn: sqlite3.Connection | None = None
+        self._read_conn: sqlite3.Connection | None = None
         self._waiting: list[tuple[EnqueueBatch, asyncio.Future[EnqueueResult]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -80,18 +92,27 @@ class SqliteTurnQueue:
     def _connect(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=10.0
+            self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
         conn.executescript(SCHEMA)
         return conn
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=_READ_BUSY_SECONDS
+        )
+        conn.execute(f"PRAGMA busy_timeout={int(_READ_BUSY_SECONDS * 1000)}")
+        conn.execute("PRAGMA query_only=1")
+        return conn
+
     async def open(self) -> None:
-        """Open the database file (creating it and its schema) and start the writer."""
+        """Open the database file (creating or migrating its schema) and start the writer."""
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._connect)
+        self._read_conn = await loop.run_in_executor(self._reader, self._connect_reader)
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="memory-queue-writer")
 
@@ -102,10 +123,16 @@ class SqliteTurnQueue:
         if self._writer is not None:
             await self._writer
             self._writer = None
+        loop = asyncio.get_running_loop()
         conn, self._conn = self._conn, None
         if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+            await loop.run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
+        reader, self._read_conn = self._read_conn, None
+        if reader is not None:
+            reader.interrupt()
+            await loop.run_in_executor(self._reader, reader.close)
+        self._reader.shutdown(wait=True)
 
     # -- enqueue with group commit -------------------------------------------------------
 
@@ -114,9 +141,16 @@ class SqliteTurnQueue:
         if self._closing or self._conn is None:
             raise QueueClosedError("the memory queue is shutting down")
         future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append((batch, future))
+        entry = (batch, future)
+        self._waiting.append(entry)
         self._wake.set()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The caller gave up (its time bound): a batch not yet taken is not written.
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(entry)
+            raise
 
     async def _write_loop(self) -> None:
         while True:
@@ -134,7 +168,7 @@ class SqliteTurnQueue:
         batches = [batch for batch, _ in group]
         try:
             now = self._clock()
-            results = await self._run(lambda conn: _write_group(conn, batches, now, self._owners))
+            results = await self._run(lambda conn: write_group(conn, batches, now, self._owners))
         except sqlite3.Error as exc:
             _logger.exception(
                 "memory.queue_commit_failed", error=type(exc).__name__, size=len(group)
@@ -160,7 +194,7 @@ class SqliteTurnQueue:
         """Lease ready sessions (pending, due, unleased) with their oldest pending turns."""
 
         def work(conn: sqlite3.Connection) -> list[ClaimedSession]:
-            with _transaction(conn):
+            with transaction(conn):
                 rows = conn.execute(claim_sql(), (now, now, sessions)).fetchall()
                 claimed: list[ClaimedSession] = []
                 for session_id, user_id, agent, attempts in rows:
@@ -202,13 +236,19 @@ class SqliteTurnQueue:
         """Mark turns delivered, drop their text, and reset the session's attempt count."""
 
         def work(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                changed = _set_state(conn, seqs, "state=1, text=NULL, delivered_at=?", (now,))
+            with transaction(conn):
+                changed = set_state(conn, seqs, "state=1, text=NULL, delivered_at=?", (now,))
                 conn.execute(
                     "UPDATE sessions SET pending=pending-?, attempts=0, last_error=NULL "
                     "WHERE session_id=?",
                     (changed, session_id),
                 )
+                if changed:
+                    conn.execute(
+                        "UPDATE queue_counters SET last_delivered_at="
+                        "MAX(COALESCE(last_delivered_at, 0), ?) WHERE id=1",
+                        (now,),
+                    )
 
         await self._run(work)
 
@@ -235,7 +275,7 @@ class SqliteTurnQueue:
         """Move the turns to a new dead letter and reset the session's attempts."""
 
         def work(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with transaction(conn):
                 user_id, agent = conn.execute(
                     "SELECT user_id, agent FROM sessions WHERE session_id=?", (session_id,)
                 ).fetchone()
@@ -245,7 +285,7 @@ class SqliteTurnQueue:
                     (session_id, user_id, agent, len(seqs), reason[:1000], attempts, now),
                 )
                 letter_id = int(cursor.lastrowid or 0)
-                changed = _set_state(conn, seqs, "state=2, dead_letter_id=?", (letter_id,))
+                changed = set_state(conn, seqs, "state=2, dead_letter_id=?", (letter_id,))
                 conn.execute(
                     "UPDATE sessions SET pending=pending-?, attempts=0, last_error=? "
                     "WHERE session_id=?",
@@ -266,17 +306,10 @@ class SqliteTurnQueue:
     # -- operators and status -------------------------------------------------------------
 
     async def stats(self) -> QueueStats:
-        """Return depth, sessions pending, oldest pending acceptance, dead letters."""
+        """Return the running totals and the oldest pending turn, read off the write path."""
 
         def work(conn: sqlite3.Connection) -> QueueStats:
-            depth, oldest = conn.execute(
-                "SELECT COUNT(*), MIN(accepted_at) FROM turns WHERE state=0"
-            ).fetchone()
-            (sessions,) = conn.execute("SELECT COUNT(*) FROM sessions WHERE pending > 0").fetchone()
-            (dead,) = conn.execute(
-                "SELECT COUNT(*) FROM dead_letters WHERE replayed_at IS NULL"
-            ).fetchone()
-            (last,) = conn.execute("SELECT MAX(delivered_at) FROM turns WHERE state=1").fetchone()
+            depth, sessions, dead, last, oldest = conn.execute(STATS_SQL).fetchone()
             return QueueStats(
                 backend=self.backend,
                 depth=depth,
@@ -286,7 +319,17 @@ class SqliteTurnQueue:
                 last_delivered_at=last,
             )
 
-        return await self._run(work)
+        conn = self._read_conn
+        if conn is None:
+            raise QueueClosedError("the memory queue is not open")
+        future = asyncio.get_running_loop().run_in_executor(self._reader, work, conn)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            conn.interrupt()  # the caller's bound ran out: stop the read, free the thread
+            raise
+        except sqlite3.Error as exc:
+            raise QueueUnavailableError(describe_error(exc)) from exc
 
     async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:
         """List dead letters, newest first."""
@@ -302,7 +345,7 @@ class SqliteTurnQueue:
         """Return dead-lettered turns to the queue in their original order; count them."""
 
         def work(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with transaction(conn):
                 if ids is None:
                     rows = conn.execute(
                         "SELECT id, session_id FROM dead_letters WHERE replayed_at IS NULL"
@@ -341,81 +384,7 @@ class SqliteTurnQueue:
 
     async def _changed(self, sql: str, params: tuple[Any, ...]) -> int:
         def work(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with transaction(conn):
                 return conn.execute(sql, params).rowcount
 
         return await self._run(work)
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Any:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _set_state(
-    conn: sqlite3.Connection, seqs: Sequence[int], assignments: str, params: tuple[Any, ...]
-) -> int:
-    changed = 0
-    for start in range(0, len(seqs), 500):
-        chunk = seqs[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        changed += conn.execute(
-            f"UPDATE turns SET {assignments} WHERE state=0 AND seq IN ({marks})",  # noqa: S608
-            (*params, *chunk),
-        ).rowcount
-    return changed
-
-
-def _session_owner(conn: sqlite3.Connection, batch: EnqueueBatch, now: float) -> tuple[str, str]:
-    conn.execute(
-        "INSERT INTO sessions(session_id, user_id, agent, created_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(session_id) DO NOTHING",
-        (batch.session_id, batch.user_id, batch.agent, now),
-    )
-    user_id, agent = conn.execute(
-        "SELECT user_id, agent FROM sessions WHERE session_id=?", (batch.session_id,)
-    ).fetchone()
-    return user_id, agent
-
-
-def _write_group(
-    conn: sqlite3.Connection,
-    batches: list[EnqueueBatch],
-    now: float,
-    owners: dict[str, tuple[str, str]],
-) -> list[EnqueueResult | SessionMismatchError]:
-    """Write every batch in one transaction; a mismatched session writes nothing."""
-    results: list[EnqueueResult | SessionMismatchError] = []
-    checked: dict[str, tuple[str, str]] = {}
-    with _transaction(conn):
-        for batch in batches:
-            owner = owners.get(batch.session_id) or checked.get(batch.session_id)
-            if owner is None:
-                owner = checked[batch.session_id] = _session_owner(conn, batch, now)
-            if owner != (batch.user_id, batch.agent):
-                results.append(SessionMismatchError(batch.session_id))
-                continue
-            accepted = conn.executemany(
-                "INSERT OR IGNORE INTO turns(session_id, message_id, role, text, at, accepted_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (batch.session_id, mid, role, text, at, now)
-                    for mid, role, text, at in batch.turns
-                ],
-            ).rowcount
-            if accepted:
-                conn.execute(
-                    "UPDATE sessions SET pending=pending+? WHERE session_id=?",
-                    (accepted, batch.session_id),
-                )
-            results.append(EnqueueResult(accepted=accepted, duplicates=len(batch.turns) - accepted))
-    if len(owners) > _MAX_OWNERS:
-        owners.clear()
-    owners.update(checked)  # only after the commit: a rolled-back session row is not known
-    return results

@@ -4,15 +4,23 @@
 what makes enqueue idempotent. ``state`` is 0 pending, 1 delivered (text dropped, key
 kept for dedup until purged), 2 dead-lettered. ``sessions`` carries per-session
 delivery state: owner identity, pending count, attempts, backoff and the lease.
+
+``queue_counters`` is one row of running totals for ``/status`` (pending turns, sessions
+with pending turns, unreplayed dead letters, last delivery), kept by triggers in the same
+transactions as the writes, so reading them costs the same at any queue depth. The
+script is additive and idempotent (``IF NOT EXISTS``): a file from an earlier version
+gets the table, its figures computed once from the rows already there, and the triggers,
+all in one transaction.
 """
 
 from __future__ import annotations
 
-__all__ = ["DEAD", "DELIVERED", "PENDING", "SCHEMA", "claim_sql"]
+__all__ = ["DEAD", "DELIVERED", "PENDING", "SCHEMA", "STATS_SQL", "claim_sql"]
 
 PENDING, DELIVERED, DEAD = 0, 1, 2
 
 SCHEMA = """
+BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS sessions (
     session_id      TEXT PRIMARY KEY,
     user_id         TEXT NOT NULL,
@@ -56,7 +64,59 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     created_at  REAL NOT NULL,
     replayed_at REAL
 );
+
+CREATE TABLE IF NOT EXISTS queue_counters (
+    id                INTEGER PRIMARY KEY CHECK (id = 1),
+    pending           INTEGER NOT NULL,
+    sessions_pending  INTEGER NOT NULL,
+    dead_letters      INTEGER NOT NULL,
+    last_delivered_at REAL
+);
+INSERT INTO queue_counters(id, pending, sessions_pending, dead_letters, last_delivered_at)
+SELECT 1,
+    (SELECT COALESCE(SUM(pending), 0) FROM sessions),
+    (SELECT COUNT(*) FROM sessions WHERE pending > 0),
+    (SELECT COUNT(*) FROM dead_letters WHERE replayed_at IS NULL),
+    (SELECT MAX(delivered_at) FROM turns WHERE state = 1)
+WHERE NOT EXISTS (SELECT 1 FROM queue_counters);
+
+CREATE TRIGGER IF NOT EXISTS counters_session_added AFTER INSERT ON sessions
+WHEN new.pending <> 0 BEGIN
+    UPDATE queue_counters SET pending = pending + new.pending,
+        sessions_pending = sessions_pending + (new.pending > 0) WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS counters_session_pending AFTER UPDATE OF pending ON sessions
+WHEN new.pending <> old.pending BEGIN
+    UPDATE queue_counters SET pending = pending + new.pending - old.pending,
+        sessions_pending = sessions_pending + (new.pending > 0) - (old.pending > 0)
+    WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS counters_session_removed AFTER DELETE ON sessions
+WHEN old.pending <> 0 BEGIN
+    UPDATE queue_counters SET pending = pending - old.pending,
+        sessions_pending = sessions_pending - (old.pending > 0) WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS counters_letter_added AFTER INSERT ON dead_letters
+WHEN new.replayed_at IS NULL BEGIN
+    UPDATE queue_counters SET dead_letters = dead_letters + 1 WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS counters_letter_replayed AFTER UPDATE OF replayed_at ON dead_letters
+WHEN (old.replayed_at IS NULL) <> (new.replayed_at IS NULL) BEGIN
+    UPDATE queue_counters SET dead_letters = dead_letters
+        + (new.replayed_at IS NULL) - (old.replayed_at IS NULL) WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS counters_letter_removed AFTER DELETE ON dead_letters
+WHEN old.replayed_at IS NULL BEGIN
+    UPDATE queue_counters SET dead_letters = dead_letters - 1 WHERE id = 1;
+END;
+COMMIT;
 """
+
+STATS_SQL = (
+    "SELECT pending, sessions_pending, dead_letters, last_delivered_at, "
+    "(SELECT MIN(accepted_at) FROM turns WHERE state = 0) FROM queue_counters WHERE id = 1"
+)
+"""Running totals plus the oldest pending turn (an index seek on ``turns_pending_age``)."""
 
 
 def claim_sql() -> str:

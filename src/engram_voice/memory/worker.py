@@ -16,7 +16,7 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -25,7 +25,8 @@ import structlog
 from engram_voice.memory import metrics
 from engram_voice.memory.circuit import CircuitBreaker
 from engram_voice.memory.delivery import Batch, Deferred, Delivered, Deliverer, pack_batches
-from engram_voice.memory.queue import ClaimedSession, TurnQueue
+from engram_voice.memory.lease import LeaseLostError, SessionLease
+from engram_voice.memory.queue import ClaimedSession, QueueUnavailableError, TurnQueue
 from engram_voice.memory.settings import MemorySettings
 
 __all__ = ["DeliveryWorker", "DrainReport", "WorkerOptions"]
@@ -39,7 +40,7 @@ class WorkerOptions(msgspec.Struct, frozen=True):
     """How the worker claims, paces and gives up."""
 
     concurrency: int = 4
-    lease_seconds: float = 120.0
+    lease_seconds: float = 15.0
     claim_turns: int = 300
     poll_seconds: float = 1.0
     max_message_chars: int = 2500
@@ -90,12 +91,14 @@ class DeliveryWorker:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         owner: str | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._queue = queue
         self._deliverer = deliverer
         self.circuit = circuit
         self._options = options
         self._clock = clock
+        self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wake = asyncio.Event()
@@ -192,10 +195,14 @@ class DeliveryWorker:
         now = self._clock()
         if now >= self._next_gauges:
             self._next_gauges = now + _GAUGE_INTERVAL
-            stats = await self._queue.stats()
-            metrics.QUEUE_DEPTH.set(stats.depth)
-            oldest = stats.oldest_pending_at
-            metrics.QUEUE_OLDEST_AGE.set(max(0.0, now - oldest) if oldest else 0.0)
+            try:
+                stats = await self._queue.stats()
+            except QueueUnavailableError as exc:  # gauges keep their last value; retry in 1 s
+                _logger.warning("memory.queue_status_unavailable", reason=exc.reason)
+            else:
+                metrics.QUEUE_DEPTH.set(stats.depth)
+                oldest = stats.oldest_pending_at
+                metrics.QUEUE_OLDEST_AGE.set(max(0.0, now - oldest) if oldest else 0.0)
         if now >= self._next_purge:
             self._next_purge = now + _PURGE_INTERVAL
             older_than = now - self._options.retain_delivered_seconds
@@ -213,8 +220,23 @@ class DeliveryWorker:
     async def _deliver_session(self, claim: ClaimedSession, report: DrainReport) -> None:
         session_id = claim.session_id
         next_attempt_at = 0.0
+        lease = SessionLease(
+            self._queue,
+            owner=self.owner,
+            session_id=session_id,
+            lease_seconds=self._options.lease_seconds,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
         try:
-            await self._deliver_batches(claim, report)
+            async with lease.kept_alive():
+                await self._deliver_batches(claim, lease, report)
+        except LeaseLostError as exc:
+            # Another worker may hold the session now: send nothing more. If the renewal
+            # only failed (the lease may still be ours), give it back after a backoff.
+            metrics.LEASES_LOST.inc()
+            _logger.warning("memory.lease_lost", session_id=session_id, reason=exc.reason)
+            next_attempt_at = self._clock() + self.backoff(1, None)
         except Exception as exc:
             self.last_error = f"worker error: {type(exc).__name__}"
             next_attempt_at = self._clock() + self.backoff(1, None)
@@ -226,23 +248,20 @@ class DeliveryWorker:
                 owner=self.owner, session_id=session_id, next_attempt_at=next_attempt_at
             )
 
-    async def _deliver_batches(self, claim: ClaimedSession, report: DrainReport) -> None:
+    async def _deliver_batches(
+        self, claim: ClaimedSession, lease: SessionLease, report: DrainReport
+    ) -> None:
         session_id = claim.session_id
         attempts = claim.attempts
 
-        async def keepalive() -> None:
-            await self._queue.renew(
-                owner=self.owner,
-                session_id=session_id,
-                lease_seconds=self._options.lease_seconds,
-                now=self._clock(),
-            )
+        async def still_held() -> None:
+            lease.ensure_held()
 
         for batch in pack_batches(claim, max_chars=self._options.max_message_chars):
             if self.stopping or self.circuit.state == "open":
                 return
-            await keepalive()
-            outcome = await self._deliverer.deliver(claim, batch, keepalive)
+            await lease.check()  # a worker that lost its lease sends no further batch
+            outcome = await self._deliverer.deliver(claim, batch, still_held)
             now = self._clock()
             if isinstance(outcome, Delivered):
                 await self._queue.mark_delivered(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import email.utils
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +23,7 @@ from zep_python.base_client import AsyncBaseClient
 from zep_python.core.api_error import ApiError
 from zep_python.types.message import Message
 
+from engram_voice.httppolicy import is_transient, parse_retry_after
 from engram_voice.memory.settings import ZepSettings
 from engram_voice.memory.sink import (
     CREDENTIAL_REFUSED,
@@ -40,26 +40,11 @@ _retry_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "zep_retry_after", default=None
 )
 _NOT_FOUND = 404
-_RETRYABLE_4XX = frozenset({408, 429})
 _KNOWN_SESSIONS = 10_000
 
 
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Return the seconds a ``Retry-After`` header asks for (seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
 async def _record_retry_after(response: httpx.Response) -> None:
-    if response.status_code in _RETRYABLE_4XX or response.status_code >= 500:  # noqa: PLR2004
+    if is_transient(response.status_code):
         _retry_after.set(parse_retry_after(response.headers.get("retry-after"), now=time.time()))
 
 
@@ -115,7 +100,7 @@ class ZepSink:
                     f"{what}: zep refused the API key ({status}); check ZEP_API_KEY",
                     status=status,
                 ) from None
-            if status in _RETRYABLE_4XX or status >= 500:  # noqa: PLR2004
+            if is_transient(status):
                 raise SinkUnavailableError(
                     f"{what}: {_reason(exc)}", status=status, retry_after=_retry_after.get()
                 ) from None

@@ -9,6 +9,7 @@ upstream body is parsed for its error ``code`` only and never passed on.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -25,13 +26,13 @@ from engram_voice.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from engram_voice.httppolicy import is_transient, parse_retry_after
 from engram_voice.realtime.endpoints import Endpoint, EndpointPool
 
 __all__ = ["MintedKey", "UpstreamMinter"]
 
 _logger = structlog.get_logger("engram_voice.realtime.upstream")
 _AUTH_STATUSES = frozenset({401, 403})
-_RETRYABLE_4XX = frozenset({408, 429})
 
 
 class MintedKey(msgspec.Struct, frozen=True):
@@ -71,13 +72,8 @@ class _Attempt(Exception):  # noqa: N818 - internal signal, never escapes this m
 
 
 def _retry_after(headers: Any) -> int | None:
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(1, int(float(value)))
-    except ValueError:
-        return None
+    seconds = parse_retry_after(headers.get("Retry-After"), now=time.time())
+    return None if seconds is None else max(1, math.ceil(seconds))
 
 
 def _upstream_code(body: bytes) -> str | None:
@@ -176,7 +172,7 @@ class UpstreamMinter:
                     retry_after=_retry_after(headers) or 1,
                 ),
             )
-        if status >= 500 or status in _RETRYABLE_4XX:  # noqa: PLR2004
+        if is_transient(status):
             raise _Attempt(
                 f"http_{status}",
                 UpstreamUnavailableError(f"Azure OpenAI failed ({status}).", retry_after=1),
