@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from engram_voice.bodies import NO_NUL_PATTERN
+
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_MESSAGES",
@@ -42,7 +44,13 @@ MessageId = Annotated[
     ),
 ]
 Text = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_CHARS, description="Transcript text")
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        pattern=NO_NUL_PATTERN,
+        description="Transcript text; U+0000 is refused (the memory store cannot keep it)",
+    ),
 ]
 Token = Annotated[
     str,
