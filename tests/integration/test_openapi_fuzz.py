@@ -33,7 +33,7 @@ from engram_voice.settings import Settings
 from tests.conftest import Emulator, service_env
 from tests.support.servers import serve_app
 
-MAX_EXAMPLES = 60
+MAX_EXAMPLES = 50
 """Examples per operation and mode (8 runs): the whole module stays well under a minute."""
 
 OPERATIONS = [
