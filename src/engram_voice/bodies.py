@@ -11,6 +11,7 @@ so every route refuses the same inputs in the same words.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import msgspec
@@ -22,18 +23,9 @@ from engram_voice.errors import (
     msgspec_reason,
 )
 
-__all__ = ["NO_NUL_PATTERN", "BodyDecoder"]
+__all__ = ["BodyDecoder"]
 
 T = TypeVar("T", bound=msgspec.Struct)
-
-NO_NUL_PATTERN = "^[^\\u0000]*$"
-"""A ``pattern`` for text that must not contain U+0000 (PostgreSQL text cannot hold it)."""
-
-_REASONS = {
-    f"Expected `str` matching regex {NO_NUL_PATTERN!r}": (
-        "must not contain U+0000 (NUL): the memory store cannot keep it"
-    ),
-}
 
 
 def _body_error(message: str) -> ValidationError:
@@ -48,15 +40,22 @@ class BodyDecoder(Generic[T]):
 
     ``length_limits_are_413`` decides whether a field over its declared maximum length
     (a list too long, a text too long) answers ``413`` (enrich: the limits are sizes) or
-    ``400`` (mint: an over-long id is just malformed).
+    ``400`` (mint: an over-long id is just malformed). ``check`` runs on the raw body and
+    the decoded value for a rule a type cannot express cheaply; it raises an ``AppError``.
     """
 
     def __init__(
-        self, struct: type[T], *, max_bytes: int, length_limits_are_413: bool = True
+        self,
+        struct: type[T],
+        *,
+        max_bytes: int,
+        length_limits_are_413: bool = True,
+        check: Callable[[bytes, T], None] | None = None,
     ) -> None:
         self._decoder = msgspec.json.Decoder(struct)
         self.max_bytes = max_bytes
         self._length_413 = length_limits_are_413
+        self._check = check
 
     def decode(self, body: bytes) -> T:
         """Return the decoded body, or raise the 400/413 ``AppError`` that names the field."""
@@ -71,18 +70,20 @@ class BodyDecoder(Generic[T]):
             except UnicodeDecodeError as exc:
                 raise _body_error(f"not valid UTF-8 (byte {exc.start})") from None
         try:
-            return self._decoder.decode(body)
+            decoded = self._decoder.decode(body)
         except msgspec.ValidationError as exc:
             raise self._field_error(str(exc)) from None
         except msgspec.DecodeError as exc:
             raise _body_error(f"not valid JSON: {exc}") from None
         except RecursionError:  # msgspec guards its own depth with the interpreter's limit
             raise _body_error("nested too deeply") from None
+        if self._check is not None:
+            self._check(body, decoded)
+        return decoded
 
     def _field_error(self, message: str) -> ValidationError | PayloadTooLargeError:
         field = msgspec_field(message) or "body"
         reason = msgspec_reason(message)
-        reason = _REASONS.get(reason, reason)
         errors = [{"field": field, "message": reason}]
         if self._length_413 and "length <=" in message:
             return PayloadTooLargeError(

@@ -21,7 +21,12 @@ from engram_voice.bodies import BodyDecoder
 from engram_voice.errors import ANSWER_COUNTER, AuthenticationError, ForbiddenError
 from engram_voice.memory import metrics
 from engram_voice.memory.runtime import MemoryRuntime
-from engram_voice.memory.schemas import MAX_BODY_BYTES, EnrichAccepted, EnrichRequest
+from engram_voice.memory.schemas import (
+    MAX_BODY_BYTES,
+    EnrichAccepted,
+    EnrichRequest,
+    refuse_unstorable_text,
+)
 from engram_voice.problem_docs import problem_responses, raw_body_operation
 
 __all__ = ["ENRICH_BODY", "decode_enrich", "enrich", "memory_router"]
@@ -29,8 +34,9 @@ __all__ = ["ENRICH_BODY", "decode_enrich", "enrich", "memory_router"]
 _NO_STORE = {"Cache-Control": "no-store"}
 _ANSWERED_202 = metrics.ENRICH_REQUESTS.labels("202")
 
-ENRICH_BODY = BodyDecoder(EnrichRequest, max_bytes=MAX_BODY_BYTES)
-"""Enrich's body decoder: over-long lists and texts are 413, everything else wrong is 400."""
+ENRICH_BODY = BodyDecoder(EnrichRequest, max_bytes=MAX_BODY_BYTES, check=refuse_unstorable_text)
+"""Enrich's body decoder: over-long lists and texts are 413, everything else wrong is 400
+(U+0000 in a text included: the memory store cannot keep it)."""
 
 
 def decode_enrich(body: bytes) -> EnrichRequest:
