@@ -319,14 +319,13 @@ _HTTP_CODES: dict[type[HTTPException], tuple[str, str]] = {
 }
 
 
-def _allow(request: Request[Any, Any, Any], exc: HTTPException) -> dict[str, str]:
-    """Return the ``Allow`` header a 405 must carry (RFC 9110 15.5.6)."""
+def _allow(exc: HTTPException) -> dict[str, str]:
+    """Return the ``Allow`` header a 405 must carry (RFC 9110 15.5.6).
+
+    Litestar's router computes it; this mapping must only not drop it.
+    """
     given = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow")
-    if given:
-        return {"Allow": given}
-    handler = request.scope.get("route_handler")
-    methods = sorted(getattr(handler, "http_methods", None) or ())
-    return {"Allow": ", ".join(methods)} if methods else {}
+    return {"Allow": given} if given else {}
 
 
 def _http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -335,7 +334,7 @@ def _http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException)
     headers: dict[str, str] = {}
     if exc.status_code == 405:  # noqa: PLR2004 - the one framework status worth naming
         code, title = "method_not_allowed", "Method not allowed"
-        headers = _allow(request, exc)
+        headers = _allow(exc)
     elif exc.status_code == 413:  # noqa: PLR2004
         code, title = PayloadTooLargeError.code, PayloadTooLargeError.title
     return problem_response(

@@ -169,6 +169,8 @@ def test_the_same_token_in_header_and_body_is_accepted(client: TestClient[Any]) 
         ("get", "/memory/enrich", {"POST"}),
         ("post", "/status", {"GET"}),
         ("patch", "/metrics", {"GET"}),
+        ("post", "/", {"GET"}),  # the demo page
+        ("put", "/schema/openapi.json", {"GET"}),
     ],
 )
 def test_a_405_names_the_allowed_methods(
