@@ -74,7 +74,8 @@ class BodyDecoder(Generic[T]):
         except msgspec.ValidationError as exc:
             raise self._field_error(str(exc)) from None
         except msgspec.DecodeError as exc:
-            raise _body_error(f"not valid JSON: {exc}") from None
+            reason = str(exc).removeprefix("JSON is malformed: ")
+            raise _body_error(f"not valid JSON: {reason}") from None
         except RecursionError:  # msgspec guards its own depth with the interpreter's limit
             raise _body_error("nested too deeply") from None
         if self._check is not None:
