@@ -14,7 +14,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.plugins.prometheus import PrometheusController
 
 from engram_voice import __version__
 from engram_voice.auth import cors_config
@@ -23,6 +22,7 @@ from engram_voice.gcfreeze import freeze_startup_objects
 from engram_voice.health import healthz, readyz, status
 from engram_voice.logs import configure_logging
 from engram_voice.memory import memory_router
+from engram_voice.metrics_route import MetricsController
 from engram_voice.realtime.routes import create_session
 from engram_voice.services import Overrides, Services, open_services
 from engram_voice.settings import Settings
@@ -74,7 +74,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
     # two API routes count their own answers and latency (engram_realtime_session_*,
     # engram_memory_enrich_*); the generic per-request middleware is not installed: even
     # with those paths excluded it cost ~10 us, 8 % of enrich's CPU, for /status alone.
-    route_handlers: list[Any] = [healthz, readyz, status, create_session, PrometheusController]
+    route_handlers: list[Any] = [healthz, readyz, status, create_session, MetricsController]
     if settings.memory.enabled:
         route_handlers.append(memory_router())
     if settings.server.serve_web:

@@ -222,8 +222,12 @@ def problem_response(
     instance: str | None = None,
     retry_after: int | None = None,
     extra: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
-    """Build an RFC 9457 problem+json response with our stable ``code`` member."""
+    """Build an RFC 9457 problem+json response with our stable ``code`` member.
+
+    ``headers`` adds protocol headers the status requires (``Allow`` for a 405).
+    """
     body: dict[str, Any] = {
         "type": f"https://engram.dev/problems/{code.replace('_', '-')}",
         "title": title,
@@ -234,18 +238,24 @@ def problem_response(
     if instance:
         body["instance"] = instance
     body.update(extra or {})
-    headers = {"Cache-Control": "no-store"}
+    sent = {**(headers or {}), "Cache-Control": "no-store"}
     if retry_after is not None:
-        headers["Retry-After"] = str(max(1, retry_after))
+        sent["Retry-After"] = str(max(1, retry_after))
     if status == 401:  # noqa: PLR2004 - RFC 9110: a 401 names the scheme it wants
-        headers["WWW-Authenticate"] = 'Bearer realm="engram-voice"'
-    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+        sent["WWW-Authenticate"] = 'Bearer realm="engram-voice"'
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=sent)
 
 
 def _app_error_handler(request: Request[Any, Any, Any], exc: AppError) -> Response[Any]:
     _count_answer(request, exc.status)
     if exc.status >= HTTP_500_INTERNAL_SERVER_ERROR:
-        _logger.warning("http.upstream_failure", code=exc.code, status=exc.status)
+        # A dependency's failure and our own (storage) are told apart in the log.
+        event = (
+            "http.upstream_failure"
+            if isinstance(exc, UpstreamError)
+            else "http.service_unavailable"
+        )
+        _logger.warning(event, code=exc.code, status=exc.status)
     return problem_response(
         status=exc.status,
         code=exc.code,
@@ -309,11 +319,22 @@ _HTTP_CODES: dict[type[HTTPException], tuple[str, str]] = {
 }
 
 
+def _allow(exc: HTTPException) -> dict[str, str]:
+    """Return the ``Allow`` header a 405 must carry (RFC 9110 15.5.6).
+
+    Litestar's router computes it; this mapping must only not drop it.
+    """
+    given = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow")
+    return {"Allow": given} if given else {}
+
+
 def _http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     _count_answer(request, exc.status_code)
     code, title = _HTTP_CODES.get(type(exc), ("http_error", "HTTP error"))
+    headers: dict[str, str] = {}
     if exc.status_code == 405:  # noqa: PLR2004 - the one framework status worth naming
         code, title = "method_not_allowed", "Method not allowed"
+        headers = _allow(exc)
     elif exc.status_code == 413:  # noqa: PLR2004
         code, title = PayloadTooLargeError.code, PayloadTooLargeError.title
     return problem_response(
@@ -322,12 +343,21 @@ def _http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException)
         title=title,
         detail=exc.detail if exc.status_code < HTTP_500_INTERNAL_SERVER_ERROR else title,
         instance=request.url.path,
+        headers=headers,
     )
 
 
 def _unexpected_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     _count_answer(request, HTTP_500_INTERNAL_SERVER_ERROR)
-    _logger.error("http.unhandled_error", path=request.url.path, error=type(exc).__name__)
+    # Type, message and traceback (``exc_info``); the log pipeline redacts secret-shaped
+    # text in all three (logs.redact_event runs after the traceback is formatted).
+    _logger.error(
+        "http.unhandled_error",
+        path=request.url.path,
+        error=type(exc).__name__,
+        error_message=str(exc),
+        exc_info=exc,
+    )
     return problem_response(
         status=HTTP_500_INTERNAL_SERVER_ERROR,
         code=AppError.code,

@@ -348,3 +348,39 @@ async def test_a_locked_queue_file_keeps_status_and_readiness_prompt(zep, make_s
         assert (refused.status_code, refused.json()["code"]) == (503, "storage_unavailable")
         assert (await _post(client, "vs_lock", _turns("vs_lock", 3, 2))).status_code == 202
     await _wait_delivered(zep, {"vs_lock": _expected("vs_lock", 5)})
+
+
+async def test_bodies_that_cannot_be_stored_or_trusted_are_refused_and_never_reach_zep(
+    zep, make_service
+):
+    """Latin-1 beacons, NUL text and contradicting tokens get 400/401; only valid turns arrive."""
+    zep.process.start()
+    service = make_service(zep.url)
+    session = "vs_refused"
+    valid = {"session_id": session, "messages": _turns(session, 0, 1)}
+    beacon = {"content-type": "text/plain;charset=UTF-8"}
+    latin1 = json.dumps(
+        {**valid, "messages": [{"id": "m-latin1", "role": "user", "text": "café"}]},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).replace('"messages"', f'"token":"{_token(session)}","messages"')
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+        not_utf8 = await client.post(
+            "/memory/enrich", content=latin1.encode("latin-1"), headers=beacon
+        )
+        nul = await client.post(
+            "/memory/enrich",
+            json={**valid, "messages": [{"id": "m-nul", "role": "user", "text": "a\u0000b"}]},
+            headers={"Authorization": f"Bearer {_token(session)}"},
+        )
+        contradicting = await client.post(
+            "/memory/enrich",
+            json={**valid, "token": _token("vs_other")},
+            headers={"Authorization": f"Bearer {_token(session)}"},
+        )
+        accepted = await _post(client, session, valid["messages"])
+    assert (not_utf8.status_code, not_utf8.json()["errors"][0]["field"]) == (400, "body")
+    assert (nul.status_code, nul.json()["errors"][0]["field"]) == (400, "messages[0].text")
+    assert (contradicting.status_code, contradicting.json()["errors"][0]["field"]) == (401, "token")
+    assert accepted.status_code == 202
+    await _wait_delivered(zep, {session: _expected(session, 1)})

@@ -135,3 +135,21 @@ async def test_data_persists_across_restarts(tmp_path):
     with serve_app(create_standin_app(config), ready_path="/healthz") as url:
         memory = await _client(url).memory.get("s1")
     assert [m.content for m in memory.messages] == ["kept"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["a\u0000b", "\u0000", "end\u0000", "\u0000" * 3],
+    ids=["middle", "alone", "end", "many"],
+)
+async def test_content_with_nul_is_refused_as_postgresql_refuses_it(standin_url, content):
+    """A message with U+0000 (PostgreSQL text cannot hold it) rejects the whole call with 400."""
+    client = _client(standin_url)
+    await _session(client)
+    with pytest.raises(ApiError) as raised:
+        await client.memory.add(
+            session_id="s1", messages=[_message("ok"), _message("bad", content=content)]
+        )
+    assert raised.value.status_code == 400
+    assert "0x00" in str(raised.value.body)
+    assert (await client.memory.get("s1")).messages in (None, [])

@@ -140,3 +140,37 @@ async def test_minted_key_connects_over_webrtc_once(
     finally:
         await first.close()
         await second.close()
+
+
+BAD_BODIES = {
+    "latin1": b'{"agent":"el\xe9na"}',
+    "nan": b'{"agent":NaN}',
+    "infinity": b'{"agent":Infinity}',
+    "truncated": b'{"agent":"elena"',
+    "deep-1000": b'{"agent":' + b"[" * 1000 + b"]" * 1000 + b"}",
+    "deep-objects": b'{"a":' * 1000 + b"1" + b"}" * 1000,
+    "lone-surrogate": b'{"agent":"\\udc00"}',
+}
+
+
+def test_bodies_that_are_not_json_of_the_right_shape_are_400_with_errors(
+    emulator: Emulator, make_service: ServiceFactory
+) -> None:
+    """Over real HTTP, each malformed mint body is 400 validation_failed with errors, never 500."""
+    with make_service(service_env(emulator)) as url:
+        answers = {
+            name: httpx.post(
+                f"{url}/realtime/sessions",
+                content=body,
+                headers={"content-type": "application/json"},
+                timeout=20,
+            )
+            for name, body in BAD_BODIES.items()
+        }
+    for name, answer in answers.items():
+        assert answer.status_code == 400, (name, answer.text)
+        problem = answer.json()
+        assert problem["code"] == "validation_failed", name
+        assert problem["errors"], name
+        assert all(e["field"] for e in problem["errors"]), name
+    assert answers["latin1"].json()["errors"][0]["field"] == "body"

@@ -84,3 +84,61 @@ def test_a_real_problem_answer_matches_the_declared_shape(client: TestClient[Any
     assert answer.headers["www-authenticate"].startswith("Bearer")
     problem = msgspec.convert(answer.json(), ProblemDetails)
     assert (problem.status, problem.code) == (401, "unauthenticated")
+
+
+def test_the_mint_body_is_declared_and_refuses_unknown_fields(schema: dict[str, Any]) -> None:
+    """The raw-body mint route declares CreateSessionRequest with additionalProperties false."""
+    body = schema["paths"]["/realtime/sessions"]["post"]["requestBody"]
+    assert body["required"] is True
+    declared = body["content"]["application/json"]["schema"]
+    assert declared["additionalProperties"] is False
+    assert declared["required"] == ["agent"]
+    assert set(declared["properties"]) == {"agent", "conversation_id"}
+    assert declared["properties"]["agent"]["pattern"] == "^[A-Za-z0-9_-]+$"
+
+
+def test_every_declared_request_body_refuses_unknown_fields(schema: dict[str, Any]) -> None:
+    """Each object of each request body says additionalProperties false, as the server does."""
+
+    def objects(node: dict[str, Any]) -> list[dict[str, Any]]:
+        if "$ref" in node:
+            node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[-1]]
+        found = [node] if node.get("type") == "object" else []
+        for child in node.get("properties", {}).values():
+            found += objects(child)
+        if "items" in node:
+            found += objects(node["items"])
+        for alternative in node.get("anyOf", []) + node.get("oneOf", []):
+            found += objects(alternative)
+        return found
+
+    bodies = [
+        media["schema"]
+        for path in schema["paths"].values()
+        for operation in path.values()
+        for media in operation.get("requestBody", {}).get("content", {}).values()
+    ]
+    assert len(bodies) == 3  # mint (JSON), enrich (JSON and text/plain)
+    for body in bodies:
+        for node in objects(body):
+            assert node.get("additionalProperties") is False, node.get("title")
+
+
+def test_the_enrich_text_declares_that_nul_is_refused(schema: dict[str, Any]) -> None:
+    """The turn text's schema carries the no-U+0000 pattern the server enforces."""
+    body = schema["paths"]["/memory/enrich"]["post"]["requestBody"]["content"]["text/plain"]
+    text = body["schema"]["properties"]["messages"]["items"]["properties"]["text"]
+    assert text["pattern"] == "^[^\\u0000]*$"
+
+
+def test_metrics_are_declared_as_the_prometheus_text_they_are(
+    client: TestClient[Any], schema: dict[str, Any]
+) -> None:
+    """/metrics is declared with exactly the text content type it is served with, not JSON."""
+    content = schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    served = client.get("/metrics")
+    assert served.status_code == 200
+    assert list(content) == [served.headers["content-type"]]
+    assert served.headers["content-type"].startswith("text/plain")
+    assert content[served.headers["content-type"]]["schema"]["type"] == "string"
+    assert "# TYPE" in served.text

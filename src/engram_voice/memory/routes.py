@@ -3,8 +3,10 @@
 The route authenticates only by the memory token: ``Authorization: Bearer <token>`` or,
 for ``navigator.sendBeacon`` (no headers, no preflight), a ``token`` field in a JSON body
 sent as ``text/plain``. The token decides user, session and agent; a token for another
-session gets 403. The runtime is read from ``app.state.memory`` (set by the lifespan); on
-this hot path that is measurably cheaper than a Litestar dependency.
+session gets 403. A request may carry both only if they are the same token: credentials
+that disagree are refused with 401 naming ``token``. The runtime is read from
+``app.state.memory`` (set by the lifespan); on this hot path that is measurably cheaper
+than a Litestar dependency. The body goes through the one decoder (``bodies``).
 """
 
 from __future__ import annotations
@@ -12,54 +14,34 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, Router, post
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from engram_voice.errors import (
-    ANSWER_COUNTER,
-    AuthenticationError,
-    ForbiddenError,
-    PayloadTooLargeError,
-    ValidationError,
-    msgspec_field,
-    msgspec_reason,
-)
+from engram_voice.bodies import BodyDecoder
+from engram_voice.errors import ANSWER_COUNTER, AuthenticationError, ForbiddenError
 from engram_voice.memory import metrics
 from engram_voice.memory.runtime import MemoryRuntime
-from engram_voice.memory.schemas import MAX_BODY_BYTES, EnrichAccepted, EnrichRequest
+from engram_voice.memory.schemas import (
+    MAX_BODY_BYTES,
+    EnrichAccepted,
+    EnrichRequest,
+    refuse_unstorable_text,
+)
 from engram_voice.problem_docs import problem_responses, raw_body_operation
 
-__all__ = ["enrich", "memory_router"]
+__all__ = ["ENRICH_BODY", "decode_enrich", "enrich", "memory_router"]
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _ANSWERED_202 = metrics.ENRICH_REQUESTS.labels("202")
 
-_decoder = msgspec.json.Decoder(EnrichRequest)
+ENRICH_BODY = BodyDecoder(EnrichRequest, max_bytes=MAX_BODY_BYTES, check=refuse_unstorable_text)
+"""Enrich's body decoder: over-long lists and texts are 413, everything else wrong is 400
+(U+0000 in a text included: the memory store cannot keep it)."""
 
 
 def decode_enrich(body: bytes) -> EnrichRequest:
     """Decode and validate a request body; raise 413 for limits, 400 for everything else."""
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLargeError(f"the body exceeds {MAX_BODY_BYTES} bytes")
-    try:
-        return _decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        field = msgspec_field(message) or "body"
-        errors = [{"field": field, "message": msgspec_reason(message)}]
-        if "length <=" in message:
-            raise PayloadTooLargeError(
-                f"{field} exceeds its limit: {errors[0]['message']}", extra={"errors": errors}
-            ) from None
-        raise ValidationError(
-            f"Invalid request: {field}: {errors[0]['message']}", extra={"errors": errors}
-        ) from None
-    except msgspec.DecodeError:
-        raise ValidationError(
-            "the body is not valid JSON",
-            extra={"errors": [{"field": "body", "message": "malformed JSON"}]},
-        ) from None
+    return ENRICH_BODY.decode(body)
 
 
 def _bearer(request: Request[Any, Any, Any]) -> str | None:
@@ -98,13 +80,20 @@ async def enrich(request: Request[Any, Any, Any]) -> Response[EnrichAccepted]:
     memory: MemoryRuntime = request.app.state.memory  # not a Provide: DI is costly on this path
     header_token = _bearer(request)
     claims = memory.verify(header_token) if header_token else None
-    payload = decode_enrich(await request.body())
+    payload = ENRICH_BODY.decode(await request.body())
     if claims is None:
         if payload.token is None:
             raise AuthenticationError(
                 "a memory token is required (Authorization: Bearer or a token field)"
             )
         claims = memory.verify(payload.token)
+    elif payload.token is not None and payload.token != header_token:
+        # Two credentials that disagree: refuse rather than silently pick one (both are
+        # the caller's own, so a plain comparison leaks nothing).
+        raise AuthenticationError(
+            "the body token differs from the Authorization token; send one credential",
+            extra={"errors": [{"field": "token", "message": "contradicts the header token"}]},
+        )
     if claims.session_id != payload.session_id:
         raise ForbiddenError(
             "the memory token was issued for another session",

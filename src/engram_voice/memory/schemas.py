@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from engram_voice.errors import ValidationError
+
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_MESSAGES",
@@ -14,6 +16,7 @@ __all__ = [
     "EnrichAccepted",
     "EnrichMessage",
     "EnrichRequest",
+    "refuse_unstorable_text",
 ]
 
 MAX_MESSAGES = 100
@@ -22,6 +25,8 @@ MAX_TEXT_CHARS = 10_000
 """Longest transcript text of one turn (the worker splits it for Zep)."""
 MAX_BODY_BYTES = 256 * 1024
 """Largest accepted request body."""
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+"""What the schema declares for text: no U+0000 (Zep's PostgreSQL text cannot hold it)."""
 
 SessionId = Annotated[
     str,
@@ -42,7 +47,15 @@ MessageId = Annotated[
     ),
 ]
 Text = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_CHARS, description="Transcript text")
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        description="Transcript text; U+0000 is refused (the memory store cannot keep it)",
+        # Declared for clients and the OpenAPI; enforced by refuse_unstorable_text, which
+        # costs ~0.1 us where msgspec's regex cost ~4 us per 2.5 KB body.
+        extra_json_schema={"pattern": NO_NUL_PATTERN},
+    ),
 ]
 Token = Annotated[
     str,
@@ -69,6 +82,24 @@ class EnrichRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     session_id: SessionId
     messages: Annotated[list[EnrichMessage], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)]
     token: Token | None = None
+
+
+def refuse_unstorable_text(body: bytes, request: EnrichRequest) -> None:
+    r"""Refuse a turn whose text the memory store cannot keep (U+0000), naming the turn.
+
+    A decoded U+0000 can only come from the six bytes ``\u0000`` (a raw NUL byte is not
+    valid JSON), so a body without them is passed on at the cost of one byte search.
+    """
+    if b"\\u0000" not in body:
+        return
+    for index, message in enumerate(request.messages):
+        if "\x00" in message.text:
+            field = f"messages[{index}].text"
+            reason = "must not contain U+0000 (NUL): the memory store cannot keep it"
+            raise ValidationError(
+                f"Invalid request: {field}: {reason}",
+                extra={"errors": [{"field": field, "message": reason}]},
+            )
 
 
 class EnrichAccepted(msgspec.Struct, frozen=True):

@@ -7,11 +7,15 @@ from typing import Annotated, Any
 import msgspec
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "AgentInfo",
     "ClientSecret",
     "CreateSessionRequest",
     "SessionCreated",
 ]
+
+MAX_BODY_BYTES = 64 * 1024
+"""Largest accepted mint request body."""
 
 AgentId = Annotated[
     str,
@@ -29,7 +33,7 @@ ConversationId = Annotated[
 
 
 class CreateSessionRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Ask for a realtime session with one agent, optionally continuing a conversation."""
+    """A session with one agent, maybe continuing a conversation; unknown fields are refused."""
 
     agent: AgentId
     conversation_id: ConversationId | None = None

@@ -2,7 +2,8 @@
 
 Rules (as Zep applies them): a user id is created once; a session is created once and
 only for a known user; a memory call carries 1-30 messages, each with a ``role_type``
-and content within the size limit; a message ``uuid`` that already exists (or repeats
+and content within the size limit and without U+0000 (Zep keeps messages in PostgreSQL,
+whose text type cannot hold it); a message ``uuid`` that already exists (or repeats
 within the call) rejects the whole call. Every write is one transaction.
 """
 
@@ -168,6 +169,10 @@ class StandinStore:
             if message.content is None or len(message.content) > self._max_content:
                 raise ZepRuleError(
                     400, f"messages[{index}].content is missing or over {self._max_content} chars"
+                )
+            if "\x00" in message.content or "\x00" in (message.role or ""):
+                raise ZepRuleError(
+                    400, f"messages[{index}]: invalid byte sequence for encoding UTF8: 0x00"
                 )
             message_uuid = message.uuid or str(uuid.uuid4())
             if message_uuid in seen:
