@@ -1,0 +1,62 @@
+"""One bounded wait for tests: poll a condition until it holds or a deadline passes.
+
+Tests never sleep for a fixed time hoping something happened; they poll with a bound and
+fail with a message that says what never happened and what was last seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+__all__ = ["async_poll_until", "poll_until"]
+
+_T = TypeVar("_T")
+
+
+def _timeout(what: str, timeout: float, last: object) -> TimeoutError:
+    return TimeoutError(f"{what} did not happen within {timeout} s (last seen: {last!r})")
+
+
+def poll_until(
+    predicate: Callable[[], _T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "the condition",
+) -> _T:
+    """Call ``predicate`` until it returns a truthy value and return that value.
+
+    Raises TimeoutError naming ``what`` and the last falsy value after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise _timeout(what, timeout, last)
+        time.sleep(interval)
+
+
+async def async_poll_until(
+    predicate: Callable[[], Awaitable[_T]],
+    *,
+    timeout: float = 10.0,  # noqa: ASYNC109 - the same bound as poll_until, not a cancel scope
+    interval: float = 0.05,
+    what: str = "the condition",
+) -> _T:
+    """Await ``predicate()`` until it returns a truthy value and return that value.
+
+    The event loop keeps running between polls; raises TimeoutError like :func:`poll_until`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last = await predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise _timeout(what, timeout, last)
+        await asyncio.sleep(interval)
