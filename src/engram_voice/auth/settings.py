@@ -8,7 +8,6 @@ start-up unless ``AUTH_ALLOW_NONE_ON_NETWORK`` forces it.
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 import limits
@@ -16,22 +15,12 @@ import msgspec
 
 from engram_voice.auth.caller import user_id_problem
 from engram_voice.envreader import EnvReader
+from engram_voice.netutil import is_loopback_host
 
 __all__ = ["AUTH_MODES", "AuthSettings", "EntraSettings", "is_loopback_host"]
 
 AUTH_MODES = ("entra", "easyauth", "none")
 _MICROSOFT_LOGIN = "https://login.microsoftonline.com"
-
-
-def is_loopback_host(host: str) -> bool:
-    """Return True when ``host`` (a bind address) is only reachable from this machine."""
-    bare = host.strip().strip("[]").lower()
-    if bare == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(bare).is_loopback
-    except ValueError:
-        return False
 
 
 class EntraSettings(msgspec.Struct, frozen=True):
