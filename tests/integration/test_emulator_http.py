@@ -8,7 +8,8 @@ import pytest
 from openai.types.realtime import ClientSecretCreateResponse
 
 from engram_voice.emulator import create_emulator_app
-from tests.support.emulator_harness import FakeClock, TestKeys, emulator_config
+from tests.support.clock import FakeClock
+from tests.support.emulator_harness import TestKeys, emulator_config, wall_clock
 from tests.support.openai_contract import validate_client_secret_params, validate_model
 from tests.support.realtime_client import RealtimeTestClient, mint_body, wait_until_async
 from tests.support.servers import serve_app
@@ -26,7 +27,7 @@ def fixture_keys() -> TestKeys:
 @pytest.fixture(name="clock")
 def fixture_clock() -> FakeClock:
     """Provide the emulator's clock, moved only by the test."""
-    return FakeClock()
+    return wall_clock()
 
 
 @pytest.fixture(name="base_url")

@@ -7,7 +7,7 @@ import pytest
 
 from engram_voice.emulator import create_emulator_app, emulator_state
 from engram_voice.emulator.events import WEBRTC_FILTERED_EVENTS
-from tests.support.emulator_harness import FakeClock, TestKeys, emulator_config
+from tests.support.emulator_harness import TestKeys, emulator_config, wall_clock
 from tests.support.openai_contract import validate_server_event
 from tests.support.realtime_client import (
     RealtimeTestClient,
@@ -33,7 +33,7 @@ def fixture_keys() -> TestKeys:
 @pytest.fixture(name="base_url")
 def fixture_base_url(keys: TestKeys) -> Iterator[str]:
     """Serve a fresh emulator taking a turn every 0.5 s, at most 3 turns per call."""
-    app = create_emulator_app(emulator_config(keys), clock=FakeClock())
+    app = create_emulator_app(emulator_config(keys), clock=wall_clock())
     with serve_app(app, ready_path="/healthz") as url:
         yield url
 
@@ -328,7 +328,7 @@ async def test_concurrent_calls_are_bound_to_their_own_sessions(http, keys):
 async def test_public_url_makes_the_location_absolute(keys):
     """With EMULATOR_PUBLIC_URL set, Location is an absolute URL like Azure's."""
     app = create_emulator_app(
-        emulator_config(keys, public_url="http://127.0.0.1:8600"), clock=FakeClock()
+        emulator_config(keys, public_url="http://127.0.0.1:8600"), clock=wall_clock()
     )
     caller = RealtimeTestClient()
     with serve_app(app, ready_path="/healthz") as url:
@@ -346,7 +346,7 @@ async def test_public_url_makes_the_location_absolute(keys):
 
 async def test_shutdown_closes_open_calls(keys):
     """Stopping the emulator closes every open peer connection within the lifespan."""
-    app = create_emulator_app(emulator_config(keys), clock=FakeClock())
+    app = create_emulator_app(emulator_config(keys), clock=wall_clock())
     caller = RealtimeTestClient()
     try:
         with serve_app(app, ready_path="/healthz") as url:

@@ -1,4 +1,4 @@
-"""Stand-ins for memory tests: a scriptable in-memory sink and a settable clock."""
+"""Stand-ins for memory tests: a scriptable in-memory sink."""
 
 from __future__ import annotations
 
@@ -9,22 +9,7 @@ from typing import Any
 
 from engram_voice.memory.sink import SinkMessage, SinkRejectedError, SinkUnavailableError
 
-__all__ = ["FakeClock", "FakeSink"]
-
-
-@dataclass
-class FakeClock:
-    """A wall clock that only moves when told to."""
-
-    now: float = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        """Return the current fake time."""
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.now += seconds
+__all__ = ["FakeSink"]
 
 
 @dataclass

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from engram_voice.auth import AuthSettings, Caller, EntraAuthenticator
 from engram_voice.envreader import EnvReader
 from engram_voice.errors import AuthenticationError, ForbiddenError
-from tests.support.entra import FakeClock, JwksEndpoint, SigningKey, Tenant
+from tests.support.clock import FakeClock
+from tests.support.entra import JwksEndpoint, SigningKey, Tenant
 
 MakeAuthenticator = Callable[..., EntraAuthenticator]
 

@@ -9,6 +9,7 @@ import pytest
 
 from engram_voice.auth import MintRateLimiter
 from engram_voice.errors import RateLimitedError
+from tests.support.clock import FakeClock
 
 
 async def test_allows_the_limit_then_refuses_with_retry_after() -> None:
@@ -80,17 +81,6 @@ async def test_a_slot_frees_when_the_window_moves_on() -> None:
         except RateLimitedError:
             assert time.monotonic() < deadline, "the window never moved on"
             await asyncio.sleep(0.1)
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        """Return the current fake time."""
-        return self.now
 
 
 async def test_retry_after_is_when_the_oldest_counted_mint_leaves_the_window() -> None:

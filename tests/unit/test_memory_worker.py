@@ -12,7 +12,8 @@ from engram_voice.memory import MemoryRuntime, MemorySettings, build_memory_runt
 from engram_voice.memory.delivery import message_uuid
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.sink import SinkMessage, SinkRejectedError, SinkUnavailableError
-from tests.support.memory import FakeClock, FakeSink
+from tests.support.clock import FakeClock
+from tests.support.memory import FakeSink
 
 KEYS = [("k1", Secret("k" * 64))]
 
