@@ -9,12 +9,8 @@ from engram_voice.emulator import create_emulator_app, emulator_state
 from engram_voice.emulator.events import WEBRTC_FILTERED_EVENTS
 from tests.support.emulator_harness import TestKeys, emulator_config, wall_clock
 from tests.support.openai_contract import validate_server_event
-from tests.support.realtime_client import (
-    RealtimeTestClient,
-    mint_body,
-    wait_until,
-    wait_until_async,
-)
+from tests.support.polling import async_poll_until
+from tests.support.realtime_client import RealtimeTestClient, mint_body
 from tests.support.servers import serve_app
 
 MINT = "/openai/v1/realtime/client_secrets"
@@ -128,7 +124,9 @@ async def test_a_call_exchanges_audio_and_ordered_transcripts(http, keys, caller
     await caller.wait_connected()
     await caller.wait_for_events("response.output_audio_transcript.done", count=2)
     await caller.wait_for_events("output_audio_buffer.stopped", count=2)
-    await wait_until(lambda: caller.frames_received >= 50, what="1 s of emulator audio")
+    await async_poll_until(
+        lambda: caller.frames_received >= 50, timeout=20, what="1 s of emulator audio"
+    )
 
     events = list(caller.events)
     for event in events:
@@ -183,8 +181,10 @@ async def test_hangup_ends_the_call(http, keys, caller):
     assert record["active"] is False
     assert record["end_reason"] == "hangup"
     assert (await http.get("/_emulator/state")).json()["active_calls"] == 0
-    await wait_until(
-        lambda: caller.channel.readyState == "closed", what="the caller's channel to close"
+    await async_poll_until(
+        lambda: caller.channel.readyState == "closed",
+        timeout=20,
+        what="the caller's channel to close",
     )
 
 
@@ -257,7 +257,7 @@ async def test_turns_stop_at_the_maximum(http, keys, caller):
     async def finished() -> bool:
         return bool((await call_state(http, call_id))["conversation_finished"])
 
-    await wait_until_async(finished, within=30, what="the conversation to finish")
+    await async_poll_until(finished, timeout=30, what="the conversation to finish")
     await caller.wait_for_events("output_audio_buffer.stopped", count=3)
 
     record = await call_state(http, call_id)
@@ -275,7 +275,7 @@ async def test_no_turns_are_taken_while_no_audio_arrives(http, keys):
         async def waited_twice() -> bool:
             return int((await call_state(http, call_id_of(answer)))["idle_ticks"]) >= 2
 
-        await wait_until_async(waited_twice, what="two turn intervals without audio")
+        await async_poll_until(waited_twice, timeout=20, what="two turn intervals without audio")
         record = await call_state(http, call_id_of(answer))
     finally:
         await silent.close()
@@ -295,7 +295,9 @@ async def test_only_the_oai_events_channel_is_served(http, keys):
         async def ignored() -> bool:
             return (await call_state(http, call_id_of(answer)))["ignored_channels"] == ["my-events"]
 
-        await wait_until_async(ignored, what="the foreign channel to be seen and ignored")
+        await async_poll_until(
+            ignored, timeout=20, what="the foreign channel to be seen and ignored"
+        )
         record = await call_state(http, call_id_of(answer))
     finally:
         await stranger.close()

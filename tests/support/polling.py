@@ -7,9 +7,10 @@ fail with a message that says what never happened and what was last seen.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 __all__ = ["async_poll_until", "poll_until"]
 
@@ -42,19 +43,21 @@ def poll_until(
 
 
 async def async_poll_until(
-    predicate: Callable[[], Awaitable[_T]],
+    predicate: Callable[[], _T | Awaitable[_T]],
     *,
     timeout: float = 10.0,  # noqa: ASYNC109 - the same bound as poll_until, not a cancel scope
     interval: float = 0.05,
     what: str = "the condition",
 ) -> _T:
-    """Await ``predicate()`` until it returns a truthy value and return that value.
+    """Call (and await, when it is a coroutine function) ``predicate`` until it is truthy.
 
-    The event loop keeps running between polls; raises TimeoutError like :func:`poll_until`.
+    The event loop keeps running between polls; returns the truthy value and raises
+    TimeoutError like :func:`poll_until`.
     """
     deadline = time.monotonic() + timeout
     while True:
-        last = await predicate()
+        answer = predicate()
+        last = cast("_T", await answer) if inspect.isawaitable(answer) else answer
         if last:
             return last
         if time.monotonic() >= deadline:
