@@ -3,6 +3,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from zep_python.base_client import AsyncBaseClient
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.memory.settings import ZepSettings
@@ -167,3 +168,14 @@ async def test_two_users_whose_ids_differ_only_in_escapes_stay_apart(sink):
     sink.forget_session("vs_1")
     with pytest.raises(SinkRejectedError, match="another user"):
         await sink.ensure_session(user_id="a~2Fb", session_id="vs_1", agent="elena")
+
+
+@pytest.mark.parametrize("user_id", ["a/b", "Zoë", "a b"])
+async def test_a_session_created_under_the_raw_id_keeps_receiving_turns(sink, standin_url, user_id):
+    """A session an older version created under the unmapped id still takes later turns."""
+    client = AsyncBaseClient(base_url=f"{standin_url}/api/v2", api_key=KEY, timeout=5)
+    await client.user.add(user_id=user_id)
+    await client.memory.add_session(session_id="vs_old", user_id=user_id, metadata={})
+    await sink.ensure_session(user_id=user_id, session_id="vs_old", agent="elena")
+    await sink.add_messages("vs_old", [_message("6f1c2b1e-0000-4000-8000-000000000009")])
+    assert [m.content for m in (await client.memory.get("vs_old")).messages] == ["hi"]

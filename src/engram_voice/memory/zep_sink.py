@@ -167,14 +167,14 @@ class ZepSink:
         if not user_id or not session_id:
             raise SinkRejectedError("an empty user or session id cannot be stored in zep")
         owner = await self._session_owner(session_id)
-        user_id = zep_id(user_id)
+        zep_user = zep_id(user_id)
         if owner is None:
-            await self._ensure_user(user_id)
+            await self._ensure_user(zep_user)
             try:
                 await self._call(
                     "create session",
                     lambda: self._client.memory.add_session(
-                        session_id=zep_id(session_id), user_id=user_id, metadata={"agent": agent}
+                        session_id=zep_id(session_id), user_id=zep_user, metadata={"agent": agent}
                     ),
                 )
             except SinkRejectedError:
@@ -182,9 +182,12 @@ class ZepSink:
                 if owner is None:
                     raise
             else:
-                owner = user_id
+                owner = zep_user
                 _logger.info("memory.zep_session_created", session_id=session_id, agent=agent)
-        if owner != user_id:
+        # A session created before ids were mapped belongs to the same user's raw id. Only
+        # an id without the escape character is taken raw: no other id maps to it.
+        legacy = _ID_ESCAPE not in user_id and owner == user_id
+        if owner != zep_user and not legacy:
             raise SinkRejectedError("zep session belongs to another user", status=409)
         self._known[session_id] = None
         if len(self._known) > _KNOWN_SESSIONS:
