@@ -53,7 +53,7 @@ def fixture_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         yield azure, zep, keys.key1
 
 
-def _env(urls: tuple[str, str, str]) -> dict[str, str]:
+def _env(urls: tuple[str, str, str], **extra: str) -> dict[str, str]:
     azure, zep, key = urls
     return {
         "APP_ENV": "local",
@@ -68,6 +68,7 @@ def _env(urls: tuple[str, str, str]) -> dict[str, str]:
         "MEMORY_POLL_SECONDS": "0.05",
         "MEMORY_BACKOFF_BASE_SECONDS": "0.1",
         "MEMORY_BACKOFF_MAX_SECONDS": "0.2",
+        **extra,
     }
 
 
@@ -94,11 +95,16 @@ async def _session(client: httpx.AsyncClient, headers: dict[str, bytes], text: s
     return str(body["session_id"])
 
 
-@pytest.mark.parametrize(("idp", "principal_id"), PRINCIPAL_IDS)
-async def test_every_session_of_a_user_with_reserved_characters_is_delivered(
-    urls: tuple[str, str, str], make_service: ServiceFactory, idp: str, principal_id: str
-) -> None:
-    """Both sessions of a user whose id holds reserved characters reach Zep, none dead."""
+async def _two_sessions_delivered(
+    urls: tuple[str, str, str],
+    make_service: ServiceFactory,
+    env: dict[str, str],
+    headers: dict[str, bytes],
+) -> list[str]:
+    """Mint two sessions as one caller, post a turn to each; return the Zep users owning them.
+
+    Fails unless both turns reach Zep and the queue holds no dead letter.
+    """
     zep = AsyncBaseClient(base_url=f"{urls[1]}/api/v2", api_key=ZEP_KEY, timeout=5)
 
     async def delivered(sessions: list[str]) -> list[str]:
@@ -111,9 +117,8 @@ async def test_every_session_of_a_user_with_reserved_characters_is_delivered(
             contents += [m.content for m in memory.messages or []]
         return contents if len(contents) == len(sessions) else []
 
-    with make_service(_env(urls)) as url:
+    with make_service(env) as url:
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            headers = _principal(idp, principal_id)
             sessions = [await _session(client, headers, f"turn {n}") for n in range(2)]
             contents = await async_poll_until(
                 lambda: delivered(sessions), timeout=20, what="delivery of both sessions"
@@ -121,7 +126,27 @@ async def test_every_session_of_a_user_with_reserved_characters_is_delivered(
             status = (await client.get("/status")).json()["memory"]["queue"]
     assert contents == ["turn 0", "turn 1"]
     assert status["dead_letters"] == 0
+    return [(await zep.memory.get_session(session)).user_id for session in sessions]
+
+
+@pytest.mark.parametrize(("idp", "principal_id"), PRINCIPAL_IDS)
+async def test_every_session_of_a_user_with_reserved_characters_is_delivered(
+    urls: tuple[str, str, str], make_service: ServiceFactory, idp: str, principal_id: str
+) -> None:
+    """Both sessions of a user whose id holds reserved characters reach Zep, none dead."""
+    owners = await _two_sessions_delivered(
+        urls, make_service, _env(urls), _principal(idp, principal_id)
+    )
     as_read = principal_id.encode().decode("latin-1")
     user_id = as_read if idp == "aad" else f"{idp}:{as_read}"
-    for session in sessions:
-        assert (await zep.memory.get_session(session)).user_id == zep_id(user_id)
+    assert owners == [zep_id(user_id)] * 2
+
+
+@pytest.mark.parametrize("local_user_id", ["x?y=1#z", "a/b", ".."])
+async def test_a_local_user_id_with_reserved_characters_is_delivered(
+    urls: tuple[str, str, str], make_service: ServiceFactory, local_user_id: str
+) -> None:
+    """In ``none`` mode a ``LOCAL_USER_ID`` with reserved characters gets both sessions in."""
+    env = _env(urls, AUTH_MODE="none", LOCAL_USER_ID=local_user_id)
+    owners = await _two_sessions_delivered(urls, make_service, env, {})
+    assert owners == [zep_id(local_user_id)] * 2
