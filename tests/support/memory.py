@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engram_voice.memory.sink import SinkMessage, SinkRejectedError, SinkUnavailableError
+from tests.support.clock import FakeClock
 
-__all__ = ["FakeSink"]
+__all__ = ["FakeClock", "FakeSink"]  # FakeClock: the one in tests.support.clock
 
 
 @dataclass
