@@ -11,7 +11,7 @@ WEB_STAMP := web/node_modules/.installed
 PYTEST_ARGS ?=
 PORT ?= 8000
 
-.PHONY: help install web run test test-python test-web lint format bench constraints clean
+.PHONY: help install web run test test-fast test-python test-web lint format bench constraints clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ run: install web ## Start the local stack (Azure emulator, Zep stand-in, service
 test: install web ## Run the whole test suite (Python and web client)
 	cd web && npm test --silent
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install web ## The inner loop: every test that starts no process (-m "not process"; PYTEST_ARGS adds more)
+	$(BIN)/python -m pytest -m "not process" $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check src tests bench

@@ -125,3 +125,28 @@ def fixture_make_service() -> ServiceFactory:
             yield url
 
     return make
+
+
+# Tests that start a process of their own (a service, the emulator, a CLI command, the dev
+# stack, a browser) are marked ``process`` here, so none can forget it; ``make test-fast``
+# deselects them. A test is one when it uses a fixture that starts such a process, when
+# its module uses a helper that does, or when it drives the browser.
+PROCESS_FIXTURES = frozenset({"emulator", "second_emulator"})
+PROCESS_HELPERS = frozenset({"ServiceProcess", "run_command", "memory_service", "noop_service"})
+
+
+def starts_a_process(item: pytest.Item) -> bool:
+    """Return True when ``item`` starts a process (see the rule above)."""
+    if item.get_closest_marker("browser") or PROCESS_FIXTURES.intersection(
+        getattr(item, "fixturenames", ())
+    ):
+        return True
+    module = getattr(item, "module", None)
+    return module is not None and not PROCESS_HELPERS.isdisjoint(vars(module))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts a process with ``process``."""
+    for item in items:
+        if starts_a_process(item):
+            item.add_marker(pytest.mark.process)

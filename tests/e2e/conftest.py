@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -19,6 +18,7 @@ from zep_python.client import Zep
 from zep_python.core.api_error import ApiError
 
 from engram_voice.web.routes import built_client_dir
+from tests.support.polling import poll_until
 from tests.support.servers import ServiceProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -80,17 +80,15 @@ class Stack:
 
     def wait_for_zep(self, session_id: str, message_ids: set[str], *, timeout: float) -> list[Any]:
         """Poll Zep until every message id is stored; return the session's messages."""
-        deadline = time.monotonic() + timeout
-        messages: list[Any] = []
-        while time.monotonic() < deadline:
+
+        def stored() -> tuple[list[Any]] | None:
             messages = self.zep_messages(session_id)
-            stored = {(m.metadata or {}).get("message_id") for m in messages}
-            if message_ids <= stored:
-                return messages
-            time.sleep(0.2)
-        stored_ids = sorted(str((m.metadata or {}).get("message_id")) for m in messages)
-        msg = f"Zep session {session_id} holds {stored_ids}, expected {sorted(message_ids)}"
-        raise AssertionError(msg)
+            ids = {(m.metadata or {}).get("message_id") for m in messages}
+            return (messages,) if message_ids <= ids else None
+
+        what = f"Zep session {session_id} holding {sorted(message_ids)}"
+        (messages,) = poll_until(stored, timeout=timeout, interval=0.2, what=what)
+        return messages
 
 
 @pytest.fixture(name="stack", scope="module")

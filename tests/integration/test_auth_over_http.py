@@ -23,6 +23,7 @@ from engram_voice.auth import AuthSettings, MintRateLimiter, build_authenticator
 from engram_voice.envreader import EnvReader
 from engram_voice.errors import PROBLEM_JSON, exception_handlers
 from tests.support.entra import SigningKey, Tenant, jwks
+from tests.support.polling import async_poll_until
 from tests.support.servers import free_port, serve_app
 
 
@@ -190,10 +191,11 @@ async def test_concurrent_requests_share_one_jwks_fetch(
             calls = [
                 asyncio.create_task(client.post("/mint", headers=bearer(token))) for _ in range(10)
             ]
-            deadline = time.monotonic() + 10
-            while inflight[0] < 10 or server.requests < 1:
-                assert time.monotonic() < deadline, "requests did not all arrive"
-                await asyncio.sleep(0.02)
+            await async_poll_until(
+                lambda: inflight[0] >= 10 and server.requests >= 1,
+                timeout=10,
+                what="all ten requests arriving",
+            )
             server.gate.set()
             responses = await asyncio.wait_for(asyncio.gather(*calls), timeout=20)
     assert [r.status_code for r in responses] == [201] * 10

@@ -8,9 +8,11 @@ import pytest
 from openai.types.realtime import ClientSecretCreateResponse
 
 from engram_voice.emulator import create_emulator_app
-from tests.support.emulator_harness import FakeClock, TestKeys, emulator_config
+from tests.support.clock import FakeClock
+from tests.support.emulator_harness import TestKeys, emulator_config, wall_clock
 from tests.support.openai_contract import validate_client_secret_params, validate_model
-from tests.support.realtime_client import RealtimeTestClient, mint_body, wait_until_async
+from tests.support.polling import async_poll_until
+from tests.support.realtime_client import RealtimeTestClient, mint_body
 from tests.support.servers import serve_app
 
 MINT = "/openai/v1/realtime/client_secrets"
@@ -26,7 +28,7 @@ def fixture_keys() -> TestKeys:
 @pytest.fixture(name="clock")
 def fixture_clock() -> FakeClock:
     """Provide the emulator's clock, moved only by the test."""
-    return FakeClock()
+    return wall_clock()
 
 
 @pytest.fixture(name="base_url")
@@ -244,7 +246,7 @@ async def test_a_hang_is_observable_with_a_client_timeout(http, base_url, keys):
     async def released() -> bool:
         return (await state(http))["faults"]["hung_requests"] == 0
 
-    await wait_until_async(released, within=20, what="the hung mint to be released")
+    await async_poll_until(released, timeout=20, what="the hung mint to be released")
     assert (await mint(http, keys)).status_code == 200
 
 

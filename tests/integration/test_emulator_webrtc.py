@@ -7,14 +7,10 @@ import pytest
 
 from engram_voice.emulator import create_emulator_app, emulator_state
 from engram_voice.emulator.events import WEBRTC_FILTERED_EVENTS
-from tests.support.emulator_harness import FakeClock, TestKeys, emulator_config
+from tests.support.emulator_harness import TestKeys, emulator_config, wall_clock
 from tests.support.openai_contract import validate_server_event
-from tests.support.realtime_client import (
-    RealtimeTestClient,
-    mint_body,
-    wait_until,
-    wait_until_async,
-)
+from tests.support.polling import async_poll_until
+from tests.support.realtime_client import RealtimeTestClient, mint_body
 from tests.support.servers import serve_app
 
 MINT = "/openai/v1/realtime/client_secrets"
@@ -33,7 +29,7 @@ def fixture_keys() -> TestKeys:
 @pytest.fixture(name="base_url")
 def fixture_base_url(keys: TestKeys) -> Iterator[str]:
     """Serve a fresh emulator taking a turn every 0.5 s, at most 3 turns per call."""
-    app = create_emulator_app(emulator_config(keys), clock=FakeClock())
+    app = create_emulator_app(emulator_config(keys), clock=wall_clock())
     with serve_app(app, ready_path="/healthz") as url:
         yield url
 
@@ -128,7 +124,9 @@ async def test_a_call_exchanges_audio_and_ordered_transcripts(http, keys, caller
     await caller.wait_connected()
     await caller.wait_for_events("response.output_audio_transcript.done", count=2)
     await caller.wait_for_events("output_audio_buffer.stopped", count=2)
-    await wait_until(lambda: caller.frames_received >= 50, what="1 s of emulator audio")
+    await async_poll_until(
+        lambda: caller.frames_received >= 50, timeout=20, what="1 s of emulator audio"
+    )
 
     events = list(caller.events)
     for event in events:
@@ -183,8 +181,10 @@ async def test_hangup_ends_the_call(http, keys, caller):
     assert record["active"] is False
     assert record["end_reason"] == "hangup"
     assert (await http.get("/_emulator/state")).json()["active_calls"] == 0
-    await wait_until(
-        lambda: caller.channel.readyState == "closed", what="the caller's channel to close"
+    await async_poll_until(
+        lambda: caller.channel.readyState == "closed",
+        timeout=20,
+        what="the caller's channel to close",
     )
 
 
@@ -257,7 +257,7 @@ async def test_turns_stop_at_the_maximum(http, keys, caller):
     async def finished() -> bool:
         return bool((await call_state(http, call_id))["conversation_finished"])
 
-    await wait_until_async(finished, within=30, what="the conversation to finish")
+    await async_poll_until(finished, timeout=30, what="the conversation to finish")
     await caller.wait_for_events("output_audio_buffer.stopped", count=3)
 
     record = await call_state(http, call_id)
@@ -275,7 +275,7 @@ async def test_no_turns_are_taken_while_no_audio_arrives(http, keys):
         async def waited_twice() -> bool:
             return int((await call_state(http, call_id_of(answer)))["idle_ticks"]) >= 2
 
-        await wait_until_async(waited_twice, what="two turn intervals without audio")
+        await async_poll_until(waited_twice, timeout=20, what="two turn intervals without audio")
         record = await call_state(http, call_id_of(answer))
     finally:
         await silent.close()
@@ -295,7 +295,9 @@ async def test_only_the_oai_events_channel_is_served(http, keys):
         async def ignored() -> bool:
             return (await call_state(http, call_id_of(answer)))["ignored_channels"] == ["my-events"]
 
-        await wait_until_async(ignored, what="the foreign channel to be seen and ignored")
+        await async_poll_until(
+            ignored, timeout=20, what="the foreign channel to be seen and ignored"
+        )
         record = await call_state(http, call_id_of(answer))
     finally:
         await stranger.close()
@@ -328,7 +330,7 @@ async def test_concurrent_calls_are_bound_to_their_own_sessions(http, keys):
 async def test_public_url_makes_the_location_absolute(keys):
     """With EMULATOR_PUBLIC_URL set, Location is an absolute URL like Azure's."""
     app = create_emulator_app(
-        emulator_config(keys, public_url="http://127.0.0.1:8600"), clock=FakeClock()
+        emulator_config(keys, public_url="http://127.0.0.1:8600"), clock=wall_clock()
     )
     caller = RealtimeTestClient()
     with serve_app(app, ready_path="/healthz") as url:
@@ -346,7 +348,7 @@ async def test_public_url_makes_the_location_absolute(keys):
 
 async def test_shutdown_closes_open_calls(keys):
     """Stopping the emulator closes every open peer connection within the lifespan."""
-    app = create_emulator_app(emulator_config(keys), clock=FakeClock())
+    app = create_emulator_app(emulator_config(keys), clock=wall_clock())
     caller = RealtimeTestClient()
     try:
         with serve_app(app, ready_path="/healthz") as url:

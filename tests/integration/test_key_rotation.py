@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from engram_voice.credentials.keyvault import KeyVaultKeySource
 from engram_voice.services import Overrides
 from tests.conftest import Emulator, ServiceFactory, service_env
 from tests.support.keyvault import KeyVaultStandIn, TlsFiles, make_certificate
+from tests.support.polling import poll_until
 from tests.support.servers import ServiceProcess
 
 NAME = "voicelive-api-key"
@@ -90,15 +90,6 @@ def key_vault_service(
     return env, Overrides(credentials=source)
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Poll ``predicate`` until it holds, failing with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout}s")
-        time.sleep(0.02)
-
-
 class MintLoop:
     """Workers that mint sessions back to back (paced) and record every answer's status."""
 
@@ -139,7 +130,7 @@ class MintLoop:
     def wait_for_more(self, n: int, *, timeout: float = 20.0) -> None:
         """Wait until ``n`` more mints answered."""
         target = self.count() + n
-        wait_for(lambda: self.count() >= target, timeout=timeout, what=f"{n} more mints")
+        poll_until(lambda: self.count() >= target, timeout=timeout, what=f"{n} more mints")
 
 
 def last_auth(emulator: Emulator) -> Any:
@@ -165,7 +156,7 @@ def test_two_key_rotation_is_followed_by_the_refresh_with_no_failed_mint(
         loop.wait_for_more(5)
         assert last_auth(own_emulator) == "key1"
         new_version = vault.set_secret(NAME, regenerate(own_emulator, 2))
-        wait_for(
+        poll_until(
             lambda: last_auth(own_emulator) == "key2",
             timeout=10,
             what="the emulator seeing key 2",
@@ -189,7 +180,7 @@ def test_revoking_the_old_key_before_the_refresh_is_healed_by_one_read_after_401
         reads_before = vault.reads
         new_version = vault.set_secret(NAME, regenerate(own_emulator, 2))
         regenerate(own_emulator, 1)
-        wait_for(
+        poll_until(
             lambda: last_auth(own_emulator) == "key2",
             timeout=10,
             what="the emulator seeing key 2",
@@ -211,7 +202,7 @@ def test_key_vault_down_keeps_minting_on_the_cached_key_and_status_shows_it(
     version = vault.secrets[NAME][-1].version
     with make_service(env, overrides) as url:
         vault.stop()
-        wait_for(
+        poll_until(
             lambda: credential_status(url)["last_refresh_error"] is not None,
             timeout=10,
             what="a refresh error in /status",
@@ -223,7 +214,7 @@ def test_key_vault_down_keeps_minting_on_the_cached_key_and_status_shows_it(
         ready = httpx.get(f"{url}/readyz", timeout=10)
         down = credential_status(url)
         vault.start()
-        wait_for(
+        poll_until(
             lambda: credential_status(url)["last_refresh_error"] is None,
             timeout=10,
             what="the refresh recovering",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from engram_voice.credentials import Secret, UpstreamCredential
 from engram_voice.credentials.keyvault import KeyVaultKeySource
 from engram_voice.errors import ConfigurationError, CredentialTimeoutError
 from tests.support.keyvault import VAULT_SCOPE, KeyVaultStandIn, TlsFiles, make_certificate
+from tests.support.polling import async_poll_until
 
 NAME = "voicelive-api-key"
 SourceFactory = Callable[..., KeyVaultKeySource]
@@ -58,15 +58,6 @@ async def fixture_make_source(vault: KeyVaultStandIn) -> AsyncIterator[SourceFac
     yield make
     for source in sources:
         await source.aclose()
-
-
-async def eventually(predicate: Callable[[], bool], *, within: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds, failing after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within}s")
-        await asyncio.sleep(0.02)
 
 
 async def test_start_reads_the_latest_version_through_the_challenge_flow(
@@ -175,7 +166,7 @@ async def test_the_background_refresh_follows_a_new_version(
     source = make_source(refresh_seconds=0.2)
     await source.start()
     new_version = vault.set_secret(NAME, "key-two-0123456789")
-    await eventually(lambda: source.describe()["version"] == new_version[:8])
+    await async_poll_until(lambda: source.describe()["version"] == new_version[:8])
     assert (await source.get()).secret == Secret("key-two-0123456789")
 
 
@@ -233,14 +224,14 @@ async def test_a_key_vault_outage_keeps_serving_the_cached_key(
         vault.stop()
     else:
         vault.mode = outage
-    await eventually(lambda: expected in (source.describe()["last_refresh_error"] or ""))
+    await async_poll_until(lambda: expected in (source.describe()["last_refresh_error"] or ""))
     assert (await source.get()).secret == Secret("key-one-0123456789")
     await source.check()
     assert source.describe()["version"] == vault.secrets[NAME][-1].version[:8]
     if outage == "stop":
         vault.start()
     vault.mode = "up"
-    await eventually(lambda: source.describe()["last_refresh_error"] is None)
+    await async_poll_until(lambda: source.describe()["last_refresh_error"] is None)
 
 
 async def test_aclose_stops_the_refresher_and_closes_what_the_source_owns(

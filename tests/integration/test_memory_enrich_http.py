@@ -17,6 +17,7 @@ from engram_voice.credentials.secret import Secret
 from engram_voice.memory.tokens import MemoryTokenSigner
 from tests.conftest import Emulator
 from tests.support.memory_service import memory_service
+from tests.support.polling import async_poll_until
 from tests.support.servers import ServiceProcess, free_port, run_command
 
 ZEP_KEY = "zep-standin-key-0123456789"
@@ -134,13 +135,13 @@ async def _post(client: httpx.AsyncClient, session: str, turns, *, token: str | 
 
 
 async def _wait_delivered(zep: Zep, expected: dict[str, list[str]], within: float = 40) -> None:
-    deadline = time.monotonic() + within
     got: dict[str, list[str]] = {}
-    while time.monotonic() < deadline:
-        got = {s: await zep.contents(s) for s in expected}
-        if all(len(got[s]) >= len(v) for s, v in expected.items()):
-            break
-        await asyncio.sleep(0.1)
+
+    async def delivered() -> bool:
+        got.update({s: await zep.contents(s) for s in expected})
+        return all(len(got[s]) >= len(v) for s, v in expected.items())
+
+    await async_poll_until(delivered, timeout=within, interval=0.1, what="delivery")
     assert got == expected
 
 
@@ -215,10 +216,11 @@ async def test_a_rejected_batch_is_dead_lettered_and_replays_after_the_fix(zep, 
     service = make_service(zep.url)
     async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
         assert (await _post(client, "vs_dead", _turns("vs_dead", 0, 3))).status_code == 202
-        deadline = time.monotonic() + 30
-        while (await client.get("/status")).json()["memory"]["queue"]["dead_letters"] == 0:
-            assert time.monotonic() < deadline, "no dead letter appeared"
-            await asyncio.sleep(0.1)
+
+        async def dead_letters() -> int:
+            return int((await client.get("/status")).json()["memory"]["queue"]["dead_letters"])
+
+        await async_poll_until(dead_letters, timeout=30, interval=0.1, what="a dead letter")
     env = {"MEMORY_SQLITE_PATH": service.env["MEMORY_SQLITE_PATH"]}
     listed = run_command(["memory", "dead-letters", "list", "--json"], env)
     assert listed.returncode == 0, listed.stderr
@@ -283,10 +285,11 @@ async def test_graceful_shutdown_during_delivery_loses_nothing(zep, make_service
     async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
         answers = await asyncio.gather(*(_post(client, s, _turns(s, 0, 40)) for s in sessions))
     assert all(a.status_code == 202 for a in answers)
-    deadline = time.monotonic() + 20
-    while not zep.state()["calls"].get("memory.add"):  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "delivery never started"
-        await asyncio.sleep(0.05)
+    await async_poll_until(
+        lambda: zep.state()["calls"].get("memory.add"),  # type: ignore[union-attr]
+        timeout=20,
+        what="delivery starting",
+    )
     assert service.stop() in (0, -15)  # uvicorn re-raises SIGTERM after a graceful shutdown
     log = service.read_log()
     assert "memory.stopped" in log

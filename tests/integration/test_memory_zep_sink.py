@@ -3,6 +3,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from zep_python.base_client import AsyncBaseClient
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.memory.settings import ZepSettings
@@ -133,3 +134,48 @@ def test_describe_never_shows_credentials():
     """The status description keeps scheme, host and port only."""
     sink = ZepSink(_settings("https://user:pw@zep.example:8443/path?key=x"))
     assert sink.describe() == {"kind": "zep", "url": "https://zep.example:8443"}
+
+
+ODD_USER_IDS = [
+    "a/b",
+    "x?y=1#z",
+    "aad:a/b",
+    "%2F",
+    "a b",
+    ".",
+    "..",
+    "~",
+    "Zoë 用户 \U0001f600",
+    "x" * 512,
+]
+
+
+@pytest.mark.parametrize("user_id", ODD_USER_IDS)
+async def test_any_user_id_gets_every_session_delivered(sink, standin_url, user_id):
+    """A user id with URL-reserved characters keeps working past its first session."""
+    for session in ("vs_1", "vs_2"):
+        await sink.ensure_session(user_id=user_id, session_id=session, agent="elena")
+        uuid = f"6f1c2b1e-0000-4000-8000-00000000000{session[-1]}"
+        await sink.add_messages(session, [_message(uuid)])
+    async with httpx.AsyncClient() as client:
+        counts = (await client.get(f"{standin_url}/_standin/state")).json()["counts"]
+    assert (counts["users"], counts["sessions"], counts["messages"]) == (1, 2, 2)
+
+
+async def test_two_users_whose_ids_differ_only_in_escapes_stay_apart(sink):
+    """``a/b`` and its escaped spelling ``a~2Fb`` are two users, never one."""
+    await sink.ensure_session(user_id="a/b", session_id="vs_1", agent="elena")
+    sink.forget_session("vs_1")
+    with pytest.raises(SinkRejectedError, match="another user"):
+        await sink.ensure_session(user_id="a~2Fb", session_id="vs_1", agent="elena")
+
+
+@pytest.mark.parametrize("user_id", ["a/b", "Zoë", "a b"])
+async def test_a_session_created_under_the_raw_id_keeps_receiving_turns(sink, standin_url, user_id):
+    """A session an older version created under the unmapped id still takes later turns."""
+    client = AsyncBaseClient(base_url=f"{standin_url}/api/v2", api_key=KEY, timeout=5)
+    await client.user.add(user_id=user_id)
+    await client.memory.add_session(session_id="vs_old", user_id=user_id, metadata={})
+    await sink.ensure_session(user_id=user_id, session_id="vs_old", agent="elena")
+    await sink.add_messages("vs_old", [_message("6f1c2b1e-0000-4000-8000-000000000009")])
+    assert [m.content for m in (await client.memory.get("vs_old")).messages] == ["hi"]

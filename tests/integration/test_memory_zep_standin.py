@@ -153,3 +153,15 @@ async def test_content_with_nul_is_refused_as_postgresql_refuses_it(standin_url,
     assert raised.value.status_code == 400
     assert "0x00" in str(raised.value.body)
     assert (await client.memory.get("s1")).messages in (None, [])
+
+
+async def test_an_encoded_id_is_one_path_segment_and_an_unencoded_slash_is_no_route(standin_url):
+    """Like Zep, ``/users/a%2Fb`` is the user ``a/b`` and ``/users/a/b`` is a 404."""
+    await _client(standin_url).user.add(user_id="a/b")
+    headers = {"Authorization": f"Api-Key {KEY}"}
+    async with httpx.AsyncClient(base_url=f"{standin_url}/api/v2", headers=headers) as http:
+        encoded = await http.get("/users/a%2Fb")
+        unencoded = await http.get("/users/a/b")
+    assert encoded.status_code == 200
+    assert encoded.json()["user_id"] == "a/b"
+    assert unencoded.status_code == 404

@@ -7,19 +7,9 @@ import time
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.emulator import EmulatorConfig
+from tests.support.clock import FakeClock
 
-__all__ = ["FakeClock", "TestKeys", "emulator_config"]
-
-
-class FakeClock:
-    """A unix clock that stands still until the test moves it."""
-
-    def __init__(self, now: float | None = None) -> None:
-        self.now = time.time() if now is None else now
-
-    def __call__(self) -> float:
-        """Return the current fake time."""
-        return self.now
+__all__ = ["TestKeys", "emulator_config", "wall_clock"]
 
 
 class TestKeys:
@@ -31,6 +21,11 @@ class TestKeys:
         self.key1 = secrets.token_hex(16)
         self.key2 = secrets.token_hex(16)
         self.bearer = f"entra-{secrets.token_hex(16)}"
+
+
+def wall_clock() -> FakeClock:
+    """Return a fake clock starting at the real time (emulator keys then expire plausibly)."""
+    return FakeClock(time.time())
 
 
 def emulator_config(

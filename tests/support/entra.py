@@ -12,7 +12,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["FakeClock", "JwksEndpoint", "SigningKey", "Tenant", "jwks"]
+__all__ = ["JwksEndpoint", "SigningKey", "Tenant", "jwks"]
 
 
 class SigningKey:
@@ -98,21 +98,6 @@ class Tenant:
             algorithm="RS256",
             headers={"kid": kid or key.kid, **(headers or {})},
         )
-
-
-class FakeClock:
-    """A monotonic clock that only moves when the test says so."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        """Return the current fake time."""
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock forward by ``seconds``."""
-        self.now += seconds
 
 
 class JwksEndpoint:

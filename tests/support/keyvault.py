@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from engram_voice.credentials.keyvault import key_vault_client
+from tests.support.polling import poll_until
 from tests.support.servers import free_port
 
 __all__ = ["FakeVaultCredential", "KeyVaultStandIn", "TlsFiles", "make_certificate"]
@@ -179,12 +180,15 @@ class KeyVaultStandIn:
             target=self._server.run, name=f"keyvault-{self.port}", daemon=True
         )
         self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                msg = f"Key Vault stand-in on port {self.port} did not start"
-                raise RuntimeError(msg)
-            time.sleep(0.02)
+        poll_until(
+            lambda: self._server.started or not self._thread.is_alive(),
+            timeout=20,
+            interval=0.02,
+            what=f"the Key Vault stand-in on port {self.port} starting",
+        )
+        if not self._server.started:
+            msg = f"Key Vault stand-in on port {self.port} did not start"
+            raise RuntimeError(msg)
         return self
 
     def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""Stand-ins for memory tests: a scriptable in-memory sink and a settable clock."""
+"""Stand-ins for memory tests: a scriptable in-memory sink."""
 
 from __future__ import annotations
 
@@ -8,35 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engram_voice.memory.sink import SinkMessage, SinkRejectedError, SinkUnavailableError
+from tests.support.clock import FakeClock
 
-__all__ = ["FakeClock", "FakeSink"]
-
-
-@dataclass
-class FakeClock:
-    """A wall clock that only moves when told to; its ``sleep`` ends when time passes."""
-
-    now: float = 1_800_000_000.0
-    _sleepers: list[tuple[float, asyncio.Future[None]]] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        """Return the current fake time."""
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward and wake every sleeper whose time has come."""
-        self.now += seconds
-        due = [(at, f) for at, f in self._sleepers if at <= self.now]
-        self._sleepers = [(at, f) for at, f in self._sleepers if at > self.now]
-        for _, future in due:
-            if not future.done():
-                future.set_result(None)
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait until the fake time has moved ``seconds`` on (an ``asyncio.sleep`` stand-in)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sleepers.append((self.now + seconds, future))
-        await future
+__all__ = ["FakeClock", "FakeSink"]  # FakeClock: the one in tests.support.clock
 
 
 @dataclass

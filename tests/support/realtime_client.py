@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -19,8 +17,9 @@ from aiortc.mediastreams import MediaStreamError
 
 from engram_voice.emulator import loopback_ice
 from engram_voice.emulator.audio import ToneTrack
+from tests.support.polling import async_poll_until
 
-__all__ = ["RealtimeTestClient", "mint_body", "wait_until", "wait_until_async"]
+__all__ = ["RealtimeTestClient", "mint_body"]
 
 CALLS_PATH = "/openai/v1/realtime/calls"
 
@@ -56,30 +55,6 @@ def mint_body(
             },
         },
     }
-
-
-async def wait_until(
-    predicate: Callable[[], bool], *, within: float = 20.0, what: str = "condition"
-) -> None:
-    """Poll ``predicate`` every 20 ms until it holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            msg = f"timed out after {within}s waiting for {what}"
-            raise AssertionError(msg)
-        await asyncio.sleep(0.02)
-
-
-async def wait_until_async(
-    probe: Callable[[], Awaitable[bool]], *, within: float = 20.0, what: str = "condition"
-) -> None:
-    """Await ``probe`` every 50 ms until it returns True; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await probe():
-        if time.monotonic() > deadline:
-            msg = f"timed out after {within}s waiting for {what}"
-            raise AssertionError(msg)
-        await asyncio.sleep(0.05)
 
 
 class RealtimeTestClient:
@@ -127,8 +102,8 @@ class RealtimeTestClient:
 
     async def wait_connected(self, within: float = 20.0) -> None:
         """Wait until the peer connection is ``connected``."""
-        await wait_until(
-            lambda: self.pc.connectionState == "connected", within=within, what="connected"
+        await async_poll_until(
+            lambda: self.pc.connectionState == "connected", timeout=within, what="connected"
         )
 
     def types(self) -> list[str]:
@@ -137,9 +112,9 @@ class RealtimeTestClient:
 
     async def wait_for_events(self, event_type: str, count: int = 1, within: float = 20.0) -> None:
         """Wait until ``count`` events of ``event_type`` have arrived."""
-        await wait_until(
+        await async_poll_until(
             lambda: self.types().count(event_type) >= count,
-            within=within,
+            timeout=within,
             what=f"{count} x {event_type} (got {self.types()})",
         )
 

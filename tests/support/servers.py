@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import httpx
 import uvicorn
+
+from tests.support.polling import poll_until
 
 __all__ = ["ServiceProcess", "free_port", "run_command", "serve_app", "wait_http"]
 
@@ -29,20 +30,15 @@ def free_port() -> int:
 
 
 def wait_http(url: str, *, timeout: float = 20.0, expect: int = 200) -> None:
-    """Poll ``url`` until it answers ``expect`` or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
+    """Poll ``url`` until it answers ``expect`` or raise TimeoutError after ``timeout`` seconds."""
+
+    def answers() -> bool:
         try:
-            response = httpx.get(url, timeout=1.0)
-            if response.status_code == expect:
-                return
-            last = response.status_code
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.05)
-    msg = f"{url} did not answer {expect} within {timeout}s (last: {last!r})"
-    raise TimeoutError(msg)
+            return httpx.get(url, timeout=1.0).status_code == expect
+        except httpx.HTTPError:
+            return False
+
+    poll_until(answers, timeout=timeout, what=f"{url} answering {expect}")
 
 
 @contextlib.contextmanager
@@ -55,12 +51,15 @@ def serve_app(app: Any, *, port: int | None = None, ready_path: str | None = Non
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            msg = f"app on port {port} did not start"
-            raise RuntimeError(msg)
-        time.sleep(0.02)
+    poll_until(
+        lambda: server.started or not thread.is_alive(),
+        timeout=20,
+        interval=0.02,
+        what=f"the app on port {port} starting",
+    )
+    if not server.started:
+        msg = f"app on port {port} did not start"
+        raise RuntimeError(msg)
     base = f"http://127.0.0.1:{port}"
     if ready_path:
         wait_http(base + ready_path)

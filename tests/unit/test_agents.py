@@ -84,3 +84,10 @@ def test_missing_agents_file_is_named_in_the_error(tmp_path: Path) -> None:
     """A path that cannot be read is reported with the path."""
     with pytest.raises(ConfigurationError, match=r"nope\.toml"):
         load_catalog(str(tmp_path / "nope.toml"))
+
+
+def test_the_emulator_enforces_the_same_voice_list_the_catalog_offers() -> None:
+    """One voice list: the emulator accepts exactly the voices agents may be given."""
+    from engram_voice.emulator import schemas  # noqa: PLC0415 - the emulator is a dev tool
+
+    assert schemas.VOICES is VOICES

@@ -128,3 +128,34 @@ async def test_no_authenticator_returns_the_local_user() -> None:
     """``AUTH_MODE=none`` makes every request the configured local user."""
     caller = await NoAuthenticator("dev-ada").authenticate({})
     assert caller == Caller(user_id="dev-ada", display_name=None, auth_mode="none")
+
+
+@pytest.mark.parametrize("oid", ["a\x00b", "a\nb", "a\x1bb", "a\x7fb", "\x01"])
+async def test_an_unusable_principal_id_is_refused_with_a_clear_401(
+    authenticator: EasyAuthAuthenticator, oid: str
+) -> None:
+    """A principal id with a control character is refused at once, saying why."""
+    blob = principal_blob((OBJECT_ID_CLAIM, oid))
+    with pytest.raises(AuthenticationError) as info:
+        await authenticator.authenticate({"X-MS-CLIENT-PRINCIPAL": blob})
+    assert "not a usable user id" in info.value.detail
+    assert info.value.extra == {"reason": "unusable_principal"}
+
+
+@pytest.mark.parametrize("oid", ["a\ud800b", "x" * 600])
+async def test_lone_surrogates_and_huge_ids_are_refused(
+    authenticator: EasyAuthAuthenticator, oid: str
+) -> None:
+    """A lone surrogate (not JSON text) or an oversized id never becomes a caller."""
+    blob = principal_blob((OBJECT_ID_CLAIM, oid))
+    with pytest.raises(AuthenticationError):
+        await authenticator.authenticate({"X-MS-CLIENT-PRINCIPAL": blob})
+
+
+@pytest.mark.parametrize("principal_id", ["a/b", "x?y=1#z", "%2F", "..", "Zoë 用户"])
+async def test_url_reserved_characters_are_valid_in_an_id(
+    authenticator: EasyAuthAuthenticator, principal_id: str
+) -> None:
+    """Ids with URL-reserved characters, dots or unicode are accepted as they are."""
+    caller = await authenticator.authenticate({"X-MS-CLIENT-PRINCIPAL-ID": principal_id})
+    assert caller.user_id == principal_id

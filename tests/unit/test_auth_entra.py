@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from engram_voice.auth import AuthSettings, Caller, EntraAuthenticator
 from engram_voice.envreader import EnvReader
 from engram_voice.errors import AuthenticationError, ForbiddenError
-from tests.support.entra import FakeClock, JwksEndpoint, SigningKey, Tenant
+from tests.support.clock import FakeClock
+from tests.support.entra import JwksEndpoint, SigningKey, Tenant
 
 MakeAuthenticator = Callable[..., EntraAuthenticator]
 
@@ -272,3 +273,12 @@ async def test_required_scope_is_enforced(
     with pytest.raises(ForbiddenError) as info:
         await authenticator.authenticate(bearer(tenant.token(key, scp="User.Read")))
     assert "voice.session" in info.value.detail
+
+
+@pytest.mark.parametrize("oid", ["a\x00b", "a\nb", "\x7f", "a\ud800", "x" * 513, 5, ["a"], ""])
+async def test_an_oid_that_is_not_a_usable_user_id_is_rejected(
+    authenticator: EntraAuthenticator, tenant: Tenant, key: SigningKey, oid: object
+) -> None:
+    """A signed token whose ``oid`` breaks the user id rule answers 401, never a user."""
+    error = await rejection(authenticator, tenant.token(key, oid=oid))
+    assert error.extra == {"reason": "missing_claim"}

@@ -10,7 +10,8 @@ import pytest
 from engram_voice.auth import AuthSettings, EntraAuthenticator
 from engram_voice.envreader import EnvReader
 from engram_voice.errors import AuthenticationError, CredentialUnavailableError
-from tests.support.entra import FakeClock, JwksEndpoint, SigningKey, Tenant
+from tests.support.clock import FakeClock
+from tests.support.entra import JwksEndpoint, SigningKey, Tenant
 
 
 @pytest.fixture(name="next_key", scope="module")

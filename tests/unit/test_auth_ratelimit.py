@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from engram_voice.auth import MintRateLimiter
 from engram_voice.errors import RateLimitedError
+from tests.support.clock import FakeClock
+from tests.support.polling import async_poll_until
 
 
 async def test_allows_the_limit_then_refuses_with_retry_after() -> None:
@@ -72,25 +71,15 @@ async def test_a_slot_frees_when_the_window_moves_on() -> None:
     await limiter.check("ada")
     with pytest.raises(RateLimitedError):
         await limiter.check("ada")
-    deadline = time.monotonic() + 10
-    while True:
+
+    async def allowed() -> bool:
         try:
             await limiter.check("ada")
-            break
         except RateLimitedError:
-            assert time.monotonic() < deadline, "the window never moved on"
-            await asyncio.sleep(0.1)
+            return False
+        return True
 
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        """Return the current fake time."""
-        return self.now
+    await async_poll_until(allowed, timeout=10, interval=0.1, what="the window moving on")
 
 
 async def test_retry_after_is_when_the_oldest_counted_mint_leaves_the_window() -> None:

@@ -209,3 +209,17 @@ def test_cors_allows_exactly_the_listed_origins() -> None:
         assert allowed.headers["access-control-allow-origin"] == "http://localhost:5173"
         other = client.post("/realtime/sessions", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+@pytest.mark.parametrize("user_id", ["dev\x00ada", "dev\x1bada", "x" * 513])
+def test_an_unusable_local_user_id_stops_start_up(user_id: str) -> None:
+    """``LOCAL_USER_ID`` follows the one user id rule: a bad one is a configuration error."""
+    message = problems({"AUTH_MODE": "none", "LOCAL_USER_ID": user_id})
+    assert "LOCAL_USER_ID=" in message
+    assert "not a usable user id" in message
+
+
+@pytest.mark.parametrize("user_id", ["a/b", "x?y=1#z", "..", "Zoë"])
+def test_a_local_user_id_may_hold_url_reserved_characters(user_id: str) -> None:
+    """Reserved characters are fine in ``LOCAL_USER_ID``: the memory sink maps them."""
+    assert read({"AUTH_MODE": "none", "LOCAL_USER_ID": user_id}).local_user_id == user_id

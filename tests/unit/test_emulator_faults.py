@@ -5,7 +5,7 @@ import pytest
 from engram_voice.emulator.azure_errors import AzureApiError
 from engram_voice.emulator.faults import FaultInjector, Target
 from engram_voice.emulator.schemas import FaultRequest
-from tests.support.realtime_client import wait_until
+from tests.support.polling import async_poll_until
 
 
 class RecordingSleep:
@@ -96,7 +96,7 @@ async def test_a_hang_holds_requests_until_cleared(faults):
     faults.apply(FaultRequest(hang=True))
     request = asyncio.create_task(faults.delay("client_secrets"))
 
-    await wait_until(lambda: faults.hung == 1, within=5, what="the request to hang")
+    await async_poll_until(lambda: faults.hung == 1, timeout=5, what="the request to hang")
     assert not request.done()
     assert faults.describe()["hung_requests"] == 1
     faults.apply(FaultRequest(clear=True))
@@ -109,7 +109,7 @@ async def test_switching_hang_off_releases_waiting_requests(faults):
     """``{"hang": false}`` releases hung requests without touching other faults."""
     faults.apply(FaultRequest(hang=True, status=500))
     request = asyncio.create_task(faults.delay("client_secrets"))
-    await wait_until(lambda: faults.hung == 1, within=5, what="the request to hang")
+    await async_poll_until(lambda: faults.hung == 1, timeout=5, what="the request to hang")
 
     faults.apply(FaultRequest(hang=False))
 

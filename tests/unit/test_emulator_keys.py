@@ -3,19 +3,9 @@ import pytest
 from engram_voice.credentials.secret import Secret
 from engram_voice.emulator.azure_errors import AzureApiError
 from engram_voice.emulator.keys import EphemeralKeyStore, KeyRing
+from tests.support.clock import FakeClock
 
 KEY1, KEY2, TOKEN = "1" * 32, "2" * 32, "entra-token-abc"
-
-
-class FakeClock:
-    """A unix clock that only moves when the test says so."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        """Return the current fake time."""
-        return self.now
 
 
 @pytest.fixture(name="ring")

@@ -6,7 +6,7 @@ import pytest
 
 from engram_voice.memory.queue import EnqueueBatch, SessionMismatchError
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
-from tests.support.memory import FakeClock
+from tests.support.clock import FakeClock
 
 
 def _batch(session="vs_1", user="alice", ids=("m1", "m2"), agent="elena"):

@@ -4,7 +4,7 @@ import pytest
 from engram_voice.credentials.secret import Secret
 from engram_voice.errors import AuthenticationError
 from engram_voice.memory.tokens import AZURE_MAX_SESSION_SECONDS, MemoryTokenSigner
-from tests.support.memory import FakeClock
+from tests.support.clock import FakeClock
 
 NEW = ("k2", Secret("n" * 64))
 OLD = ("k1", Secret("o" * 64))

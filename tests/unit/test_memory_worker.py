@@ -12,7 +12,9 @@ from engram_voice.memory import MemoryRuntime, MemorySettings, build_memory_runt
 from engram_voice.memory.delivery import message_uuid
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.sink import SinkMessage, SinkRejectedError, SinkUnavailableError
-from tests.support.memory import FakeClock, FakeSink
+from tests.support.clock import FakeClock
+from tests.support.memory import FakeSink
+from tests.support.polling import async_poll_until
 
 KEYS = [("k1", Secret("k" * 64))]
 
@@ -276,10 +278,10 @@ async def test_a_failing_queue_pass_is_reported_and_the_worker_keeps_delivering(
 
     monkeypatch.setattr(runtime.queue, "claim", claim_failing_once)
     await _accept(runtime, "vs_1", _turns("a"))
-    async with asyncio.timeout(10):
-        # The worker runs in this loop; a bounded poll is how the test sees its progress.
-        while sink.message_ids("vs_1") != ["a"]:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+    # The worker runs in this loop; a bounded poll is how the test sees its progress.
+    await async_poll_until(
+        lambda: sink.message_ids("vs_1") == ["a"], timeout=10, interval=0.02, what="delivery"
+    )
     status = await runtime.status()
     assert failures == []
     assert status["worker"]["running"] is True

@@ -22,6 +22,7 @@ __all__ = ["VOICES", "Agent", "AgentCatalog", "Transcription", "load_catalog"]
 VOICES = frozenset(
     {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"}
 )
+"""The voices Azure OpenAI realtime accepts (GA): the one list, which the emulator enforces too."""
 
 
 class Transcription(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

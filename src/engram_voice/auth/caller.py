@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Protocol
 
 import msgspec
 
-__all__ = ["Authenticator", "Caller", "NoAuthenticator", "lower_headers"]
+__all__ = [
+    "MAX_USER_ID_CHARS",
+    "Authenticator",
+    "Caller",
+    "NoAuthenticator",
+    "lower_headers",
+    "user_id_problem",
+]
+
+MAX_USER_ID_CHARS = 512
+"""The longest user id any auth mode accepts (an EasyAuth id plus its ``idp:`` prefix)."""
+
+# C0 controls and DEL (U+0000 breaks PostgreSQL, line breaks forge log lines) and lone
+# surrogates (not encodable as UTF-8). C1 controls stay allowed: a UTF-8 header value read
+# as Latin-1, as HTTP servers hand header values over, is full of them.
+_REFUSED = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def user_id_problem(user_id: str) -> str | None:
+    """Return why ``user_id`` cannot name a user, or None when it can.
+
+    The one rule for every auth mode: 1 to ``MAX_USER_ID_CHARS`` characters, no
+    surrounding whitespace, no C0 control character or DEL, no lone surrogate. Everything else
+    (``/``, ``?``, ``#``, ``%``, spaces, any other Unicode) is a valid id; the memory
+    sink maps it to what its store accepts.
+    """
+    if not user_id or user_id != user_id.strip():
+        return "it is empty or has surrounding whitespace"
+    if len(user_id) > MAX_USER_ID_CHARS:
+        return f"it is longer than {MAX_USER_ID_CHARS} characters"
+    if _REFUSED.search(user_id):
+        return "it contains a control character or a lone surrogate"
+    return None
 
 
 class Caller(msgspec.Struct, frozen=True):

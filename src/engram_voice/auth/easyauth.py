@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import msgspec
 import structlog
 
-from engram_voice.auth.caller import Caller, lower_headers
+from engram_voice.auth.caller import Caller, lower_headers, user_id_problem
 from engram_voice.errors import AuthenticationError
 
 __all__ = ["OBJECT_ID_CLAIM", "EasyAuthAuthenticator"]
@@ -91,6 +91,12 @@ class EasyAuthAuthenticator:
             raise AuthenticationError("The X-MS-CLIENT-PRINCIPAL-ID header is too long.")
         if idp not in _ENTRA_IDPS:
             user_id = f"{idp}:{user_id}"
+        if problem := user_id_problem(user_id):
+            _logger.info("auth.token_rejected", reason="unusable_principal")
+            raise AuthenticationError(
+                f"The forwarded principal id is not a usable user id: {problem}.",
+                extra={"reason": "unusable_principal"},
+            )
         name = lowered.get("x-ms-client-principal-name", "").strip() or _claim(
             principal, "name", "preferred_username"
         )

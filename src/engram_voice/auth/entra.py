@@ -17,7 +17,7 @@ import httpx
 import jwt
 import structlog
 
-from engram_voice.auth.caller import Caller, lower_headers
+from engram_voice.auth.caller import Caller, lower_headers, user_id_problem
 from engram_voice.auth.jwks import JwksCache
 from engram_voice.auth.settings import EntraSettings
 from engram_voice.errors import AuthenticationError, ForbiddenError
@@ -27,6 +27,7 @@ __all__ = ["EntraAuthenticator", "bearer_token"]
 _logger = structlog.get_logger("engram_voice.auth")
 _MAX_TOKEN_CHARS = 16_384
 _ALGORITHMS = ["RS256"]
+_MALFORMED = "The access token is not a well-formed JWT."
 
 
 def _rejected(reason: str, detail: str) -> AuthenticationError:
@@ -66,7 +67,7 @@ _CLAIM_FAILURES: tuple[tuple[type[jwt.InvalidTokenError], str, str], ...] = (
     ),
     (jwt.InvalidSignatureError, "bad_signature", "The access token's signature is invalid."),
     (jwt.InvalidAlgorithmError, "bad_algorithm", "The access token must be signed with RS256."),
-    (jwt.DecodeError, "malformed_token", "The access token is not a well-formed JWT."),
+    (jwt.DecodeError, "malformed_token", _MALFORMED),
 )
 
 
@@ -105,8 +106,10 @@ class EntraAuthenticator:
         token = bearer_token(headers)
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as exc:
-            raise _claims_error(exc) from None
+        except jwt.InvalidTokenError:
+            # Not only DecodeError: PyJWT refuses odd header fields (a non-string kid, an
+            # unsupported crit) with the base class. Whatever it is, the token does not parse.
+            raise _rejected("malformed_token", _MALFORMED) from None
         if header.get("alg") not in _ALGORITHMS:
             raise _rejected("bad_algorithm", "The access token must be signed with RS256.")
         kid = header.get("kid")
@@ -129,7 +132,7 @@ class EntraAuthenticator:
 
     def _caller(self, claims: Mapping[str, Any]) -> Caller:
         oid = claims.get("oid")
-        if not isinstance(oid, str) or not oid.strip():
+        if not isinstance(oid, str) or user_id_problem(oid.strip()):
             raise _rejected("missing_claim", "The access token's 'oid' claim is not a user id.")
         scopes = claims.get("scp")
         if not isinstance(scopes, str) or not scopes.split():

@@ -8,29 +8,19 @@ start-up unless ``AUTH_ALLOW_NONE_ON_NETWORK`` forces it.
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 import limits
 import msgspec
 
+from engram_voice.auth.caller import user_id_problem
 from engram_voice.envreader import EnvReader
+from engram_voice.netutil import is_loopback_host
 
 __all__ = ["AUTH_MODES", "AuthSettings", "EntraSettings", "is_loopback_host"]
 
 AUTH_MODES = ("entra", "easyauth", "none")
 _MICROSOFT_LOGIN = "https://login.microsoftonline.com"
-
-
-def is_loopback_host(host: str) -> bool:
-    """Return True when ``host`` (a bind address) is only reachable from this machine."""
-    bare = host.strip().strip("[]").lower()
-    if bare == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(bare).is_loopback
-    except ValueError:
-        return False
 
 
 class EntraSettings(msgspec.Struct, frozen=True):
@@ -132,6 +122,13 @@ def _rate_limit(reader: EnvReader) -> str | None:
     return text if enabled else None
 
 
+def _local_user_id(reader: EnvReader) -> str:
+    user_id = reader.text("LOCAL_USER_ID", "local-user")
+    if problem := user_id_problem(user_id):
+        reader.fail(f"LOCAL_USER_ID={user_id!r} is not a usable user id: {problem}")
+    return user_id
+
+
 class AuthSettings(msgspec.Struct, frozen=True):
     """Caller authentication mode, the mint rate limit and the CORS allow-list."""
 
@@ -164,7 +161,7 @@ class AuthSettings(msgspec.Struct, frozen=True):
             mode=mode,
             bind_host=bind_host,
             allow_none_on_network=force,
-            local_user_id=reader.text("LOCAL_USER_ID", "local-user"),
+            local_user_id=_local_user_id(reader),
             entra=EntraSettings.from_env(reader, required=mode == "entra"),
             mint_rate_limit=_rate_limit(reader),
             cors_allow_origins=_origins(reader),

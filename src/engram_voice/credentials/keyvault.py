@@ -41,11 +41,11 @@ from engram_voice.errors import (
     CredentialTimeoutError,
     CredentialUnavailableError,
 )
+from engram_voice.netutil import is_loopback_host
 
 __all__ = ["KeyVaultKeySource", "key_vault_client"]
 
 _logger = structlog.get_logger("engram_voice.credentials")
-_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _FORBIDDEN = 403
 _RETRY_AFTER_FAILURE_SECONDS = 30.0
 _SHORT = 8
@@ -65,7 +65,7 @@ def key_vault_client(
     The challenge's resource is verified against the vault's domain, except for a vault on
     loopback (a local stand-in), whose certificate and domain cannot be Azure's.
     """
-    loopback = urlsplit(vault_url).hostname in _LOOPBACK
+    loopback = is_loopback_host(urlsplit(vault_url).hostname)
     return SecretClient(
         vault_url,
         credential,

@@ -15,12 +15,13 @@ so every ICE check stays between loopback addresses.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
 import aioice.ice
+
+from engram_voice.netutil import is_loopback_host
 
 __all__ = ["LOOPBACK_ADDRESS", "loopback_candidates_only", "loopback_ice"]
 
@@ -56,13 +57,6 @@ def loopback_ice() -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:  # an mDNS name such as <uuid>.local resolves off the loopback interface
-        return False
-
-
 def loopback_candidates_only(sdp: str) -> tuple[str, int]:
     """Return ``sdp`` without ICE candidates on non-loopback addresses, and how many went."""
     kept: list[str] = []
@@ -70,7 +64,7 @@ def loopback_candidates_only(sdp: str) -> tuple[str, int]:
     for line in sdp.splitlines():
         if line.startswith("a=candidate:"):
             fields = line.split()
-            if len(fields) < 5 or not _is_loopback(fields[4]):  # noqa: PLR2004 - RFC 8839 field 5
+            if len(fields) < 5 or not is_loopback_host(fields[4]):  # noqa: PLR2004 - RFC 8839 field 5
                 dropped += 1
                 continue
         kept.append(line)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from engram_voice.agents.catalog import VOICES  # Azure's voice list, kept in one place
 from engram_voice.emulator.azure_errors import AzureApiError
 
 __all__ = [
@@ -32,9 +33,6 @@ __all__ = [
     "decode_strict",
 ]
 
-VOICES = frozenset(
-    {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"}
-)
 
 Name = Annotated[str, Meta(min_length=1, max_length=256)]
 

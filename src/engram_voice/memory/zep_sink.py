@@ -5,6 +5,10 @@ We build the SDK's ``AsyncBaseClient`` (the class ``AsyncZep`` extends, with the
 with the process's ``ZEP_API_URL``; settings come from our own mapping instead. The SDK
 drops response headers from its errors, so an httpx response hook records
 ``Retry-After`` in a context variable that the failing call reads back.
+
+The SDK also puts ids into URL paths unencoded (``users/{user_id}``, joined with
+``urljoin``), so ``a/b``, ``x?y=1#z`` or ``..`` would address another path. Every id
+this sink sends to Zep goes through :func:`zep_id` first.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from engram_voice.memory.sink import (
     SinkUnavailableError,
 )
 
-__all__ = ["ZepSink"]
+__all__ = ["ZepSink", "zep_id"]
 
 _logger = structlog.get_logger("engram_voice.memory.zep")
 _T = TypeVar("_T")
@@ -41,6 +45,32 @@ _retry_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 _NOT_FOUND = 404
 _KNOWN_SESSIONS = 10_000
+_ID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@-")
+_ID_ESCAPE = "~"
+
+
+def zep_id(value: str) -> str:
+    """Return the Zep id of one of our ids: unchanged when URL-path safe, escaped otherwise.
+
+    Characters of ``[A-Za-z0-9._:@-]`` stay as they are; every other character (``~``
+    itself included) becomes ``~XX`` per byte of its UTF-8 form, and the whole ids ``.``
+    and ``..`` (path segments a URL normalises away) become ``~2E``/``~2E~2E``. The
+    mapping is injective (``~`` only ever starts an escape, so it decodes uniquely) and
+    leaves Entra object ids, ``github:1234`` and ``local-user`` unchanged, so existing
+    Zep data keeps its ids.
+    """
+    if not value:
+        raise ValueError("an empty id cannot name a Zep user or session")
+    if value in {".", ".."}:
+        return f"{_ID_ESCAPE}2E" * len(value)
+    if _ID_SAFE.issuperset(value):
+        return value
+    return "".join(
+        char
+        if char in _ID_SAFE
+        else "".join(f"{_ID_ESCAPE}{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+        for char in value
+    )
 
 
 async def _record_retry_after(response: httpx.Response) -> None:
@@ -119,14 +149,17 @@ class ZepSink:
         if session_id in self._known:
             self._known.move_to_end(session_id)
             return
+        if not user_id or not session_id:
+            raise SinkRejectedError("an empty user or session id cannot be stored in zep")
         owner = await self._session_owner(session_id)
+        zep_user = zep_id(user_id)
         if owner is None:
-            await self._ensure_user(user_id)
+            await self._ensure_user(zep_user)
             try:
                 await self._call(
                     "create session",
                     lambda: self._client.memory.add_session(
-                        session_id=session_id, user_id=user_id, metadata={"agent": agent}
+                        session_id=zep_id(session_id), user_id=zep_user, metadata={"agent": agent}
                     ),
                 )
             except SinkRejectedError:
@@ -134,18 +167,22 @@ class ZepSink:
                 if owner is None:
                     raise
             else:
-                owner = user_id
+                owner = zep_user
                 _logger.info("memory.zep_session_created", session_id=session_id, agent=agent)
-        if owner != user_id:
+        # A session created before ids were mapped belongs to the same user's raw id. Only
+        # an id without the escape character is taken raw: no other id maps to it.
+        legacy = _ID_ESCAPE not in user_id and owner == user_id
+        if owner != zep_user and not legacy:
             raise SinkRejectedError("zep session belongs to another user", status=409)
         self._known[session_id] = None
         if len(self._known) > _KNOWN_SESSIONS:
             self._known.popitem(last=False)
 
     async def _session_owner(self, session_id: str) -> str | None:
+        """Return the Zep user id owning the session (None when it does not exist)."""
         try:
             session = await self._call(
-                "get session", lambda: self._client.memory.get_session(session_id)
+                "get session", lambda: self._client.memory.get_session(zep_id(session_id))
             )
         except SinkRejectedError as exc:
             if exc.status == _NOT_FOUND:
@@ -155,6 +192,7 @@ class ZepSink:
         return owner if isinstance(owner, str) else ""
 
     async def _ensure_user(self, user_id: str) -> None:
+        """Create the Zep user ``user_id`` (already a :func:`zep_id`) unless it exists."""
         try:
             await self._call("get user", lambda: self._client.user.get(user_id))
         except SinkRejectedError as exc:
@@ -180,7 +218,8 @@ class ZepSink:
             for m in messages
         ]
         await self._call(
-            "add memory", lambda: self._client.memory.add(session_id=session_id, messages=payload)
+            "add memory",
+            lambda: self._client.memory.add(session_id=zep_id(session_id), messages=payload),
         )
 
     async def message_exists(self, session_id: str, uuid: str) -> bool:
@@ -188,7 +227,7 @@ class ZepSink:
         try:
             await self._call(
                 "get message",
-                lambda: self._client.memory.get_session_message(session_id, uuid),
+                lambda: self._client.memory.get_session_message(zep_id(session_id), zep_id(uuid)),
             )
         except SinkRejectedError as exc:
             if exc.status == _NOT_FOUND:

@@ -8,10 +8,10 @@ import msgspec
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.envreader import EnvReader
+from engram_voice.netutil import is_loopback_host
 
-__all__ = ["AUTH_CHOICES", "DEFAULT_KEY_VAULT_SECRET_NAME", "LOOPBACK_HOSTS", "RealtimeSettings"]
+__all__ = ["AUTH_CHOICES", "DEFAULT_KEY_VAULT_SECRET_NAME", "RealtimeSettings"]
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 AUTH_CHOICES = ("api-key", "entra", "key-vault")
 DEFAULT_KEY_VAULT_SECRET_NAME = "voicelive-api-key"  # noqa: S105 - the secret's name, not a value
 
@@ -20,7 +20,7 @@ def _endpoint_problem(url: str) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in {"https", "http"} or not parts.hostname:
         return f"AZURE_OPENAI_ENDPOINTS entry {url!r} is not an http(s) URL"
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         return f"AZURE_OPENAI_ENDPOINTS entry {url!r} must use https (http only for loopback)"
     if parts.query or parts.fragment:
         return f"AZURE_OPENAI_ENDPOINTS entry {url!r} must not carry a query or fragment"

@@ -1,7 +1,10 @@
 """The Zep stand-in's HTTP app: the ``/api/v2`` subset zep-python uses, plus an admin API.
 
 API calls need ``Authorization: Api-Key <key>`` (as the SDK sends it) and answer errors
-as Zep does, ``{"message": ...}``. ``/_standin/faults`` injects failures and
+as Zep does, ``{"message": ...}``. Paths are routed as sent, one id per path segment, and
+each id is percent-decoded after routing, as a server routing on the raw path does: so
+``/users/a%2Fb`` is the user ``a/b``, while ``/users/a/b`` (what an SDK that does not
+encode ids sends) is no route at all, 404. ``/_standin/faults`` injects failures and
 ``/_standin/state`` reports counts; both are for local development and tests only.
 """
 
@@ -13,12 +16,15 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+from urllib.parse import unquote
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
+from litestar.enums import ScopeType
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_201_CREATED
+from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 
 from engram_voice.gcfreeze import freeze_startup_objects
 from engram_voice.zep_standin.config import ZepStandinConfig
@@ -97,7 +103,7 @@ async def add_user(request: Request[Any, Any, Any]) -> dict[str, Any]:
 async def get_user(request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
     """Return a user (404 when unknown)."""
     standin = await _gate(request, "users.get")
-    return standin.store.get_user(user_id)
+    return standin.store.get_user(unquote(user_id))
 
 
 @post("/api/v2/sessions", status_code=HTTP_201_CREATED)
@@ -112,7 +118,7 @@ async def add_session(request: Request[Any, Any, Any]) -> dict[str, Any]:
 async def get_session(request: Request[Any, Any, Any], session_id: FromPath[str]) -> dict[str, Any]:
     """Return a session (404 when unknown)."""
     standin = await _gate(request, "sessions.get")
-    return standin.store.get_session(session_id)
+    return standin.store.get_session(unquote(session_id))
 
 
 @post("/api/v2/sessions/{session_id:str}/memory", status_code=200)
@@ -120,7 +126,7 @@ async def add_memory(request: Request[Any, Any, Any], session_id: FromPath[str])
     """Append up to 30 messages atomically (400 on any rule, e.g. an existing uuid)."""
     standin = await _gate(request, "memory.add", memory_write=True)
     body: _MemoryIn = _decode(await request.body(), _MemoryIn)
-    standin.store.add_messages(session_id, body.messages or [])
+    standin.store.add_messages(unquote(session_id), body.messages or [])
     return {"message": "OK"}
 
 
@@ -130,7 +136,7 @@ async def get_memory(request: Request[Any, Any, Any], session_id: FromPath[str])
     standin = await _gate(request, "memory.get")
     lastn_text = request.query_params.get("lastn") or ""
     lastn = int(lastn_text) if lastn_text.isdigit() else None
-    messages = standin.store.messages(session_id, lastn)
+    messages = standin.store.messages(unquote(session_id), lastn)
     return {"messages": messages, "metadata": {}, "relevant_facts": []}
 
 
@@ -140,7 +146,7 @@ async def get_message(
 ) -> dict[str, Any]:
     """Return one message by uuid (404 when the session does not hold it)."""
     standin = await _gate(request, "messages.get")
-    return standin.store.message(session_id, message_uuid)
+    return standin.store.message(unquote(session_id), unquote(message_uuid))
 
 
 @get("/healthz")
@@ -174,6 +180,26 @@ def _zep_error(_: Request[Any, Any, Any], exc: ZepRuleError) -> Response[dict[st
     return Response({"message": exc.message}, status_code=exc.status, headers=headers)
 
 
+class _RawPathLitestar(Litestar):
+    """Litestar routing on the raw (still percent-encoded) path, as Zep's server does.
+
+    The ASGI server hands Litestar a decoded ``path``, in which ``a%2Fb`` has become two
+    segments; routing on ``raw_path`` keeps an encoded id in one segment.
+    """
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        """Route HTTP requests on ``raw_path``; everything else as Litestar does."""
+        raw = scope.get("raw_path") if scope["type"] == ScopeType.HTTP else None
+        if isinstance(raw, bytes) and raw:
+            scope = cast("Scope", {**scope, "path": raw.decode("latin-1")})
+        await super().__call__(scope, receive, send)
+
+
 def create_standin_app(config: ZepStandinConfig, *, store: StandinStore | None = None) -> Litestar:
     """Build the stand-in app; it opens (and closes) its SQLite store in its lifespan."""
 
@@ -190,7 +216,7 @@ def create_standin_app(config: ZepStandinConfig, *, store: StandinStore | None =
             if store is None:
                 own.close()
 
-    return Litestar(
+    return _RawPathLitestar(
         route_handlers=[
             add_user,
             get_user,
