@@ -19,7 +19,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(UV) pip install --python $(BIN)/python --quiet -c constraints.txt -e '.[dev]'
+	$(UV) pip install --python $(BIN)/python --quiet -c constraints.txt -e '.[dev,emulator]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the pinned Python dependencies
@@ -52,7 +52,7 @@ bench: install ## Run the benchmarks (loopback only) and print their reports
 	$(BIN)/python bench/bench_enrich.py
 
 constraints: ## Re-pin constraints.txt from pyproject.toml (needs the package registry)
-	$(UV) pip compile pyproject.toml --extra dev --no-header --no-annotate --quiet -o constraints.txt
+	$(UV) pip compile pyproject.toml --extra dev --extra emulator --no-header --no-annotate --quiet -o constraints.txt
 
 clean: ## Remove the virtualenv, caches and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache web/node_modules web/dist

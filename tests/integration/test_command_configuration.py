@@ -8,7 +8,10 @@ crash later at start-up; and each one logs through the same LOG_FORMAT/LOG_LEVEL
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +132,26 @@ def test_the_separate_worker_logs_one_json_event_per_line_in_production(tmp_path
     assert {"memory.worker_listening", "memory.worker_started"} <= names
     assert any(event.get("logger") == "uvicorn.error" for event in events)
     assert all({"event", "level", "timestamp"} <= set(event) for event in events)
+
+
+def test_the_emulator_without_its_optional_dependencies_says_how_to_install_them() -> None:
+    """`engram-voice emulator` on a production install (no aiortc) exits 2 with one hint."""
+    script = (
+        "import sys\n"
+        "sys.modules['aiortc'] = None  # as if the 'emulator' extra were not installed\n"
+        "from engram_voice.cli import main\n"
+        "raise SystemExit(main(['emulator']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMULATOR_")}
+    result = subprocess.run(  # noqa: S603 - our interpreter
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == EXIT_INVALID_CONFIGURATION, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "pip install 'engram-voice[emulator]'" in result.stderr
