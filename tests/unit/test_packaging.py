@@ -63,3 +63,19 @@ def test_every_module_but_the_emulator_imports_without_the_extra() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) > 50
+
+
+def test_starting_the_service_does_not_import_rich_or_pygments() -> None:
+    """Importing the app skips rich and pygments (40-120 ms), which stay importable after."""
+    script = (
+        "import sys\n"
+        "import engram_voice.app, engram_voice.cli, uvicorn\n"
+        "loaded = sorted(n for n in sys.modules if n.split('.')[0] in ('rich', 'pygments'))\n"
+        "import rich.console, pygments.lexers\n"
+        "print(loaded)\n"
+    )
+    result = subprocess.run(  # noqa: S603 - our interpreter
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
