@@ -5,6 +5,16 @@
 # production serves it from Azure Static Web Apps (infra/README.md).
 
 ARG PYTHON_VERSION=3.11
+ARG NODE_VERSION=22
+
+# The /schema page's viewer: Scalar's standalone bundle at the version pinned by
+# web/package-lock.json, copied into the package so the image serves it itself (no CDN).
+FROM node:${NODE_VERSION}-bookworm-slim AS apidocs
+WORKDIR /build/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web/scripts ./scripts
+RUN node scripts/copy-apidocs.mjs
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -19,6 +29,7 @@ ENV PATH=/opt/venv/bin:$PATH
 # is set), so no start of the service recompiles ~500 modules.
 COPY constraints.txt pyproject.toml README.md ./
 COPY src ./src
+COPY --from=apidocs /build/src/engram_voice/static/apidocs/ ./src/engram_voice/static/apidocs/
 RUN pip install --upgrade pip \
     && pip install --compile -c constraints.txt .
 

@@ -13,10 +13,10 @@ from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.plugins.prometheus import PrometheusController
 
 from engram_voice import __version__
+from engram_voice.apidocs import OPENAPI_PATH, ShippedScalarRenderPlugin
 from engram_voice.auth import cors_config
 from engram_voice.errors import exception_handlers
 from engram_voice.gcfreeze import freeze_startup_objects
@@ -94,8 +94,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
                 "Realtime credential vending for Engram agents (Elena, Marcus, Sage) and "
                 "durable memory enrichment."
             ),
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            path=OPENAPI_PATH,
+            render_plugins=[ShippedScalarRenderPlugin()],  # assets shipped, nothing from a CDN
         ),
         request_max_body_size=64 * 1024,
         debug=False,
