@@ -238,7 +238,10 @@ def run_dev_stack(env: Mapping[str, str], port: int | None = None) -> int:
             flush=True,
         )
         _supervise(children)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        _stop(children)
+        if children:
+            _say(f"stopped ({stop.args[0] if stop.args else 'SIGINT'}); every child has exited.")
         return 0
     except ChildExitedError as exc:
         others = [name for name, child in children if child.poll() is None]
