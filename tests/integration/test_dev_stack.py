@@ -59,6 +59,15 @@ def poll(condition: object, what: str, *, timeout: float = _BOUND_S) -> None:
         time.sleep(0.05)
 
 
+_BANNER_END = "Ctrl-C stops everything."
+
+
+def wait_for_banner(process: ServiceProcess) -> str:
+    """Return the log once dev printed its banner (it follows the service's first 200)."""
+    poll(lambda: _BANNER_END in process.read_log(), "the dev stack printed no banner")
+    return process.read_log()
+
+
 class DevStack:
     """A running ``engram-voice dev`` and what it printed."""
 
@@ -89,6 +98,7 @@ def fixture_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack
         log_path=tmp / "dev.log",
     ).start(timeout=60)
     try:
+        wait_for_banner(process)
         yield DevStack(process, zep_key)
     finally:
         assert process.stop() == 0  # SIGTERM, like Ctrl-C, is a clean stop of the whole stack
@@ -191,7 +201,7 @@ def test_a_child_that_exits_is_named_with_its_status_and_the_others_are_stopped(
         log_path=tmp_path / "dev.log",
     ).start(timeout=60)
     try:
-        log = stack.read_log()
+        log = wait_for_banner(stack)
         pids = {
             name: int(pid)
             for name, pid in re.findall(
