@@ -5,6 +5,16 @@
 # production serves it from Azure Static Web Apps (infra/README.md).
 
 ARG PYTHON_VERSION=3.11
+ARG NODE_VERSION=22
+
+# The /schema page's viewer: Scalar's standalone bundle at the version pinned by
+# web/package-lock.json, copied into the package so the image serves it itself (no CDN).
+FROM node:${NODE_VERSION}-bookworm-slim AS apidocs
+WORKDIR /build/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web/scripts ./scripts
+RUN node scripts/copy-apidocs.mjs
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -13,11 +23,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /build
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# The package and its dependencies, pinned by constraints.txt, into /opt/venv.
+# The package and its runtime dependencies, pinned by constraints.txt, into /opt/venv;
+# without the optional `emulator` extra (aiortc's WebRTC media stack, ~110 MB), which only
+# the local Azure emulator uses. --compile writes the bytecode now (PYTHONDONTWRITEBYTECODE
+# is set), so no start of the service recompiles ~500 modules.
 COPY constraints.txt pyproject.toml README.md ./
 COPY src ./src
+COPY --from=apidocs /build/src/engram_voice/static/apidocs/ ./src/engram_voice/static/apidocs/
 RUN pip install --upgrade pip \
-    && pip install -c constraints.txt .
+    && pip install --compile -c constraints.txt .
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

@@ -13,9 +13,9 @@ from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 
 from engram_voice import __version__
+from engram_voice.apidocs import OPENAPI_PATH, ShippedScalarRenderPlugin
 from engram_voice.auth import cors_config
 from engram_voice.errors import exception_handlers
 from engram_voice.gcfreeze import freeze_startup_objects
@@ -70,7 +70,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
             yield
             _logger.info("app.stopping")
 
-    # /metrics is Litestar's PrometheusController over prometheus_client's registry. The
+    # /metrics is Litestar's PrometheusController over prometheus_client's registry, declared
+    # as the Prometheus text it serves (metrics_route). The
     # two API routes count their own answers and latency (engram_realtime_session_*,
     # engram_memory_enrich_*); the generic per-request middleware is not installed: even
     # with those paths excluded it cost ~10 us, 8 % of enrich's CPU, for /status alone.
@@ -94,8 +95,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
                 "Realtime credential vending for Engram agents (Elena, Marcus, Sage) and "
                 "durable memory enrichment."
             ),
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            path=OPENAPI_PATH,
+            render_plugins=[ShippedScalarRenderPlugin()],  # assets shipped, nothing from a CDN
         ),
         request_max_body_size=64 * 1024,
         debug=False,

@@ -1,4 +1,10 @@
-"""The ``engram-voice`` command: serve, emulator and the operator tools."""
+"""The ``engram-voice`` command: serve, emulator and the operator tools.
+
+Every command reads its settings through :func:`engram_voice.settings.load_settings`
+(the shared :class:`~engram_voice.settings.ProcessSettings` for bind address and logging
+included) and configures logging from them, so each fails alike on bad configuration:
+one message on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,6 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from engram_voice.envreader import EnvReader
 from engram_voice.errors import ConfigurationError
 from engram_voice.logs import configure_logging
 
@@ -23,7 +28,7 @@ def _serve(_: argparse.Namespace) -> int:
 
     from engram_voice.settings import Settings  # noqa: PLC0415
 
-    settings = Settings.from_env(os.environ)
+    settings = Settings.from_env(os.environ)  # the agent catalog is loaded here too
     server = settings.server
     configure_logging(level=server.log_level, json=server.log_json)
     _logger.info("app.listening", url=f"http://{server.host}:{server.port}", workers=server.workers)
@@ -41,16 +46,30 @@ def _serve(_: argparse.Namespace) -> int:
     return 0
 
 
-def _emulator(_: argparse.Namespace) -> int:
-    from engram_voice.emulator import EmulatorConfig, run_emulator  # noqa: PLC0415
+_EMULATOR_EXTRA = ("aiortc", "aioice", "av", "pylibsrtp", "pyee", "google_crc32c")
 
-    reader = EnvReader(os.environ)
-    host = reader.text("HOST", "127.0.0.1")
-    port = reader.integer("PORT", 8600, minimum=1, maximum=65535)
-    config = EmulatorConfig.from_env(reader)
-    reader.raise_if_invalid()
-    configure_logging(level=reader.text("LOG_LEVEL", "info"), json=False)
-    run_emulator(config, host=host, port=port)
+
+def _emulator(_: argparse.Namespace) -> int:
+    try:
+        from engram_voice.emulator import EmulatorConfig, run_emulator  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _EMULATOR_EXTRA:
+            raise
+        raise ConfigurationError(
+            f"the emulator needs the optional 'emulator' dependencies ({exc.name} is not "
+            "installed): pip install 'engram-voice[emulator]' (make install does)"
+        ) from exc
+    from engram_voice.settings import ProcessSettings, load_settings  # noqa: PLC0415
+
+    process, config = load_settings(
+        os.environ,
+        lambda r: (
+            ProcessSettings.from_env(r, default_port=8600, local_tool=True),
+            EmulatorConfig.from_env(r),
+        ),
+    )
+    configure_logging(level=process.log_level, json=process.log_json)
+    run_emulator(config, host=process.host, port=process.port)
     return 0
 
 
@@ -75,20 +94,30 @@ def _zep_standin(_: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - only the check pays for the imports
 
+    from engram_voice.envreader import EnvReader  # noqa: PLC0415
     from engram_voice.realtime.check import run_check  # noqa: PLC0415
     from engram_voice.realtime.settings import RealtimeSettings  # noqa: PLC0415
+    from engram_voice.settings import (  # noqa: PLC0415
+        ProcessSettings,
+        check_agents_file,
+        load_settings,
+    )
 
-    reader = EnvReader(os.environ)
-    settings = RealtimeSettings.from_env(reader)
-    reader.raise_if_invalid()
-    configure_logging(level="DEBUG" if args.verbose else "CRITICAL", json=False)
+    def read(reader: EnvReader) -> tuple[ProcessSettings, RealtimeSettings]:
+        process, realtime = ProcessSettings.from_env(reader), RealtimeSettings.from_env(reader)
+        check_agents_file(reader, realtime.agents_file)
+        return process, realtime
+
+    process, settings = load_settings(os.environ, read)
+    # The report is the output; log events only with --verbose, in the configured format.
+    configure_logging(level="DEBUG" if args.verbose else "CRITICAL", json=process.log_json)
     return asyncio.run(run_check(settings, out=sys.stdout))
 
 
 def _dev(args: argparse.Namespace) -> int:
     from engram_voice.devstack import run_dev_stack  # noqa: PLC0415
 
-    return run_dev_stack(port=args.port)
+    return run_dev_stack(os.environ, port=args.port)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser(
         "dev", help="run the local stack: emulator, Zep stand-in and service (make run)"
     )
-    dev.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    dev.add_argument("--port", type=int, default=None, help="the service's port (default: PORT)")
     dev.set_defaults(handler=_dev)
     return parser
 

@@ -94,7 +94,9 @@ def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         # filter_by_level first: an event below the level costs one check, not the pipeline.

@@ -1,22 +1,47 @@
 """All settings, grouped by concern and read once from an environment-like mapping.
 
 ``Settings.from_env(os.environ)`` in production; tests pass a plain dict. Every problem
-is reported at once and start-up stops with that message.
+is reported at once and start-up stops with that message. Every command reads its groups
+through :func:`load_settings` and :class:`ProcessSettings` (bind address and logging), so
+each one fails the same way: one message, exit status 2 (habit 14 of STYLE.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import msgspec
 
+from engram_voice.agents.catalog import load_catalog
 from engram_voice.auth import AuthSettings
 from engram_voice.credentials.secret import Secret
 from engram_voice.envreader import EnvReader
+from engram_voice.errors import ConfigurationError
 from engram_voice.memory import MemorySettings
 from engram_voice.realtime.settings import RealtimeSettings
 
-__all__ = ["ServerSettings", "Settings"]
+__all__ = ["ProcessSettings", "ServerSettings", "Settings", "check_agents_file", "load_settings"]
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def load_settings(env: Mapping[str, str], read: Callable[[EnvReader], T]) -> T:
+    """Read settings with ``read`` from ``env``; raise one ConfigurationError listing them all."""
+    reader = EnvReader(env)
+    value = read(reader)
+    reader.raise_if_invalid()
+    return value
+
+
+def check_agents_file(reader: EnvReader, path: str | None) -> None:
+    """Load the agent catalog (``AGENTS_FILE``) now, recording why it cannot be used."""
+    try:
+        load_catalog(path)
+    except ConfigurationError as exc:
+        reader.fail(str(exc))
 
 
 def _token_keys(reader: EnvReader) -> tuple[tuple[str, Secret], ...]:
@@ -35,6 +60,38 @@ def _token_keys(reader: EnvReader) -> tuple[tuple[str, Secret], ...]:
     return tuple(keys)
 
 
+class ProcessSettings(msgspec.Struct, frozen=True):
+    """What every command reads alike: environment kind, bind address and logging."""
+
+    environment: str
+    host: str
+    port: int
+    log_level: str
+    log_json: bool
+
+    @classmethod
+    def from_env(
+        cls, reader: EnvReader, *, default_port: int = 8000, local_tool: bool = False
+    ) -> ProcessSettings:
+        """Read APP_ENV, HOST, PORT, LOG_LEVEL and LOG_FORMAT with the command's defaults.
+
+        ``local_tool`` (the emulator and the Zep stand-in, never deployed) defaults APP_ENV
+        to ``local``, hence readable console logs.
+        """
+        default_environment = "local" if local_tool else "production"
+        environment = reader.choice("APP_ENV", default_environment, ("production", "local"))
+        log_format = reader.choice(
+            "LOG_FORMAT", "json" if environment == "production" else "console", ("json", "console")
+        )
+        return cls(
+            environment=environment,
+            host=reader.text("HOST", "127.0.0.1"),
+            port=reader.integer("PORT", default_port, minimum=1, maximum=65535),
+            log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS).upper(),
+            log_json=log_format == "json",
+        )
+
+
 class ServerSettings(msgspec.Struct, frozen=True):
     """How the HTTP service binds and logs."""
 
@@ -48,21 +105,16 @@ class ServerSettings(msgspec.Struct, frozen=True):
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> ServerSettings:
-        """Read the server settings."""
-        environment = reader.choice("APP_ENV", "production", ("production", "local"))
-        log_format = reader.choice(
-            "LOG_FORMAT", "json" if environment == "production" else "console", ("json", "console")
-        )
+        """Read the server settings: the process settings plus workers and the web page."""
+        process = ProcessSettings.from_env(reader, default_port=8000)
         return cls(
-            environment=environment,
-            host=reader.text("HOST", "127.0.0.1"),
-            port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
-            log_level=reader.choice(
-                "LOG_LEVEL", "info", ("debug", "info", "warning", "error")
-            ).upper(),
-            log_json=log_format == "json",
+            environment=process.environment,
+            host=process.host,
+            port=process.port,
+            log_level=process.log_level,
+            log_json=process.log_json,
             workers=reader.integer("WEB_CONCURRENCY", 1, minimum=1, maximum=64),
-            serve_web=reader.flag("SERVE_WEB", default=environment == "local"),
+            serve_web=reader.flag("SERVE_WEB", default=process.environment == "local"),
         )
 
 
@@ -82,14 +134,18 @@ class Settings(msgspec.Struct, frozen=True):
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read every group from ``env``; raise ConfigurationError listing all problems."""
-        reader = EnvReader(env)
+        return load_settings(env, cls.read)
+
+    @classmethod
+    def read(cls, reader: EnvReader) -> Settings:
+        """Read every group from ``reader`` (recording problems on it), the agent catalog too."""
         server = ServerSettings.from_env(reader)
-        settings = cls(
+        realtime = RealtimeSettings.from_env(reader)
+        check_agents_file(reader, realtime.agents_file)
+        return cls(
             server=server,
-            realtime=RealtimeSettings.from_env(reader),
+            realtime=realtime,
             auth=AuthSettings.from_env(reader, bind_host=server.host),
             memory=MemorySettings.from_env(reader),
             token_keys=_token_keys(reader),
         )
-        reader.raise_if_invalid()
-        return settings

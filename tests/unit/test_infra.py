@@ -540,7 +540,8 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck():
     """The image builds with constraints.txt in a builder stage and runs as a non-root user."""
     stages = _dockerfile_stages()
     assert len(stages) >= 2
-    builder, runtime = "\n".join(stages[0]), stages[-1]
+    builder = next("\n".join(stage) for stage in stages if "pip install" in "\n".join(stage))
+    runtime = stages[-1]
     assert re.search(r"pip install .*-c constraints\.txt", builder)
     users = [line.split()[1] for line in runtime if line.upper().startswith("USER ")]
     assert users
@@ -563,6 +564,18 @@ def test_queue_share_is_writable_by_the_image_user():
     assert "nobrl" in volume["mountOptions"].split(",")
     sqlite_path = _environment(MODES[0])["MEMORY_SQLITE_PATH"]
     assert f"MEMORY_SQLITE_PATH={sqlite_path}" in runtime
+
+
+def test_the_image_ships_the_api_reference_viewer_built_from_the_lock_file():
+    """A node stage builds the /schema viewer with npm ci; the builder copies it into src."""
+    stages = ["\n".join(stage) for stage in _dockerfile_stages()]
+    (apidocs,) = (stage for stage in stages if "copy-apidocs.mjs" in stage)
+    assert "npm ci" in apidocs
+    assert "web/package-lock.json" in apidocs
+    builder = next(stage for stage in stages if "pip install" in stage)
+    assert re.search(r"COPY --from=\S+ \S*static/apidocs/? \S*static/apidocs/?", builder)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"!web/package.json", "!web/package-lock.json", "!web/scripts"} <= set(ignored)
 
 
 def test_dockerignore_keeps_local_state_out():

@@ -78,3 +78,22 @@ def test_events_below_the_level_are_dropped_before_the_pipeline(
         logging.getLogger().handlers.clear()
     assert seen == ["realtime.endpoint_failed"]
     assert [json.loads(line)["event"] for line in lines] == ["realtime.endpoint_failed"]
+
+
+def test_console_format_renders_an_exception_as_a_plain_redacted_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The console renderer prints the traceback as text, no rich, secrets still redacted."""
+    configure_logging(level="INFO", json=False)
+    try:
+        try:
+            raise KeyError("token=abcdefsecret")  # noqa: TRY301 - the exception under test
+        except KeyError:
+            structlog.get_logger("t").exception("http.unexpected_error")
+        err = capsys.readouterr().err
+    finally:
+        logging.getLogger().handlers.clear()
+    assert "http.unexpected_error" in err
+    assert "Traceback (most recent call last):" in err
+    assert "KeyError" in err
+    assert "abcdefsecret" not in err

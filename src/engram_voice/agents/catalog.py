@@ -99,12 +99,20 @@ def _resolve_voice(agent_id: str, raw: Mapping[str, _AgentFile], seen: tuple[str
 
 
 def _parse(data: bytes, source: str) -> AgentCatalog:
+    """Parse and validate a catalog; every problem is reported with ``source`` in front."""
+    try:
+        return _validated(data, source)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{source}: {exc}") from exc
+
+
+def _validated(data: bytes, source: str) -> AgentCatalog:
     try:
         parsed = msgspec.convert(tomllib.loads(data.decode()), _CatalogFile)
     except (tomllib.TOMLDecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"agents file {source} is invalid: {exc}") from exc
+        raise ConfigurationError(f"invalid agents file: {exc}") from exc
     if not parsed.agents:
-        raise ConfigurationError(f"agents file {source} defines no agents")
+        raise ConfigurationError("the agents file defines no agents")
     agents: dict[str, Agent] = {}
     for agent_id, entry in parsed.agents.items():
         voice = _resolve_voice(agent_id, parsed.agents, ())
@@ -136,5 +144,5 @@ def load_catalog(path: str | None = None) -> AgentCatalog:
     try:
         data = file.read_bytes()
     except OSError as exc:
-        raise ConfigurationError(f"AGENTS_FILE {path} cannot be read: {exc.strerror}") from exc
-    return _parse(data, str(file))
+        raise ConfigurationError(f"AGENTS_FILE={path} cannot be read: {exc.strerror}") from exc
+    return _parse(data, f"AGENTS_FILE={file}")

@@ -23,9 +23,11 @@ from litestar.plugins.prometheus import PrometheusController
 
 from engram_voice.envreader import EnvReader
 from engram_voice.errors import ConfigurationError
+from engram_voice.logs import configure_logging
 from engram_voice.memory.runtime import MemoryRuntime, build_memory_runtime
 from engram_voice.memory.settings import MemorySettings
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
+from engram_voice.settings import ProcessSettings, load_settings
 
 __all__ = ["create_worker_app", "dead_letters_main", "run_worker", "worker_main"]
 
@@ -64,6 +66,7 @@ def create_worker_app(settings: MemorySettings) -> Litestar:
         route_handlers=[_healthz, _status, PrometheusController],
         lifespan=[lifespan],
         openapi_config=None,
+        logging_config=None,  # the process configures logging (structlog JSON lines, redaction)
     )
 
 
@@ -81,20 +84,19 @@ def run_worker(settings: MemorySettings, *, host: str = "127.0.0.1", port: int =
     return 0
 
 
-def worker_main(env: Mapping[str, str] | None = None) -> int:
-    """Read HOST, PORT and the memory settings from the environment; run the worker."""
-    from engram_voice.logs import configure_logging  # noqa: PLC0415
+def _worker_settings(reader: EnvReader) -> tuple[ProcessSettings, MemorySettings]:
+    process = ProcessSettings.from_env(reader, default_port=8001)
+    memory = MemorySettings.from_env(reader)
+    if memory.zep.api_url is None:
+        reader.fail("ZEP_API_URL and ZEP_API_KEY are required by the memory worker")
+    return process, memory
 
-    reader = EnvReader(os.environ if env is None else env)
-    host = reader.text("HOST", "127.0.0.1")
-    port = reader.integer("PORT", 8001, minimum=1, maximum=65535)
-    settings = MemorySettings.from_env(reader)
-    reader.raise_if_invalid()
-    configure_logging(
-        level=reader.text("LOG_LEVEL", "info"),
-        json=reader.choice("LOG_FORMAT", "json", ("json", "console")) == "json",
-    )
-    return run_worker(settings, host=host, port=port)
+
+def worker_main(env: Mapping[str, str] | None = None) -> int:
+    """Read the process and memory settings (checked, exit 2 when bad); run the worker."""
+    process, settings = load_settings(os.environ if env is None else env, _worker_settings)
+    configure_logging(level=process.log_level, json=process.log_json)
+    return run_worker(settings, host=process.host, port=process.port)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,7 +143,9 @@ async def _dead_letters(settings: MemorySettings, args: argparse.Namespace) -> i
 def dead_letters_main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Run ``dead-letters list|replay [ids]`` against the configured queue."""
     args = _parser().parse_args(list(argv))
-    reader = EnvReader(os.environ if env is None else env)
-    settings = MemorySettings.from_env(reader)
-    reader.raise_if_invalid()
+    process, settings = load_settings(
+        os.environ if env is None else env,
+        lambda r: (ProcessSettings.from_env(r), MemorySettings.from_env(r)),
+    )
+    configure_logging(level=process.log_level, json=process.log_json)
     return asyncio.run(_dead_letters(settings, args))

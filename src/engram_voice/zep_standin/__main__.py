@@ -1,11 +1,5 @@
-"""``python -m engram_voice.zep_standin``: the local Zep stand-in."""
+"""``python -m engram_voice.zep_standin``: the local Zep stand-in (same as the command)."""
 
-import sys
+from engram_voice.cli import main
 
-from engram_voice.errors import ConfigurationError
-from engram_voice.zep_standin.runner import main
-
-try:
-    sys.exit(main())
-except ConfigurationError as exc:
-    sys.exit(f"zep-standin: {exc}")
+raise SystemExit(main(["zep-standin"]))

@@ -233,4 +233,5 @@ def create_standin_app(config: ZepStandinConfig, *, store: StandinStore | None =
         lifespan=[lifespan],
         openapi_config=None,
         debug=False,
+        logging_config=None,  # the process configures logging (LOG_FORMAT, redaction)
     )

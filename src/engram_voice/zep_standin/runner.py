@@ -8,7 +8,6 @@ from collections.abc import Mapping
 import structlog
 import uvicorn
 
-from engram_voice.envreader import EnvReader
 from engram_voice.zep_standin.app import create_standin_app
 from engram_voice.zep_standin.config import ZepStandinConfig
 
@@ -31,14 +30,17 @@ def run_zep_standin(config: ZepStandinConfig, *, host: str, port: int) -> None:
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
-    """Read HOST, PORT and ``ZEP_STANDIN_*`` from the environment and serve."""
+    """Read the process settings and ``ZEP_STANDIN_*`` (checked, exit 2 when bad) and serve."""
     from engram_voice.logs import configure_logging  # noqa: PLC0415
+    from engram_voice.settings import ProcessSettings, load_settings  # noqa: PLC0415
 
-    reader = EnvReader(os.environ if env is None else env)
-    host = reader.text("HOST", "127.0.0.1")
-    port = reader.integer("PORT", 8700, minimum=1, maximum=65535)
-    config = ZepStandinConfig.from_env(reader)
-    reader.raise_if_invalid()
-    configure_logging(level=reader.text("LOG_LEVEL", "info"), json=False)
-    run_zep_standin(config, host=host, port=port)
+    process, config = load_settings(
+        os.environ if env is None else env,
+        lambda r: (
+            ProcessSettings.from_env(r, default_port=8700, local_tool=True),
+            ZepStandinConfig.from_env(r),
+        ),
+    )
+    configure_logging(level=process.log_level, json=process.log_json)
+    run_zep_standin(config, host=process.host, port=process.port)
     return 0
