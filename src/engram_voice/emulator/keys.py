@@ -115,7 +115,7 @@ def _digest(value: str) -> str:
 class EphemeralKeyStore:
     """Issues single-use ephemeral keys and redeems each one at most once before expiry.
 
-    Housekeeping costs O(1) entries per mint, amortised (plus a heap push): each key
+    Housekeeping touches O(1) keys per mint, amortised (plus an O(log n) heap push): each key
     moves once from the *live* heap (ordered by expiry) to the *expired* queue (ordered by
     expiry too, since keys enter it in that order) and leaves once, from the queue's front,
     an hour after it expired or when the store is full. The counts that ``counts`` reports
