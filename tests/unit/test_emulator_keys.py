@@ -308,4 +308,3 @@ def test_a_mint_costs_the_same_however_many_keys_are_stored(clock, stored, state
 
     assert per_mint <= 40
     assert per_count <= 20
-
