@@ -30,11 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._load import ProcessCpu, open_loop, percentile
 from tests.support.servers import ServiceProcess
+
+from engram_voice.agents import load_catalog
+from engram_voice.realtime.session_config import client_secret_request
 
 DIRECT = "direct (emulator)"
 THROUGH = "through service"
@@ -86,10 +90,12 @@ class Target:
 
 def _targets(emulator: ServiceProcess, service: ServiceProcess) -> dict[str, Target]:
     key = emulator.env["EMULATOR_API_KEYS"].split(",")[0]
-    direct_body = (
-        b'{"expires_after":{"anchor":"created_at","seconds":60},"session":{"type":"realtime",'
-        b'"model":"gpt-realtime","instructions":"You are Elena.",'
-        b'"audio":{"output":{"voice":"marin"}}}}'
+    # Directly, the very body the service sends for Elena (same instructions, same size),
+    # so the emulator does the same work on both paths.
+    direct_body = msgspec.json.encode(
+        client_secret_request(
+            load_catalog().get("elena"), deployment="gpt-realtime", ttl_seconds=60
+        )
     )
     users = itertools.count()
 
@@ -164,7 +170,7 @@ async def _run(
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         senders = {name: target.sender(session) for name, target in targets.items()}
         for send in senders.values():  # warm up connections and caches
-            await open_loop(send, total=50, rate=50)
+            await open_loop(send, total=int(args.rate), rate=args.rate)
         per_round = int(args.rate * args.seconds / args.rounds)
         for run in range(1, args.runs + 1):
             results = {name: PathResult() for name in senders}
