@@ -32,6 +32,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._load import open_loop, percentile
 from tests.support.memory_service import memory_service, noop_service
 from tests.support.servers import ServiceProcess
 
@@ -40,11 +41,6 @@ from engram_voice.memory.tokens import MemoryTokenSigner
 
 _SESSIONS = 200
 _TEXT = "Tell me more about the trip to Lisbon we planned last spring, and the museums. " * 2
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 class Bodies:
@@ -98,28 +94,23 @@ async def _closed_loop(
 async def _open_loop(
     http: aiohttp.ClientSession, url: str, requests: list[tuple[bytes, dict[str, str]]], rate: float
 ) -> tuple[list[float], int]:
-    """Send requests at a fixed rate; return latencies (ms) from scheduled start, and errors."""
-    latencies: list[float] = []
-    errors = 0
-    start = time.perf_counter() + 0.05
+    """Send requests at a fixed rate, each at its scheduled time; return latencies (ms), errors.
 
-    async def one(index: int, body: bytes, headers: dict[str, str]) -> None:
-        nonlocal errors
-        scheduled = start + index / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    Latency counts from each request's scheduled start; a request that fails or times out
+    counts as an error (its latency is left out, as in the mint benchmark).
+    """
+
+    async def send(index: int) -> bool:
+        body, headers = requests[index]
         try:
             async with asyncio.timeout(10):
                 async with http.post(url, data=body, headers=headers) as response:
                     await response.read()
-                    errors += response.status != 202
+                    return response.status == 202
         except (TimeoutError, aiohttp.ClientError):
-            errors += 1
-        latencies.append((time.perf_counter() - scheduled) * 1000)
+            return False
 
-    await asyncio.gather(*(one(i, b, h) for i, (b, h) in enumerate(requests)))
-    return latencies, errors
+    return await open_loop(send, total=len(requests), rate=rate)
 
 
 async def _depth(http: aiohttp.ClientSession, url: str) -> int:
@@ -165,8 +156,8 @@ async def _run(
         for name, url in targets.items():
             latencies, errors = await _open_loop(http, url, bodies.take(total), args.rate)
             print(
-                f"  {name:8s} p50 {_percentile(latencies, 50):6.2f} ms  "
-                f"p99 {_percentile(latencies, 99):6.2f} ms  max {max(latencies):7.2f} ms  "
+                f"  {name:8s} p50 {percentile(latencies, 50):6.2f} ms  "
+                f"p99 {percentile(latencies, 99):6.2f} ms  max {max(latencies):7.2f} ms  "
                 f"errors {errors}" + ("   (goal p99 <= 20 ms)" if name == "durable" else "")
             )
 

@@ -8,6 +8,7 @@ into an exception message or a URL.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -42,8 +43,20 @@ _SECRET_PATTERNS = (
 )
 
 
+# One search for "anything credential-shaped at all" first: nearly every logged string
+# has none, and the five substitutions cost ~7x the one search (every event pays this).
+def _scoped(pattern: re.Pattern[str]) -> str:
+    flags = "i" if pattern.flags & re.IGNORECASE else ""
+    return f"(?{flags}:{pattern.pattern.removeprefix('(?i)')})"
+
+
+_ANY_SECRET = re.compile("|".join(_scoped(p) for p in _SECRET_PATTERNS))
+
+
 def redact_text(text: str) -> str:
     """Replace every credential-shaped substring of ``text`` with a marker."""
+    if _ANY_SECRET.search(text) is None:
+        return text
     for pattern in _SECRET_PATTERNS:
         if pattern.groups == 2:  # noqa: PLR2004 - the key=value pattern keeps its key
             text = pattern.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
@@ -52,6 +65,7 @@ def redact_text(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=4096)  # the same few field names, on every event
 def _is_secret_key(key: str) -> bool:
     lowered = key.lower()
     if lowered in _NOT_SECRET_KEYS:

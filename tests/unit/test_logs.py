@@ -4,6 +4,7 @@ import logging
 import pytest
 import structlog
 
+from engram_voice import logs
 from engram_voice.credentials import Secret
 from engram_voice.logs import REDACTED, configure_logging, redact_text
 
@@ -29,6 +30,41 @@ def test_query_string_secrets_are_redacted_but_keys_kept() -> None:
     text = redact_text("GET /x?api-key=supersecretvalue&x=1")
     assert "supersecretvalue" not in text
     assert "api-key=" in text
+
+
+def _redact_every_pattern(text: str) -> str:
+    """Redact without the fast path: substitute every pattern in turn."""
+    for pattern in logs._SECRET_PATTERNS:
+        if pattern.groups == 2:
+            text = pattern.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+        else:
+            text = pattern.sub(REDACTED, text)
+    return text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "realtime.session_minted",
+        "vs_0123456789abcdef0123456789abcdef",
+        "00000000-0000-0000-0000-000000000001",
+        "ek_abcdef1234567890",
+        "EK_ABCDEF1234567890",
+        "xek_abcdef1234567890",
+        "sk-proj-abcdefghijkl",
+        "BEARER abcdefghijklmnop",
+        "bearer short",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.",
+        "GET /x?API-KEY=supersecretvalue&Sig=abcdef&token=12345",
+        "key=short",
+        "Token=abcdefgh and ek_abcdef1234567890 and eyJa.eyJb.c",
+        "élan ünïcode Bearer ééééééééé",
+    ],
+)
+def test_the_fast_path_redacts_exactly_like_every_pattern(text: str) -> None:
+    """Checking for any secret first never changes what redaction returns."""
+    assert redact_text(text) == _redact_every_pattern(text)
 
 
 def test_secret_wrapper_never_prints_its_value() -> None:

@@ -88,3 +88,91 @@ def test_grant_is_the_memory_object_of_a_minted_session(clock):
 def test_signer_repr_shows_no_secret():
     """Printing the signer never shows a key."""
     assert "n" * 16 not in repr(MemoryTokenSigner([NEW]))
+
+
+_CLAIM_VALUES = [
+    ("vs_1", "alice", "elena"),
+    ("vs_" + "f" * 32, "00000000-0000-0000-0000-000000000001", "marcus"),
+    ("vs_2", "a/b", "sage"),
+    ("vs_3", "x?y=1#z", "elena"),
+    ("vs_4", 'quote" back\\slash', "elena"),
+    ("vs_5", "tab\tnew\nline\u0001", "elena"),
+    ("vs_6", "élan-ünïcode-日本", "elena"),
+    ("vs_7", "emoji-\U0001f600", "elena"),
+    ("vs_8", "sep\u2028line", "elena"),
+]
+_KEY_IDS = ["k2", "kid with spaces", 'q"uote', "ü-kid"]
+
+
+@pytest.mark.parametrize(("session_id", "user_id", "agent"), _CLAIM_VALUES)
+@pytest.mark.parametrize("kid", _KEY_IDS)
+def test_pyjwt_verifies_tokens_the_signer_issues(clock, session_id, user_id, agent, kid):
+    """Every token the signer writes is a valid HS256 JWT for PyJWT, with the same claims."""
+    signer = MemoryTokenSigner([(kid, NEW[1])], clock=clock)
+    issued = signer.issue(session_id=session_id, user_id=user_id, agent=agent)
+
+    header = jwt.get_unverified_header(issued.token)
+    claims = jwt.decode(
+        issued.token,
+        NEW[1].reveal(),
+        algorithms=["HS256"],
+        audience="engram-voice/memory",
+        options={"verify_exp": False, "verify_iat": False},
+    )
+
+    assert header == {"alg": "HS256", "kid": kid, "typ": "JWT"}
+    assert claims == {
+        "sid": session_id,
+        "sub": user_id,
+        "agt": agent,
+        "aud": "engram-voice/memory",
+        "iat": int(clock.now),
+        "exp": issued.expires_at,
+    }
+
+
+@pytest.mark.parametrize(("session_id", "user_id", "agent"), _CLAIM_VALUES)
+@pytest.mark.parametrize("kid", _KEY_IDS)
+def test_the_signer_verifies_tokens_pyjwt_issues(clock, session_id, user_id, agent, kid):
+    """A token PyJWT signs with a configured key verifies to the same session, user, agent."""
+    token = jwt.encode(
+        {
+            "sid": session_id,
+            "sub": user_id,
+            "agt": agent,
+            "aud": "engram-voice/memory",
+            "iat": int(clock.now),
+            "exp": int(clock.now) + 60,
+        },
+        NEW[1].reveal(),
+        algorithm="HS256",
+        headers={"kid": kid},
+    )
+
+    claims = MemoryTokenSigner([(kid, NEW[1])], clock=clock).verify(token)
+
+    assert (claims.session_id, claims.user_id, claims.agent, claims.key_id) == (
+        session_id,
+        user_id,
+        agent,
+        kid,
+    )
+
+
+@pytest.mark.parametrize(("session_id", "user_id", "agent"), _CLAIM_VALUES[:5])
+def test_ascii_tokens_are_byte_for_byte_what_pyjwt_writes(clock, session_id, user_id, agent):
+    """For ASCII claims the signer's token equals PyJWT's encoding of the same claims."""
+    signer = MemoryTokenSigner([NEW], clock=clock)
+    issued = signer.issue(session_id=session_id, user_id=user_id, agent=agent)
+    claims = {
+        "sid": session_id,
+        "sub": user_id,
+        "agt": agent,
+        "aud": "engram-voice/memory",
+        "iat": int(clock.now),
+        "exp": issued.expires_at,
+    }
+
+    assert issued.token == jwt.encode(
+        claims, NEW[1].reveal(), algorithm="HS256", headers={"kid": NEW[0]}
+    )

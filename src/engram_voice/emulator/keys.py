@@ -9,9 +9,11 @@ in the answer to a mint or a key regeneration.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import itertools
 import secrets
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -20,7 +22,15 @@ import msgspec
 from engram_voice.credentials.secret import Secret
 from engram_voice.emulator.azure_errors import AzureApiError
 
-__all__ = ["AuthSlot", "EphemeralKey", "EphemeralKeyStore", "KeyRing", "bearer_token"]
+__all__ = [
+    "KEEP_EXPIRED_SECONDS",
+    "MAX_KEYS",
+    "AuthSlot",
+    "EphemeralKey",
+    "EphemeralKeyStore",
+    "KeyRing",
+    "bearer_token",
+]
 
 AuthSlot = Literal["key1", "key2", "bearer"]
 
@@ -30,8 +40,10 @@ _MISSING_MESSAGE = (
 )
 _BEARER_PREFIX = "bearer "
 _EPHEMERAL_PREFIX = "ek_"
-_KEEP_EXPIRED_SECONDS = 3600
-_MAX_KEYS = 10_000
+KEEP_EXPIRED_SECONDS = 3600
+"""How long an expired key is still recognised (answering ``ephemeral_token_expired``)."""
+MAX_KEYS = 10_000
+"""At most this many keys are stored; the longest-expired one makes room first."""
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -92,6 +104,8 @@ class EphemeralKey(msgspec.Struct, kw_only=True):
     expires_at: int
     session: dict[str, Any]
     used_by: str | None = None
+    expired: bool = False
+    """Set once the store has counted the key as expired (housekeeping, not the check)."""
 
 
 def _digest(value: str) -> str:
@@ -99,16 +113,40 @@ def _digest(value: str) -> str:
 
 
 class EphemeralKeyStore:
-    """Issues single-use ephemeral keys and redeems each one at most once before expiry."""
+    """Issues single-use ephemeral keys and redeems each one at most once before expiry.
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    Housekeeping touches O(1) keys per mint, amortised (plus an O(log n) heap push): each key
+    moves once from the *live* heap (ordered by expiry) to the *expired* queue (ordered by
+    expiry too, since keys enter it in that order) and leaves once, from the queue's front,
+    an hour after it expired or when the store is full. The counts that ``counts`` reports
+    are kept up to date on those moves instead of being recomputed by a scan.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        max_keys: int = MAX_KEYS,
+        keep_expired_seconds: int = KEEP_EXPIRED_SECONDS,
+    ) -> None:
         self._clock = clock
-        self._keys: OrderedDict[str, EphemeralKey] = OrderedDict()
+        self._max_keys = max_keys
+        self._keep_expired = keep_expired_seconds
+        self._keys: dict[str, EphemeralKey] = {}
+        self._live: list[tuple[int, int, EphemeralKey]] = []  # heap by expiry, then order
+        self._expired: deque[EphemeralKey] = deque()  # ordered by expiry
+        self._order = itertools.count()
+        self._used = 0
+        self._expired_unused = 0
+        self._evicted = 0
+        self._latest = float("-inf")
 
     def issue(self, session: dict[str, Any], seconds: int) -> tuple[str, EphemeralKey]:
         """Mint a key for ``session`` valid for ``seconds``; return its value and record."""
         now = self._clock()
-        self._prune(now)
+        self._housekeep(now)
+        while len(self._keys) >= self._max_keys:
+            self._evict_one()
         value = f"{_EPHEMERAL_PREFIX}{secrets.token_urlsafe(24)}"
         key = EphemeralKey(
             digest=_digest(value),
@@ -117,6 +155,7 @@ class EphemeralKeyStore:
             session=session,
         )
         self._keys[key.digest] = key
+        heapq.heappush(self._live, (key.expires_at, next(self._order), key))
         return value, key
 
     def check(self, value: str) -> EphemeralKey:
@@ -142,18 +181,52 @@ class EphemeralKeyStore:
         """Mark the key named by ``value`` as used by ``call_id`` (checking it again first)."""
         key = self.check(value)
         key.used_by = call_id
+        self._used += 1
+        if key.expired:  # counted as expired before the wall clock stepped back
+            self._expired_unused -= 1
         return key
 
     def counts(self) -> dict[str, int]:
-        """Return how many keys are live, used or expired (never their values)."""
-        now = self._clock()
-        used = sum(1 for k in self._keys.values() if k.used_by is not None)
-        expired = sum(1 for k in self._keys.values() if k.used_by is None and now >= k.expires_at)
-        return {"issued": len(self._keys), "used": used, "expired_unused": expired}
+        """Return how many keys are stored, used, expired unused and evicted (no values)."""
+        self._housekeep(self._clock())
+        return {
+            "issued": len(self._keys),
+            "used": self._used,
+            "expired_unused": self._expired_unused,
+            "evicted": self._evicted,
+        }
 
-    def _prune(self, now: float) -> None:
-        stale = [d for d, k in self._keys.items() if now > k.expires_at + _KEEP_EXPIRED_SECONDS]
-        for digest in stale:
-            del self._keys[digest]
-        while len(self._keys) >= _MAX_KEYS:
-            self._keys.popitem(last=False)
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _housekeep(self, now: float) -> None:
+        """Move keys that expired by ``now`` to the queue; forget those expired long ago.
+
+        Time only moves forward here: a wall clock stepping back revives no count.
+        """
+        now = self._latest = max(self._latest, now)
+        live = self._live
+        while live and now >= live[0][0]:
+            key = heapq.heappop(live)[2]
+            key.expired = True
+            if key.used_by is None:
+                self._expired_unused += 1
+            self._expired.append(key)
+        expired = self._expired
+        while expired and now > expired[0].expires_at + self._keep_expired:
+            self._forget(expired.popleft())
+
+    def _evict_one(self) -> None:
+        """Make room: the longest-expired key goes first, else the live one expiring next."""
+        if self._expired:
+            self._forget(self._expired.popleft())
+        else:
+            self._forget(heapq.heappop(self._live)[2])
+
+    def _forget(self, key: EphemeralKey) -> None:
+        self._evicted += 1
+        del self._keys[key.digest]
+        if key.used_by is not None:
+            self._used -= 1
+        elif key.expired:
+            self._expired_unused -= 1

@@ -27,6 +27,8 @@ __all__ = ["MemoryGrantIssuer", "RealtimeSessions"]
 
 _logger = structlog.get_logger("engram_voice.realtime")
 
+_MINTED = MINTS.labels(outcome="minted")  # bound once: labels() costs a lock and a lookup
+
 MemoryGrantIssuer = Callable[[str, str, str], dict[str, Any]]
 """Called with (session_id, user_id, agent_id); returns the response's ``memory`` object."""
 
@@ -69,7 +71,7 @@ class RealtimeSessions:
             raise
         elapsed = time.monotonic() - started
         self.outcomes["minted"] += 1
-        MINTS.labels(outcome="minted").inc()
+        _MINTED.inc()
         MINT_LATENCY.observe(elapsed)
         _logger.info(
             "realtime.session_minted",
