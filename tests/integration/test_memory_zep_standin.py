@@ -165,3 +165,23 @@ async def test_an_encoded_id_is_one_path_segment_and_an_unencoded_slash_is_no_ro
     assert encoded.status_code == 200
     assert encoded.json()["user_id"] == "a/b"
     assert unencoded.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/users", b'{"user_id": "caf\xe9"}'),
+        ("/sessions", b'{"session_id": "s\xff", "user_id": "u1"}'),
+        ("/sessions/s1/memory", b'{"messages": [{"role_type": "user", "content": "\xc3"}]}'),
+        ("/users", b'{"user_id": "u1"'),
+    ],
+    ids=["latin1-user", "invalid-byte-session", "truncated-utf8-memory", "truncated-json"],
+)
+async def test_a_body_that_is_not_utf8_json_is_a_400_like_zep(standin_url, path, body):
+    """A write whose body is not UTF-8 JSON is refused with 400 and Zep's message shape."""
+    await _session(_client(standin_url))
+    headers = {"Authorization": f"Api-Key {KEY}", "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=f"{standin_url}/api/v2", headers=headers) as http:
+        answer = await http.post(path, content=body)
+    assert answer.status_code == 400
+    assert "invalid request body" in answer.json()["message"]

@@ -87,7 +87,7 @@ async def _gate(
 def _decode(body: bytes, kind: type[Any]) -> Any:
     try:
         return msgspec.json.decode(body, type=kind)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 raises the latter
         raise ZepRuleError(400, f"invalid request body: {exc}") from None
 
 
