@@ -35,6 +35,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._load import open_loop, percentile
 from tests.support.memory_service import memory_service
 from tests.support.servers import ServiceProcess
 
@@ -43,11 +44,6 @@ from engram_voice.memory.tokens import MemoryTokenSigner
 
 _TEXT = "Tell me more about the trip to Lisbon we planned last spring, and the museums."
 _CHUNK = 50_000
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def _fill(path: Path, pending: int, sessions: int) -> float:
@@ -122,35 +118,21 @@ async def _status_once(http: aiohttp.ClientSession, url: str) -> tuple[float, in
 async def _enrich_open_loop(
     http: aiohttp.ClientSession, url: str, requests: list[tuple[bytes, dict[str, str]]], rate: float
 ) -> tuple[list[float], int]:
-    """Send each request at its scheduled time; return latencies (ms) from then, and errors."""
-    latencies: list[float] = []
-    errors = 0
-    start = time.perf_counter() + 0.05
-    pending: set[asyncio.Task[None]] = set()
+    """Send each request at its scheduled time (bench._load); return latencies (ms), errors."""
 
-    async def one(scheduled: float, body: bytes, headers: dict[str, str]) -> None:
-        nonlocal errors
+    async def send(index: int) -> bool:
+        body, headers = requests[index]
         try:
             async with (
                 asyncio.timeout(10),
                 http.post(f"{url}/memory/enrich", data=body, headers=headers) as response,
             ):
                 await response.read()
-                errors += response.status != 202
+                return response.status == 202
         except (TimeoutError, aiohttp.ClientError):
-            errors += 1
-        latencies.append((time.perf_counter() - scheduled) * 1000)
+            return False
 
-    for index, (body, headers) in enumerate(requests):
-        scheduled = start + index / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(scheduled, body, headers))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    await asyncio.gather(*pending)
-    return latencies, errors
+    return await open_loop(send, total=len(requests), rate=rate)
 
 
 async def _measure(
@@ -184,11 +166,11 @@ async def _measure(
         await poller
     return {
         "depth": float(depth or 0),
-        "status_p50": _percentile(alone, 50),
-        "status_p99": _percentile(alone, 99),
-        "polled_p50": _percentile(polled, 50),
-        "enrich_p50": _percentile(latencies, 50),
-        "enrich_p99": _percentile(latencies, 99),
+        "status_p50": percentile(alone, 50),
+        "status_p99": percentile(alone, 99),
+        "polled_p50": percentile(polled, 50),
+        "enrich_p50": percentile(latencies, 50),
+        "enrich_p99": percentile(latencies, 99),
         "errors": float(errors),
     }
 
