@@ -9,13 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.polling import poll_until
 from tests.support.realtime_client import RealtimeTestClient
 from tests.support.servers import ServiceProcess, free_port, run_command
 
@@ -50,13 +50,9 @@ def plain_bind_fails(port: int) -> bool:
         return False
 
 
-def poll(condition: object, what: str, *, timeout: float = _BOUND_S) -> None:
+def poll(condition: Callable[[], object], what: str, *, timeout: float = _BOUND_S) -> None:
     """Call ``condition`` until it returns true, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout}s")
-        time.sleep(0.05)
+    poll_until(condition, timeout=timeout, what=what)
 
 
 _BANNER_END = "Ctrl-C stops everything."
