@@ -9,6 +9,7 @@ import pytest
 
 from engram_voice.agents import load_catalog
 from engram_voice.agents.voicelive import TURN_DETECTION_FIELDS
+from engram_voice.errors import UpstreamUnavailableError
 from engram_voice.realtime.session_config import client_secret_request
 from engram_voice.realtime.voicelive_session import voicelive_session
 
@@ -147,3 +148,17 @@ def test_azure_openai_minting_keeps_the_openai_voice_of_a_voice_live_agent() -> 
     for agent_id, voice in (("elena", "marin"), ("marcus", "cedar"), ("sage", "marin")):
         body = client_secret_request(catalog.get(agent_id), deployment="d", ttl_seconds=60)
         assert body["session"]["audio"]["output"]["voice"] == voice
+
+
+def test_minting_for_an_agent_without_an_azure_openai_voice_is_a_clean_upstream_error(
+    tmp_path: Path,
+) -> None:
+    """A Voice-Live-only agent asked for through client_secrets is a 502 problem, not a crash."""
+    path = tmp_path / "agents.toml"
+    path.write_text(
+        '[agents.a]\nname="A"\ninstructions="x"\n'
+        '[agents.a.voice_live]\nvoice={type="azure-standard", name="en-US-AvaNeural"}\n'
+    )
+    agent = load_catalog(str(path), default_upstream="voice-live").get("a")
+    with pytest.raises(UpstreamUnavailableError, match="POST /realtime/calls"):
+        client_secret_request(agent, deployment="d", ttl_seconds=60)

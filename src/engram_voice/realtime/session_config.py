@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engram_voice.agents import Agent
-from engram_voice.errors import ConfigurationError
+from engram_voice.errors import UpstreamUnavailableError
 
 __all__ = ["client_secret_request"]
 
@@ -16,8 +16,11 @@ def client_secret_request(agent: Agent, *, deployment: str, ttl_seconds: int) ->
     The voice is the agent's Azure OpenAI voice, whichever upstream serves its calls.
     """
     voice = agent.voices.azure_openai
-    if voice is None:  # the catalog refuses this whenever Azure OpenAI is configured
-        raise ConfigurationError(f"agent {agent.id!r} has no Azure OpenAI voice")
+    if voice is None:  # only when Azure OpenAI is not configured (the catalog checks)
+        raise UpstreamUnavailableError(
+            f"Agent {agent.id!r} is not served by Azure OpenAI on this service; "
+            "connect through POST /realtime/calls."
+        )
     transcription: dict[str, Any] = {"model": agent.transcription.model}
     if agent.transcription.language:
         transcription["language"] = agent.transcription.language
