@@ -105,7 +105,7 @@ def _check(args: argparse.Namespace) -> int:
 
     def read(reader: EnvReader) -> tuple[ProcessSettings, RealtimeSettings]:
         process, realtime = ProcessSettings.from_env(reader), RealtimeSettings.from_env(reader)
-        check_agents_file(reader, realtime.agents_file)
+        check_agents_file(reader, realtime)
         return process, realtime
 
     process, settings = load_settings(os.environ, read)

@@ -10,18 +10,22 @@ from dataclasses import dataclass, field
 import aiohttp
 import httpx
 
-from engram_voice.agents import AgentCatalog, load_catalog
+from engram_voice.agents import AgentCatalog
 from engram_voice.auth import Authenticator, MintRateLimiter, build_authenticator
 from engram_voice.credentials import CredentialSource
-from engram_voice.credentials.factory import build_credential_source
+from engram_voice.credentials.factory import (
+    build_credential_source,
+    build_voicelive_credential_source,
+)
 from engram_voice.memory import MemoryRuntime, MemorySink, build_memory_runtime
 from engram_voice.realtime.conversations import ConversationIds
 from engram_voice.realtime.endpoints import EndpointPool
 from engram_voice.realtime.service import RealtimeSessions
+from engram_voice.realtime.settings import VoiceLiveSettings
 from engram_voice.realtime.upstream import UpstreamMinter
 from engram_voice.settings import Settings
 
-__all__ = ["Overrides", "Services", "open_services"]
+__all__ = ["Overrides", "Services", "VoiceLiveUpstream", "open_services"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,15 @@ class Overrides:
     authenticator: Authenticator | None = None
     conversation_keys: list[bytes] | None = None
     memory_sink: MemorySink | None = None
+    voicelive_credentials: CredentialSource | None = None
+
+
+@dataclass(frozen=True)
+class VoiceLiveUpstream:
+    """Azure AI Voice Live as configured: its settings and its started credential source."""
+
+    settings: VoiceLiveSettings
+    credentials: CredentialSource
 
 
 @dataclass
@@ -47,13 +60,15 @@ class Services:
     rate_limiter: MintRateLimiter
     memory: MemoryRuntime | None
     started_at: float = field(default_factory=time.time)
+    voicelive: VoiceLiveUpstream | None = None
+    """None when AZURE_VOICELIVE_ENDPOINT is not configured."""
 
 
 @asynccontextmanager
 async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterator[Services]:
     """Build every client and use case, yield them, and close them all on the way out."""
     realtime = settings.realtime
-    catalog = load_catalog(realtime.agents_file)
+    catalog = realtime.load_catalog()
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(
             httpx.AsyncClient(
@@ -85,6 +100,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             connect_timeout=realtime.connect_timeout,
             deadline=realtime.deadline,
         )
+        voicelive = await _open_voicelive(realtime.voicelive, overrides, stack)
         memory = await _open_memory(settings, overrides, stack)
         conversation_keys = overrides.conversation_keys or settings.signing_keys()
         sessions = RealtimeSessions(
@@ -105,7 +121,20 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             authenticator=overrides.authenticator or build_authenticator(settings.auth, http),
             rate_limiter=MintRateLimiter(settings.auth.mint_rate_limit),
             memory=memory,
+            voicelive=voicelive,
         )
+
+
+async def _open_voicelive(
+    settings: VoiceLiveSettings | None, overrides: Overrides, stack: AsyncExitStack
+) -> VoiceLiveUpstream | None:
+    """Start Voice Live's credential source (a Key Vault read fails start-up) if configured."""
+    if settings is None:
+        return None
+    credentials = overrides.voicelive_credentials or build_voicelive_credential_source(settings)
+    stack.push_async_callback(credentials.aclose)
+    await credentials.start()
+    return VoiceLiveUpstream(settings=settings, credentials=credentials)
 
 
 async def _open_memory(

@@ -36,10 +36,18 @@ def load_settings(env: Mapping[str, str], read: Callable[[EnvReader], T]) -> T:
     return value
 
 
-def check_agents_file(reader: EnvReader, path: str | None) -> None:
-    """Load the agent catalog (``AGENTS_FILE``) now, recording why it cannot be used."""
+def check_agents_file(reader: EnvReader, realtime: RealtimeSettings | str | None) -> None:
+    """Load the agent catalog (``AGENTS_FILE``) now, recording why it cannot be used.
+
+    Given the realtime settings, each agent's upstream must be configured and
+    CALL_MAX_SECONDS within the caps of the upstreams the agents use; given only a path
+    (older callers), the file itself is checked.
+    """
     try:
-        load_catalog(path)
+        if isinstance(realtime, RealtimeSettings):
+            realtime.load_catalog()
+        else:
+            load_catalog(realtime)
     except ConfigurationError as exc:
         reader.fail(str(exc))
 
@@ -141,7 +149,7 @@ class Settings(msgspec.Struct, frozen=True):
         """Read every group from ``reader`` (recording problems on it), the agent catalog too."""
         server = ServerSettings.from_env(reader)
         realtime = RealtimeSettings.from_env(reader)
-        check_agents_file(reader, realtime.agents_file)
+        check_agents_file(reader, realtime)
         return cls(
             server=server,
             realtime=realtime,

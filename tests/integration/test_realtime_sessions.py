@@ -15,16 +15,29 @@ def _mint(url: str, agent: str = "elena", **extra: object) -> httpx.Response:
     return httpx.post(f"{url}/realtime/sessions", json={"agent": agent, **extra}, timeout=20)
 
 
+@pytest.mark.parametrize("voice_live", [False, True], ids=["azure-openai-only", "with-voice-live"])
 @pytest.mark.parametrize(
     ("agent", "name", "voice"),
     [("elena", "Elena", "marin"), ("marcus", "Marcus", "cedar"), ("sage", "Sage", "marin")],
 )
 def test_each_agents_session_config_reaches_the_upstream_body(
-    emulator: Emulator, make_service: ServiceFactory, agent: str, name: str, voice: str
+    emulator: Emulator,
+    make_service: ServiceFactory,
+    agent: str,
+    name: str,
+    voice: str,
+    *,
+    voice_live: bool,
 ) -> None:
-    """The mint request carries the agent's instructions, voice, transcription and VAD."""
-    with make_service(service_env(emulator)) as url:
+    """The mint carries the agent's Azure OpenAI voice, even when its calls go to Voice Live."""
+    extra = (
+        {"AZURE_VOICELIVE_ENDPOINT": emulator.url, "AZURE_VOICELIVE_KEY": emulator.keys[0]}
+        if voice_live
+        else {}
+    )
+    with make_service(service_env(emulator, **extra)) as url:
         response = _mint(url, agent)
+        listed = httpx.get(f"{url}/status", timeout=10).json()["agents"]
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["agent"] == {"id": agent, "name": name, "voice": voice}
@@ -41,6 +54,10 @@ def test_each_agents_session_config_reaches_the_upstream_body(
     assert session["audio"]["input"]["turn_detection"]["type"] == "server_vad"
     lifetime = body["client_secret"]["expires_at"] - time.time()
     assert 30 < lifetime <= 61
+    status = next(a for a in listed if a["id"] == agent)
+    assert status["upstream"] == ("voice-live" if voice_live else "azure-openai")
+    if not voice_live:
+        assert status["voice"] == voice
 
 
 def test_mint_answer_has_everything_the_browser_needs(

@@ -2,6 +2,7 @@
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.credentials.sources import (
+    AI_FOUNDRY_SCOPE,
     COGNITIVE_SERVICES_SCOPE,
     CredentialSource,
     EntraTokenSource,
@@ -10,6 +11,7 @@ from engram_voice.credentials.sources import (
 )
 
 __all__ = [
+    "AI_FOUNDRY_SCOPE",
     "COGNITIVE_SERVICES_SCOPE",
     "CredentialSource",
     "EntraTokenSource",

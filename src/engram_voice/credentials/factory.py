@@ -1,22 +1,39 @@
-"""Build the configured credential source (API key, Key Vault secret or Microsoft Entra ID)."""
+"""Build the configured credential sources (API key, Key Vault secret or Microsoft Entra ID).
+
+One builder serves both upstreams: :func:`build_credential_source` for Azure OpenAI and
+:func:`build_voicelive_credential_source` for Azure AI Voice Live describe what they need
+as a :class:`CredentialSpec` (the Entra scope and the variable names for messages differ),
+so a Key Vault secret is read, refreshed and re-read on 401 the same way for both.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgspec
+
+from engram_voice.credentials.secret import Secret
 from engram_voice.credentials.sources import (
+    AI_FOUNDRY_SCOPE,
     COGNITIVE_SERVICES_SCOPE,
     CredentialSource,
     EntraTokenSource,
+    NotConfiguredSource,
     StaticKeySource,
 )
 from engram_voice.errors import ConfigurationError
-from engram_voice.realtime.settings import RealtimeSettings
+from engram_voice.realtime.settings import RealtimeSettings, VoiceLiveSettings
 
 if TYPE_CHECKING:
     from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
-__all__ = ["build_credential_source"]
+__all__ = [
+    "CredentialSpec",
+    "build_credential_source",
+    "build_source",
+    "build_voicelive_credential_source",
+    "voicelive_credential_spec",
+]
 
 # DefaultAzureCredential restricted to what runs in Azure (environment, workload and
 # managed identity): developer sign-ins must never decide which vault key production reads.
@@ -30,18 +47,34 @@ _DEVELOPER_CREDENTIALS_OFF = {
 }
 
 
+class CredentialSpec(msgspec.Struct, frozen=True):
+    """What one upstream's credential source needs, and the names its messages use."""
+
+    upstream: str
+    auth: str
+    api_key: Secret | None
+    api_key_setting: str
+    client_id: str | None
+    key_vault_url: str | None
+    secret_name: str
+    name_setting: str
+    refresh_seconds: float
+    timeout: float
+    scope: str
+
+
 def _azure_identity(
-    settings: RealtimeSettings, *, production_only: bool
+    spec: CredentialSpec, *, production_only: bool
 ) -> tuple[ManagedIdentityCredential | DefaultAzureCredential, str]:
     from azure.identity.aio import (  # noqa: PLC0415 - only identity modes pay for the import
         DefaultAzureCredential,
         ManagedIdentityCredential,
     )
 
-    if settings.client_id:
+    if spec.client_id:
         return (
-            ManagedIdentityCredential(client_id=settings.client_id),
-            f"managed identity {settings.client_id}",
+            ManagedIdentityCredential(client_id=spec.client_id),
+            f"managed identity {spec.client_id}",
         )
     if production_only:
         return (
@@ -51,40 +84,97 @@ def _azure_identity(
     return DefaultAzureCredential(), "DefaultAzureCredential"
 
 
-def _key_vault_source(settings: RealtimeSettings) -> CredentialSource:
+def _key_vault_source(spec: CredentialSpec, connection_verify: bool | str) -> CredentialSource:
     from engram_voice.credentials.keyvault import (  # noqa: PLC0415 - Key Vault mode only
         KeyVaultKeySource,
         key_vault_client,
     )
 
-    if settings.key_vault_url is None:
+    if spec.key_vault_url is None:
         raise ConfigurationError("KEY_VAULT_URL is required for key-vault auth")
-    credential, identity = _azure_identity(settings, production_only=True)
+    credential, identity = _azure_identity(spec, production_only=True)
     client = key_vault_client(
-        settings.key_vault_url, credential, timeout=settings.credential_timeout
+        spec.key_vault_url,
+        credential,
+        timeout=spec.timeout,
+        connection_verify=connection_verify,
     )
     return KeyVaultKeySource(
         client,
-        secret_name=settings.key_vault_secret_name,
-        refresh_seconds=settings.key_vault_refresh_seconds,
-        timeout=settings.credential_timeout,
+        secret_name=spec.secret_name,
+        refresh_seconds=spec.refresh_seconds,
+        timeout=spec.timeout,
         identity=identity,
         closers=(client.close, credential.close),
+        name_setting=spec.name_setting,
+        upstream=spec.upstream,
+    )
+
+
+def build_source(spec: CredentialSpec, *, connection_verify: bool | str = True) -> CredentialSource:
+    """Return the credential source ``spec`` asks for (not yet started).
+
+    ``connection_verify`` is passed to the Key Vault client (a CA file for a local vault).
+    """
+    if spec.auth == "api-key":
+        if spec.api_key is None:
+            raise ConfigurationError(f"{spec.api_key_setting} is required for api-key auth")
+        return StaticKeySource(spec.api_key)
+    if spec.auth == "key-vault":
+        return _key_vault_source(spec, connection_verify)
+    from azure.identity.aio import get_bearer_token_provider  # noqa: PLC0415
+
+    credential, identity = _azure_identity(spec, production_only=False)
+    provider = get_bearer_token_provider(credential, spec.scope)
+    return EntraTokenSource(
+        provider, timeout=spec.timeout, identity=identity, closer=credential.close
     )
 
 
 def build_credential_source(settings: RealtimeSettings) -> CredentialSource:
-    """Return the credential source the realtime settings ask for (not yet started)."""
-    if settings.auth == "api-key":
-        if settings.api_key is None:
-            raise ConfigurationError("AZURE_OPENAI_API_KEY is required for api-key auth")
-        return StaticKeySource(settings.api_key)
-    if settings.auth == "key-vault":
-        return _key_vault_source(settings)
-    from azure.identity.aio import get_bearer_token_provider  # noqa: PLC0415
+    """Return Azure OpenAI's credential source (not yet started).
 
-    credential, identity = _azure_identity(settings, production_only=False)
-    provider = get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
-    return EntraTokenSource(
-        provider, timeout=settings.credential_timeout, identity=identity, closer=credential.close
+    Without Azure OpenAI configured (a Voice-Live-only deployment) the source says so
+    whenever a credential is asked for.
+    """
+    if not settings.azure_openai_configured:
+        return NotConfiguredSource("Azure OpenAI", "AZURE_OPENAI_ENDPOINTS")
+    return build_source(
+        CredentialSpec(
+            upstream="Azure OpenAI",
+            auth=settings.auth,
+            api_key=settings.api_key,
+            api_key_setting="AZURE_OPENAI_API_KEY",
+            client_id=settings.client_id,
+            key_vault_url=settings.key_vault_url,
+            secret_name=settings.key_vault_secret_name,
+            name_setting="KEY_VAULT_SECRET_NAME",
+            refresh_seconds=settings.key_vault_refresh_seconds,
+            timeout=settings.credential_timeout,
+            scope=COGNITIVE_SERVICES_SCOPE,
+        )
     )
+
+
+def voicelive_credential_spec(settings: VoiceLiveSettings) -> CredentialSpec:
+    """Return what Voice Live's credential source needs (Entra scope ai.azure.com)."""
+    return CredentialSpec(
+        upstream="Voice Live",
+        auth=settings.auth,
+        api_key=settings.api_key,
+        api_key_setting="AZURE_VOICELIVE_KEY",
+        client_id=settings.client_id,
+        key_vault_url=settings.key_vault_url,
+        secret_name=settings.key_vault_secret_name,
+        name_setting="AZURE_VOICELIVE_KEY_SECRET",
+        refresh_seconds=settings.key_vault_refresh_seconds,
+        timeout=settings.credential_timeout,
+        scope=AI_FOUNDRY_SCOPE,
+    )
+
+
+def build_voicelive_credential_source(
+    settings: VoiceLiveSettings, *, connection_verify: bool | str = True
+) -> CredentialSource:
+    """Return Voice Live's credential source (not yet started)."""
+    return build_source(voicelive_credential_spec(settings), connection_verify=connection_verify)

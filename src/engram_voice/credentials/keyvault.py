@@ -1,4 +1,7 @@
-"""The Azure OpenAI key read from a Key Vault secret, following its rotation without a restart.
+"""An upstream key read from a Key Vault secret, following its rotation without a restart.
+
+The same source serves the Azure OpenAI key and the Voice Live key (``upstream`` and
+``name_setting`` only change the words of its messages).
 
 Operators rotate the key by writing a new version of the secret (``voicelive-api-key`` by
 default). :class:`KeyVaultKeySource` fetches the latest version once at start-up (failing
@@ -111,6 +114,8 @@ class KeyVaultKeySource:
         identity: str,
         closers: Sequence[Closer] = (),
         min_refetch_seconds: float = 2.0,
+        name_setting: str = "KEY_VAULT_SECRET_NAME",
+        upstream: str = "Azure OpenAI",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
@@ -119,6 +124,8 @@ class KeyVaultKeySource:
         self._timeout = timeout
         self._identity = identity
         self._closers = tuple(closers)
+        self._name_setting = name_setting
+        self._upstream = upstream
         self._min_refetch = min_refetch_seconds
         self._clock = clock
         self._vault = urlsplit(client.vault_url).netloc
@@ -249,7 +256,7 @@ class KeyVaultKeySource:
             raise self._failed(
                 reason,
                 f"Key Vault {self._vault} returned secret '{self._name}' without a value; "
-                "set the Azure OpenAI key as its value.",
+                f"set the {self._upstream} key as its value.",
             )
         previous = self._cached
         cached = _Cached(
@@ -292,7 +299,7 @@ class KeyVaultKeySource:
         if isinstance(exc, ResourceNotFoundError):
             return (
                 f"{where}: not found (404 SecretNotFound). Create the secret or fix "
-                "KEY_VAULT_SECRET_NAME, and check that KEY_VAULT_URL names the right vault."
+                f"{self._name_setting}, and check that KEY_VAULT_URL names the right vault."
             )
         if isinstance(exc, ClientAuthenticationError):
             status = f"{exc.status_code} " if exc.status_code else ""

@@ -1,4 +1,4 @@
-"""Where the upstream (Azure OpenAI) credential comes from: a key or Microsoft Entra ID.
+"""Where an upstream's (Azure OpenAI, Voice Live) credential comes from: a key or Entra ID.
 
 A :class:`CredentialSource` hands out an :class:`UpstreamCredential` for each mint.
 Sources are the seam for key rotation: :meth:`CredentialSource.invalidate` is called
@@ -21,14 +21,18 @@ from engram_voice.credentials.secret import Secret
 from engram_voice.errors import CredentialTimeoutError, CredentialUnavailableError
 
 __all__ = [
+    "AI_FOUNDRY_SCOPE",
     "COGNITIVE_SERVICES_SCOPE",
     "CredentialSource",
     "EntraTokenSource",
+    "NotConfiguredSource",
     "StaticKeySource",
     "UpstreamCredential",
 ]
 
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+AI_FOUNDRY_SCOPE = "https://ai.azure.com/.default"
+"""Entra scope of Azure AI Voice Live (Cognitive Services User + Foundry User roles)."""
 _logger = structlog.get_logger("engram_voice.credentials")
 
 
@@ -78,7 +82,7 @@ class CredentialSource(Protocol):
 
 
 class StaticKeySource:
-    """An Azure OpenAI API key from configuration; it cannot refresh itself."""
+    """An upstream API key from configuration; it cannot refresh itself."""
 
     kind = "api-key"
 
@@ -102,6 +106,37 @@ class StaticKeySource:
     def describe(self) -> dict[str, Any]:
         """Describe the source without the key."""
         return {"kind": self.kind, "source": "configuration"}
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class NotConfiguredSource:
+    """Stands in for the credential of an upstream this deployment does not configure."""
+
+    kind = "not-configured"
+
+    def __init__(self, upstream: str, setting: str) -> None:
+        self._message = f"{upstream} is not configured on this service (set {setting})."
+        self._upstream = upstream
+
+    async def start(self) -> None:
+        """Nothing to prepare."""
+
+    async def get(self) -> UpstreamCredential:
+        """Raise 503: there is no credential for an upstream that is not configured."""
+        raise CredentialUnavailableError(self._message)
+
+    async def invalidate(self, used: UpstreamCredential) -> bool:  # noqa: ARG002 - protocol
+        """Return False: nothing to refresh."""
+        return False
+
+    async def check(self) -> None:
+        """Succeed: an upstream that is not configured does not make the service unready."""
+
+    def describe(self) -> dict[str, Any]:
+        """Say that the upstream is not configured."""
+        return {"kind": self.kind, "upstream": self._upstream}
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -56,7 +56,13 @@ async def status(services: NamedDependency[Services]) -> dict[str, Any]:
         },
         "auth": {"mode": settings.auth.mode},
         "agents": [
-            {"id": a.id, "name": a.name, "voice": a.voice, "style": a.style}
+            {
+                "id": a.id,
+                "name": a.name,
+                "upstream": a.upstream,
+                "voice": a.voice,
+                "style": a.style,
+            }
             for a in services.catalog.all()
         ],
         "memory": memory,

@@ -84,7 +84,10 @@ class RealtimeSessions:
         return SessionCreated(
             session_id=session_id,
             conversation_id=conversation_id,
-            agent=AgentInfo(id=agent.id, name=agent.name, voice=agent.voice),
+            # minting is Azure OpenAI: the voice name the minted session speaks with
+            agent=AgentInfo(
+                id=agent.id, name=agent.name, voice=agent.voices.azure_openai or agent.voice
+            ),
             client_secret=ClientSecret(value=minted.value, expires_at=minted.expires_at),
             webrtc_url=minted.endpoint.calls_url(webrtc_filter=self._webrtc_filter),
             deployment=self._deployment,
