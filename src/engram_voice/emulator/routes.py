@@ -1,5 +1,7 @@
 """HTTP routes: Azure's GA realtime paths, plus the emulator's own controls under ``/_emulator``.
 
+Azure Voice Live's control WebSocket lives in :mod:`engram_voice.emulator.voicelive`.
+
 Order of checks on Azure's paths: injected latency or hang, ``api-version`` (refused on
 v1 paths), authentication, injected error status, then the request itself. An ephemeral
 key is spent only once the offer passed the cheap checks (content type, SDP shape).
@@ -23,6 +25,7 @@ from engram_voice.emulator.minting import checked_session, session_object
 from engram_voice.emulator.peer import OfferRejectedError, RealtimeCall
 from engram_voice.emulator.schemas import ClientSecretRequest, FaultRequest, decode_strict
 from engram_voice.emulator.state import MAX_ACTIVE_CALLS, EmulatorState
+from engram_voice.emulator.voicelive import voicelive_calls
 
 __all__ = [
     "ROUTES",
@@ -253,4 +256,5 @@ ROUTES = [
     read_state,
     set_faults,
     regenerate_key,
+    voicelive_calls,
 ]
