@@ -56,6 +56,7 @@ _IGNORED_CLIENT_EVENTS = frozenset(
     }
 )
 _OFFER_ERRORS = (
+    AssertionError,  # aiortc's SDP parser asserts on malformed m= lines
     ValueError,
     IndexError,
     KeyError,

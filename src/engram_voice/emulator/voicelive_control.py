@@ -365,4 +365,15 @@ class VoiceLiveConnection:
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _logger.error(
+                "emulator.voicelive_task_failed",
+                task=task.get_name(),
+                error=type(error).__name__,
+                exc_info=error,
+            )
+            self.end("internal_error", code=1011)
