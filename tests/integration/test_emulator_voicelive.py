@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -571,3 +572,28 @@ async def test_without_mirroring_transcripts_stay_off_the_socket(http, keys, bas
         "session.updated",
         "rtc.call.sdp.created",
     }
+
+
+async def test_client_events_work_on_both_channels(http, keys, base_url, caller):
+    """Client events are accepted on the socket and on the data channel alike."""
+    await started_call(http, base_url, keys, caller)
+    await caller.wait_connected()
+    await async_poll_until(
+        lambda: caller.channel.readyState == "open", timeout=20, what="the data channel to open"
+    )
+    seen = len(caller.control_events)
+
+    await caller.send({"type": "response.create", "event_id": "c1"})
+    caller.channel.send(
+        json.dumps({"type": "session.update", "session": {"instructions": "You are Marcus."}})
+    )
+    caller.channel.send(json.dumps({"type": "response.dance", "event_id": "c2"}))
+    updated = await caller.wait_control("session.updated", after=seen)
+    error = await caller.wait_control("error", after=seen)
+    await caller.wait_for_events("response.audio_transcript.done")
+
+    assert updated["session"]["instructions"] == "You are Marcus."
+    assert error["error"]["event_id"] == "c2"
+    record = await record_of(base_url)
+    assert record["peer"]["client_events"]["response.create"] == 1
+    assert record["peer"]["client_events"]["session.update"] == 1
