@@ -2,6 +2,7 @@ import msgspec
 import pytest
 
 from engram_voice.emulator import EmulatorConfig
+from engram_voice.emulator.azure_errors import AzureApiError
 from engram_voice.emulator.callmode import ga_mode, voice_live_mode
 from engram_voice.emulator.events import (
     VOICE_LIVE_CHANNEL_EVENTS,
@@ -222,3 +223,14 @@ def test_bad_voicelive_settings_are_problems(name, value):
     EmulatorConfig.from_env(reader)
 
     assert any(name in problem for problem in reader.problems)
+
+
+@pytest.mark.parametrize("target", ["client_secrets", "calls"])
+def test_voicelive_fault_fields_are_refused_on_other_targets(target):
+    """A mode or code sent for an HTTP target is a 400 naming ``mode``, not silently ignored."""
+    faults = FaultInjector()
+
+    with pytest.raises(AzureApiError) as refused:
+        faults.apply(msgspec.convert({"target": target, "mode": "never_answer"}, FaultRequest))
+
+    assert refused.value.param == "mode"

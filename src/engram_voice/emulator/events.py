@@ -157,17 +157,40 @@ class EventFactory:
         """Return ``session.updated`` (never passes the WebRTC filter)."""
         return self._event("session.updated", session=session)
 
-    def error(self, message: str, code: str, client_event_id: str | None) -> dict[str, Any]:
-        """Return an ``error`` event about a client event the emulator refused."""
+    def error(
+        self,
+        message: str,
+        code: str,
+        client_event_id: str | None,
+        *,
+        error_type: str = "invalid_request_error",
+        param: str | None = None,
+    ) -> dict[str, Any]:
+        """Return an ``error`` event (by default about a client event the emulator refused)."""
         return self._event(
             "error",
             error={
-                "type": "invalid_request_error",
+                "type": error_type,
                 "code": code,
                 "message": message,
-                "param": None,
+                "param": param,
                 "event_id": client_event_id,
             },
+        )
+
+    def rtc_call_sdp_created(self, rtc_call_id: str, sdp_answer: str) -> dict[str, Any]:
+        """Return Voice Live's ``rtc.call.sdp.created`` carrying the SDP answer."""
+        return self._event("rtc.call.sdp.created", rtc_call_id=rtc_call_id, sdp_answer=sdp_answer)
+
+    def rtc_call_error(
+        self, code: str, message: str, *, error_type: str, rtc_call_id: str | None
+    ) -> dict[str, Any]:
+        """Return Voice Live's ``rtc.call.error`` about an ``rtc.call.sdp.create``."""
+        return self._event(
+            "rtc.call.error",
+            operation="rtc.call.sdp.create",
+            rtc_call_id=rtc_call_id,
+            error={"type": error_type, "code": code, "message": message},
         )
 
     def speech_started(self, item_id: str, audio_start_ms: int) -> dict[str, Any]:

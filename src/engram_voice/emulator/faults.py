@@ -17,7 +17,7 @@ import msgspec
 import structlog
 from msgspec import UNSET
 
-from engram_voice.emulator.azure_errors import injected_error
+from engram_voice.emulator.azure_errors import AzureApiError, injected_error
 from engram_voice.emulator.schemas import FaultRequest, VoiceLiveFaultMode
 
 __all__ = ["HANG_LIMIT_SECONDS", "FaultInjector", "Target", "VoiceLiveFault"]
@@ -61,6 +61,10 @@ class FaultInjector:
         if change.target == "voicelive":
             self._apply_voicelive(change)
             return self.describe()
+        if change.mode is not UNSET or change.code is not None:
+            raise AzureApiError.bad_param(
+                "mode", "'mode' and 'code' are faults of the 'voicelive' target only."
+            )
         faults = self._faults[change.target]
         if change.status is not UNSET:
             faults.status = change.status

@@ -263,7 +263,14 @@ class VoiceLiveConnection:
             self.state = "failed"
             self.errors.append(fault.code or "server_error")
             self._emulator.counters["voicelive_outcomes"]["error_event"] += 1
-            self._emit(self._server_error(fault.code or "server_error"))
+            self._emit(
+                self._events.error(
+                    "Injected VoiceLive backend error.",
+                    fault.code or "server_error",
+                    None,
+                    error_type="server_error",
+                )
+            )
             return
         await self._answer(offer, fault)
 
@@ -296,14 +303,7 @@ class VoiceLiveConnection:
             await asyncio.sleep(fault.latency_ms / 1000)
         self.state = "answered"
         self._emulator.counters["voicelive_outcomes"]["answered"] += 1
-        self._emit(
-            {
-                "type": "rtc.call.sdp.created",
-                "event_id": new_id("event"),
-                "rtc_call_id": rtc_call_id,
-                "sdp_answer": answer,
-            }
-        )
+        self._emit(self._events.rtc_call_sdp_created(rtc_call_id, answer))
         _logger.info("emulator.voicelive_answered", rtc_call_id=rtc_call_id, auth=self.auth)
         if fault is not None and fault.mode == "drop_mid_call":
             self._spawn(self._drop(fault.latency_ms), "voicelive-drop")
@@ -341,26 +341,15 @@ class VoiceLiveConnection:
         self._emulator.counters["voicelive_outcomes"]["rtc_call_error"] += 1
         _logger.info("emulator.voicelive_rtc_call_error", code=code)
         self._emit(
-            {
-                "type": "rtc.call.error",
-                "event_id": new_id("event"),
-                "operation": "rtc.call.sdp.create",
-                "rtc_call_id": self.rtc_call_id,
-                "error": {"type": error_type, "code": code, "message": message},
-            }
+            self._events.rtc_call_error(
+                code, message, error_type=error_type, rtc_call_id=self.rtc_call_id
+            )
         )
 
     def _error(
         self, client_event_id: str | None, message: str, code: str, *, param: str | None = None
     ) -> None:
-        event = self._events.error(message, code, client_event_id)
-        event["error"]["param"] = param
-        self._emit(event)
-
-    def _server_error(self, code: str) -> dict[str, Any]:
-        event = self._events.error("Injected VoiceLive backend error.", code, None)
-        event["error"]["type"] = "server_error"
-        return event
+        self._emit(self._events.error(message, code, client_event_id, param=param))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
