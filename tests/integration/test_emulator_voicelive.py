@@ -597,3 +597,20 @@ async def test_client_events_work_on_both_channels(http, keys, base_url, caller)
     record = await record_of(base_url)
     assert record["peer"]["client_events"]["response.create"] == 1
     assert record["peer"]["client_events"]["session.update"] == 1
+
+
+async def test_a_full_emulator_refuses_the_call_with_rtc_call_error(http, keys, caller):
+    """With EMULATOR_MAX_CALLS calls open, a further offer answers rtc.call.error too_many_calls."""
+    app = create_emulator_app(config_for(keys, max_active_calls=1), clock=wall_clock())
+    second = VoiceLiveTestClient()
+    try:
+        with serve_app(app, ready_path="/healthz") as base_url:
+            await started_call(http, base_url, keys, caller)
+            await second.connect(http, url_for(base_url), {"api-key": keys.key2})
+            refused = await second.start(ELENA_SESSION)
+    finally:
+        await second.close()
+
+    assert refused["type"] == "rtc.call.error"
+    assert refused["error"]["code"] == "too_many_calls"
+    assert refused["error"]["type"] == "server_error"

@@ -190,12 +190,13 @@ def test_an_unknown_voicelive_fault_mode_is_refused(mode):
 
 
 def test_voicelive_settings_are_read():
-    """The cap, the quota and the mirror switch come from EMULATOR_VOICELIVE_*."""
+    """The cap, the quota, the mirror switch and the call limit come from EMULATOR_*."""
     env = {
         "EMULATOR_API_KEYS": KEYS,
         "EMULATOR_VOICELIVE_MAX_SECONDS": "90",
         "EMULATOR_VOICELIVE_CONNECTIONS_PER_MINUTE": "0",
         "EMULATOR_VOICELIVE_MIRROR_EVENTS": "true",
+        "EMULATOR_MAX_CALLS": "1000",
     }
     reader = EnvReader(env)
     config = EmulatorConfig.from_env(reader)
@@ -204,6 +205,7 @@ def test_voicelive_settings_are_read():
 
     assert (config.voicelive_max_seconds, config.voicelive_connections_per_minute) == (90.0, 0)
     assert config.voicelive_mirror_events is True
+    assert (config.max_active_calls, defaults.max_active_calls) == (1000, 64)
     assert defaults.voicelive_max_seconds == 3600.0
     assert defaults.voicelive_connections_per_minute == 30
     assert defaults.voicelive_mirror_events is False
@@ -215,6 +217,7 @@ def test_voicelive_settings_are_read():
         ("EMULATOR_VOICELIVE_MAX_SECONDS", "0"),
         ("EMULATOR_VOICELIVE_CONNECTIONS_PER_MINUTE", "-1"),
         ("EMULATOR_VOICELIVE_MIRROR_EVENTS", "maybe"),
+        ("EMULATOR_MAX_CALLS", "0"),
     ],
 )
 def test_bad_voicelive_settings_are_problems(name, value):

@@ -24,7 +24,7 @@ from engram_voice.emulator.keys import AuthSlot, bearer_token
 from engram_voice.emulator.minting import checked_session, session_object
 from engram_voice.emulator.peer import OfferRejectedError, RealtimeCall
 from engram_voice.emulator.schemas import ClientSecretRequest, FaultRequest, decode_strict
-from engram_voice.emulator.state import MAX_ACTIVE_CALLS, EmulatorState
+from engram_voice.emulator.state import EmulatorState
 from engram_voice.emulator.voicelive import voicelive_calls
 
 __all__ = [
@@ -157,7 +157,7 @@ def _ephemeral_token(request: Request[Any, Any, Any]) -> str:
 
 
 def _ensure_capacity(emulator: EmulatorState) -> None:
-    if emulator.active_calls() >= MAX_ACTIVE_CALLS:
+    if emulator.full():
         raise AzureApiError(
             429, "429", "Too many concurrent realtime calls.", headers={"Retry-After": "1"}
         )

@@ -25,6 +25,7 @@ from engram_voice.emulator.peer import CallPacing, RealtimeCall
 __all__ = ["MAX_ACTIVE_CALLS", "EmulatorState"]
 
 MAX_ACTIVE_CALLS = 64
+"""The default of ``EMULATOR_MAX_CALLS``: open peers (both protocols) before refusing more."""
 _RECENT = 50
 _RECENT_VOICELIVE = 200
 _RATE_WINDOW_SECONDS = 60.0
@@ -143,6 +144,10 @@ class EmulatorState:
         """Return how many calls are open."""
         return len(self.calls)
 
+    def full(self) -> bool:
+        """Return True when no further call may open (``EMULATOR_MAX_CALLS`` are open)."""
+        return len(self.calls) >= self.config.max_active_calls
+
     async def close_all(self, *, grace_seconds: float = 10.0) -> None:
         """Release hung requests and close every open call, waiting at most ``grace_seconds``."""
         self.faults.clear()
@@ -167,6 +172,7 @@ class EmulatorState:
                 "max_turns": config.max_turns,
                 "bearer_tokens": len(config.bearer_tokens),
                 "public_url": config.public_url,
+                "max_active_calls": config.max_active_calls,
                 "voicelive_max_seconds": config.voicelive_max_seconds,
                 "voicelive_connections_per_minute": config.voicelive_connections_per_minute,
                 "voicelive_mirror_events": config.voicelive_mirror_events,

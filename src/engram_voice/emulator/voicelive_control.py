@@ -36,7 +36,7 @@ from engram_voice.emulator.faults import VoiceLiveFault
 from engram_voice.emulator.keys import AuthSlot
 from engram_voice.emulator.peer import OfferRejectedError, RealtimeCall
 from engram_voice.emulator.schemas import VoiceLiveFaultMode
-from engram_voice.emulator.state import MAX_ACTIVE_CALLS, EmulatorState
+from engram_voice.emulator.state import EmulatorState
 from engram_voice.emulator.voicelive_session import (
     SessionRejectedError,
     default_session,
@@ -251,7 +251,7 @@ class VoiceLiveConnection:
                 error_type="server_error",
             )
             return
-        if self._emulator.active_calls() >= MAX_ACTIVE_CALLS:
+        if self._emulator.full():
             self._rtc_error("too_many_calls", "Too many concurrent calls.", "server_error")
             return
         self.state = "negotiating"
