@@ -341,8 +341,10 @@ async def test_a_wrong_content_type_does_not_spend_the_key(http, keys):
         "hello",
         "",
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
+        "v=0\r\nm=audio nonsense\r\n",
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video\r\n",
     ],
-    ids=["not-sdp", "empty", "no-ice-credentials"],
+    ids=["not-sdp", "empty", "no-ice-credentials", "malformed-media-line", "short-media-line"],
 )
 async def test_a_bad_offer_is_400(http, keys, sdp):
     """A body that is not a usable SDP offer is a 400 naming ``sdp``, and no call stays open."""

@@ -5,12 +5,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
 from tests.support.emulator_harness import TestKeys
 from tests.support.realtime_client import RealtimeTestClient, mint_body
 from tests.support.servers import ServiceProcess
+from tests.support.voicelive_client import VoiceLiveTestClient, voicelive_url
 
 MINT = "/openai/v1/realtime/client_secrets"
 
@@ -72,6 +74,36 @@ async def test_the_process_serves_calls_and_controls_and_stops_cleanly(process, 
     assert "emulator.calls_closed" in log
     assert "reason=emulator_shutdown" in log
     for secret in secrets_seen:
+        assert secret not in log
+
+
+async def test_the_process_serves_voice_live_calls_without_logging_the_key(process, keys):
+    """A Voice Live call with the key in the query speaks; shutdown ends it; no key is logged."""
+    caller = VoiceLiveTestClient()
+    url = voicelive_url(
+        process.base_url, api_version="2026-01-01-preview", model="gpt-realtime", api_key=keys.key2
+    )
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            await caller.connect(http, url)
+            answer = await caller.start(
+                {"voice": {"type": "azure-standard", "name": "en-US-GuyNeural"}}
+            )
+            await caller.wait_for_events("response.audio_transcript.done")
+            async with httpx.AsyncClient(base_url=process.base_url, timeout=20) as client:
+                state = (await client.get("/_emulator/state")).json()
+            process.stop()
+            code = await caller.wait_closed()
+    finally:
+        await caller.close()
+
+    assert answer["type"] == "rtc.call.sdp.created"
+    assert state["voicelive_calls"][0]["auth"] == "key2"
+    assert state["voicelive_calls"][0]["peer"]["voice"] == "en-US-GuyNeural"
+    assert code is not None
+    log = process.read_log()
+    assert "emulator.voicelive_ended" in log
+    for secret in (keys.key1, keys.key2, keys.bearer):
         assert secret not in log
 
 

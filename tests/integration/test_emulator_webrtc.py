@@ -180,7 +180,10 @@ async def test_hangup_ends_the_call(http, keys, caller):
     record = await call_state(http, call_id_of(answer))
     assert record["active"] is False
     assert record["end_reason"] == "hangup"
-    assert (await http.get("/_emulator/state")).json()["active_calls"] == 0
+    snapshot = (await http.get("/_emulator/state")).json()
+    assert snapshot["active_calls"] == 0
+    assert snapshot["counters"]["hangup"] == {"200": 2}
+    assert record["connection_state"] == "closed"
     await async_poll_until(
         lambda: caller.channel.readyState == "closed",
         timeout=20,

@@ -1,9 +1,10 @@
-"""Local Azure OpenAI GPT Realtime emulator (GA protocol) with a real WebRTC peer.
+"""Local Azure realtime emulator: Azure OpenAI GPT Realtime (GA) and Azure Voice Live WebRTC.
 
-Same paths, auth rules, status codes and single-use ephemeral keys as Azure; an aiortc
-peer answers SDP offers over loopback, receives audio, plays audio back and sends GA
-transcript events on the ``oai-events`` data channel. Controls for tests live under
-``/_emulator`` (state, faults, key regeneration).
+Same paths, auth rules, status codes and single-use ephemeral keys as Azure OpenAI, and
+Voice Live's control WebSocket (``/voice-live/realtime/calls``); one aiortc peer answers
+SDP offers over loopback, receives audio, plays audio back and sends transcript events on
+the ``oai-events`` (GA names) or ``voice-live-events`` (Voice Live names) data channel.
+Controls for tests live under ``/_emulator`` (state, faults, key regeneration).
 """
 
 from __future__ import annotations

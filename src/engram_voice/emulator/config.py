@@ -25,6 +25,11 @@ class EmulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     turn_interval_seconds: float = 3.0
     max_turns: int = 20
     public_url: str | None = None
+    max_active_calls: int = 64
+    voicelive_max_seconds: float = 3600.0
+    voicelive_connections_per_minute: int = 0
+    """New Voice Live control connections per minute per credential; 0 = unlimited."""
+    voicelive_mirror_events: bool = False
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> EmulatorConfig:
@@ -58,4 +63,12 @@ class EmulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
             ),
             max_turns=reader.integer("EMULATOR_MAX_TURNS", 20, minimum=0, maximum=10_000),
             public_url=public_url,
+            max_active_calls=reader.integer("EMULATOR_MAX_CALLS", 64, minimum=1, maximum=10_000),
+            voicelive_max_seconds=reader.number(
+                "EMULATOR_VOICELIVE_MAX_SECONDS", 3600.0, minimum=0.1, maximum=86_400.0
+            ),
+            voicelive_connections_per_minute=reader.integer(
+                "EMULATOR_VOICELIVE_CONNECTIONS_PER_MINUTE", 30, minimum=0, maximum=100_000
+            ),
+            voicelive_mirror_events=reader.flag("EMULATOR_VOICELIVE_MIRROR_EVENTS", default=False),
         )

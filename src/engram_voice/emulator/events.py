@@ -1,16 +1,81 @@
-"""GA realtime server events as the data channel carries them, with unique ids.
+"""Realtime server events as the data channel carries them, with unique ids.
 
-Each builder returns one event as plain data shaped like the ``openai.types.realtime``
-models. :data:`WEBRTC_FILTERED_EVENTS` is what Azure lets through to a browser that
-connected with ``webrtcfilter=on``; everything else is only sent without the filter.
+Each builder returns one event as plain data. The names come from a :class:`Vocabulary`:
+:data:`GA_EVENTS` is Azure OpenAI's GA protocol (shaped like the ``openai.types.realtime``
+models), :data:`VOICE_LIVE_EVENTS` the older (beta) names that Azure Voice Live's dated
+api-versions use (``response.audio_transcript.done``, ``conversation.item.created``).
+:data:`WEBRTC_FILTERED_EVENTS` is what Azure OpenAI lets through to a browser that
+connected with ``webrtcfilter=on``; :data:`VOICE_LIVE_CHANNEL_EVENTS` is what Voice Live
+routes to the ``voice-live-events`` data channel (the rest goes to the control WebSocket).
 """
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["WEBRTC_FILTERED_EVENTS", "EventFactory", "new_id"]
+__all__ = [
+    "GA_EVENTS",
+    "VOICE_LIVE_CHANNEL_EVENTS",
+    "VOICE_LIVE_EVENTS",
+    "WEBRTC_FILTERED_EVENTS",
+    "EventFactory",
+    "Vocabulary",
+    "new_id",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vocabulary:
+    """The names (and response shape) one protocol gives to the same conversation events."""
+
+    name: str
+    item_added: str
+    item_done: str | None
+    transcript_delta: str
+    transcript_done: str
+    assistant_content: str
+    beta_response: bool
+
+
+GA_EVENTS = Vocabulary(
+    name="ga",
+    item_added="conversation.item.added",
+    item_done="conversation.item.done",
+    transcript_delta="response.output_audio_transcript.delta",
+    transcript_done="response.output_audio_transcript.done",
+    assistant_content="output_audio",
+    beta_response=False,
+)
+VOICE_LIVE_EVENTS = Vocabulary(
+    name="voice-live",
+    item_added="conversation.item.created",
+    item_done=None,  # the beta protocol has no conversation.item.done
+    transcript_delta="response.audio_transcript.delta",
+    transcript_done="response.audio_transcript.done",
+    assistant_content="audio",
+    beta_response=True,
+)
+VOICE_LIVE_CHANNEL_EVENTS = frozenset(
+    {
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "response.created",
+        "response.done",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+        "response.audio_transcript.delta",
+        "response.audio_transcript.done",
+        "response.text.delta",
+        "response.text.done",
+        "conversation.item.created",
+        "response.output_item.added",
+        "response.output_item.done",
+        "output_audio_buffer.started",  # preview events, seen on the data channel
+        "output_audio_buffer.stopped",
+    }
+)
 
 WEBRTC_FILTERED_EVENTS = frozenset(
     {
@@ -49,8 +114,9 @@ def _usage(text: str) -> dict[str, Any]:
 class EventFactory:
     """Builds one call's server events; every event gets a fresh ``event_id``."""
 
-    def __init__(self, conversation_id: str) -> None:
+    def __init__(self, conversation_id: str, vocabulary: Vocabulary = GA_EVENTS) -> None:
         self.conversation_id = conversation_id
+        self.vocabulary = vocabulary
 
     def _event(self, event_type: str, **fields: Any) -> dict[str, Any]:
         return {"type": event_type, "event_id": new_id("event"), **fields}
@@ -68,7 +134,9 @@ class EventFactory:
         }
 
     @staticmethod
-    def assistant_item(item_id: str, transcript: str | None = None) -> dict[str, Any]:
+    def assistant_item(
+        item_id: str, transcript: str | None = None, content_type: str = "output_audio"
+    ) -> dict[str, Any]:
         """Return an assistant audio message, in progress until its transcript is known."""
         return {
             "id": item_id,
@@ -78,7 +146,7 @@ class EventFactory:
             "status": "in_progress" if transcript is None else "completed",
             "content": []
             if transcript is None
-            else [{"type": "output_audio", "transcript": transcript}],
+            else [{"type": content_type, "transcript": transcript}],
         }
 
     def session_created(self, session: dict[str, Any]) -> dict[str, Any]:
@@ -89,17 +157,40 @@ class EventFactory:
         """Return ``session.updated`` (never passes the WebRTC filter)."""
         return self._event("session.updated", session=session)
 
-    def error(self, message: str, code: str, client_event_id: str | None) -> dict[str, Any]:
-        """Return an ``error`` event about a client event the emulator refused."""
+    def error(
+        self,
+        message: str,
+        code: str,
+        client_event_id: str | None,
+        *,
+        error_type: str = "invalid_request_error",
+        param: str | None = None,
+    ) -> dict[str, Any]:
+        """Return an ``error`` event (by default about a client event the emulator refused)."""
         return self._event(
             "error",
             error={
-                "type": "invalid_request_error",
+                "type": error_type,
                 "code": code,
                 "message": message,
-                "param": None,
+                "param": param,
                 "event_id": client_event_id,
             },
+        )
+
+    def rtc_call_sdp_created(self, rtc_call_id: str, sdp_answer: str) -> dict[str, Any]:
+        """Return Voice Live's ``rtc.call.sdp.created`` carrying the SDP answer."""
+        return self._event("rtc.call.sdp.created", rtc_call_id=rtc_call_id, sdp_answer=sdp_answer)
+
+    def rtc_call_error(
+        self, code: str, message: str, *, error_type: str, rtc_call_id: str | None
+    ) -> dict[str, Any]:
+        """Return Voice Live's ``rtc.call.error`` about an ``rtc.call.sdp.create``."""
+        return self._event(
+            "rtc.call.error",
+            operation="rtc.call.sdp.create",
+            rtc_call_id=rtc_call_id,
+            error={"type": error_type, "code": code, "message": message},
         )
 
     def speech_started(self, item_id: str, audio_start_ms: int) -> dict[str, Any]:
@@ -121,12 +212,22 @@ class EventFactory:
         )
 
     def item_added(self, item: dict[str, Any], previous_item_id: str | None) -> dict[str, Any]:
-        """Return ``conversation.item.added``; ``previous_item_id`` orders the conversation."""
-        return self._event("conversation.item.added", item=item, previous_item_id=previous_item_id)
+        """Return ``conversation.item.added`` (GA) or ``.created`` (Voice Live), in order."""
+        return self._event(self.vocabulary.item_added, item=item, previous_item_id=previous_item_id)
 
-    def item_done(self, item: dict[str, Any], previous_item_id: str | None) -> dict[str, Any]:
-        """Return ``conversation.item.done``."""
-        return self._event("conversation.item.done", item=item, previous_item_id=previous_item_id)
+    def item_done(
+        self, item: dict[str, Any], previous_item_id: str | None
+    ) -> dict[str, Any] | None:
+        """Return ``conversation.item.done``, or None where the vocabulary has no such event."""
+        if self.vocabulary.item_done is None:
+            return None
+        return self._event(self.vocabulary.item_done, item=item, previous_item_id=previous_item_id)
+
+    def output_item(self, kind: str, response_id: str, item: dict[str, Any]) -> dict[str, Any]:
+        """Return ``response.output_item.added`` or ``.done`` (``kind``) for the answer item."""
+        return self._event(
+            f"response.output_item.{kind}", response_id=response_id, output_index=0, item=item
+        )
 
     def transcription_completed(self, item_id: str, transcript: str) -> dict[str, Any]:
         """Return the user's transcript for ``item_id`` (it arrives asynchronously)."""
@@ -147,9 +248,9 @@ class EventFactory:
         return self._event("output_audio_buffer.stopped", response_id=response_id)
 
     def transcript_delta(self, response_id: str, item_id: str, delta: str) -> dict[str, Any]:
-        """Return one ``response.output_audio_transcript.delta``."""
+        """Return one assistant transcript delta (GA or Voice Live name)."""
         return self._event(
-            "response.output_audio_transcript.delta",
+            self.vocabulary.transcript_delta,
             response_id=response_id,
             item_id=item_id,
             output_index=0,
@@ -158,9 +259,9 @@ class EventFactory:
         )
 
     def transcript_done(self, response_id: str, item_id: str, transcript: str) -> dict[str, Any]:
-        """Return ``response.output_audio_transcript.done`` with the whole assistant turn."""
+        """Return the assistant transcript's done event with the whole turn."""
         return self._event(
-            "response.output_audio_transcript.done",
+            self.vocabulary.transcript_done,
             response_id=response_id,
             item_id=item_id,
             output_index=0,
@@ -185,6 +286,21 @@ class EventFactory:
     def _response(
         self, response_id: str, voice: str, status: str, output: list[dict[str, Any]]
     ) -> dict[str, Any]:
+        if self.vocabulary.beta_response:
+            return {
+                "id": response_id,
+                "object": "realtime.response",
+                "status": status,
+                "status_details": None,
+                "output": output,
+                "conversation_id": self.conversation_id,
+                "modalities": ["text", "audio"],
+                "voice": voice,
+                "output_audio_format": "pcm16",
+                "max_output_tokens": "inf",
+                "usage": None,
+                "metadata": None,
+            }
         return {
             "id": response_id,
             "object": "realtime.response",

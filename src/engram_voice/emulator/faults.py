@@ -1,7 +1,9 @@
 """Injected faults: error statuses for the next N requests or until cleared, latency, hangs.
 
-Faults are set per target (``client_secrets`` or ``calls``) through ``POST
-/_emulator/faults`` or :meth:`FaultInjector.apply`. A hung request waits until the faults
+Faults are set per target (``client_secrets``, ``calls`` or ``voicelive``) through ``POST
+/_emulator/faults`` or :meth:`FaultInjector.apply`. The Voice Live control channel takes
+one ``mode`` at a time (see :class:`~engram_voice.emulator.schemas.FaultRequest`), spent
+by the connections it applies to. A hung request waits until the faults
 are cleared or the emulator shuts down, and never longer than :data:`HANG_LIMIT_SECONDS`.
 """
 
@@ -15,10 +17,10 @@ import msgspec
 import structlog
 from msgspec import UNSET
 
-from engram_voice.emulator.azure_errors import injected_error
-from engram_voice.emulator.schemas import FaultRequest
+from engram_voice.emulator.azure_errors import AzureApiError, injected_error
+from engram_voice.emulator.schemas import FaultRequest, VoiceLiveFaultMode
 
-__all__ = ["HANG_LIMIT_SECONDS", "FaultInjector", "Target"]
+__all__ = ["HANG_LIMIT_SECONDS", "FaultInjector", "Target", "VoiceLiveFault"]
 
 HANG_LIMIT_SECONDS = 120.0
 Target = Literal["client_secrets", "calls"]
@@ -33,12 +35,22 @@ class _Faults(msgspec.Struct, kw_only=True):
     hang: bool = False
 
 
+class VoiceLiveFault(msgspec.Struct, kw_only=True):
+    """The fault the Voice Live control channel plays, for ``remaining`` connections."""
+
+    mode: VoiceLiveFaultMode | None = None
+    code: str | None = None
+    latency_ms: int = 0
+    remaining: int | None = None
+
+
 class FaultInjector:
     """Holds the faults per target and applies them to requests."""
 
     def __init__(self, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._sleep = sleep
         self._faults: dict[Target, _Faults] = {"client_secrets": _Faults(), "calls": _Faults()}
+        self.voicelive = VoiceLiveFault()
         self._release = asyncio.Event()
         self.hung = 0
 
@@ -46,6 +58,13 @@ class FaultInjector:
         """Apply ``change`` and return every target's faults as they now stand."""
         if change.clear:
             self.clear()
+        if change.target == "voicelive":
+            self._apply_voicelive(change)
+            return self.describe()
+        if change.mode is not UNSET or change.code is not None:
+            raise AzureApiError.bad_param(
+                "mode", "'mode' and 'code' are faults of the 'voicelive' target only."
+            )
         faults = self._faults[change.target]
         if change.status is not UNSET:
             faults.status = change.status
@@ -66,7 +85,33 @@ class FaultInjector:
         """Remove every fault and release every hung request."""
         for target in self._faults:
             self._faults[target] = _Faults()
+        self.voicelive = VoiceLiveFault()
         self._release.set()
+
+    def take_voicelive(self, *modes: VoiceLiveFaultMode) -> VoiceLiveFault | None:
+        """Return the Voice Live fault if its mode is one of ``modes``, counting it down."""
+        fault = self.voicelive
+        if fault.mode is None or fault.mode not in modes:
+            return None
+        taken = VoiceLiveFault(mode=fault.mode, code=fault.code, latency_ms=fault.latency_ms)
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self.voicelive = VoiceLiveFault()
+        _logger.info("emulator.voicelive_fault_played", mode=taken.mode)
+        return taken
+
+    def _apply_voicelive(self, change: FaultRequest) -> None:
+        if change.mode is not UNSET:
+            self.voicelive = VoiceLiveFault(
+                mode=change.mode,
+                code=change.code,
+                latency_ms=change.latency_ms if change.latency_ms is not UNSET else 0,
+                remaining=change.count if change.mode is not None else None,
+            )
+        elif change.latency_ms is not UNSET:
+            self.voicelive.latency_ms = change.latency_ms
+        _logger.info("emulator.faults_set", target="voicelive", mode=self.voicelive.mode)
 
     async def delay(self, target: Target, base_latency_ms: int = 0) -> None:
         """Wait for the configured plus injected latency, and through a hang if one is set."""
@@ -101,6 +146,7 @@ class FaultInjector:
         described: dict[str, Any] = {
             target: msgspec.to_builtins(faults) for target, faults in self._faults.items()
         }
+        described["voicelive"] = msgspec.to_builtins(self.voicelive)
         described["hung_requests"] = self.hung
         return described
 

@@ -1,7 +1,9 @@
 """One realtime call: an aiortc peer that answers the SDP offer and plays a conversation.
 
 The peer receives the caller's microphone (counting frames), plays audio back in real
-time, and on the ``oai-events`` data channel the caller opened emits GA server events:
+time, and on the data channel the caller opened (``oai-events`` for Azure OpenAI,
+``voice-live-events`` for Voice Live; see :mod:`engram_voice.emulator.callmode`) emits
+server events in that protocol's vocabulary:
 every ``turn_interval`` seconds while audio flows, a user turn (speech started/stopped,
 the user item, its transcript arriving asynchronously) answered by an assistant turn
 (output audio started, transcript deltas and done, output audio stopped).
@@ -22,7 +24,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 
 from engram_voice.emulator.audio import AudioSink, ToneTrack
-from engram_voice.emulator.events import WEBRTC_FILTERED_EVENTS, EventFactory, new_id
+from engram_voice.emulator.callmode import GA_CHANNEL, CallMode, ga_mode, ga_voice
+from engram_voice.emulator.events import EventFactory, new_id
 from engram_voice.emulator.loopback import loopback_candidates_only, loopback_ice
 from engram_voice.emulator.schemas import VOICES
 from engram_voice.emulator.script import agent_name, assistant_line, greeting_line, user_line
@@ -35,7 +38,7 @@ __all__ = [
     "RealtimeCall",
 ]
 
-EVENTS_CHANNEL = "oai-events"
+EVENTS_CHANNEL = GA_CHANNEL
 MAX_SESSION_SECONDS = 30 * 60  # Azure ends a realtime session after 30 minutes
 _CLOSE_TIMEOUT = 5.0
 _MAX_CLIENT_EVENT_BYTES = 1_000_000
@@ -53,6 +56,7 @@ _IGNORED_CLIENT_EVENTS = frozenset(
     }
 )
 _OFFER_ERRORS = (
+    AssertionError,  # aiortc's SDP parser asserts on malformed m= lines
     ValueError,
     IndexError,
     KeyError,
@@ -75,6 +79,7 @@ class CallPacing(msgspec.Struct, frozen=True, kw_only=True):
     turn_interval_seconds: float
     max_turns: int
     filtered: bool
+    max_seconds: float = MAX_SESSION_SECONDS
 
 
 class RealtimeCall:
@@ -86,13 +91,18 @@ class RealtimeCall:
         session: dict[str, Any],
         pacing: CallPacing,
         *,
+        mode: CallMode | None = None,
+        control: Callable[[dict[str, Any]], None] | None = None,
         on_closed: Callable[[RealtimeCall], None] | None = None,
     ) -> None:
         self.call_id = call_id
         self.session = dict(session)
         self.pacing = pacing
+        self.mode = mode or ga_mode(filtered=pacing.filtered)
         self.agent = agent_name(session.get("instructions"))
-        self.voice = _voice_of(session) or "alloy"
+        self.voice = self.mode.voice_name(session) or self.mode.default_voice
+        self.session_handler: Callable[[Any, str | None], None] | None = None
+        """Handles ``session.update`` instead of the GA rules (a Voice Live control sets it)."""
         self.created_at = time.time()
         self.ended_at: float | None = None
         self.end_reason: str | None = None
@@ -106,7 +116,8 @@ class RealtimeCall:
         self.client_events: Counter[str] = Counter()
         self.ignored_channels: list[str] = []
         self._on_closed = on_closed
-        self._events = EventFactory(new_id("conv"))
+        self._control = control
+        self._events = EventFactory(new_id("conv"), self.mode.vocabulary)
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._tone = ToneTrack()
         self._sink = AudioSink()
@@ -148,6 +159,16 @@ class RealtimeCall:
         answer: str = self._pc.localDescription.sdp
         return answer
 
+    def apply_session(self, session: dict[str, Any]) -> None:
+        """Replace the session (already validated): the agent and voice follow it."""
+        self.session = dict(session)
+        self.agent = agent_name(session.get("instructions"))
+        self.voice = self.mode.voice_name(session) or self.mode.default_voice
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Send a server event where this call's mode routes it (data channel, control)."""
+        self._send(event)
+
     async def close(self, reason: str) -> None:
         """End the call (idempotent): stop the tasks and the tracks, close the peer."""
         if self._closing is None:
@@ -164,6 +185,7 @@ class RealtimeCall:
             "agent": self.agent,
             "voice": self.voice,
             "filtered": self.pacing.filtered,
+            "protocol": self.mode.vocabulary.name,
             "active": self.active,
             "connection_state": self.connection_state,
             "data_channel": None
@@ -192,7 +214,7 @@ class RealtimeCall:
             self._spawn(self._sink.consume(track), "microphone")
 
     def _on_datachannel(self, channel: Any) -> None:
-        if channel.label != EVENTS_CHANNEL or self._channel is not None:
+        if channel.label != self.mode.label or self._channel is not None:
             self.ignored_channels.append(str(channel.label))
             _logger.warning(
                 "emulator.data_channel_ignored", call_id=self.call_id, label=channel.label
@@ -201,7 +223,8 @@ class RealtimeCall:
         self._channel = channel
         channel.on("message", self._on_client_message)
         self._channel_open.set()
-        self._send(self._events.session_created(self._session_object()))
+        if self.mode.greet_on_channel:
+            self._send(self._events.session_created(self._session_object()))
 
     def _on_connection_state(self) -> None:
         self.connection_state = str(self._pc.connectionState)
@@ -248,7 +271,11 @@ class RealtimeCall:
         response_id, item_id = new_id("resp"), new_id("item")
         self._send(events.response_created(response_id, self.voice))
         previous, self._last_item_id = self._last_item_id, item_id
-        self._send(events.item_added(EventFactory.assistant_item(item_id), previous))
+        content = events.vocabulary.assistant_content
+        started = EventFactory.assistant_item(item_id, content_type=content)
+        self._send(events.item_added(started, previous))
+        if events.vocabulary.beta_response:
+            self._send(events.output_item("added", response_id, started))
         self._send(events.output_audio_started(response_id))
         words = text.split(" ")
         chunks = [
@@ -266,8 +293,10 @@ class RealtimeCall:
                     self._send(events.transcription_completed(*transcribe))
                 await asyncio.sleep(pause)
             self._send(events.transcript_done(response_id, item_id, text))
-            done = EventFactory.assistant_item(item_id, text)
+            done = EventFactory.assistant_item(item_id, text, content)
             self._send(events.item_done(done, previous))
+            if events.vocabulary.beta_response:
+                self._send(events.output_item("done", response_id, done))
             self._send(events.response_done(response_id, self.voice, done))
             await asyncio.sleep(pause)
         finally:
@@ -280,11 +309,36 @@ class RealtimeCall:
             await self._respond(greeting_line(self.agent))
 
     async def _expire(self) -> None:
-        await asyncio.sleep(MAX_SESSION_SECONDS)
+        await asyncio.sleep(self.pacing.max_seconds)
         _logger.info("emulator.call_expired", call_id=self.call_id)
         await self.close("session_expired")
 
     # -- client events -------------------------------------------------------------------
+
+    def handle_client_event(self, event: dict[str, Any]) -> None:
+        """Handle one decoded client event (from the data channel or a control channel)."""
+        event_type: str = event["type"]
+        client_event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        self.client_events[event_type] += 1
+        if event_type == "session.update":
+            if self.session_handler is not None:
+                self.session_handler(event.get("session"), client_event_id)
+            else:
+                self._update_session(event.get("session"), client_event_id)
+        elif event_type == "response.create":
+            self._spawn(self._requested_response(), "response")
+        elif event_type == "conversation.item.create":
+            self._create_item(event, client_event_id)
+        elif event_type not in _IGNORED_CLIENT_EVENTS:
+            self._reject(
+                client_event_id,
+                f"Invalid value: '{event_type}' is not a client event.",
+                "invalid_value",
+            )
+
+    def reject(self, client_event_id: str | None, message: str, code: str) -> None:
+        """Answer a refused client event with an ``error`` event."""
+        self._reject(client_event_id, message, code)
 
     def _on_client_message(self, message: str | bytes) -> None:
         if len(message) > _MAX_CLIENT_EVENT_BYTES:
@@ -298,21 +352,7 @@ class RealtimeCall:
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             self._reject(None, "Client event must be an object with a 'type'.", "invalid_value")
             return
-        event_type: str = event["type"]
-        client_event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
-        self.client_events[event_type] += 1
-        if event_type == "session.update":
-            self._update_session(event.get("session"), client_event_id)
-        elif event_type == "response.create":
-            self._spawn(self._requested_response(), "response")
-        elif event_type == "conversation.item.create":
-            self._create_item(event, client_event_id)
-        elif event_type not in _IGNORED_CLIENT_EVENTS:
-            self._reject(
-                client_event_id,
-                f"Invalid value: '{event_type}' is not a client event.",
-                "invalid_value",
-            )
+        self.handle_client_event(event)
 
     def _update_session(self, session: Any, client_event_id: str | None) -> None:
         if not isinstance(session, dict) or session.get("type", "realtime") != "realtime":
@@ -323,7 +363,7 @@ class RealtimeCall:
         if isinstance(session.get("instructions"), str):
             self.session["instructions"] = session["instructions"]
             self.agent = agent_name(session["instructions"])
-        voice = _voice_of(session)
+        voice = ga_voice(session)
         if voice is not None:
             if voice not in VOICES:
                 self._reject(client_event_id, f"Unsupported voice '{voice}'.", "invalid_value")
@@ -359,10 +399,16 @@ class RealtimeCall:
         session["audio"] = audio
         return session
 
-    def _send(self, event: dict[str, Any]) -> None:
+    def _send(self, event: dict[str, Any] | None) -> None:
+        if event is None:  # an event the call's vocabulary does not have
+            return
         event_type = event["type"]
-        if self.pacing.filtered and event_type not in WEBRTC_FILTERED_EVENTS:
-            self.events_withheld += 1
+        to_channel, to_control = self.mode.routes(event_type)
+        if to_control and self._control is not None:
+            self._control(event)
+        if not to_channel:
+            if not to_control:
+                self.events_withheld += 1
             return
         channel = self._channel
         if channel is None or channel.readyState != "open":
@@ -410,10 +456,3 @@ class RealtimeCall:
         )
         if self._on_closed is not None:
             self._on_closed(self)
-
-
-def _voice_of(session: dict[str, Any]) -> str | None:
-    audio = session.get("audio")
-    output = audio.get("output") if isinstance(audio, dict) else None
-    voice = output.get("voice") if isinstance(output, dict) else None
-    return voice if isinstance(voice, str) else None

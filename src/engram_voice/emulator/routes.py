@@ -1,5 +1,7 @@
 """HTTP routes: Azure's GA realtime paths, plus the emulator's own controls under ``/_emulator``.
 
+Azure Voice Live's control WebSocket lives in :mod:`engram_voice.emulator.voicelive`.
+
 Order of checks on Azure's paths: injected latency or hang, ``api-version`` (refused on
 v1 paths), authentication, injected error status, then the request itself. An ephemeral
 key is spent only once the offer passed the cheap checks (content type, SDP shape).
@@ -22,7 +24,8 @@ from engram_voice.emulator.keys import AuthSlot, bearer_token
 from engram_voice.emulator.minting import checked_session, session_object
 from engram_voice.emulator.peer import OfferRejectedError, RealtimeCall
 from engram_voice.emulator.schemas import ClientSecretRequest, FaultRequest, decode_strict
-from engram_voice.emulator.state import MAX_ACTIVE_CALLS, EmulatorState
+from engram_voice.emulator.state import EmulatorState
+from engram_voice.emulator.voicelive import voicelive_calls
 
 __all__ = [
     "ROUTES",
@@ -154,7 +157,7 @@ def _ephemeral_token(request: Request[Any, Any, Any]) -> str:
 
 
 def _ensure_capacity(emulator: EmulatorState) -> None:
-    if emulator.active_calls() >= MAX_ACTIVE_CALLS:
+    if emulator.full():
         raise AzureApiError(
             429, "429", "Too many concurrent realtime calls.", headers={"Retry-After": "1"}
         )
@@ -253,4 +256,5 @@ ROUTES = [
     read_state,
     set_faults,
     regenerate_key,
+    voicelive_calls,
 ]

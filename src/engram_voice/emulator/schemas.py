@@ -30,6 +30,7 @@ __all__ = [
     "ServerVad",
     "SessionRequest",
     "Transcription",
+    "VoiceLiveFaultMode",
     "decode_strict",
 ]
 
@@ -146,10 +147,31 @@ class ClientSecretRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     session: SessionRequest | UnsetType = UNSET
 
 
-class FaultRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A change to the injected faults; fields left out keep their current setting."""
+VoiceLiveFaultMode = Literal[
+    "upgrade_401",
+    "upgrade_404",
+    "rtc_call_error",
+    "error_event",
+    "drop_mid_call",
+    "slow_answer",
+    "never_answer",
+    "mirror_events",
+]
 
-    target: Literal["client_secrets", "calls"] = "client_secrets"
+
+class FaultRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A change to the injected faults; fields left out keep their current setting.
+
+    For ``target: "voicelive"`` the fault is a ``mode`` (None removes it) with an optional
+    ``code`` (for ``rtc_call_error``/``error_event``), ``latency_ms`` (for ``slow_answer``
+    and ``drop_mid_call``) and ``count`` (calls it applies to; unset = until cleared).
+    """
+
+    target: Literal["client_secrets", "calls", "voicelive"] = "client_secrets"
+    mode: VoiceLiveFaultMode | UnsetType | None = UNSET
+    code: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")] | (
+        None
+    ) = None
     status: Annotated[int, Meta(ge=400, le=599)] | UnsetType | None = UNSET
     count: Annotated[int, Meta(ge=1, le=100_000)] | None = None
     retry_after: Annotated[int, Meta(ge=0, le=3600)] | None = None
