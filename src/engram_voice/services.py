@@ -15,6 +15,9 @@ from engram_voice.auth import Authenticator, MintRateLimiter, build_authenticato
 from engram_voice.credentials import CredentialSource
 from engram_voice.credentials.factory import build_credential_source
 from engram_voice.memory import MemoryRuntime, MemorySink, build_memory_runtime
+from engram_voice.realtime.calls import CallLimits, CallRegistry, CallUpstream, RealtimeCalls
+from engram_voice.realtime.calls.factory import build_call_upstreams
+from engram_voice.realtime.calls.service import DEFAULT_UPSTREAM
 from engram_voice.realtime.conversations import ConversationIds
 from engram_voice.realtime.endpoints import EndpointPool
 from engram_voice.realtime.service import RealtimeSessions
@@ -32,6 +35,8 @@ class Overrides:
     authenticator: Authenticator | None = None
     conversation_keys: list[bytes] | None = None
     memory_sink: MemorySink | None = None
+    call_limits: CallLimits | None = None
+    call_upstreams: dict[str, CallUpstream] | None = None
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Services:
     authenticator: Authenticator
     rate_limiter: MintRateLimiter
     memory: MemoryRuntime | None
+    calls: RealtimeCalls
     started_at: float = field(default_factory=time.time)
 
 
@@ -96,6 +102,21 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             webrtc_filter=realtime.webrtc_filter,
             memory_grants=memory.grant if memory else None,
         )
+        # Pushed after the HTTP session and the credentials: the drain (hanging up every
+        # live call) runs before either is closed.
+        registry = CallRegistry(overrides.call_limits or CallLimits.from_settings(realtime))
+        stack.push_async_callback(registry.close)
+        upstreams = overrides.call_upstreams or build_call_upstreams(
+            realtime, session=upstream_http, minter=minter, credentials=credentials
+        )
+        calls = RealtimeCalls(
+            catalog=catalog,
+            upstreams=upstreams,
+            registry=registry,
+            conversations=ConversationIds(conversation_keys),
+            default_upstream=getattr(realtime, "default_upstream", DEFAULT_UPSTREAM),
+            memory_grants=memory.grant if memory else None,
+        )
         yield Services(
             settings=settings,
             catalog=catalog,
@@ -105,6 +126,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             authenticator=overrides.authenticator or build_authenticator(settings.auth, http),
             rate_limiter=MintRateLimiter(settings.auth.mint_rate_limit),
             memory=memory,
+            calls=calls,
         )
 
 
