@@ -106,9 +106,11 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
         # live call) runs before either is closed.
         registry = CallRegistry(overrides.call_limits or CallLimits.from_settings(realtime))
         stack.push_async_callback(registry.close)
-        upstreams = overrides.call_upstreams or build_call_upstreams(
-            realtime, session=upstream_http, minter=minter, credentials=credentials
-        )
+        upstreams = overrides.call_upstreams
+        if upstreams is None:
+            upstreams = build_call_upstreams(
+                realtime, session=upstream_http, minter=minter, credentials=credentials
+            )
         calls = RealtimeCalls(
             catalog=catalog,
             upstreams=upstreams,
