@@ -16,6 +16,7 @@ import math
 import secrets
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,8 +73,11 @@ class LiveCall:
 class CallRegistry:
     """Holds live calls and ends each one exactly once."""
 
-    def __init__(self, limits: CallLimits) -> None:
+    def __init__(
+        self, limits: CallLimits, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> None:
         self.limits = limits
+        self._sleep = sleep
         self._calls: dict[str, LiveCall] = {}
         self._held: Counter[str] = Counter()  # per user: calls being set up plus live ones
         self._tasks: set[asyncio.Task[None]] = set()
@@ -190,7 +194,7 @@ class CallRegistry:
         return task
 
     async def _expire(self, live: LiveCall, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        await self._sleep(seconds)
         await self._finish(live, "max_duration")
 
     async def _watch(self, live: LiveCall) -> None:
