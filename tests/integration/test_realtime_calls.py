@@ -73,12 +73,13 @@ async def ended_at_emulator(emulator: Emulator, upstream_id: str) -> dict[str, A
 async def test_a_call_through_the_service_answers_and_audio_flows(
     emulator: Emulator,
     make_service: ServiceFactory,
+    *,
     browser: RealtimeTestClient,
     agent: str,
     name: str,
     voice: str,
 ) -> None:
-    """201 with the SDP answer and ids; audio flows both ways; the upstream got the agent's voice."""
+    """201 with the answer and ids; audio flows both ways; the upstream got the agent's voice."""
     with make_service(service_env(emulator), overrides()) as url:
         before = emulator_call_ids(emulator)
         response = await post_call(url, await browser.offer(), agent=agent)
@@ -188,7 +189,9 @@ async def test_shutdown_hangs_up_every_live_call(
     browsers = [RealtimeTestClient(), RealtimeTestClient()]
     try:
         with make_service(service_env(emulator), overrides()) as url:
-            ids = [(await open_call(url, emulator, b, user=f"u{i}"))[1] for i, b in enumerate(browsers)]
+            ids = [
+                (await open_call(url, emulator, b, user=f"u{i}"))[1] for i, b in enumerate(browsers)
+            ]
             assert all(emulator_call(emulator, i)["active"] for i in ids)
         ended = [emulator_call(emulator, i) for i in ids]  # the lifespan waited for the drain
     finally:

@@ -49,6 +49,7 @@ def _assert_problem(response: httpx.Response, status: int, code: str, emulator: 
 async def test_upstream_failures_map_to_problems_and_release_the_slot(
     emulator: Emulator,
     make_service: ServiceFactory,
+    *,
     target: str,
     injected: int,
     status: int,
@@ -65,7 +66,7 @@ async def test_upstream_failures_map_to_problems_and_release_the_slot(
         calls = _status_calls(url)
         again = await post_call(url, MINIMAL_OFFER)  # the slot was released: a 400, not a 429
     _assert_problem(failed, status, code, emulator)
-    if status == 503:  # noqa: PLR2004
+    if status == 503:
         assert failed.headers["retry-after"] == "7"
     assert calls["active"] == 0
     assert again.status_code == 400
@@ -77,9 +78,7 @@ async def test_an_upstream_that_does_not_answer_in_time_is_a_504(
     emulator: Emulator, make_service: ServiceFactory, target: str
 ) -> None:
     """A mint or an offer the upstream sits on is answered 504 within the configured bound."""
-    env = service_env(
-        emulator, UPSTREAM_TIMEOUT_SECONDS="0.3", UPSTREAM_DEADLINE_SECONDS="0.3"
-    )
+    env = service_env(emulator, UPSTREAM_TIMEOUT_SECONDS="0.3", UPSTREAM_DEADLINE_SECONDS="0.3")
     with make_service(env, _overrides()) as url:
         emulator.fault(target=target, hang=True)
         try:
@@ -113,7 +112,11 @@ async def test_an_offer_azure_cannot_use_is_a_400_naming_the_offer(
         ({"agent": "elena", "sdp_offer": "v=0\r\nm=" + "a" * 65536}, 400, "sdp_offer"),
         ({"agent": "elena", "sdp_offer": MINIMAL_OFFER, "key": "x"}, 400, "key"),
         ({"agent": "el ena", "sdp_offer": MINIMAL_OFFER}, 400, "agent"),
-        ({"agent": "elena", "sdp_offer": MINIMAL_OFFER, "conversation_id": "x"}, 400, "conversation_id"),
+        (
+            {"agent": "elena", "sdp_offer": MINIMAL_OFFER, "conversation_id": "x"},
+            400,
+            "conversation_id",
+        ),
     ],
 )
 async def test_bad_bodies_are_400s_naming_the_field_before_any_upstream_work(

@@ -124,7 +124,8 @@ async def test_the_per_user_limit_counts_calls_being_set_up_and_live_ones() -> N
     registry.reserve("alice")  # a second call still being set up
     with pytest.raises(TooManyCallsError) as refused:
         registry.reserve("alice")
-    assert refused.value.retry_after is not None and 1 <= refused.value.retry_after <= 60
+    assert refused.value.retry_after is not None
+    assert 1 <= refused.value.retry_after <= 60
     registry.reserve("bob")
     registry.release("alice")
     registry.reserve("alice")

@@ -65,7 +65,9 @@ class AzureOpenAICall:
         self._hangup: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"AzureOpenAICall(call_id={self.upstream_call_id!r}, endpoint={self._endpoint.host!r})"
+        return (
+            f"AzureOpenAICall(call_id={self.upstream_call_id!r}, endpoint={self._endpoint.host!r})"
+        )
 
     async def hangup(self, reason: str) -> None:
         """Post ``/hangup`` once (later calls wait for the first); bounded, never raises."""
@@ -127,7 +129,9 @@ class AzureOpenAICalls:
         except UnicodeDecodeError:
             answer = ""
         if call_id is None or not answer.startswith("v=0"):
-            _logger.warning("realtime.call_bad_answer", endpoint=endpoint.host, session_id=session_id)
+            _logger.warning(
+                "realtime.call_bad_answer", endpoint=endpoint.host, session_id=session_id
+            )
             raise UpstreamError("Azure OpenAI answered the call with an unreadable answer.")
         return AzureOpenAICall(
             sdp_answer=answer, upstream_call_id=call_id, endpoint=endpoint, owner=self

@@ -111,7 +111,9 @@ class CallRegistry:
         if self._closing:
             await self._hang_up(opened, "shutdown")
             self.release(user_id)
-            raise UpstreamUnavailableError("The service is shutting down; call again.", retry_after=1)
+            raise UpstreamUnavailableError(
+                "The service is shutting down; call again.", retry_after=1
+            )
         seconds = self.max_seconds(upstream)
         live = LiveCall(
             call_id=f"rc_{secrets.token_hex(16)}",
@@ -182,7 +184,9 @@ class CallRegistry:
 
     def _retry_after(self, user_id: str) -> int:
         remaining = [
-            live.expires_at - time.time() for live in self._calls.values() if live.user_id == user_id
+            live.expires_at - time.time()
+            for live in self._calls.values()
+            if live.user_id == user_id
         ]
         soonest = min(remaining, default=1.0)
         return max(1, min(_RETRY_AFTER_CAP, math.ceil(soonest)))
@@ -232,5 +236,5 @@ class CallRegistry:
                 await opened.hangup(reason)
         except TimeoutError:
             _logger.warning("realtime.call_hangup_timeout", reason=reason)
-        except Exception as exc:  # the seam says hangup never raises; one that does is logged
-            _logger.error("realtime.call_hangup_error", reason=reason, error=type(exc).__name__)
+        except Exception:  # the seam says hangup never raises; one that does is logged
+            _logger.exception("realtime.call_hangup_error", reason=reason)
