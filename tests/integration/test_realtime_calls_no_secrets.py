@@ -50,5 +50,5 @@ async def test_no_secret_reaches_the_logs_or_answers_of_calls(
         assert secret not in text, "a secret reached the service log"
         for body in bodies[1:]:
             assert secret not in body, "a secret reached an error body or /status"
-    for secret in secrets[:2] + ["ek_"]:
+    for secret in [*secrets[:2], "ek_"]:
         assert secret not in bodies[0]
