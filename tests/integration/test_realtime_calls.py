@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -130,6 +131,21 @@ async def test_hanging_up_ends_the_call_upstream_and_forgets_it(
     assert again.json()["code"] == "call_not_found"
     assert calls["active"] == 0
     assert calls["ended_by_reason"] == {"client_hangup": 1}
+    assert calls["setups"] == {"opened": 1}
+    assert calls["upstreams"] == ["azure-openai"]
+
+
+async def test_racing_hang_ups_end_the_call_once(
+    emulator: Emulator, make_service: ServiceFactory, browser: RealtimeTestClient
+) -> None:
+    """Several DELETEs at once: one 204, the rest 404, and one hang-up reaches Azure."""
+    with make_service(service_env(emulator), overrides()) as url:
+        body, _ = await open_call(url, emulator, browser)
+        before = dict(emulator.state()["counters"]["hangup"])  # type: ignore[index]
+        answers = await asyncio.gather(*(delete_call(url, body["call_id"]) for _ in range(4)))
+        after = dict(emulator.state()["counters"]["hangup"])  # type: ignore[index]
+    assert sorted(a.status_code for a in answers) == [204, 404, 404, 404]
+    assert after.get("200", 0) - before.get("200", 0) == 1
 
 
 async def test_another_users_call_cannot_be_hung_up(

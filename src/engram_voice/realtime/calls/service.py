@@ -6,6 +6,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
@@ -117,6 +118,15 @@ class RealtimeCalls:
             expires_at=live.expires_at,
             memory=memory,
         )
+
+    def describe(self) -> dict[str, Any]:
+        """Return the ``calls`` section of ``/status``: live calls, limits, setup outcomes."""
+        return {
+            **self.registry.describe(),
+            "upstreams": self.upstream_names,
+            "default_upstream": self._default,
+            "setups": dict(self.outcomes),
+        }
 
     async def hang_up(self, *, user_id: str, call_id: str) -> bool:
         """End ``user_id``'s call (browser hang-up); False when there is no such call of theirs."""
