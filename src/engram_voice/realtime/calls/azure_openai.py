@@ -132,6 +132,8 @@ class AzureOpenAICalls:
             _logger.warning(
                 "realtime.call_bad_answer", endpoint=endpoint.host, session_id=session_id
             )
+            if call_id is not None:  # a call Azure opened but we cannot use: end it now
+                await self.post_hangup(endpoint, call_id)
             raise UpstreamError("Azure OpenAI answered the call with an unreadable answer.")
         return AzureOpenAICall(
             sdp_answer=answer, upstream_call_id=call_id, endpoint=endpoint, owner=self
