@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import aiohttp
+import msgspec
 import pytest
 
+from engram_voice.credentials import Secret, StaticKeySource
 from engram_voice.errors import (
     UpstreamAuthError,
     UpstreamRejectedError,
@@ -12,6 +15,10 @@ from engram_voice.errors import (
     ValidationError,
 )
 from engram_voice.realtime.calls.azure_openai import _call_error, _call_id
+from engram_voice.realtime.calls.factory import build_call_upstreams
+from engram_voice.realtime.endpoints import EndpointPool
+from engram_voice.realtime.upstream import UpstreamMinter
+from engram_voice.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -54,3 +61,28 @@ def test_every_refused_call_status_maps_to_one_service_error(status: int) -> Non
     assert 400 <= error.status < 600
     if status == 429:
         assert error.retry_after == 3
+
+
+async def test_azure_openai_serves_calls_only_when_it_has_endpoints(
+    app_env: dict[str, str],
+) -> None:
+    """With endpoints the factory builds the azure-openai upstream; without, none."""
+    realtime = Settings.from_env(app_env).realtime
+    async with aiohttp.ClientSession() as session:
+        source = StaticKeySource(Secret("never-sent"))
+        pool = EndpointPool(realtime.endpoints, failure_threshold=1, cooldown_seconds=1)
+        minter = UpstreamMinter(
+            session=session,
+            credentials=source,
+            pool=pool,
+            request_timeout=1,
+            connect_timeout=1,
+            deadline=1,
+        )
+        built = build_call_upstreams(realtime, session=session, minter=minter, credentials=source)
+        unconfigured = msgspec.structs.replace(realtime, endpoints=())
+        none = build_call_upstreams(
+            unconfigured, session=session, minter=minter, credentials=source
+        )
+    assert list(built) == ["azure-openai"]
+    assert none == {}

@@ -21,6 +21,9 @@ def build_call_upstreams(
     credentials: CredentialSource,
 ) -> dict[str, CallUpstream]:
     """Return the configured upstreams by name (Voice Live joins here when configured)."""
+    upstreams: dict[str, CallUpstream] = {}
+    if not realtime.endpoints:  # Azure OpenAI not configured: its agents get a clear 503
+        return upstreams
     azure_openai = AzureOpenAICalls(
         session=session,
         minter=minter,
@@ -31,4 +34,5 @@ def build_call_upstreams(
         request_timeout=realtime.request_timeout,
         connect_timeout=realtime.connect_timeout,
     )
-    return {azure_openai.name: azure_openai}
+    upstreams[azure_openai.name] = azure_openai
+    return upstreams
