@@ -23,6 +23,7 @@ from engram_voice.health import healthz, readyz, status
 from engram_voice.logs import configure_logging
 from engram_voice.memory import memory_router
 from engram_voice.metrics_route import MetricsController
+from engram_voice.realtime.calls.routes import create_call, end_call
 from engram_voice.realtime.routes import create_session
 from engram_voice.services import Overrides, Services, open_services
 from engram_voice.settings import Settings
@@ -75,7 +76,15 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Lit
     # two API routes count their own answers and latency (engram_realtime_session_*,
     # engram_memory_enrich_*); the generic per-request middleware is not installed: even
     # with those paths excluded it cost ~10 us, 8 % of enrich's CPU, for /status alone.
-    route_handlers: list[Any] = [healthz, readyz, status, create_session, MetricsController]
+    route_handlers: list[Any] = [
+        healthz,
+        readyz,
+        status,
+        create_session,
+        create_call,
+        end_call,
+        MetricsController,
+    ]
     if settings.memory.enabled:
         route_handlers.append(memory_router())
     if settings.server.serve_web:

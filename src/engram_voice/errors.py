@@ -28,6 +28,7 @@ __all__ = [
     "PROBLEM_JSON",
     "AppError",
     "AuthenticationError",
+    "CallNotFoundError",
     "ClientError",
     "ConfigurationError",
     "CredentialTimeoutError",
@@ -37,8 +38,10 @@ __all__ = [
     "PayloadTooLargeError",
     "RateLimitedError",
     "StorageUnavailableError",
+    "TooManyCallsError",
     "UpstreamAuthError",
     "UpstreamError",
+    "UpstreamNotConfiguredError",
     "UpstreamRejectedError",
     "UpstreamThrottledError",
     "UpstreamTimeoutError",
@@ -136,6 +139,20 @@ class RateLimitedError(ClientError):
     title = "Too many requests"
 
 
+class TooManyCallsError(RateLimitedError):
+    """The caller already holds as many live calls as one user may (``Retry-After`` set)."""
+
+    code = "too_many_calls"
+    title = "Too many live calls"
+
+
+class CallNotFoundError(NotFoundError):
+    """The call is unknown, already ended, or another user's (never told apart)."""
+
+    code = "call_not_found"
+    title = "Call not found"
+
+
 class StorageUnavailableError(AppError):
     """Our own durable storage could not take the request (disk full, database locked)."""
 
@@ -171,6 +188,14 @@ class UpstreamUnavailableError(UpstreamError):
 
     code = "upstream_unavailable"
     title = "Upstream unavailable"
+
+
+class UpstreamNotConfiguredError(UpstreamError):
+    """The agent's upstream has no implementation or no configuration in this deployment."""
+
+    status = 503
+    code = "upstream_not_configured"
+    title = "Upstream not configured"
 
 
 class UpstreamThrottledError(UpstreamError):

@@ -18,6 +18,8 @@ from engram_voice.credentials.factory import (
     build_voicelive_credential_source,
 )
 from engram_voice.memory import MemoryRuntime, MemorySink, build_memory_runtime
+from engram_voice.realtime.calls import CallLimits, CallRegistry, CallUpstream, RealtimeCalls
+from engram_voice.realtime.calls.factory import build_call_upstreams
 from engram_voice.realtime.conversations import ConversationIds
 from engram_voice.realtime.endpoints import EndpointPool
 from engram_voice.realtime.service import RealtimeSessions
@@ -37,6 +39,8 @@ class Overrides:
     conversation_keys: list[bytes] | None = None
     memory_sink: MemorySink | None = None
     voicelive_credentials: CredentialSource | None = None
+    call_limits: CallLimits | None = None
+    call_upstreams: dict[str, CallUpstream] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Services:
     authenticator: Authenticator
     rate_limiter: MintRateLimiter
     memory: MemoryRuntime | None
+    calls: RealtimeCalls
     started_at: float = field(default_factory=time.time)
     voicelive: VoiceLiveUpstream | None = None
     """None when AZURE_VOICELIVE_ENDPOINT is not configured."""
@@ -112,6 +117,23 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             webrtc_filter=realtime.webrtc_filter,
             memory_grants=memory.grant if memory else None,
         )
+        # Pushed after the HTTP session and the credentials: the drain (hanging up every
+        # live call) runs before either is closed.
+        registry = CallRegistry(overrides.call_limits or CallLimits.from_settings(realtime))
+        stack.push_async_callback(registry.close)
+        upstreams = overrides.call_upstreams
+        if upstreams is None:
+            upstreams = build_call_upstreams(
+                realtime, session=upstream_http, minter=minter, credentials=credentials
+            )
+        calls = RealtimeCalls(
+            catalog=catalog,
+            upstreams=upstreams,
+            registry=registry,
+            conversations=ConversationIds(conversation_keys),
+            default_upstream=realtime.default_upstream,
+            memory_grants=memory.grant if memory else None,
+        )
         yield Services(
             settings=settings,
             catalog=catalog,
@@ -122,6 +144,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             rate_limiter=MintRateLimiter(settings.auth.mint_rate_limit),
             memory=memory,
             voicelive=voicelive,
+            calls=calls,
         )
 
 

@@ -4,7 +4,8 @@ The app runs in-process on a loopback port against the Azure emulator; schemathe
 ``/schema/openapi.json`` from it and sends, per operation, a bounded and derandomized
 number of schema-conforming (positive) and schema-violating (negative) requests. Every
 answer must be below 500 and match the declared status, content type and body schema.
-Mint cases are steered to real agents and enrich cases get a valid memory token for
+Mint and call cases are steered to real agents (a generated SDP offer is refused with
+a 400, by the service or by the emulator's peer) and enrich cases get a valid memory token for
 whatever ``session_id`` they carry, so valid bodies reach the 201 and 202 answers too.
 """
 
@@ -38,6 +39,8 @@ MAX_EXAMPLES = 50
 
 OPERATIONS = [
     ("POST", "/realtime/sessions"),
+    ("POST", "/realtime/calls"),
+    ("DELETE", "/realtime/calls/{call_id}"),
     ("POST", "/memory/enrich"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -80,13 +83,13 @@ def test_the_fuzzed_operations_are_every_operation_of_the_schema(schema: Any) ->
 def _prepare(case: Any) -> dict[str, str]:
     """Steer a case toward the deeper paths; return the headers to send with it.
 
-    A generated agent id is almost never a real one, so three in four mint cases name a
-    catalog agent (chosen by a hash of the generated one, so runs stay reproducible) and
+    A generated agent id is almost never a real one, so three in four mint and call cases
+    name a catalog agent (chosen by a hash of the generated one, so runs stay reproducible) and
     reach the emulator and the 201. An enrich case gets a valid memory token for its own
     session, in the header and, where it has one, in the body (the two agree).
     """
     body = case.body
-    if case.path == "/realtime/sessions" and isinstance(body, dict):
+    if case.path in {"/realtime/sessions", "/realtime/calls"} and isinstance(body, dict):
         agent = body.get("agent")
         if isinstance(agent, str):
             body["agent"] = (*AGENTS, agent)[zlib.crc32(agent.encode()) % (len(AGENTS) + 1)]

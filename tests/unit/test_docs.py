@@ -36,6 +36,7 @@ from engram_voice.memory import cli as memory_cli
 from engram_voice.memory import metrics as memory_metrics
 from engram_voice.memory.settings import MemorySettings
 from engram_voice.realtime import metrics as realtime_metrics
+from engram_voice.realtime.calls import metrics as call_metrics
 from engram_voice.realtime.settings import RealtimeSettings
 from engram_voice.settings import ServerSettings, Settings
 from engram_voice.zep_standin.config import ZepStandinConfig
@@ -439,7 +440,7 @@ def test_operations_doc_lists_every_engram_metric() -> None:
     """Each Prometheus metric the service defines is named in docs/operations.md."""
     text = OPERATIONS.read_text()
     names: set[str] = set()
-    for module in (realtime_metrics, memory_metrics):
+    for module in (realtime_metrics, call_metrics, memory_metrics):
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase):
                 suffix = "_total" if value._type == "counter" else ""

@@ -45,6 +45,8 @@ def test_validation_errors_name_the_body_field(
     ("method", "path", "statuses"),
     [
         ("post", "/realtime/sessions", {400, 401, 403, 404, 413, 429, 502, 503, 504}),
+        ("post", "/realtime/calls", {400, 401, 403, 404, 413, 429, 502, 503, 504}),
+        ("delete", "/realtime/calls/{call_id}", {401, 403, 404}),
         ("post", "/memory/enrich", {400, 401, 403, 413, 429, 503}),
         ("get", "/readyz", {503, 504}),
     ],
@@ -118,7 +120,7 @@ def test_every_declared_request_body_refuses_unknown_fields(schema: dict[str, An
         for operation in path.values()
         for media in operation.get("requestBody", {}).get("content", {}).values()
     ]
-    assert len(bodies) == 3  # mint (JSON), enrich (JSON and text/plain)
+    assert len(bodies) == 4  # mint, call (JSON), enrich (JSON and text/plain)
     for body in bodies:
         for node in objects(body):
             assert node.get("additionalProperties") is False, node.get("title")

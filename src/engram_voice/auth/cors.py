@@ -17,7 +17,7 @@ def cors_config(settings: AuthSettings) -> CORSConfig | None:
         return None
     return CORSConfig(
         allow_origins=list(settings.cors_allow_origins),
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],  # DELETE: hang up a call
         allow_headers=_ALLOWED_HEADERS,
         allow_credentials=False,
         expose_headers=["Retry-After", "Location"],

@@ -54,6 +54,7 @@ async def status(services: NamedDependency[Services]) -> dict[str, Any]:
             "webrtc_filter": realtime.webrtc_filter,
             "counters": dict(services.sessions.outcomes),
         },
+        "calls": services.calls.describe(),
         "auth": {"mode": settings.auth.mode},
         "agents": [
             {

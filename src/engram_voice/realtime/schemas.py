@@ -8,8 +8,10 @@ import msgspec
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "AgentId",
     "AgentInfo",
     "ClientSecret",
+    "ConversationId",
     "CreateSessionRequest",
     "SessionCreated",
 ]

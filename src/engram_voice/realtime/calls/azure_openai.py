@@ -1,0 +1,213 @@
+"""Calls on Azure OpenAI: an ephemeral key minted and spent server-side, hangup over REST.
+
+:meth:`AzureOpenAICalls.open` mints a single-use key with the agent's session (the same
+:class:`UpstreamMinter` as ``POST /realtime/sessions``: endpoint failover, Key Vault
+re-read on 401), posts the browser's offer to ``{endpoint}/openai/v1/realtime/calls``
+with ``Authorization: Bearer ek_...`` and reads the call id from ``Location``. The key
+never leaves this module. :meth:`AzureOpenAICall.hangup` posts
+``.../calls/{call_id}/hangup`` with the service's own credential. Azure OpenAI has no
+control channel here (the sideband WebSocket is not held), so :meth:`wait_closed`
+returns only once the service hung the call up (browser, maximum duration, shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+import structlog
+
+from engram_voice.agents import Agent
+from engram_voice.credentials import CredentialSource
+from engram_voice.errors import (
+    AppError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamRejectedError,
+    UpstreamThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+    ValidationError,
+)
+from engram_voice.httppolicy import is_transient, parse_retry_after
+from engram_voice.realtime.endpoints import Endpoint
+from engram_voice.realtime.session_config import client_secret_request
+from engram_voice.realtime.upstream import UpstreamMinter
+
+__all__ = ["AzureOpenAICall", "AzureOpenAICalls"]
+
+NAME = "azure-openai"
+_logger = structlog.get_logger("engram_voice.realtime.calls")
+_AUTH_STATUSES = frozenset({401, 403})
+
+
+class AzureOpenAICall:
+    """One Azure OpenAI call the service created; hangs up with the service credential."""
+
+    def __init__(
+        self,
+        *,
+        sdp_answer: str,
+        upstream_call_id: str,
+        endpoint: Endpoint,
+        owner: AzureOpenAICalls,
+    ) -> None:
+        self.sdp_answer = sdp_answer
+        self.upstream_call_id = upstream_call_id
+        self._endpoint = endpoint
+        self._owner = owner
+        self._closed = asyncio.Event()
+        self._reason = "hangup"
+        self._hangup: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"AzureOpenAICall(call_id={self.upstream_call_id!r}, endpoint={self._endpoint.host!r})"
+        )
+
+    async def hangup(self, reason: str) -> None:
+        """Post ``/hangup`` once (later calls wait for the first); bounded, never raises."""
+        if self._hangup is None:
+            self._reason = reason
+            self._hangup = asyncio.create_task(self._post_hangup(), name="azure-openai-hangup")
+        await asyncio.shield(self._hangup)
+
+    async def wait_closed(self) -> str:
+        """Return the reason once the call was hung up (Azure OpenAI has no end signal here)."""
+        await self._closed.wait()
+        return self._reason
+
+    async def _post_hangup(self) -> None:
+        try:
+            await self._owner.post_hangup(self._endpoint, self.upstream_call_id)
+        finally:
+            self._closed.set()
+
+
+class AzureOpenAICalls:
+    """The ``azure-openai`` :class:`CallUpstream`."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        minter: UpstreamMinter,
+        credentials: CredentialSource,
+        deployment: str,
+        ttl_seconds: int,
+        webrtc_filter: bool,
+        request_timeout: float,
+        connect_timeout: float,
+    ) -> None:
+        self._session = session
+        self._minter = minter
+        self._credentials = credentials
+        self._deployment = deployment
+        self._ttl = ttl_seconds
+        self._webrtc_filter = webrtc_filter
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout)
+
+    async def open(self, *, agent: Agent, sdp_offer: str, session_id: str) -> AzureOpenAICall:
+        """Mint a key for ``agent``, post the offer with it, and return the call."""
+        payload = client_secret_request(agent, deployment=self._deployment, ttl_seconds=self._ttl)
+        minted = await self._minter.mint(payload)
+        endpoint = minted.endpoint
+        url = endpoint.calls_url(webrtc_filter=self._webrtc_filter)
+        headers = {"Authorization": f"Bearer {minted.value}", "Content-Type": "application/sdp"}
+        status, answer_headers, body = await self._request(url, headers, sdp_offer.encode())
+        if status != 201:  # noqa: PLR2004 - Azure's one success status for /calls
+            raise _call_error(status, answer_headers, endpoint.host, session_id)
+        call_id = _call_id(answer_headers.get("Location"))
+        try:
+            answer = body.decode("utf-8")
+        except UnicodeDecodeError:
+            answer = ""
+        if call_id is None or not answer.startswith("v=0"):
+            _logger.warning(
+                "realtime.call_bad_answer", endpoint=endpoint.host, session_id=session_id
+            )
+            if call_id is not None:  # a call Azure opened but we cannot use: end it now
+                await self.post_hangup(endpoint, call_id)
+            raise UpstreamError("Azure OpenAI answered the call with an unreadable answer.")
+        return AzureOpenAICall(
+            sdp_answer=answer, upstream_call_id=call_id, endpoint=endpoint, owner=self
+        )
+
+    async def post_hangup(self, endpoint: Endpoint, call_id: str) -> None:
+        """End ``call_id`` at ``endpoint``; a refused credential is re-read once; never raises."""
+        url = f"{endpoint.url}/openai/v1/realtime/calls/{quote(call_id, safe='')}/hangup"
+        started = time.monotonic()
+        try:
+            credential = await self._credentials.get()
+            status, _, _ = await self._request(url, credential.headers(), b"")
+            if status in _AUTH_STATUSES and await self._credentials.invalidate(credential):
+                credential = await self._credentials.get()
+                status, _, _ = await self._request(url, credential.headers(), b"")
+        except AppError as exc:
+            _logger.warning(
+                "realtime.call_hangup_failed", endpoint=endpoint.host, call=call_id, code=exc.code
+            )
+            return
+        outcome = "ok" if status < 300 else ("already_ended" if status == 404 else f"http_{status}")  # noqa: PLR2004
+        log = _logger.info if outcome != f"http_{status}" else _logger.warning
+        log(
+            "realtime.call_hangup_sent",
+            endpoint=endpoint.host,
+            call=call_id,
+            outcome=outcome,
+            latency_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+
+    async def _request(
+        self, url: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any, bytes]:
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, timeout=self._timeout
+            ) as response:
+                return response.status, response.headers, await response.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError("Azure OpenAI did not answer the call in time.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailableError(
+                "Azure OpenAI could not be reached.", retry_after=1
+            ) from exc
+
+
+def _call_id(location: str | None) -> str | None:
+    """Return the call id at the end of a ``Location: .../realtime/calls/{call_id}``."""
+    if not location:
+        return None
+    path = urlsplit(location).path.rstrip("/")
+    head, _, call_id = path.rpartition("/")
+    return call_id if head.endswith("/realtime/calls") and call_id else None
+
+
+def _call_error(status: int, headers: Any, host: str, session_id: str) -> AppError:
+    """Map a refused ``/calls`` answer to the service's errors (never the upstream body)."""
+    _logger.warning("realtime.call_refused", endpoint=host, status=status, session_id=session_id)
+    if status == 400:  # noqa: PLR2004 - the key was just accepted: Azure refused the offer
+        message = "Azure could not use the SDP offer"
+        return ValidationError(
+            f"Invalid request: sdp_offer: {message}",
+            extra={"errors": [{"field": "sdp_offer", "message": message}]},
+        )
+    if status in _AUTH_STATUSES:
+        return UpstreamAuthError(f"Azure OpenAI at {host} refused the call's key ({status}).")
+    if status == 429:  # noqa: PLR2004
+        seconds = parse_retry_after(headers.get("Retry-After"), now=time.time())
+        return UpstreamThrottledError(
+            "Azure OpenAI is throttling calls; try again shortly.",
+            retry_after=max(1, math.ceil(seconds)) if seconds is not None else 1,
+        )
+    if is_transient(status):
+        return UpstreamUnavailableError(f"Azure OpenAI failed the call ({status}).", retry_after=1)
+    return UpstreamRejectedError(
+        f"Azure OpenAI at {host} rejected the call ({status}); check the deployment and region."
+    )

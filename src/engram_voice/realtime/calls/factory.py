@@ -1,0 +1,38 @@
+"""Build the call upstreams a deployment serves: the one place a new upstream is added."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from engram_voice.credentials import CredentialSource
+from engram_voice.realtime.calls.azure_openai import AzureOpenAICalls
+from engram_voice.realtime.calls.upstream import CallUpstream
+from engram_voice.realtime.settings import RealtimeSettings
+from engram_voice.realtime.upstream import UpstreamMinter
+
+__all__ = ["build_call_upstreams"]
+
+
+def build_call_upstreams(
+    realtime: RealtimeSettings,
+    *,
+    session: aiohttp.ClientSession,
+    minter: UpstreamMinter,
+    credentials: CredentialSource,
+) -> dict[str, CallUpstream]:
+    """Return the configured upstreams by name (Voice Live joins here when configured)."""
+    upstreams: dict[str, CallUpstream] = {}
+    if not realtime.endpoints:  # Azure OpenAI not configured: its agents get a clear 503
+        return upstreams
+    azure_openai = AzureOpenAICalls(
+        session=session,
+        minter=minter,
+        credentials=credentials,
+        deployment=realtime.deployment,
+        ttl_seconds=realtime.key_ttl_seconds,
+        webrtc_filter=realtime.webrtc_filter,
+        request_timeout=realtime.request_timeout,
+        connect_timeout=realtime.connect_timeout,
+    )
+    upstreams[azure_openai.name] = azure_openai
+    return upstreams

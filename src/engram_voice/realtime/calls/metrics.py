@@ -1,0 +1,31 @@
+"""Prometheus metrics of calls set up through the service (defined once per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = ["CALLS_ACTIVE", "CALLS_ENDED", "CALL_DURATION", "CALL_SETUP"]
+
+CALLS_ACTIVE = Gauge(
+    "engram_calls_active",
+    "Live calls the service holds, by upstream.",
+    ["upstream"],
+)
+CALL_SETUP = Histogram(
+    "engram_call_setup_seconds",
+    "Time to open a call upstream (mint or control channel, offer, answer), by upstream.",
+    ["upstream"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20),
+)
+CALL_DURATION = Histogram(
+    "engram_call_duration_seconds",
+    "How long calls lasted, from the answer to their end, by upstream.",
+    ["upstream"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600),
+)
+CALLS_ENDED = Counter(
+    "engram_calls_ended_total",
+    "Calls ended, by upstream and reason (client_hangup, max_duration, shutdown, or the "
+    "upstream's own reason).",
+    ["upstream", "reason"],
+)

@@ -1,0 +1,121 @@
+"""The use case behind ``POST /realtime/calls``: relay the offer, hold the call, grant memory."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from engram_voice.agents import AgentCatalog
+from engram_voice.errors import AppError, UpstreamNotConfiguredError
+from engram_voice.realtime.calls.metrics import CALL_SETUP
+from engram_voice.realtime.calls.registry import CallRegistry
+from engram_voice.realtime.calls.schemas import CallCreated, CreateCallRequest
+from engram_voice.realtime.calls.upstream import CallUpstream
+from engram_voice.realtime.conversations import ConversationIds
+from engram_voice.realtime.schemas import AgentInfo
+from engram_voice.realtime.service import MemoryGrantIssuer
+
+__all__ = ["DEFAULT_UPSTREAM", "RealtimeCalls"]
+
+DEFAULT_UPSTREAM = "azure-openai"
+_logger = structlog.get_logger("engram_voice.realtime.calls")
+
+
+class RealtimeCalls:
+    """Sets up calls through the service on the upstream each agent names."""
+
+    def __init__(
+        self,
+        *,
+        catalog: AgentCatalog,
+        upstreams: Mapping[str, CallUpstream],
+        registry: CallRegistry,
+        conversations: ConversationIds,
+        default_upstream: str = DEFAULT_UPSTREAM,
+        memory_grants: MemoryGrantIssuer | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.registry = registry
+        self._upstreams = dict(upstreams)
+        self._conversations = conversations
+        self._default = default_upstream
+        self._memory_grants = memory_grants
+        self.outcomes: Counter[str] = Counter()
+
+    @property
+    def upstream_names(self) -> list[str]:
+        """Return the upstreams this service can open calls on."""
+        return sorted(self._upstreams)
+
+    async def create(self, *, user_id: str, request: CreateCallRequest) -> CallCreated:
+        """Open a call for ``user_id`` with ``request.agent`` and hold it in the registry."""
+        agent = self.catalog.get(request.agent)
+        conversation_id = self._conversations.resolve(user_id, request.conversation_id)
+        name = agent.upstream  # the catalog resolved REALTIME_DEFAULT_UPSTREAM at load
+        upstream = self._upstreams.get(name)
+        if upstream is None:
+            self.outcomes[UpstreamNotConfiguredError.code] += 1
+            raise UpstreamNotConfiguredError(
+                f"Agent {agent.id!r} is served by the {name!r} upstream, which this deployment "
+                f"does not serve (available: {', '.join(self.upstream_names) or 'none'})."
+            )
+        self.registry.reserve(user_id)
+        session_id = f"vs_{secrets.token_hex(16)}"
+        started = time.monotonic()
+        try:
+            opened = await upstream.open(
+                agent=agent, sdp_offer=request.sdp_offer, session_id=session_id
+            )
+        except AppError as exc:
+            self.registry.release(user_id)
+            self.outcomes[exc.code] += 1
+            raise
+        except BaseException:
+            self.registry.release(user_id)
+            raise
+        setup = time.monotonic() - started
+        live = await self.registry.add(
+            user_id=user_id, agent_id=agent.id, upstream=name, session_id=session_id, opened=opened
+        )
+        CALL_SETUP.labels(name).observe(setup)
+        self.outcomes["opened"] += 1
+        _logger.info(
+            "realtime.call_started",
+            call_id=live.call_id,
+            session_id=session_id,
+            agent=agent.id,
+            upstream=name,
+            setup_ms=round(setup * 1000, 1),
+            max_seconds=self.registry.max_seconds(name),
+        )
+        memory = self._memory_grants(session_id, user_id, agent.id) if self._memory_grants else None
+        return CallCreated(
+            call_id=live.call_id,
+            session_id=session_id,
+            conversation_id=conversation_id,
+            agent=AgentInfo(
+                id=agent.id, name=agent.name, voice=agent.voice
+            ),  # the voice name on agent.upstream
+            upstream=name,
+            sdp_answer=opened.sdp_answer,
+            expires_at=live.expires_at,
+            memory=memory,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Return the ``calls`` section of ``/status``: live calls, limits, setup outcomes."""
+        return {
+            **self.registry.describe(),
+            "upstreams": self.upstream_names,
+            "default_upstream": self._default,
+            "setups": dict(self.outcomes),
+        }
+
+    async def hang_up(self, *, user_id: str, call_id: str) -> bool:
+        """End ``user_id``'s call (browser hang-up); False when there is no such call of theirs."""
+        return await self.registry.end(call_id, user_id=user_id, reason="client_hangup")
