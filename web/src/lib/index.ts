@@ -42,5 +42,12 @@ export {
   type OutboxOptions,
 } from "./outbox";
 export { MemoryStorage, type StorageLike, defaultStorage } from "./storage";
-export { type ServerEvent, TranscriptAssembler, type TranscriptEvents, type TranscriptOptions } from "./transcript";
+export {
+  GA_EVENT_NAMES,
+  type ServerEvent,
+  TranscriptAssembler,
+  type TranscriptEvents,
+  type TranscriptOptions,
+  normaliseEvent,
+} from "./transcript";
 export type * from "./types";
