@@ -187,6 +187,29 @@ describe("VoiceClient, default flow through POST /realtime/calls", () => {
     expect(client.state).toBe("ended");
   });
 
+  it("posts a new call's offer only after the previous call's DELETE was answered (the user's call limit)", async () => {
+    let answer: (response: Response) => void = () => undefined;
+    const later = new Promise<Response>((resolve) => {
+      answer = resolve;
+    });
+    const { client } = harness(service({ end: () => later }));
+    await client.connect({ agent: "elena" });
+    FakePeerConnection.log = [];
+    const next = client.connect({ agent: "marcus" });
+    await vi.advanceTimersByTimeAsync(100);
+    expect(FakePeerConnection.log).toEqual(["DELETE call", "createOffer with oai-events+voice-live-events"]);
+    answer(new Response(null, { status: 204 }));
+    await next;
+    expect(FakePeerConnection.log).toEqual([
+      "DELETE call",
+      "createOffer with oai-events+voice-live-events",
+      "pc.close",
+      "POST call",
+      "setRemoteDescription",
+    ]);
+    expect(client.state).toBe("connected");
+  });
+
   it("hangs up once: a second hangUp sends no second DELETE", async () => {
     const { client, seen } = harness(service());
     await client.connect({ agent: "elena" });

@@ -186,6 +186,8 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
   #muted = false;
   #attempt = 0;
   #call: Call | null = null;
+  /** The last hang-up at the service still on its way (resolves when answered or bounded). */
+  #ending: Promise<void> = Promise.resolve();
   #audio: HTMLAudioElement | null;
 
   constructor(options: VoiceClientOptions = {}) {
@@ -374,6 +376,9 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
   async #setUpAtService(call: Call, options: ConnectOptions, offer: string): Promise<string> {
     const request = { agent: options.agent, sdp_offer: offer, ...(options.conversationId ? { conversation_id: options.conversationId } : {}) };
     const getAuthToken = this.#options.getAuthToken;
+    // A previous call's hang-up still on its way would count against the user's call limit.
+    await this.#ending;
+    this.#check(call);
     const created = await createCall(request, {
       ...this.#options,
       getAuthToken: async () => {
@@ -614,7 +619,9 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
       return Promise.resolve();
     }
     call.hungUp = true;
-    return endCall(callId, this.#options).then(closePeer);
+    const ended = endCall(callId, this.#options).then(closePeer);
+    this.#ending = ended;
+    return ended;
   }
 
   #timer(call: Call, callback: () => void, ms: number): TimerHandle {
