@@ -102,7 +102,7 @@ export interface VoiceClientEvents extends Record<string, unknown> {
   muted: boolean;
   /** A call failed; the message is in plain words (see {@link describeError}). */
   error: VoiceError;
-  /** Something worth a note that does not end the call (e.g. autoplay blocked, an Azure error event). */
+  /** Something worth a note (e.g. autoplay blocked, an Azure error event, why the service or Azure ended the call). */
   warning: string;
   /** Every event Azure sent on the data channel, for hosts that want more. */
   serverEvent: ServerEvent;
@@ -389,7 +389,7 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     });
     if (!this.#isCurrent(call)) {
       // Hung up while the service was setting the call up: end it there too.
-      void endCall(created.call_id, this.#options);
+      this.#ending = endCall(created.call_id, this.#options).then(() => undefined);
       throw new Cancelled();
     }
     this.#started(call, {
@@ -456,8 +456,7 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
       reason === "max_duration" ? "The call reached its maximum length and was ended." : "The call was ended by the voice service or Azure.",
     );
     this.#attempt += 1;
-    const closed = this.#teardown(call);
-    closed.catch(() => undefined);
+    void this.#teardown(call);
     this.#setState("ended", call, { reason });
   }
 
