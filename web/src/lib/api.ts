@@ -25,8 +25,9 @@ export interface ServiceOptions {
   /** Bound on the mint request, in milliseconds (default 15000). */
   timeoutMs?: number;
   /**
-   * Bound on `POST /realtime/calls`, in milliseconds (default 20000: the service itself
-   * waits at most its Voice Live connect + answer timeouts, 3 s + 10 s by default).
+   * Bound on `POST /realtime/calls`, in milliseconds (default 30000). Longer than the
+   * service's own bounds (by default Voice Live: connect 3 s + answer 10 s; Azure OpenAI:
+   * mint deadline 15 s + SDP post 10 s), so its clearer 504 arrives first.
    */
   callTimeoutMs?: number;
   /** Bound on `DELETE /realtime/calls/{call_id}`, in milliseconds (default 3000). */
@@ -100,7 +101,7 @@ export async function mintSession(request: CreateSessionRequest, options: Servic
  *   or timed out behind the service) or `service_unreachable`.
  */
 export async function createCall(request: CreateCallRequest, options: ServiceOptions = {}): Promise<CallCreated> {
-  const response = await postJson("/realtime/calls", request, options, options.callTimeoutMs ?? 20_000);
+  const response = await postJson("/realtime/calls", request, options, options.callTimeoutMs ?? 30_000);
   if (!response.ok) throw await serviceError(response);
   let body: CallCreated;
   try {
