@@ -58,6 +58,7 @@ describe("VoiceClient, default flow through POST /realtime/calls", () => {
   afterEach(() => {
     vi.useRealTimers();
     vi.unstubAllGlobals();
+    FakePeerConnection.gatherIce = true;
   });
 
   it("creates the track and both event channels before the offer, posts it with the agent, applies the answer and keeps the call", async () => {
