@@ -1,11 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
-import { type ConnectionState, VoiceClient, type VoiceClientOptions } from "../src/lib/client";
+import type { VoiceClientOptions } from "../src/lib/client";
 import { VoiceError } from "../src/lib/errors";
-import { MemoryOutbox } from "../src/lib/outbox";
-import { MemoryStorage } from "../src/lib/storage";
 import type { SessionCreated, TranscriptTurn } from "../src/lib/types";
-import { FakePeerConnection, FakeStream } from "./fake-rtc";
+import { FakePeerConnection } from "./fake-rtc";
+import { type Harness, harness as makeHarness } from "./harness";
 import { type Seen, accepted, ids, networkDown, problem, scriptedFetch } from "./helpers";
 
 const SESSION: SessionCreated = {
@@ -33,39 +32,11 @@ function backend(overrides: { mint?: Route; sdp?: Route; enrich?: Route } = {}) 
   });
 }
 
-interface Harness {
-  client: VoiceClient;
-  seen: Seen[];
-  states: ConnectionState[];
-  errors: VoiceError[];
-  microphone: FakeStream;
-  getUserMedia: ReturnType<typeof vi.fn>;
-}
-
 function harness(fetchPair = backend(), options: Partial<VoiceClientOptions> = {}): Harness {
-  const microphone = new FakeStream();
-  const getUserMedia = vi.fn(async () => microphone as unknown as MediaStream);
-  const audio = { autoplay: false, srcObject: null as unknown, play: vi.fn(async () => undefined), pause: vi.fn() };
-  const client = new VoiceClient({
-    baseUrl: "http://127.0.0.1:8000",
-    fetch: fetchPair.fetch,
-    memory: new MemoryOutbox({ fetch: fetchPair.fetch, baseUrl: "http://127.0.0.1:8000", storage: new MemoryStorage(), sendBeacon: null }),
-    pageLifecycle: false,
-    rtc: {
-      RTCPeerConnection: FakePeerConnection as unknown as typeof RTCPeerConnection,
-      mediaDevices: { getUserMedia },
-      createAudio: () => audio as unknown as HTMLAudioElement,
-    },
-    ...options,
-  });
-  const states: ConnectionState[] = [];
-  const errors: VoiceError[] = [];
-  client.on("connection", ({ state }) => states.push(state));
-  client.on("error", (error) => errors.push(error));
-  return { client, seen: fetchPair.seen, states, errors, microphone, getUserMedia };
+  return makeHarness(fetchPair, { flow: "mint", ...options });
 }
 
-describe("VoiceClient", () => {
+describe("VoiceClient, browser-direct flow (flow: \"mint\")", () => {
   beforeEach(() => {
     vi.useFakeTimers();
     FakePeerConnection.last = null;
@@ -80,7 +51,7 @@ describe("VoiceClient", () => {
     await client.connect({ agent: "elena" });
 
     expect(states).toEqual(["microphone", "connecting", "connecting", "connected"]);
-    expect(FakePeerConnection.log).toEqual(["createOffer", "mint", "sdp", "setRemoteDescription"]);
+    expect(FakePeerConnection.log).toEqual(["createOffer with oai-events", "mint", "sdp", "setRemoteDescription"]);
     const [mint, sdp] = seen;
     expect(mint?.url).toBe("http://127.0.0.1:8000/realtime/sessions");
     expect(JSON.parse(mint?.body ?? "")).toEqual({ agent: "elena" });
@@ -92,7 +63,15 @@ describe("VoiceClient", () => {
     expect(pc?.channel?.label).toBe("oai-events");
     expect(pc?.remoteDescription).toEqual({ type: "answer", sdp: "v=0 fake-answer" });
     expect(pc?.config.iceServers).toEqual([]);
-    expect(client.call).toEqual({ sessionId: "vs_abc", conversationId: "cv_x.y", agent: SESSION.agent, memory: true });
+    expect(client.call).toEqual({
+      callId: null,
+      sessionId: "vs_abc",
+      conversationId: "cv_x.y",
+      agent: SESSION.agent,
+      upstream: "azure-openai",
+      expiresAt: null,
+      memory: true,
+    });
     expect(await client.audioStats()).toEqual({ inboundPackets: 120, inboundBytes: 9600, outboundPackets: 118, outboundBytes: 9440 });
   });
 

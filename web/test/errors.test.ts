@@ -16,7 +16,7 @@ describe("plain-words errors", () => {
   it("tells a network failure to reach Azure apart from Azure answering with an error", () => {
     expect(new VoiceError("azure_unreachable").message).toMatch(/Check your network/);
     expect(new VoiceError("azure_unreachable", { status: 503 }).message).toBe(
-      "Azure OpenAI couldn't start the audio right now. Try again in a moment.",
+      "Azure couldn't start the audio right now. Try again in a moment.",
     );
   });
 

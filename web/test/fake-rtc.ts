@@ -31,6 +31,11 @@ export class FakeChannel {
   close(): void {
     this.closed = true;
   }
+  /** The far end closed the channel (the service or Azure ended the call). */
+  remoteClose(): void {
+    this.closed = true;
+    this.onclose?.();
+  }
 }
 
 /** A peer connection whose connection state the test drives (`connect()` / `fail()`). */
@@ -40,7 +45,8 @@ export class FakePeerConnection extends EventTarget {
   static log: string[] = [];
   readonly config: RTCConfiguration;
   readonly tracks: FakeTrack[] = [];
-  channel: FakeChannel | null = null;
+  /** Every data channel the client created, in order. */
+  readonly channels: FakeChannel[] = [];
   connectionState: RTCPeerConnectionState = "new";
   signalingState: RTCSignalingState = "stable";
   iceGatheringState: RTCIceGatheringState = "new";
@@ -50,6 +56,8 @@ export class FakePeerConnection extends EventTarget {
   closed = false;
   /** Connect as soon as the answer is applied (default), as loopback ICE does. */
   autoConnect = true;
+  /** Finish ICE gathering right after the local description (default); false: never. */
+  static gatherIce = true;
 
   constructor(config: RTCConfiguration) {
     super();
@@ -62,18 +70,31 @@ export class FakePeerConnection extends EventTarget {
   }
 
   createDataChannel(label: string): FakeChannel {
-    this.channel = new FakeChannel(label);
-    return this.channel;
+    if (this.localDescription !== null) FakePeerConnection.log.push(`late channel ${label}`);
+    const channel = new FakeChannel(label);
+    this.channels.push(channel);
+    return channel;
+  }
+
+  /** The events channel the client kept: the one still open, else the last created. */
+  get channel(): FakeChannel | null {
+    return this.channels.find((c) => !c.closed) ?? this.channels.at(-1) ?? null;
+  }
+
+  /** The channel labelled `label`. */
+  channelNamed(label: string): FakeChannel | undefined {
+    return this.channels.find((c) => c.label === label);
   }
 
   async createOffer(): Promise<{ type: string; sdp: string }> {
-    FakePeerConnection.log.push("createOffer");
+    FakePeerConnection.log.push(`createOffer with ${this.channels.map((c) => c.label).join("+")}`);
     return { type: "offer", sdp: "v=0 fake-offer" };
   }
 
   async setLocalDescription(description: { type: string; sdp: string }): Promise<void> {
     this.localDescription = description;
     this.#signaling("have-local-offer");
+    if (!FakePeerConnection.gatherIce) return;
     queueMicrotask(() => {
       this.iceGatheringState = "complete";
       this.dispatchEvent(new Event("icegatheringstatechange"));
@@ -106,6 +127,7 @@ export class FakePeerConnection extends EventTarget {
   }
 
   close(): void {
+    FakePeerConnection.log.push("pc.close");
     this.closed = true;
     this.connectionState = "closed";
   }

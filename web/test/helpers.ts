@@ -8,13 +8,17 @@ export interface Seen {
   method: string;
   headers: Record<string, string>;
   body: string;
+  /** Whether the request was sent with `keepalive: true` (outlives the page). */
+  keepalive: boolean;
 }
 
-type Answer = Response | Error | "hang" | ((seen: Seen) => Response | Error | "hang");
+type Reply = Response | Error | "hang" | Promise<Response>;
+type Answer = Reply | ((seen: Seen) => Reply);
 
 /**
  * A scripted `fetch`: answers are consumed in order (the last one repeats); `"hang"` never
- * answers until the request is aborted; an Error rejects like a network failure.
+ * answers until the request is aborted; an Error rejects like a network failure; a promise
+ * answers when the test resolves it.
  */
 export function scriptedFetch(...answers: Answer[]): {
   fetch: (input: string, init?: RequestInit) => Promise<Response>;
@@ -26,7 +30,13 @@ export function scriptedFetch(...answers: Answer[]): {
     new Headers(init.headers).forEach((value, key) => {
       headers[key] = value;
     });
-    const request: Seen = { url: input, method: init.method ?? "GET", headers, body: String(init.body ?? "") };
+    const request: Seen = {
+      url: input,
+      method: init.method ?? "GET",
+      headers,
+      body: String(init.body ?? ""),
+      keepalive: init.keepalive === true,
+    };
     seen.push(request);
     const scripted = answers.length > 1 ? answers.shift() : answers[0];
     const answer = typeof scripted === "function" ? scripted(request) : scripted;
@@ -37,6 +47,7 @@ export function scriptedFetch(...answers: Answer[]): {
         init.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
       });
     }
+    if (answer instanceof Promise) return answer.then((response) => response.clone());
     return Promise.resolve(answer.clone());
   };
   return { fetch, seen };

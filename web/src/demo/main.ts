@@ -2,6 +2,9 @@
  * The demo page: choose an agent, connect, talk, see the transcript and the memory state.
  * Built on the framework-agnostic client in `../lib`; no framework here either.
  *
+ * Calls are set up through the service (`POST /realtime/calls`) for every agent; `?flow=mint`
+ * selects the browser-direct flow instead (single-use key, Azure OpenAI agents only).
+ *
  * For automated tests the page mirrors its state in `data-*` attributes on `<body>` and
  * exposes `window.__engramVoice` (the client and a few read-only helpers).
  */
@@ -9,12 +12,15 @@
 import "./style.css";
 
 import { type ConnectionState, type MemoryState, type TranscriptTurn, VoiceClient, VoiceError } from "../lib";
-import { AGENTS, type Label, connectionLabel, memoryLabel, speakingLabel } from "./words";
+import { AGENTS, type Label, connectionLabel, memoryLabel, speakingLabel, upstreamLabel, voiceLabel } from "./words";
 
 /** Where the API is: same origin by default; a static build may set VITE_ENGRAM_VOICE_API. */
 const API_BASE = (import.meta.env["VITE_ENGRAM_VOICE_API"] as string | undefined) ?? "";
 const AGENT_KEY = "engram-voice.demo.agent";
 const CONVERSATION_KEY = "engram-voice.demo.conversation.";
+const VOICE_KEY = "engram-voice.demo.voice.";
+/** `?flow=mint`: the browser-direct flow; anything else: calls through the service. */
+const FLOW = new URLSearchParams(location.search).get("flow") === "mint" ? "mint" : "call";
 
 const $ = <T extends HTMLElement>(id: string): T => {
   const element = document.getElementById(id);
@@ -32,12 +38,14 @@ const ui = {
   connection: $<HTMLSpanElement>("connection"),
   speaking: $<HTMLSpanElement>("speaking"),
   audio: $<HTMLSpanElement>("audio"),
+  voice: $<HTMLSpanElement>("voice"),
   memory: $<HTMLSpanElement>("memory"),
   transcript: $<HTMLOListElement>("transcript"),
   empty: $<HTMLParagraphElement>("transcript-empty"),
 };
 
-const client = new VoiceClient({ baseUrl: API_BASE });
+const client = new VoiceClient({ baseUrl: API_BASE, flow: FLOW });
+document.body.dataset["flow"] = FLOW;
 let agentName = "the agent";
 let memoryState: MemoryState | null = client.memory?.state() ?? null;
 /** False while a call runs without a memory grant from the service. */
@@ -83,9 +91,22 @@ function renderAgents(): void {
     const style = document.createElement("span");
     style.className = "agent-style";
     style.textContent = agent.style;
-    label.append(input, name, style);
+    const voice = document.createElement("span");
+    voice.className = "agent-voice";
+    voice.dataset["agent"] = agent.id;
+    label.append(input, name, style, voice);
     ui.agents.append(label);
+    renderAgentVoice(agent.id);
   }
+}
+
+/** Show an agent's voice: the name the service last answered with, else the catalogue's label. */
+function renderAgentVoice(agentId: string): void {
+  const element = ui.agents.querySelector<HTMLSpanElement>(`.agent-voice[data-agent="${agentId}"]`);
+  if (!element) return;
+  const known = readLocal(VOICE_KEY + agentId);
+  element.textContent = `Voice: ${known ? voiceLabel(known) : (AGENTS.find((a) => a.id === agentId)?.voice ?? "—")}`;
+  element.title = known ?? "";
 }
 
 function setPill(element: HTMLElement, label: Label): void {
@@ -209,14 +230,23 @@ async function connect(): Promise<void> {
   }
 }
 
-client.on("connection", ({ state, call }) => {
+client.on("connection", ({ state, call, reason }) => {
   if (call) {
     agentName = call.agent.name;
     memoryGranted = call.memory;
     renderMemory();
     writeLocal(CONVERSATION_KEY + call.agent.id, call.conversationId);
+    writeLocal(VOICE_KEY + call.agent.id, call.agent.voice);
+    renderAgentVoice(call.agent.id);
+    ui.voice.textContent = `${voiceLabel(call.agent.voice)} — ${call.agent.voice}, on ${upstreamLabel(call.upstream)}`;
     document.body.dataset["sessionId"] = call.sessionId;
+    document.body.dataset["voice"] = call.agent.voice;
+    document.body.dataset["upstream"] = call.upstream;
+    if (call.callId) document.body.dataset["callId"] = call.callId;
+    else delete document.body.dataset["callId"];
   }
+  if (state === "ended" && reason) document.body.dataset["endReason"] = reason;
+  else delete document.body.dataset["endReason"];
   renderConnection(state);
   watchAudio(state === "connected" || state === "reconnecting");
   if (state === "connected") ui.audio.textContent = "Waiting for audio…";
@@ -239,7 +269,7 @@ setInterval(() => {
 }, 1000);
 
 ui.connect.addEventListener("click", () => void connect());
-ui.hangup.addEventListener("click", () => client.hangUp());
+ui.hangup.addEventListener("click", () => void client.hangUp());
 ui.mute.addEventListener("click", () => client.setMuted(!client.muted));
 
 renderAgents();

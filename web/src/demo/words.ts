@@ -8,12 +8,32 @@ export interface Label {
   tone: "neutral" | "ok" | "busy" | "warn" | "bad";
 }
 
-/** The agents of the demo (the service's catalogue: src/engram_voice/agents/agents.toml). */
+/**
+ * The agents of the demo (the service's catalogue: src/engram_voice/agents/agents.toml).
+ * `voice` is a short label of the voice the shipped catalogue gives each agent on Voice
+ * Live, shown before the first call; once connected the page shows (and remembers) the
+ * voice name the service answered with, which is the truth for this deployment.
+ */
 export const AGENTS = [
-  { id: "elena", name: "Elena", style: "Warm and expressive" },
-  { id: "marcus", name: "Marcus", style: "Clear and professional" },
-  { id: "sage", name: "Sage", style: "Narrative storyteller" },
+  { id: "elena", name: "Elena", style: "Warm and expressive", voice: "Ava (HD neural)" },
+  { id: "marcus", name: "Marcus", style: "Clear and professional", voice: "Guy (neural)" },
+  { id: "sage", name: "Sage", style: "Narrative storyteller", voice: "Ava (HD neural)" },
 ] as const;
+
+/** How the page names an upstream. */
+export function upstreamLabel(upstream: string): string {
+  if (upstream === "voice-live") return "Azure AI Voice Live";
+  if (upstream === "azure-openai") return "Azure OpenAI";
+  return upstream;
+}
+
+/** A short label of a voice name from the service (`en-US-Ava:DragonHDLatestNeural` → `Ava (HD neural)`). */
+export function voiceLabel(voice: string): string {
+  const azure = /^[a-z]{2,3}-[A-Z]{2,4}-([A-Za-z]+?)(?::(DragonHD[A-Za-z]*))?(Neural)?$/.exec(voice);
+  if (!azure) return voice; // an OpenAI voice (marin, cedar) or anything else: as is
+  const [, name, hd, neural] = azure;
+  return hd ? `${name} (HD neural)` : neural ? `${name} (neural)` : (name ?? voice);
+}
 
 /** The label of a connection state. */
 export function connectionLabel(state: ConnectionState, agentName: string): Label {

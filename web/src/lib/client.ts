@@ -2,22 +2,32 @@
  * The voice client: one object a page keeps for its lifetime, which runs at most one call
  * at a time.
  *
- * A call goes: microphone → peer connection and SDP offer (with the `oai-events` data
- * channel) → mint a single-use key at the service (`POST /realtime/sessions`) → post the
- * offer straight to Azure (`POST {webrtc_url}`, `Authorization: Bearer ek_…`) → play the
- * remote audio, read server events, assemble the transcript and hand final turns to the
- * memory outbox. The key is minted as late as possible because it is single-use and
- * short-lived. Memory never blocks audio: the outbox works on its own timers and failures.
+ * A call goes (default flow, `flow: "call"`, any agent and upstream): microphone → peer
+ * connection with the events data channels and the SDP offer, ICE gathered → post the offer
+ * to the service (`POST /realtime/calls`), which sets the call up with Azure (Voice Live or
+ * Azure OpenAI) and answers with the SDP answer, the call's id, the agent's voice and the
+ * memory grant → play the remote audio, read server events (either vocabulary), assemble
+ * the transcript and hand final turns to the memory outbox. Hanging up asks the service
+ * first (`DELETE /realtime/calls/{call_id}`), then closes the peer. The browser never holds
+ * an Azure credential.
+ *
+ * The browser-direct flow (`flow: "mint"`, Azure OpenAI agents only) mints a single-use key
+ * at the service (`POST /realtime/sessions`) right before posting the offer straight to
+ * Azure (`POST {webrtc_url}`, `Authorization: Bearer ek_…`).
+ *
+ * Memory never blocks audio: the outbox works on its own timers and failures.
  */
 
-import { type ServiceOptions, mintSession } from "./api";
+import { type ServiceOptions, createCall, endCall, mintSession } from "./api";
 import { type Clock, type TimerHandle, systemClock } from "./clock";
+import { exchangeSdpWithAzure } from "./direct";
 import { Emitter } from "./emitter";
 import { VoiceError, microphoneError } from "./errors";
-import { TimeoutError, fetchWithTimeout, globalFetch } from "./http";
+import { globalFetch } from "./http";
 import { type MemoryState, MemoryOutbox, type OutboxOptions } from "./outbox";
 import { type ServerEvent, TranscriptAssembler, type TranscriptOptions } from "./transcript";
-import type { AgentId, SessionCreated, TranscriptTurn } from "./types";
+import type { AgentId, MemoryGrantWire, TranscriptTurn, Upstream } from "./types";
+import { ALL_EVENT_CHANNELS, EVENT_CHANNELS, eventChannelFor } from "./upstreams";
 
 /**
  * Where a call is:
@@ -27,6 +37,19 @@ import type { AgentId, SessionCreated, TranscriptTurn } from "./types";
  */
 export type ConnectionState = "idle" | "microphone" | "connecting" | "connected" | "reconnecting" | "ended" | "failed";
 
+/**
+ * Why a call ended: `hangup` ({@link VoiceClient.hangUp}), `page_unload` (the page went
+ * away), `max_duration` (the service ended it at its `expires_at`), `remote_closed` (the
+ * service or Azure closed it before that).
+ */
+export type EndReason = "hangup" | "page_unload" | "max_duration" | "remote_closed";
+
+/**
+ * How a call is set up: `call` (default) through the service's `POST /realtime/calls`, for
+ * every agent; `mint` browser-direct with a single-use key (Azure OpenAI agents only).
+ */
+export type CallFlow = "call" | "mint";
+
 /** Who is speaking right now, from Azure's VAD and output-buffer events. */
 export interface SpeakingState {
   user: boolean;
@@ -35,9 +58,16 @@ export interface SpeakingState {
 
 /** The current call, as far as the UI needs it. */
 export interface CallInfo {
+  /** The service's call id (`rc_…`); null in the browser-direct flow. */
+  callId: string | null;
   sessionId: string;
   conversationId: string;
+  /** `voice` is the name of the voice the agent speaks with (e.g. `en-US-Ava:DragonHDLatestNeural`). */
   agent: { id: string; name: string; voice: string };
+  /** The Azure service carrying the audio: `voice-live` or `azure-openai`. */
+  upstream: Upstream;
+  /** Unix seconds when the service ends the call (its maximum duration); null browser-direct. */
+  expiresAt: number | null;
   /** Whether the service granted memory for this call (turns are saved to the agent's memory). */
   memory: boolean;
 }
@@ -48,6 +78,8 @@ export interface ConnectionChange {
   call: CallInfo | null;
   /** Set when `state` is `failed`. */
   error?: VoiceError;
+  /** Set when `state` is `ended`. */
+  reason?: EndReason;
 }
 
 /** Audio counters of the current call (from `RTCPeerConnection.getStats`). */
@@ -70,7 +102,7 @@ export interface VoiceClientEvents extends Record<string, unknown> {
   muted: boolean;
   /** A call failed; the message is in plain words (see {@link describeError}). */
   error: VoiceError;
-  /** Something worth a note that does not end the call (e.g. autoplay blocked, an Azure error event). */
+  /** Something worth a note (e.g. autoplay blocked, an Azure error event, why the service or Azure ended the call). */
   warning: string;
   /** Every event Azure sent on the data channel, for hosts that want more. */
   serverEvent: ServerEvent;
@@ -86,6 +118,8 @@ export interface RtcEnvironment {
 
 /** Options of a {@link VoiceClient}. */
 export interface VoiceClientOptions extends ServiceOptions {
+  /** How calls are set up (default `call`: through the service, for every agent). */
+  flow?: CallFlow;
   /** The memory outbox (created with defaults unless given), or false for no memory. */
   memory?: MemoryOutbox | OutboxOptions | false;
   /** Element that plays the agent's voice; one is created when absent. */
@@ -96,14 +130,17 @@ export interface VoiceClientOptions extends ServiceOptions {
   iceServers?: RTCIceServer[];
   /** Longest wait for local ICE candidates before sending the offer (default 1500 ms). */
   iceGatheringTimeoutMs?: number;
-  /** Bound on the SDP exchange with Azure (default 15000 ms). */
+  /** Browser-direct flow: bound on the SDP exchange with Azure (default 15000 ms). */
   sdpTimeoutMs?: number;
   /** Bound from the SDP answer to an open media connection (default 20000 ms). */
   connectTimeoutMs?: number;
   /** How long a dropped connection may try to recover before the call fails (default 10000 ms). */
   reconnectGraceMs?: number;
   transcript?: TranscriptOptions;
-  /** Listen to `pagehide`/`visibilitychange`/`online` to beacon and retry memory (default true). */
+  /**
+   * Listen to `pagehide`/`visibilitychange`/`online` to beacon and retry memory, and to hang
+   * up at the service (keepalive `DELETE`) when the page goes away (default true).
+   */
   pageLifecycle?: boolean;
   rtc?: RtcEnvironment;
   clock?: Clock;
@@ -120,7 +157,12 @@ interface Call {
   attempt: number;
   info: CallInfo | null;
   pc: RTCPeerConnection | null;
-  channel: RTCDataChannel | null;
+  /** The events channels: one per upstream label until the answer names the upstream. */
+  channels: RTCDataChannel[];
+  /** The caller's bearer token from the call's setup, for the unload hang-up (memory only). */
+  authToken: string | null;
+  /** Whether the service was already asked to end the call. */
+  hungUp: boolean;
   microphone: MediaStream | null;
   assembler: TranscriptAssembler;
   timers: Set<TimerHandle>;
@@ -128,6 +170,9 @@ interface Call {
 }
 
 class Cancelled extends Error {}
+
+/** How far before `expires_at` a remote end still counts as the maximum duration. */
+const MAX_DURATION_SLACK_MS = 5000;
 
 /** Starts and ends voice calls with Engram agents; see the module comment for the flow. */
 export class VoiceClient extends Emitter<VoiceClientEvents> {
@@ -141,6 +186,8 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
   #muted = false;
   #attempt = 0;
   #call: Call | null = null;
+  /** The last hang-up at the service still on its way (resolves when answered or bounded). */
+  #ending: Promise<void> = Promise.resolve();
   #audio: HTMLAudioElement | null;
 
   constructor(options: VoiceClientOptions = {}) {
@@ -191,10 +238,21 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
    * {@link VoiceError} whose message is fit to show as is.
    */
   async connect(options: ConnectOptions): Promise<void> {
-    this.hangUp();
+    void this.hangUp();
     const attempt = ++this.#attempt;
     const assembler = new TranscriptAssembler({ clock: this.#clock, ...this.#options.transcript });
-    const call: Call = { attempt, info: null, pc: null, channel: null, microphone: null, assembler, timers: new Set(), unsubscribe: [] };
+    const call: Call = {
+      attempt,
+      info: null,
+      pc: null,
+      channels: [],
+      authToken: null,
+      hungUp: false,
+      microphone: null,
+      assembler,
+      timers: new Set(),
+      unsubscribe: [],
+    };
     this.#call = call;
     if (this.#muted) this.setMuted(false);
     this.#setSpeaking({ user: false, assistant: false });
@@ -216,13 +274,14 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     }
   }
 
-  /** End the current call (or cancel one being set up). Safe to call at any time. */
-  hangUp(): void {
-    const call = this.#call;
-    if (!call) return;
-    this.#attempt += 1;
-    this.#teardown(call);
-    if (this.#state !== "failed" && this.#state !== "idle") this.#setState("ended", call);
+  /**
+   * End the current call (or cancel one being set up). Safe to call at any time. The
+   * microphone and the agent's voice stop at once; the service is asked to end the call
+   * (`DELETE /realtime/calls/{call_id}`, bounded) and the peer connection closes after its
+   * answer. The promise resolves then, and never rejects.
+   */
+  hangUp(): Promise<void> {
+    return this.#hangUp("hangup");
   }
 
   /** Mute or unmute the microphone (the call stays up). */
@@ -258,6 +317,15 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     this.memory?.dispose();
   }
 
+  #hangUp(reason: EndReason): Promise<void> {
+    const call = this.#call;
+    if (!call) return Promise.resolve();
+    this.#attempt += 1;
+    const closed = this.#teardown(call);
+    if (this.#state !== "failed" && this.#state !== "idle" && this.#state !== "ended") this.#setState("ended", call, { reason });
+    return closed;
+  }
+
   async #run(call: Call, options: ConnectOptions): Promise<void> {
     const env = this.#options.rtc ?? {};
     const PeerConnection = env.RTCPeerConnection ?? globalThis.RTCPeerConnection;
@@ -281,12 +349,14 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     call.pc = pc;
     for (const track of call.microphone.getAudioTracks()) pc.addTrack(track, call.microphone);
     pc.ontrack = (event) => this.#play(event);
-    const channel = pc.createDataChannel("oai-events");
-    call.channel = channel;
-    channel.onmessage = (event: MessageEvent) => this.#onServerMessage(call, event.data);
-    channel.onclose = () => {
-      if (this.#isCurrent(call) && this.#state === "connected") this.#ended(call, "Azure ended the call.");
-    };
+    const flow = this.#options.flow ?? "call";
+    // The channels must exist before the offer; see ./upstreams for why both, then one.
+    for (const label of flow === "call" ? ALL_EVENT_CHANNELS : [EVENT_CHANNELS["azure-openai"]]) {
+      const channel = pc.createDataChannel(label);
+      call.channels.push(channel);
+      channel.onmessage = (event: MessageEvent) => this.#onServerMessage(call, event.data);
+      channel.onclose = () => this.#remoteClosed(call);
+    }
     const connected = this.#watchConnection(call, pc);
     connected.catch(() => undefined); // awaited below; this only marks an early failure as handled
 
@@ -294,25 +364,100 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     await this.#iceGathered(call, pc);
     this.#check(call);
 
-    // Mint as late as possible: the key is single-use and expires within a minute.
-    const request = options.conversationId ? { agent: options.agent, conversation_id: options.conversationId } : { agent: options.agent };
-    const session = await mintSession(request, this.#options);
-    this.#check(call);
-    const remember = this.memory !== null && Boolean(session.memory);
-    call.info = {
-      sessionId: session.session_id,
-      conversationId: session.conversation_id,
-      agent: { ...session.agent },
-      memory: remember,
-    };
-    if (this.memory && session.memory) this.memory.open(MemoryOutbox.grantFrom(session.session_id, session.memory));
-    this.#setState("connecting", call); // again, now with the call's details
-
-    const answer = await this.#exchangeSdp(session, pc.localDescription?.sdp ?? "");
+    const offer = pc.localDescription?.sdp ?? "";
+    const answer = flow === "call" ? await this.#setUpAtService(call, options, offer) : await this.#setUpDirect(call, options, offer);
     this.#check(call);
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
     await connected;
     this.#check(call);
+  }
+
+  /** Default flow: the service relays the offer to the agent's upstream; returns the answer. */
+  async #setUpAtService(call: Call, options: ConnectOptions, offer: string): Promise<string> {
+    const request = { agent: options.agent, sdp_offer: offer, ...(options.conversationId ? { conversation_id: options.conversationId } : {}) };
+    const getAuthToken = this.#options.getAuthToken;
+    // A previous call's hang-up still on its way would count against the user's call limit.
+    await this.#ending;
+    this.#check(call);
+    const created = await createCall(request, {
+      ...this.#options,
+      getAuthToken: async () => {
+        const token = await getAuthToken?.();
+        call.authToken = token ?? null;
+        return token;
+      },
+    });
+    if (!this.#isCurrent(call)) {
+      // Hung up while the service was setting the call up: end it there too.
+      this.#ending = endCall(created.call_id, this.#options).then(() => undefined);
+      throw new Cancelled();
+    }
+    this.#started(call, {
+      info: {
+        callId: created.call_id,
+        sessionId: created.session_id,
+        conversationId: created.conversation_id,
+        agent: { id: created.agent.id, name: created.agent.name, voice: created.agent.voice },
+        upstream: created.upstream,
+        expiresAt: typeof created.expires_at === "number" ? created.expires_at : null,
+        memory: false,
+      },
+      grant: created.memory ?? null,
+    });
+    const label = eventChannelFor(created.upstream);
+    if (label !== null) {
+      for (const channel of call.channels.filter((c) => c.label !== label)) {
+        channel.onclose = null;
+        channel.onmessage = null;
+        channel.close();
+      }
+      call.channels = call.channels.filter((c) => c.label === label);
+    }
+    return created.sdp_answer;
+  }
+
+  /** Browser-direct flow: mint a single-use key, then post the offer to Azure; returns the answer. */
+  async #setUpDirect(call: Call, options: ConnectOptions, offer: string): Promise<string> {
+    // Mint as late as possible: the key is single-use and expires within a minute.
+    const request = options.conversationId ? { agent: options.agent, conversation_id: options.conversationId } : { agent: options.agent };
+    const session = await mintSession(request, this.#options);
+    this.#check(call);
+    this.#started(call, {
+      info: {
+        callId: null,
+        sessionId: session.session_id,
+        conversationId: session.conversation_id,
+        agent: { ...session.agent },
+        upstream: "azure-openai",
+        expiresAt: null,
+        memory: false,
+      },
+      grant: session.memory ?? null,
+    });
+    return exchangeSdpWithAzure(session, offer, this.#options.fetch ?? globalFetch, this.#options.sdpTimeoutMs ?? 15_000);
+  }
+
+  /** Record the call's details, open its memory lane and tell the UI. */
+  #started(call: Call, { info, grant }: { info: CallInfo; grant: MemoryGrantWire | null }): void {
+    info.memory = this.memory !== null && grant !== null;
+    call.info = info;
+    if (this.memory && grant) this.memory.open(MemoryOutbox.grantFrom(info.sessionId, grant));
+    this.#setState("connecting", call); // again, now with the call's details
+  }
+
+  /** An events channel closed under a live call: the service or Azure ended it. */
+  #remoteClosed(call: Call): void {
+    if (!this.#isCurrent(call) || (this.#state !== "connected" && this.#state !== "reconnecting")) return;
+    const expiresAt = call.info?.expiresAt ?? null;
+    // The service ends a call at expires_at; allow for the two clocks disagreeing a little.
+    const reason: EndReason = expiresAt !== null && this.#clock.now() >= expiresAt * 1000 - MAX_DURATION_SLACK_MS ? "max_duration" : "remote_closed";
+    this.emit(
+      "warning",
+      reason === "max_duration" ? "The call reached its maximum length and was ended." : "The call was ended by the voice service or Azure.",
+    );
+    this.#attempt += 1;
+    void this.#teardown(call);
+    this.#setState("ended", call, { reason });
   }
 
   /** Whether `call` is the live attempt (not hung up, failed or replaced). */
@@ -323,37 +468,6 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
   /** Throw {@link Cancelled} when `call` is no longer the live attempt. */
   #check(call: Call): void {
     if (!this.#isCurrent(call)) throw new Cancelled();
-  }
-
-  async #exchangeSdp(session: SessionCreated, offer: string): Promise<string> {
-    let response: Response;
-    try {
-      response = await fetchWithTimeout(
-        this.#options.fetch ?? globalFetch,
-        session.webrtc_url,
-        {
-          method: "POST",
-          headers: { Authorization: `Bearer ${session.client_secret.value}`, "Content-Type": "application/sdp" },
-          body: offer,
-          cache: "no-store",
-        },
-        this.#options.sdpTimeoutMs ?? 15_000,
-      );
-    } catch (cause) {
-      throw new VoiceError("azure_unreachable", { cause, code: cause instanceof TimeoutError ? "timeout" : "network" });
-    }
-    if (!response.ok) {
-      let code: string | undefined;
-      try {
-        const body = (await response.json()) as { error?: { code?: string } };
-        code = body.error?.code ?? undefined;
-      } catch {
-        code = undefined;
-      }
-      const kind = response.status >= 500 || response.status === 429 ? "azure_unreachable" : "azure_refused";
-      throw new VoiceError(kind, { status: response.status, code });
-    }
-    return response.text();
   }
 
   /** Resolve when ICE gathering completes or after the bound (host candidates come at once). */
@@ -465,32 +579,24 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
   #fail(call: Call, error: VoiceError): void {
     if (!this.#isCurrent(call)) return;
     this.#attempt += 1;
-    this.#teardown(call);
-    this.#setState("failed", call, error);
+    void this.#teardown(call);
+    this.#setState("failed", call, { error });
     this.emit("error", error);
   }
 
-  #ended(call: Call, note: string): void {
-    this.emit("warning", note);
-    this.#attempt += 1;
-    this.#teardown(call);
-    this.#setState("ended", call);
-  }
-
-  /** Release everything of `call`; final turns go to memory first. */
-  #teardown(call: Call): void {
+  /**
+   * Release everything of `call`; final turns go to memory first. The microphone and the
+   * agent's voice stop at once; when the service holds the call, it is asked to end it and
+   * the peer closes after its answer (bounded), so the service sees a hang-up rather than
+   * its upstream dropping. Resolves once the peer is closed.
+   */
+  #teardown(call: Call): Promise<void> {
     call.assembler.flush();
     call.assembler.dispose();
     for (const timer of call.timers) this.#clock.clearTimeout(timer);
     call.timers.clear();
     for (const track of call.microphone?.getTracks() ?? []) track.stop();
-    if (call.channel) call.channel.onclose = null;
-    try {
-      call.channel?.close();
-      call.pc?.close();
-    } catch {
-      // already closed
-    }
+    for (const channel of call.channels) channel.onclose = null;
     if (this.#audio) {
       this.#audio.pause();
       this.#audio.srcObject = null;
@@ -498,6 +604,23 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     for (const unsubscribe of call.unsubscribe.splice(0)) unsubscribe();
     this.#setSpeaking({ user: false, assistant: false });
     this.memory?.flush();
+    const closePeer = (): void => {
+      try {
+        for (const channel of call.channels) channel.close();
+        call.pc?.close();
+      } catch {
+        // already closed
+      }
+    };
+    const callId = call.info?.callId ?? null;
+    if (callId === null || call.hungUp) {
+      closePeer();
+      return Promise.resolve();
+    }
+    call.hungUp = true;
+    const ended = endCall(callId, this.#options).then(closePeer);
+    this.#ending = ended;
+    return ended;
   }
 
   #timer(call: Call, callback: () => void, ms: number): TimerHandle {
@@ -514,10 +637,9 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     call.timers.delete(handle);
   }
 
-  #setState(state: ConnectionState, call: Call, error?: VoiceError): void {
+  #setState(state: ConnectionState, call: Call, extra: { error?: VoiceError; reason?: EndReason } = {}): void {
     this.#state = state;
-    const change: ConnectionChange = { state, call: call.info };
-    if (error) change.error = error;
+    const change: ConnectionChange = { state, call: call.info, ...extra };
     this.emit("connection", change);
   }
 
@@ -525,6 +647,19 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     if (next.user === this.#speaking.user && next.assistant === this.#speaking.assistant) return;
     this.#speaking = next;
     this.emit("speaking", { ...next });
+  }
+
+  /**
+   * The page is going away: hang up at the service with a keepalive `DELETE` (it outlives
+   * the page; started synchronously with the token of the call's setup), then end locally.
+   */
+  #leave(): void {
+    const call = this.#call;
+    const callId = call?.info?.callId ?? null;
+    if (!call || callId === null || call.hungUp || !this.#isCurrent(call)) return;
+    call.hungUp = true;
+    void endCall(callId, this.#options, { keepalive: true, token: call.authToken });
+    void this.#hangUp("page_unload");
   }
 
   #listenToPage(): void {
@@ -535,15 +670,19 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
       this.#call?.assembler.flush();
       this.memory?.beacon();
     };
+    const onPageHide = (): void => {
+      onHide();
+      this.#leave();
+    };
     const onVisibility = (): void => {
       if (doc.visibilityState === "hidden") onHide();
     };
     const onOnline = (): void => this.memory?.retryNow();
-    win.addEventListener("pagehide", onHide);
+    win.addEventListener("pagehide", onPageHide);
     doc.addEventListener("visibilitychange", onVisibility);
     win.addEventListener("online", onOnline);
     this.#pageListeners.push(
-      () => win.removeEventListener?.("pagehide", onHide),
+      () => win.removeEventListener?.("pagehide", onPageHide),
       () => doc.removeEventListener("visibilitychange", onVisibility),
       () => win.removeEventListener?.("online", onOnline),
     );

@@ -8,11 +8,16 @@ import type { Problem } from "./types";
  * - `microphone_denied` / `microphone_missing` / `microphone_busy`: getUserMedia failed.
  * - `unauthenticated` / `forbidden`: the service refused the caller (sign in again).
  * - `mint_refused`: the service refused the request itself (bad agent, bad conversation).
- * - `rate_limited`: too many sessions started; `retryAfterSeconds` says when to retry.
- * - `service_unavailable`: the service answered but cannot mint now (Azure failing).
+ * - `rate_limited`: too many calls started; `retryAfterSeconds` says when to retry.
+ * - `too_many_calls`: this user already has as many calls open as the service allows
+ *   (another tab or device); `retryAfterSeconds` when the service said.
+ * - `service_unavailable`: the service answered but cannot start a call now (Azure failing,
+ *   refusing or too slow behind it).
  * - `service_unreachable`: the service did not answer (network, server down, timeout).
- * - `azure_unreachable`: the SDP offer or the media connection could not reach Azure.
- * - `azure_refused`: Azure answered the SDP offer with an error (e.g. the key was used).
+ * - `azure_unreachable`: the media connection (or, browser-direct, the SDP offer) could not
+ *   reach Azure.
+ * - `azure_refused`: browser-direct only: Azure answered the SDP offer with an error (e.g.
+ *   the key was used).
  * - `connection_lost`: the audio connection dropped during the call.
  */
 export type VoiceErrorKind =
@@ -24,6 +29,7 @@ export type VoiceErrorKind =
   | "forbidden"
   | "mint_refused"
   | "rate_limited"
+  | "too_many_calls"
   | "service_unavailable"
   | "service_unreachable"
   | "azure_unreachable"
@@ -92,14 +98,16 @@ function plainWords(kind: VoiceErrorKind, error: Pick<VoiceErrorInit, "problem" 
       return error.retryAfterSeconds
         ? `Too many calls started in a short time. Try again in ${error.retryAfterSeconds} s.`
         : "Too many calls started in a short time. Try again in a minute.";
+    case "too_many_calls":
+      return "You already have as many calls open as allowed (in another tab or on another device). Hang one up, then connect again.";
     case "service_unavailable":
-      return "The voice service can't reach Azure OpenAI right now, so no call can start. Try again in a moment.";
+      return "The voice service can't reach Azure right now, so no call can start. Try again in a moment.";
     case "service_unreachable":
       return "Can't reach the voice service. Check your connection and try again.";
     case "azure_unreachable":
       return error.status
-        ? "Azure OpenAI couldn't start the audio right now. Try again in a moment."
-        : "Couldn't reach Azure OpenAI for the audio. Check your network (a firewall or VPN may block it) and try again.";
+        ? "Azure couldn't start the audio right now. Try again in a moment."
+        : "Couldn't reach Azure for the audio. Check your network (a firewall or VPN may block it) and try again.";
     case "azure_refused":
       return "Azure OpenAI refused the audio connection. Connect again to get a fresh key.";
     case "connection_lost":

@@ -1,6 +1,7 @@
 /**
- * engram-voice browser client: talk to Engram agents over WebRTC straight to Azure OpenAI
- * GPT Realtime, with live transcripts and a memory outbox. Framework-agnostic.
+ * engram-voice browser client: talk to Engram agents over WebRTC straight to Azure (Voice
+ * Live or Azure OpenAI GPT Realtime), calls set up through the service, with live
+ * transcripts and a memory outbox. Framework-agnostic.
  *
  * ```ts
  * const client = new VoiceClient();              // same origin; pass { baseUrl, getAuthToken } otherwise
@@ -14,14 +15,16 @@
  * ```
  */
 
-export { mintSession, type ServiceOptions } from "./api";
+export { type EndCallOptions, type ServiceOptions, createCall, endCall, mintSession } from "./api";
 export { type BackoffPolicy, defaultBackoff, isRetryableStatus, retryDelayMs } from "./backoff";
 export {
   type AudioStats,
+  type CallFlow,
   type CallInfo,
   type ConnectOptions,
   type ConnectionChange,
   type ConnectionState,
+  type EndReason,
   type RtcEnvironment,
   type SpeakingState,
   VoiceClient,
@@ -42,5 +45,13 @@ export {
   type OutboxOptions,
 } from "./outbox";
 export { MemoryStorage, type StorageLike, defaultStorage } from "./storage";
-export { type ServerEvent, TranscriptAssembler, type TranscriptEvents, type TranscriptOptions } from "./transcript";
+export {
+  GA_EVENT_NAMES,
+  type ServerEvent,
+  TranscriptAssembler,
+  type TranscriptEvents,
+  type TranscriptOptions,
+  normaliseEvent,
+} from "./transcript";
+export { ALL_EVENT_CHANNELS, EVENT_CHANNELS, eventChannelFor } from "./upstreams";
 export type * from "./types";

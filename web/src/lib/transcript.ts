@@ -1,11 +1,15 @@
 /**
- * Assemble transcript turns from Azure OpenAI Realtime (GA) server events.
+ * Assemble transcript turns from the server events of either upstream: Azure OpenAI
+ * Realtime (GA names, `oai-events` channel) or Azure AI Voice Live (the older names,
+ * `voice-live-events` channel). {@link normaliseEvent} renames Voice Live's events to the GA
+ * ones first, so one assembly logic serves both.
  *
  * User turns come from `conversation.item.input_audio_transcription.completed`, assistant
- * turns from `response.output_audio_transcript.done`, each keyed by its conversation item id.
+ * turns from `response.output_audio_transcript.done` (Voice Live:
+ * `response.audio_transcript.done`), each keyed by its conversation item id.
  * User transcripts arrive asynchronously (often after the assistant has started answering),
  * so turns are ordered by the conversation's item order, which `conversation.item.added`
- * gives through `previous_item_id`.
+ * (Voice Live: `conversation.item.created`) gives through `previous_item_id`.
  *
  * Final turns are *committed* (handed to memory) in conversation order: a final turn waits
  * while an earlier turn is still being transcribed, for at most `holdMs`; after that the
@@ -16,7 +20,7 @@ import { type Clock, type TimerHandle, systemClock } from "./clock";
 import { Emitter } from "./emitter";
 import type { Role, TranscriptTurn } from "./types";
 
-/** A server event from the `oai-events` data channel (only the fields we read). */
+/** A server event from the events data channel (only the fields we read). */
 export interface ServerEvent {
   type: string;
   event_id?: string;
@@ -63,9 +67,29 @@ const USER_DELTA = "conversation.item.input_audio_transcription.delta";
 const USER_FAILED = "conversation.item.input_audio_transcription.failed";
 const ASSISTANT_DONE = new Set(["response.output_audio_transcript.done", "response.output_text.done"]);
 const ASSISTANT_DELTA = new Set(["response.output_audio_transcript.delta", "response.output_text.delta"]);
-const ITEM_ADDED = new Set(["conversation.item.added", "conversation.item.created"]);
+const ITEM_ADDED = "conversation.item.added";
 
-/** Turns GA server events into ordered transcript turns and in-order memory commits. */
+/**
+ * Voice Live's event names (those of the Realtime beta, which every dated Voice Live
+ * api-version keeps) and the GA names they stand for. Events with the same name in both
+ * vocabularies (`conversation.item.input_audio_transcription.*`, VAD, output buffer, error)
+ * need no entry.
+ */
+export const GA_EVENT_NAMES: ReadonlyMap<string, string> = new Map([
+  ["response.audio_transcript.delta", "response.output_audio_transcript.delta"],
+  ["response.audio_transcript.done", "response.output_audio_transcript.done"],
+  ["response.text.delta", "response.output_text.delta"],
+  ["response.text.done", "response.output_text.done"],
+  ["conversation.item.created", "conversation.item.added"],
+]);
+
+/** The event under its GA name (unchanged when it has one already); fields are kept as they are. */
+export function normaliseEvent(event: ServerEvent): ServerEvent {
+  const name = GA_EVENT_NAMES.get(event.type);
+  return name === undefined ? event : { ...event, type: name };
+}
+
+/** Turns server events (either vocabulary) into ordered transcript turns and in-order memory commits. */
 export class TranscriptAssembler extends Emitter<TranscriptEvents> {
   readonly #items = new Map<string, Item>();
   readonly #order: string[] = [];
@@ -80,9 +104,10 @@ export class TranscriptAssembler extends Emitter<TranscriptEvents> {
     this.#clock = options.clock ?? systemClock;
   }
 
-  /** Feed one server event; returns true when it concerned the transcript. */
-  handle(event: ServerEvent): boolean {
-    if (ITEM_ADDED.has(event.type)) {
+  /** Feed one server event (GA or Voice Live names); returns true when it concerned the transcript. */
+  handle(received: ServerEvent): boolean {
+    const event = normaliseEvent(received);
+    if (event.type === ITEM_ADDED) {
       this.#added(event);
     } else if (event.type === USER_DONE) {
       this.#text(event.item_id, "user", event.transcript ?? "", true);

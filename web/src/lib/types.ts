@@ -6,7 +6,7 @@ export type AgentId = "elena" | "marcus" | "sage" | (string & {});
 /** Who spoke a transcript turn. */
 export type Role = "user" | "assistant";
 
-/** `POST /realtime/sessions` request body. */
+/** `POST /realtime/sessions` request body (browser-direct flow, Azure OpenAI only). */
 export interface CreateSessionRequest {
   agent: AgentId;
   conversation_id?: string;
@@ -27,6 +27,32 @@ export interface SessionCreated {
   client_secret: { value: string; expires_at: number };
   webrtc_url: string;
   deployment: string;
+  memory?: MemoryGrantWire | null;
+}
+
+/** Which Azure service carries a call's audio (the agent's upstream in the service's catalog). */
+export type Upstream = "voice-live" | "azure-openai" | (string & {});
+
+/** `POST /realtime/calls` request body: the browser's complete SDP offer (ICE gathered). */
+export interface CreateCallRequest {
+  agent: AgentId;
+  sdp_offer: string;
+  conversation_id?: string;
+}
+
+/** `POST /realtime/calls` 201 answer: everything the call needs, and no Azure credential. */
+export interface CallCreated {
+  /** The service's id of the call (`rc_…`); `DELETE /realtime/calls/{call_id}` hangs it up. */
+  call_id: string;
+  /** The memory session id (`vs_…`), as minting gives. */
+  session_id: string;
+  conversation_id: string;
+  /** `voice` is the voice name the agent speaks with on this upstream. */
+  agent: { id: string; name: string; voice: string };
+  upstream: Upstream;
+  sdp_answer: string;
+  /** Unix seconds: when the service ends the call (its maximum duration). */
+  expires_at: number;
   memory?: MemoryGrantWire | null;
 }
 
