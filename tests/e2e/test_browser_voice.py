@@ -5,9 +5,9 @@ follows the call through the page itself (its text, its ``data-*`` attributes an
 ``window.__engramVoice`` hooks) and the transcript into the Zep stand-in through the
 zep-python SDK. Every wait is bounded.
 
-The page sets calls up through ``POST /realtime/calls`` by default; these tests pin the
-browser-direct flow (``?flow=mint``: mint a key, post the offer to the emulator) until
-the service serves that endpoint. Switching them is one line: ``PAGE_QUERY = ""``.
+The page sets calls up through ``POST /realtime/calls`` by default, and so do these tests;
+``PAGE_QUERY = "?flow=mint"`` would exercise the browser-direct flow (mint a key, post the
+offer to the emulator) with the same expectations.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.support.polling import poll_until
 pytestmark = pytest.mark.browser
 
 TURNS = 2 * EMULATOR_TURNS
-PAGE_QUERY = "?flow=mint"
+PAGE_QUERY = ""
 """The demo page's flow for these tests (empty: the default, calls through the service)."""
 BROWSER_DIRECT = PAGE_QUERY == "?flow=mint"
 SETUP_PATHS = ("/realtime/sessions", "/realtime/calls")
