@@ -207,7 +207,7 @@ def test_voice_live_alone_opens_the_control_channel_and_exits_zero(emulator: Emu
     assert_no_secret(out + result.stderr, *emulator.keys)
     calls = emulator.state()["voicelive_calls"]
     assert isinstance(calls, list)
-    assert calls[-1]["rtc_call_id"] is None, "no call was placed"  # type: ignore[index]
+    assert calls[-1]["rtc_call_id"] is None, "no call was placed"
 
 
 def test_both_upstreams_are_checked_and_reported_together(emulator: Emulator) -> None:
