@@ -1,6 +1,6 @@
-// engram-voice on Azure: one resource group with the Container App (token vending and memory
-// enrichment), Key Vault, the Azure AI Services account with gpt-realtime, the SQLite queue
-// share, Log Analytics and the Static Web App for the web client.
+// engram-voice on Azure: one resource group with the Container App (token vending, calls and
+// memory enrichment), Key Vault, the Azure AI Services account with gpt-realtime (which also
+// serves Azure AI Voice Live), the SQLite queue share, Log Analytics and the Static Web App.
 //
 //   az deployment sub create --location eastus2 \
 //     --template-file infra/main.bicep --parameters infra/main.parameters.json
@@ -37,6 +37,19 @@ param registryResourceGroupName string = resourceGroupName
   'entra'
 ])
 param openAiAuth string = 'key-vault'
+
+@description('Serve calls through Azure AI Voice Live (WebRTC) on the same AI Services account: sets AZURE_VOICELIVE_*. Needs a region where Voice Live serves WebRTC (eastus2; not swedencentral).')
+param voiceLive bool = true
+
+@description('Voice Live model (AZURE_VOICELIVE_MODEL).')
+param voiceLiveModel string = 'gpt-realtime'
+
+@description('Voice Live api-version (AZURE_VOICELIVE_API_VERSION); the GA 2026-07-15 does not serve WebRTC calls.')
+@allowed([
+  '2026-01-01-preview'
+  '2026-06-01-preview'
+])
+param voiceLiveApiVersion string = '2026-01-01-preview'
 
 @description('GlobalStandard capacity of the gpt-realtime deployment.')
 @minValue(1)
@@ -164,6 +177,8 @@ module openai 'modules/openai.bicep' = {
     capacity: realtimeCapacity
     disableLocalAuth: openAiAuth == 'entra'
     appPrincipalId: identity.outputs.appPrincipalId
+    voiceLive: voiceLive
+    voiceLiveKeyless: openAiAuth == 'entra'
     tags: tags
   }
 }
@@ -231,6 +246,9 @@ module app 'modules/containerapp.bicep' = {
     openAiAuth: openAiAuth
     openAiEndpoints: openai.outputs.endpoint
     openAiDeployment: openai.outputs.deploymentName
+    voiceLiveEndpoint: voiceLive ? openai.outputs.voiceLiveEndpoint : ''
+    voiceLiveModel: voiceLiveModel
+    voiceLiveApiVersion: voiceLiveApiVersion
     keyVaultUri: keyVault.outputs.uri
     memoryTokenKeysSecretName: memoryKeys.outputs.secretName
     authMode: authMode
@@ -258,3 +276,4 @@ output staticWebAppName string = web.outputs.name
 output keyVaultName string = keyVault.outputs.name
 output identityClientId string = identity.outputs.appClientId
 output azureOpenAiEndpoint string = openai.outputs.endpoint
+output voiceLiveEndpoint string = voiceLive ? openai.outputs.voiceLiveEndpoint : ''

@@ -41,6 +41,22 @@ param openAiEndpoints string
 @description('gpt-realtime deployment name (AZURE_OPENAI_DEPLOYMENT).')
 param openAiDeployment string
 
+@description('Azure AI Voice Live resource URL (AZURE_VOICELIVE_ENDPOINT), e.g. https://ai-x.services.ai.azure.com; empty: Voice Live is not configured.')
+param voiceLiveEndpoint string = ''
+
+@description('Voice Live model (AZURE_VOICELIVE_MODEL).')
+param voiceLiveModel string = 'gpt-realtime'
+
+@description('Voice Live api-version (AZURE_VOICELIVE_API_VERSION): a preview version that serves /calls (the GA 2026-07-15 and v1 do not).')
+@allowed([
+  '2026-01-01-preview'
+  '2026-06-01-preview'
+])
+param voiceLiveApiVersion string = '2026-01-01-preview'
+
+@description('Name of the Voice Live key secret in the vault (AZURE_VOICELIVE_KEY_SECRET).')
+param voiceLiveKeySecretName string = 'voicelive-api-key'
+
 @description('Vault URI, e.g. https://kv-x.vault.azure.net/ (as the vault reports it).')
 param keyVaultUri string
 
@@ -215,6 +231,52 @@ var credentialEnv = {
   ]
 }
 
+// Azure AI Voice Live (WebRTC calls through the service), when voiceLiveEndpoint is set. Its
+// credential follows openAiAuth: the same vault secret, the same key, or the same identity.
+var voiceLiveSettingsEnv = [
+  {
+    name: 'AZURE_VOICELIVE_ENDPOINT'
+    value: voiceLiveEndpoint
+  }
+  {
+    name: 'AZURE_VOICELIVE_MODEL'
+    value: voiceLiveModel
+  }
+  {
+    name: 'AZURE_VOICELIVE_API_VERSION'
+    value: voiceLiveApiVersion
+  }
+]
+var voiceLiveCredentialEnv = {
+  'key-vault': [
+    {
+      name: 'AZURE_VOICELIVE_AUTH'
+      value: 'key-vault'
+    }
+    {
+      name: 'AZURE_VOICELIVE_KEY_SECRET'
+      value: voiceLiveKeySecretName
+    }
+  ]
+  'api-key-secret-ref': [
+    {
+      name: 'AZURE_VOICELIVE_AUTH'
+      value: 'api-key'
+    }
+    {
+      name: 'AZURE_VOICELIVE_KEY'
+      secretRef: 'voicelive-api-key'
+    }
+  ]
+  entra: [
+    {
+      name: 'AZURE_VOICELIVE_AUTH'
+      value: 'entra'
+    }
+  ]
+}
+var voiceLiveEnv = empty(voiceLiveEndpoint) ? [] : concat(voiceLiveSettingsEnv, voiceLiveCredentialEnv[openAiAuth])
+
 // How callers prove who they are, by authMode.
 var callerAuthEnv = {
   entra: [
@@ -281,6 +343,14 @@ var apiKeySecrets = [
   }
 ]
 var credentialSecrets = (openAiAuth == 'api-key-secret-ref') ? apiKeySecrets : []
+var voiceLiveKeySecrets = [
+  {
+    name: 'voicelive-api-key'
+    keyVaultUrl: '${keyVaultUri}secrets/${voiceLiveKeySecretName}'
+    identity: identityId
+  }
+]
+var voiceLiveSecrets = ((openAiAuth == 'api-key-secret-ref') && !empty(voiceLiveEndpoint)) ? voiceLiveKeySecrets : []
 var zepKeySecrets = [
   {
     name: 'zep-api-key'
@@ -355,7 +425,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
         transport: 'auto'
       }
       registries: registries
-      secrets: concat(memorySecrets, credentialSecrets, zepSecrets)
+      secrets: concat(memorySecrets, credentialSecrets, voiceLiveSecrets, zepSecrets)
     }
     template: {
       containers: [
@@ -371,6 +441,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
           env: concat(
             serviceEnv,
             credentialEnv[openAiAuth],
+            voiceLiveEnv,
             callerAuthEnv[authMode],
             memoryEnv[memoryQueue],
             zepEnv

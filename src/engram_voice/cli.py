@@ -150,12 +150,15 @@ def _parser() -> argparse.ArgumentParser:
     standin.set_defaults(handler=_zep_standin)
     check = commands.add_parser(
         "check",
-        help="verify the realtime credential and mint one key per endpoint (exit 0 = OK)",
-        description="Resolve the configured credential (API key, Key Vault or Entra ID), mint "
-        "one ephemeral key per endpoint and say what was used and what happened; never "
-        "prints a secret. Exit codes: 0 OK, 2 invalid configuration, 3 credential "
-        "unavailable, 4 credential refused (401/403), 5 request rejected (404 deployment or "
-        "region, 400), 6 Azure unreachable/timed out/throttled/failed.",
+        help="verify each configured upstream: mint on Azure OpenAI, open the Voice Live "
+        "control channel (exit 0 = OK)",
+        description="For each configured upstream resolve its credential (API key, Key Vault "
+        "or Entra ID) and prove it: mint one ephemeral key per Azure OpenAI endpoint; open "
+        "Azure AI Voice Live's control channel and offer the agent's session without placing "
+        "a call. Says what was used and what happened; never prints a secret. Exit codes: 0 "
+        "OK, 2 invalid configuration, 3 credential unavailable, 4 credential refused "
+        "(401/403), 5 request rejected (404 deployment, api-version or resource, 400), 6 "
+        "Azure unreachable/timed out/throttled/failed.",
     )
     check.add_argument(
         "--verbose", action="store_true", help="also show the service's log events (stderr)"

@@ -174,3 +174,169 @@ def test_entra_mode_mints_with_the_identity_token(emulator: Emulator) -> None:
     assert "credential: entra" in result.stdout
     assert identity.requests, "the token came from the managed identity endpoint"
     assert_no_secret(result.stdout + result.stderr, emulator.bearer)
+
+
+# -- Azure AI Voice Live -------------------------------------------------------------------
+
+
+def voicelive_env(emulator: Emulator, **extra: str) -> dict[str, str]:
+    """Return the variables of a Voice-Live-only api-key deployment pointing at ``emulator``."""
+    env = {
+        "AZURE_VOICELIVE_ENDPOINT": emulator.url,
+        "AZURE_VOICELIVE_KEY": emulator.keys[0],
+        "VOICELIVE_CONNECT_TIMEOUT_SECONDS": "3",
+        "VOICELIVE_ANSWER_TIMEOUT_SECONDS": "3",
+        "CREDENTIAL_TIMEOUT_SECONDS": "2",
+    }
+    env.update(extra)
+    return env
+
+
+def test_voice_live_alone_opens_the_control_channel_and_exits_zero(emulator: Emulator) -> None:
+    """A Voice-Live-only deployment is checked (not refused as 'Azure OpenAI not configured')."""
+    result = run_command(["check"], voicelive_env(emulator))
+    out = result.stdout
+    assert result.returncode == EXIT_OK, out + result.stderr
+    assert "not configured" not in out
+    assert "Azure AI Voice Live" in out
+    assert "(api-version 2026-01-01-preview, model gpt-realtime)" in out
+    assert "credential: api-key (AZURE_VOICELIVE_KEY)" in out
+    assert "OK: control channel opened" in out
+    assert "session: agent elena" in out
+    assert "result: OK, Voice Live control channel opened" in out
+    assert_no_secret(out + result.stderr, *emulator.keys)
+    calls = emulator.state()["voicelive_calls"]
+    assert isinstance(calls, list)
+    assert calls[-1]["rtc_call_id"] is None, "no call was placed"
+
+
+def test_both_upstreams_are_checked_and_reported_together(emulator: Emulator) -> None:
+    """With Azure OpenAI and Voice Live configured both are verified in one run."""
+    result = run_command(["check"], {**check_env(emulator), **voicelive_env(emulator)})
+    out = result.stdout
+    assert result.returncode == EXIT_OK, out + result.stderr
+    assert "OK: minted an ephemeral key" in out
+    assert "OK: control channel opened" in out
+    assert "result: OK, 1 of 1 endpoint(s) minted; Voice Live control channel opened" in out
+    assert_no_secret(out + result.stderr, *emulator.keys)
+
+
+@pytest.mark.parametrize("cause", ["upgrade_401", "wrong key"])
+def test_a_refused_voice_live_credential_exits_4_with_the_key_fix(
+    emulator: Emulator, cause: str
+) -> None:
+    """A 401 at the upgrade (injected, or a key the resource does not know) says which key."""
+    wrong = secrets.token_hex(16)
+    env = voicelive_env(emulator)
+    if cause == "wrong key":
+        env["AZURE_VOICELIVE_KEY"] = wrong
+    else:
+        emulator.fault(target="voicelive", mode="upgrade_401")
+    result = run_command(["check"], env)
+    assert result.returncode == EXIT_REFUSED, result.stdout + result.stderr
+    assert "refused the credential" in result.stdout
+    assert "AZURE_VOICELIVE_KEY is not a current key" in result.stdout
+    assert "Keys and Endpoint" in result.stdout
+    assert_no_secret(result.stdout + result.stderr, wrong, *emulator.keys)
+
+
+def test_a_voice_live_404_exits_5_naming_the_api_version_and_the_resource(
+    emulator: Emulator,
+) -> None:
+    """A 404 at the upgrade points at the preview api-version and the resource's host."""
+    emulator.fault(target="voicelive", mode="upgrade_404")
+    result = run_command(["check"], voicelive_env(emulator))
+    assert result.returncode == EXIT_REJECTED, result.stdout + result.stderr
+    assert "HTTP 404" in result.stdout
+    assert "2026-01-01-preview" in result.stdout
+    assert "services.ai.azure.com" in result.stdout
+
+
+@pytest.mark.parametrize("version", ["2026-07-15", "v1", "V1"])
+def test_a_ga_api_version_is_refused_as_configuration_before_any_connection(
+    emulator: Emulator, version: str
+) -> None:
+    """api-versions that do not serve /calls exit 2 with the reason, nothing is contacted."""
+    before = len(emulator.state()["voicelive_calls"])  # type: ignore[arg-type]
+    result = run_command(["check"], voicelive_env(emulator, AZURE_VOICELIVE_API_VERSION=version))
+    assert result.returncode == EXIT_INVALID_CONFIGURATION
+    assert "AZURE_VOICELIVE_API_VERSION" in result.stderr
+    assert "does not serve WebRTC calls" in result.stderr
+    assert len(emulator.state()["voicelive_calls"]) == before  # type: ignore[arg-type]
+
+
+def test_an_unreachable_voice_live_exits_6_with_network_and_region_hints() -> None:
+    """A closed port is 'could not be reached', with the endpoint variable and the regions."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    env = {
+        "AZURE_VOICELIVE_ENDPOINT": closed,
+        "AZURE_VOICELIVE_KEY": secrets.token_hex(16),
+        "VOICELIVE_CONNECT_TIMEOUT_SECONDS": "2",
+    }
+    result = run_command(["check"], env)
+    assert result.returncode == EXIT_UNREACHABLE, result.stdout + result.stderr
+    assert "could not be reached" in result.stdout
+    assert "AZURE_VOICELIVE_ENDPOINT" in result.stdout
+    assert "swedencentral" not in result.stdout
+    assert "eastus2" in result.stdout
+    assert_no_secret(result.stdout + result.stderr, env["AZURE_VOICELIVE_KEY"])
+
+
+def test_a_voice_live_failure_does_not_skip_azure_openai(emulator: Emulator) -> None:
+    """Each upstream is checked on its own; the exit code is the first failure's."""
+    env = {**check_env(emulator), **voicelive_env(emulator)}
+    env["AZURE_VOICELIVE_KEY"] = secrets.token_hex(16)
+    result = run_command(["check"], env)
+    assert result.returncode == EXIT_REFUSED, result.stdout + result.stderr
+    assert "OK: minted an ephemeral key" in result.stdout
+    assert "result: FAILED on 1 of 2 endpoint(s) (exit 4)" in result.stdout
+
+
+def test_voice_live_key_vault_mode_reads_the_secret_and_opens_the_channel(
+    emulator: Emulator, vault: KeyVaultStandIn, tls: TlsFiles
+) -> None:
+    """Key Vault mode reads AZURE_VOICELIVE_KEY_SECRET with the identity and opens the channel."""
+    version = vault.set_secret("voicelive-api-key", emulator.keys[1])
+    with managed_identity_endpoint() as identity:
+        identity.token = vault.token
+        env = voicelive_env(
+            emulator,
+            AZURE_VOICELIVE_AUTH="key-vault",
+            AZURE_VOICELIVE_KEY="",
+            KEY_VAULT_URL=vault.url,
+            SSL_CERT_FILE=str(tls.cert),
+            **identity.env(),
+        )
+        result = run_command(["check"], env)
+    out = result.stdout
+    assert result.returncode == EXIT_OK, out + result.stderr
+    assert "credential: key-vault" in out
+    assert "secret voicelive-api-key" in out
+    assert f"key version {version[:8]} " in out
+    assert "OK: control channel opened" in out
+    assert_no_secret(out + result.stderr, *emulator.keys, vault.token)
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_voice_live_entra_mode_sends_the_identity_token_or_names_the_roles(
+    emulator: Emulator, accepted: bool
+) -> None:
+    """Keyless mode opens with the identity's token; a refused token names both roles."""
+    token = emulator.bearer if accepted else f"entra-{secrets.token_hex(16)}"
+    with managed_identity_endpoint() as identity:
+        identity.token = token
+        env = voicelive_env(
+            emulator, AZURE_VOICELIVE_AUTH="entra", AZURE_VOICELIVE_KEY="", **identity.env()
+        )
+        result = run_command(["check"], env)
+    out = result.stdout
+    assert "credential: entra" in out
+    if accepted:
+        assert result.returncode == EXIT_OK, out + result.stderr
+        assert "OK: control channel opened" in out
+    else:
+        assert result.returncode == EXIT_REFUSED, out + result.stderr
+        assert "Cognitive Services User" in out
+        assert "Foundry User" in out
+        assert "https://ai.azure.com/.default" in out
+    assert_no_secret(out + result.stderr, token)

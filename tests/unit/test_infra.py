@@ -25,7 +25,13 @@ from engram_voice.app import create_app
 from engram_voice.auth import AUTH_MODES
 from engram_voice.envreader import EnvReader
 from engram_voice.memory import MemorySettings
+from engram_voice.realtime.check_voicelive import VOICELIVE_WEBRTC_REGIONS
 from engram_voice.realtime.settings import AUTH_CHOICES, DEFAULT_KEY_VAULT_SECRET_NAME
+from engram_voice.realtime.voicelive_settings import (
+    DEFAULT_VOICELIVE_API_VERSION,
+    DEFAULT_VOICELIVE_SECRET_NAME,
+    REFUSED_API_VERSIONS,
+)
 from engram_voice.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,12 +44,30 @@ KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 COGNITIVE_SERVICES_OPENAI_USER = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+# Voice Live with Entra ID: "Azure built-in roles for AI + machine learning" on learn.microsoft.com.
+COGNITIVE_SERVICES_USER = "a97b65f3-24c7-4388-baec-2e87135dc908"
+FOUNDRY_USER = "53ca6127-db72-4b80-b1b0-d745d6d5456d"  # formerly "Azure AI User"
 WELL_KNOWN_ROLES = {
     KEY_VAULT_SECRETS_USER,
     KEY_VAULT_SECRETS_OFFICER,
     COGNITIVE_SERVICES_OPENAI_USER,
     ACR_PULL,
+    COGNITIVE_SERVICES_USER,
+    FOUNDRY_USER,
 }
+# Voice Live WebRTC regions (contracts/voice-live-webrtc.md §3): both published lists.
+WEBRTC_REGIONS = {
+    "australiaeast",
+    "centralindia",
+    "eastus2",
+    "italynorth",
+    "japaneast",
+    "koreacentral",
+    "northcentralus",
+    "uksouth",
+    "westus2",
+} | {"brazilsouth", "centralus", "japanwest", "southcentralus", "westus"}
+VOICELIVE_ENDPOINT = "https://ai-engramvoice-x.services.ai.azure.com"
 
 # Values the Container App module receives from other modules at deploy time, in the shape
 # Azure gives them (the vault URI ends with a slash; ids are GUIDs).
@@ -70,6 +94,7 @@ SECRET_VALUES = {
     "memory-token-keys": "k1:" + "0" * 64,
     "azure-openai-api-key": "placeholder-azure-openai-key",
     "zep-api-key": "placeholder-zep-key",
+    "voicelive-api-key": "placeholder-voicelive-key",
 }
 
 
@@ -118,6 +143,10 @@ def _allowed(param: Mapping[str, Any]) -> list[Any] | None:
 def _is_secure(param: Mapping[str, Any]) -> bool:
     """Return True when a parameter is ``@secure()``."""
     return any(d["type"] == "secure" for d in param.get("decorators", []))
+
+
+class TemplateFailedError(Exception):
+    """The template's ``fail()`` was evaluated: the deployment would stop with this message."""
 
 
 class _Scope:
@@ -171,9 +200,13 @@ class _Scope:
                 return not args[0]
             case "min":
                 return min(args)
+            case "contains":
+                return args[1] in args[0]
+            case "fail":
+                raise TemplateFailedError(args[0])
         raise NotImplementedError(function["type"])
 
-    def _operator(self, operator: Mapping[str, Any]) -> Any:
+    def _operator(self, operator: Mapping[str, Any]) -> Any:  # noqa: PLR0911 - one per operator
         operands = operator["operands"]
         match operator["type"]:
             case "index_accessor":
@@ -182,6 +215,12 @@ class _Scope:
                 return self.eval(operands["operand_1"]) == self.eval(operands["operand_2"])
             case "not_equals":
                 return self.eval(operands["operand_1"]) != self.eval(operands["operand_2"])
+            case "and":
+                return self.eval(operands["operand_1"]) and self.eval(operands["operand_2"])
+            case "or":
+                return self.eval(operands["operand_1"]) or self.eval(operands["operand_2"])
+            case "not":
+                return not self.eval(operands["bool_value"])
             case "conditional":
                 branch = "true_value" if self.eval(operands["condition"]) else "false_value"
                 return self.eval(operands[branch])
@@ -209,10 +248,13 @@ def _modes() -> list[dict[str, Any]]:
     names = ("openAiAuth", "authMode", "memoryQueue")
     choices = [_allowed(params[name]) or [] for name in names]
     modes = []
-    for values, zep in itertools.product(itertools.product(*choices), (False, True)):
+    for values, zep, voicelive in itertools.product(
+        itertools.product(*choices), (False, True), (True, False)
+    ):
         mode: dict[str, Any] = dict(zip(names, values, strict=True))
         mode["zepApiUrl"] = "https://zep.example" if zep else ""
         mode["hasZepApiKey"] = zep
+        mode["voiceLiveEndpoint"] = VOICELIVE_ENDPOINT if voicelive else ""
         modes.append(mode)
     return modes
 
@@ -220,7 +262,8 @@ def _modes() -> list[dict[str, Any]]:
 def _mode_id(mode: Mapping[str, Any]) -> str:
     """Name a mode for pytest ids."""
     zep = "zep" if mode["hasZepApiKey"] else "nozep"
-    return f"{mode['openAiAuth']}-{mode['authMode']}-{mode['memoryQueue']}-{zep}"
+    voicelive = "voicelive" if mode["voiceLiveEndpoint"] else "novoicelive"
+    return f"{mode['openAiAuth']}-{mode['authMode']}-{mode['memoryQueue']}-{zep}-{voicelive}"
 
 
 def _scope(mode: Mapping[str, Any]) -> _Scope:
@@ -392,6 +435,30 @@ def test_template_environment_starts_the_service_in_production(mode):
     if expected_auth in {"key-vault", "entra"}:
         assert settings.realtime.client_id == MODULE_INPUTS["identityClientId"]
     assert (settings.memory.zep.api_url is not None) == mode["hasZepApiKey"]
+    voicelive = settings.realtime.voicelive
+    if not mode["voiceLiveEndpoint"]:
+        assert voicelive is None
+        assert settings.realtime.default_upstream == "azure-openai"
+        return
+    assert voicelive is not None
+    assert settings.realtime.default_upstream == "voice-live"
+    assert voicelive.endpoint == VOICELIVE_ENDPOINT
+    assert (voicelive.model, voicelive.api_version) == (
+        "gpt-realtime",
+        DEFAULT_VOICELIVE_API_VERSION,
+    )
+    assert voicelive.calls_url().startswith(
+        "wss://ai-engramvoice-x.services.ai.azure.com/voice-live/realtime/calls?"
+    )
+    assert voicelive.auth == expected_auth
+    if expected_auth == "key-vault":
+        assert voicelive.key_vault_secret_name == DEFAULT_VOICELIVE_SECRET_NAME
+        assert voicelive.key_vault_url == MODULE_INPUTS["keyVaultUri"].rstrip("/")
+    if expected_auth == "api-key":
+        assert voicelive.api_key is not None
+        assert voicelive.api_key.reveal() == SECRET_VALUES["voicelive-api-key"]
+    if expected_auth in {"key-vault", "entra"}:
+        assert voicelive.client_id == MODULE_INPUTS["identityClientId"]
 
 
 @pytest.mark.parametrize("mode", MODES, ids=_mode_id)
@@ -420,6 +487,9 @@ def test_secret_refs_are_key_vault_references(mode):
     if mode["openAiAuth"] == "api-key-secret-ref":
         url = declared["azure-openai-api-key"]["keyVaultUrl"]
         assert url.endswith("/secrets/" + DEFAULT_KEY_VAULT_SECRET_NAME)
+        if mode["voiceLiveEndpoint"]:
+            url = declared["voicelive-api-key"]["keyVaultUrl"]
+            assert url.endswith("/secrets/" + DEFAULT_VOICELIVE_SECRET_NAME)
 
 
 def test_key_vault_secret_name_is_the_code_default():
@@ -457,7 +527,93 @@ def test_role_assignments_use_the_well_known_role_ids():
             granted.add((path.name, body["scope"], role))
     assert ("keyvault.bicep", "vault", KEY_VAULT_SECRETS_USER) in granted
     assert ("openai.bicep", "account", COGNITIVE_SERVICES_OPENAI_USER) in granted
+    assert ("openai.bicep", "account", COGNITIVE_SERVICES_USER) in granted
+    assert ("openai.bicep", "account", FOUNDRY_USER) in granted
     assert ("acrpull.bicep", "registry", ACR_PULL) in granted
+
+
+def _voicelive_role_assignments() -> dict[str, dict[str, Any]]:
+    """Return openai.bicep's role assignments for Voice Live, by role id (with condition)."""
+    parsed = _parse(INFRA / "modules" / "openai.bicep")
+    variables = {name: v["value"] for name, v in parsed["variables"].items()}
+    found = {}
+    for resource in parsed["resources"].values():
+        if resource["type"] != "Microsoft.Authorization/roleAssignments":
+            continue
+        definition = _config(resource)["properties"]["roleDefinitionId"]["function"]
+        role = variables[definition["parameters"]["resource_name_1"]]
+        if role in {COGNITIVE_SERVICES_USER, FOUNDRY_USER}:
+            found[role] = resource["config"]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("openai_auth", "voicelive", "granted"),
+    [
+        ("entra", True, True),
+        ("entra", False, False),
+        ("key-vault", True, False),
+        ("api-key-secret-ref", True, False),
+    ],
+)
+def test_keyless_voice_live_grants_cognitive_services_user_and_foundry_user(
+    openai_auth, voicelive, granted
+):
+    """Keyless mode grants both Voice Live roles on the account; key modes grant neither."""
+    main_params = _parse(MAIN)["modules"]["openai"]["config"]["params"]
+    scope_main = _Scope(_parse(MAIN), {"openAiAuth": openai_auth, "voiceLive": voicelive})
+    module_inputs = {
+        "voiceLive": scope_main.eval(main_params["voiceLive"]),
+        "voiceLiveKeyless": scope_main.eval(main_params["voiceLiveKeyless"]),
+        "location": "eastus2",
+        "name": "ai-engramvoice-x",
+    }
+    scope = _Scope(_parse(INFRA / "modules" / "openai.bicep"), module_inputs)
+    assignments = _voicelive_role_assignments()
+    assert set(assignments) == {COGNITIVE_SERVICES_USER, FOUNDRY_USER}
+    for config in assignments.values():
+        assert config["config"]["scope"] == "account"
+        assert config["config"]["properties"]["principalId"] == "appPrincipalId"
+        assert scope.eval(config["condition"]) is granted
+
+
+def test_voice_live_regions_are_the_webrtc_regions_and_others_stop_the_deployment():
+    """The account's Voice Live region guard lists the WebRTC regions; elsewhere it fails."""
+    parsed = _parse(INFRA / "modules" / "openai.bicep")
+    listed = parsed["variables"]["voiceLiveWebRtcRegions"]["value"]
+    assert set(listed) == WEBRTC_REGIONS == set(VOICELIVE_WEBRTC_REGIONS)
+    guard = parsed["variables"]["accountLocation"]["value"]
+    main_location = _parse(MAIN)["parameters"]["location"]
+    assert main_location["default"] in WEBRTC_REGIONS
+    for region in _allowed(main_location) or []:
+        for voicelive in (True, False):
+            scope = _Scope(parsed, {"location": region, "voiceLive": voicelive, "name": "x"})
+            if voicelive and region not in WEBRTC_REGIONS:
+                with pytest.raises(TemplateFailedError, match=region):
+                    scope.eval(guard)
+            else:
+                assert scope.eval(guard) == region
+    account = next(
+        r
+        for r in parsed["resources"].values()
+        if r["type"] == "Microsoft.CognitiveServices/accounts"
+    )
+    assert _config(account)["location"] == "accountLocation"
+
+
+def test_voice_live_api_versions_offered_serve_calls():
+    """The template offers only api-versions the service accepts (never the GA 2026-07-15)."""
+    app_versions = _allowed(_parse(CONTAINER_APP)["parameters"]["voiceLiveApiVersion"]) or []
+    main_versions = _allowed(_parse(MAIN)["parameters"]["voiceLiveApiVersion"]) or []
+    assert app_versions == main_versions
+    assert DEFAULT_VOICELIVE_API_VERSION in app_versions
+    for version in app_versions:
+        assert version.lower() not in REFUSED_API_VERSIONS
+        env = _environment({**MODES[0], "voiceLiveApiVersion": version})
+        assert Settings.from_env(env).realtime.voicelive.api_version == version  # type: ignore[union-attr]
+    output = _parse(INFRA / "modules" / "openai.bicep")["outputs"]["voiceLiveEndpoint"]
+    endpoint = _Scope(_parse(INFRA / "modules" / "openai.bicep"), {"name": "ai-engramvoice-x"})
+    assert endpoint.eval(output)["value"] == VOICELIVE_ENDPOINT
 
 
 def test_ai_account_serves_gpt_realtime_with_entra_capable_endpoint():

@@ -1,18 +1,26 @@
-"""``/healthz`` (alive), ``/readyz`` (can mint; never depends on memory), ``/status``."""
+"""``/healthz`` (alive), ``/readyz`` (upstream credentials usable; never memory), ``/status``."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from litestar import get
 from litestar.di import NamedDependency
 
 from engram_voice import __version__
+from engram_voice.agents.upstreams import AZURE_OPENAI, VOICE_LIVE, upstream_label
+from engram_voice.credentials import CredentialSource
+from engram_voice.errors import AppError
 from engram_voice.problem_docs import problem_responses
 from engram_voice.services import Services
 
 __all__ = ["healthz", "readyz", "status"]
+
+AZURE_OPENAI_API_VERSION = "v1"
+"""Azure OpenAI is spoken on its GA ``/openai/v1/realtime/...`` paths (no dated api-version)."""
 
 
 @get("/healthz", summary="Liveness: the process answers", tags=["health"])
@@ -21,16 +29,78 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _configured_sources(services: Services) -> dict[str, CredentialSource]:
+    """Return the credential source of each configured upstream, by upstream name."""
+    sources: dict[str, CredentialSource] = {}
+    if services.settings.realtime.azure_openai_configured:
+        sources[AZURE_OPENAI] = services.credentials
+    if services.voicelive is not None:
+        sources[VOICE_LIVE] = services.voicelive.credentials
+    return sources
+
+
+async def _check(upstream: str, source: CredentialSource) -> None:
+    """Check one source, naming its upstream in the error (the class and status are kept)."""
+    try:
+        await source.check()
+    except AppError as exc:
+        raise type(exc)(
+            f"{upstream_label(upstream)}: {exc.detail}",
+            retry_after=exc.retry_after,
+            extra=exc.extra,
+        ) from exc
+
+
 @get(
     "/readyz",
-    summary="Readiness: realtime credentials are usable (independent of memory)",
+    summary="Readiness: every configured upstream's credential is usable (independent of memory)",
     tags=["health"],
     responses=problem_responses(503, 504),
 )
 async def readyz(services: NamedDependency[Services]) -> dict[str, Any]:
-    """Answer 200 when a realtime credential can be obtained now, else a 503/504 problem."""
-    await services.credentials.check()
-    return {"status": "ready", "credential": services.credentials.kind}
+    """Answer 200 when every configured upstream's credential can be obtained now.
+
+    The checks run concurrently (each bounded by CREDENTIAL_TIMEOUT_SECONDS); the first
+    failing upstream, in the order Azure OpenAI then Voice Live, answers the 503/504.
+    """
+    sources = _configured_sources(services)
+    results = await asyncio.gather(
+        *(_check(name, source) for name, source in sources.items()), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    default = services.settings.realtime.default_upstream
+    kinds = {name: source.kind for name, source in sources.items()}
+    return {
+        "status": "ready",
+        "credential": kinds.get(default, services.credentials.kind),
+        "upstreams": kinds,
+    }
+
+
+def _upstreams(services: Services) -> dict[str, Any]:
+    """Describe each configured upstream: host, credential, api-version, model (no secret)."""
+    realtime = services.settings.realtime
+    described: dict[str, Any] = {}
+    if realtime.azure_openai_configured:
+        described[AZURE_OPENAI] = {
+            "hosts": [urlsplit(url).netloc for url in realtime.endpoints],
+            "api_version": AZURE_OPENAI_API_VERSION,
+            "model": realtime.deployment,
+            "credential": services.credentials.describe(),
+        }
+    if services.voicelive is not None:
+        voicelive = services.voicelive.settings
+        described[VOICE_LIVE] = {
+            "host": urlsplit(voicelive.endpoint).netloc,
+            "api_version": voicelive.api_version,
+            "model": voicelive.model,
+            "credential": services.voicelive.credentials.describe(),
+            "connect_timeout_seconds": voicelive.connect_timeout,
+            "answer_timeout_seconds": voicelive.answer_timeout,
+        }
+    return described
 
 
 @get("/status", summary="What is configured and how it is doing (no secrets)", tags=["health"])
@@ -46,6 +116,8 @@ async def status(services: NamedDependency[Services]) -> dict[str, Any]:
         "uptime_seconds": round(time.time() - services.started_at, 1),
         "realtime": {
             "configured": True,
+            "default_upstream": realtime.default_upstream,
+            "upstreams": _upstreams(services),
             "deployment": realtime.deployment,
             "endpoints": services.pool.describe(),
             "healthy_endpoints": services.pool.healthy_count(),

@@ -1,14 +1,17 @@
 """``engram-voice check``: the v2 verification procedure, in plain words for operators.
 
-It resolves the configured credential (API key, Key Vault secret or Microsoft Entra ID),
-mints one ephemeral key per configured endpoint with the first agent's session, and says
-what it used (endpoint host, deployment, credential kind, key version) and what happened
-(latency, or the failure with its likely fix). It never prints a key or a token.
+For each configured upstream it resolves the credential (API key, Key Vault secret or
+Microsoft Entra ID) and proves it works: Azure OpenAI mints one ephemeral key per endpoint
+with the first agent's session; Azure AI Voice Live opens the WebRTC control channel and
+offers the agent's session, without placing a call (:mod:`.check_voicelive`). It says what
+it used (host, deployment or model and api-version, credential kind, key version) and what
+happened (latency, or the failure with its likely fix). It never prints a key or a token.
 
-Exit codes: 0 every endpoint minted; 2 invalid configuration (printed by the CLI);
-3 the service's own credential could not be obtained (Key Vault, Entra ID); 4 Azure
-refused the credential (401/403); 5 Azure rejected the request (404 deployment, region
-without the model, 400); 6 Azure could not be reached, timed out, throttled or failed.
+Exit codes (the first failure's): 0 every check passed; 2 invalid configuration (printed
+by the CLI); 3 the service's own credential could not be obtained (Key Vault, Entra ID);
+4 Azure refused the credential (401/403); 5 Azure rejected the request (404 deployment,
+api-version or resource, region without the model, 400); 6 Azure could not be reached,
+timed out, throttled or failed.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from engram_voice.agents import load_catalog
+from engram_voice.agents import Agent, AgentCatalog
+from engram_voice.agents.upstreams import AZURE_OPENAI, VOICE_LIVE
 from engram_voice.credentials import CredentialSource
-from engram_voice.credentials.factory import build_credential_source
+from engram_voice.credentials.factory import (
+    build_credential_source,
+    build_voicelive_credential_source,
+)
 from engram_voice.errors import (
     AppError,
     ConfigurationError,
@@ -31,6 +38,7 @@ from engram_voice.errors import (
     UpstreamRejectedError,
     UpstreamThrottledError,
 )
+from engram_voice.realtime.check_voicelive import check_voicelive
 from engram_voice.realtime.endpoints import EndpointPool
 from engram_voice.realtime.session_config import client_secret_request
 from engram_voice.realtime.settings import RealtimeSettings
@@ -63,7 +71,7 @@ def _ms(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
 
 
-def _credential_words(described: dict[str, Any]) -> str:
+def _credential_words(described: dict[str, Any], api_key_setting: str) -> str:
     kind = described.get("kind")
     if kind == "key-vault":
         return (
@@ -72,7 +80,7 @@ def _credential_words(described: dict[str, Any]) -> str:
         )
     if kind == "entra":
         return f"entra (Microsoft Entra ID token, identity {described['identity']})"
-    return "api-key (AZURE_OPENAI_API_KEY)"
+    return f"api-key ({api_key_setting})"
 
 
 def _ready_words(described: dict[str, Any], elapsed_ms: int) -> str:
@@ -162,10 +170,10 @@ class _Check:
         self.say(f"  fix:    {fix}")
         return code
 
-    async def credential(self, source: CredentialSource) -> int:
+    async def credential(self, source: CredentialSource, api_key_setting: str) -> int:
         """Start the source and obtain one credential, reporting what was used."""
         kind = source.kind
-        self.say(f"credential: {_credential_words(source.describe())}")
+        self.say(f"credential: {_credential_words(source.describe(), api_key_setting)}")
         started = time.monotonic()
         try:
             await source.start()
@@ -181,7 +189,7 @@ class _Check:
         return EXIT_OK
 
     async def endpoint(
-        self, url: str, source: CredentialSource, http: aiohttp.ClientSession
+        self, url: str, source: CredentialSource, http: aiohttp.ClientSession, agent: Agent
     ) -> int:
         """Mint one key at ``url`` and report the outcome."""
         settings = self.settings
@@ -194,7 +202,6 @@ class _Check:
             connect_timeout=settings.connect_timeout,
             deadline=settings.deadline,
         )
-        agent = load_catalog(settings.agents_file).all()[0]
         payload = client_secret_request(
             agent, deployment=settings.deployment, ttl_seconds=settings.key_ttl_seconds
         )
@@ -231,29 +238,96 @@ class _Check:
         return EXIT_UNREACHABLE, f"Azure OpenAI at {host} {words}.", _unreachable_fix(exc, outcome)
 
 
-async def run_check(
-    settings: RealtimeSettings, *, out: TextIO, credentials: CredentialSource | None = None
-) -> int:
-    """Verify the credential and mint once per endpoint; return the exit code (0 = all good)."""
-    check = _Check(settings, out)
-    check.say("engram-voice check: realtime token vending (Azure OpenAI GA protocol)")
+def _agent_for(catalog: AgentCatalog, upstream: str) -> Agent | None:
+    """Return the first agent ``upstream`` serves, else the first with a voice for it."""
+    agents = catalog.all()
+    served = [a for a in agents if a.upstream == upstream]
+    voiced = [a for a in agents if a.voices.name_for(upstream)]
+    found = served or voiced
+    return found[0] if found else None
+
+
+async def _azure_openai(check: _Check, source: CredentialSource, agent: Agent | None) -> list[int]:
+    """Check Azure OpenAI: the credential, then one mint per endpoint."""
+    settings = check.settings
+    check.say("Azure OpenAI (ephemeral keys, GA protocol)")
     check.say(f"deployment: {settings.deployment}")
-    source = credentials or build_credential_source(settings)
-    try:
-        code = await check.credential(source)
-        if code != EXIT_OK:
-            check.say(f"result: FAILED (exit {code})")
-            return code
-        timeout = aiohttp.ClientTimeout(
-            total=settings.request_timeout, sock_connect=settings.connect_timeout
-        )
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            codes = [await check.endpoint(url, source, http) for url in settings.endpoints]
-    finally:
-        await source.aclose()
+    code = await check.credential(source, "AZURE_OPENAI_API_KEY")
+    if code != EXIT_OK or agent is None:
+        return [code]
+    timeout = aiohttp.ClientTimeout(
+        total=settings.request_timeout, sock_connect=settings.connect_timeout
+    )
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        return [await check.endpoint(url, source, http, agent) for url in settings.endpoints]
+
+
+async def _voice_live(check: _Check, source: CredentialSource, agent: Agent | None) -> list[int]:
+    """Check Voice Live: the credential, the control channel, the agent's session."""
+    voicelive = check.settings.voicelive
+    assert voicelive is not None  # noqa: S101 - only called when configured
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=voicelive.connect_timeout)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        return [await check_voicelive(check, voicelive, source, agent, http)]
+
+
+def _summary(settings: RealtimeSettings, codes: list[int], voicelive_ok: bool) -> str:
     failed = [c for c in codes if c != EXIT_OK]
     if failed:
-        check.say(f"result: FAILED on {len(failed)} of {len(codes)} endpoint(s) (exit {failed[0]})")
-        return failed[0]
-    check.say(f"result: OK, {len(codes)} of {len(codes)} endpoint(s) minted")
-    return EXIT_OK
+        return f"result: FAILED on {len(failed)} of {len(codes)} endpoint(s) (exit {failed[0]})"
+    parts = []
+    if settings.azure_openai_configured:
+        minted = len(settings.endpoints)
+        parts.append(f"{minted} of {minted} endpoint(s) minted")
+    if voicelive_ok:
+        parts.append("Voice Live control channel opened")
+    return "result: OK, " + "; ".join(parts)
+
+
+async def run_check(
+    settings: RealtimeSettings,
+    *,
+    out: TextIO,
+    credentials: CredentialSource | None = None,
+    voicelive_credentials: CredentialSource | None = None,
+) -> int:
+    """Verify every configured upstream; return the first failure's exit code (0 = all good).
+
+    Azure OpenAI is checked when ``AZURE_OPENAI_ENDPOINTS`` is set, Voice Live when
+    ``AZURE_VOICELIVE_ENDPOINT`` is; a failure of one does not skip the other.
+    """
+    check = _Check(settings, out)
+    upstreams = " and ".join(
+        name
+        for name, on in (
+            ("Azure OpenAI", settings.azure_openai_configured),
+            ("Azure AI Voice Live", settings.voicelive is not None),
+        )
+        if on
+    )
+    check.say(f"engram-voice check: realtime upstreams: {upstreams}")
+    try:
+        catalog = settings.load_catalog()
+    except ConfigurationError as exc:  # the CLI checks the file; this is a safety net
+        check.say(f"  FAILED: {exc}")
+        return 2
+    codes: list[int] = []
+    voicelive_codes: list[int] = []
+    if settings.azure_openai_configured:
+        source = credentials or build_credential_source(settings)
+        try:
+            codes += await _azure_openai(check, source, _agent_for(catalog, AZURE_OPENAI))
+        finally:
+            await source.aclose()
+    if settings.voicelive is not None:
+        if codes:
+            check.say()
+        vl_source = voicelive_credentials or build_voicelive_credential_source(settings.voicelive)
+        try:
+            voicelive_codes = await _voice_live(check, vl_source, _agent_for(catalog, VOICE_LIVE))
+        finally:
+            await vl_source.aclose()
+        codes += voicelive_codes
+    summary = _summary(settings, codes, voicelive_ok=voicelive_codes == [EXIT_OK])
+    check.say(summary)
+    return next((c for c in codes if c != EXIT_OK), EXIT_OK)
