@@ -48,6 +48,7 @@ from tests.support.servers import ServiceProcess
 from tests.support.voicelive_client import VoiceLiveTestClient
 
 from engram_voice.agents import load_catalog
+from engram_voice.realtime.session_config import client_secret_request
 from engram_voice.realtime.voicelive_session import voicelive_session
 
 DIRECT = "direct (emulator)"
@@ -241,22 +242,67 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def mint_p99(bench: Bench, *, rate: float, seconds: float) -> tuple[float, int]:
-    """Return ``POST /realtime/sessions`` p99 (ms) at ``rate`` and the number of errors."""
-    url = f"{bench.service.base_url}/realtime/sessions"
+@dataclass
+class MintProfile:
+    """Mint latency through the service and straight at the emulator, and service CPU."""
 
-    async def send(_: int) -> bool:
+    through: list[float] = field(default_factory=list)
+    direct: list[float] = field(default_factory=list)
+    errors: int = 0
+    service_cpu_ms: float = 0.0
+
+    def p99(self, path: str) -> float:
+        """Return the p99 (ms) of ``through`` or ``direct``."""
+        values = self.through if path == THROUGH else self.direct
+        return percentile(values, 99) if values else float("nan")
+
+
+def mint_senders(bench: Bench) -> dict[str, Callable[[int], Awaitable[bool]]]:
+    """Return the two ways to mint: ``POST /realtime/sessions``, and the emulator's own."""
+    through_url = f"{bench.service.base_url}/realtime/sessions"
+    direct_url = f"{bench.emulator.base_url}/openai/v1/realtime/client_secrets"
+    direct_body = json.dumps(
+        client_secret_request(
+            load_catalog().get("elena"), deployment="gpt-realtime", ttl_seconds=60
+        )
+    ).encode()
+
+    async def post(url: str, body: bytes, headers: dict[str, str], expect: int) -> bool:
         try:
-            async with bench.session.post(
-                url, data=b'{"agent":"elena"}', headers=bench.caller()
-            ) as response:
+            async with bench.session.post(url, data=body, headers=headers) as response:
                 await response.read()
-                return response.status == 201
+                return response.status == expect
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    latencies, errors = await open_loop(send, total=int(rate * seconds), rate=rate)
-    return (percentile(latencies, 99) if latencies else float("nan")), errors
+    async def through(_: int) -> bool:
+        return await post(through_url, b'{"agent":"elena"}', bench.caller(), 201)
+
+    async def direct(_: int) -> bool:
+        headers = {"api-key": bench.key, "content-type": "application/json"}
+        return await post(direct_url, direct_body, headers, 200)
+
+    return {THROUGH: through, DIRECT: direct}
+
+
+async def mint_profile(bench: Bench, args: argparse.Namespace) -> MintProfile:
+    """Mint at ``args.mint_rate`` in interleaved rounds through the service and directly."""
+    assert bench.service.process  # noqa: S101 - started by main()
+    cpu = ProcessCpu(bench.service.process.pid)
+    profile = MintProfile()
+    senders = mint_senders(bench)
+    per_round = max(1, int(args.mint_rate * args.mint_seconds / args.mint_rounds))
+    for index in range(args.mint_rounds):
+        order = list(senders) if index % 2 == 0 else list(reversed(senders))
+        for name in order:
+            before = cpu.seconds()
+            latencies, errors = await open_loop(senders[name], total=per_round, rate=args.mint_rate)
+            after = cpu.seconds()
+            if name == THROUGH and before is not None and after is not None:
+                profile.service_cpu_ms += (after - before) * 1000 / (per_round * args.mint_rounds)
+            (profile.through if name == THROUGH else profile.direct).extend(latencies)
+            profile.errors += errors
+    return profile
 
 
 async def active_calls(bench: Bench) -> int:
@@ -313,8 +359,9 @@ async def held_calls(bench: Bench, args: argparse.Namespace) -> bool:
     assert bench.service.process  # noqa: S101 - started by main()
     assert bench.emulator.process  # noqa: S101
     pid = bench.service.process.pid
-    await mint_p99(bench, rate=args.mint_rate, seconds=2)  # warm up
-    without, errors_without = await mint_p99(bench, rate=args.mint_rate, seconds=args.mint_seconds)
+    for send in mint_senders(bench).values():  # warm up
+        await open_loop(send, total=int(args.mint_rate), rate=args.mint_rate)
+    without = await mint_profile(bench, args)
     await asyncio.sleep(1)
     rss_before = rss_mb(pid)
     emulator_before = rss_mb(bench.emulator.process.pid)
@@ -325,12 +372,14 @@ async def held_calls(bench: Bench, args: argparse.Namespace) -> bool:
     held = await active_calls(bench)
     rss_after = rss_mb(pid)
     emulator_after = rss_mb(bench.emulator.process.pid)
-    with_calls, errors_with = await mint_p99(bench, rate=args.mint_rate, seconds=args.mint_seconds)
+    with_calls = await mint_profile(bench, args)
     still = await active_calls(bench)
     await release_all(bench, calls)
     extra = rss_after - rss_before
     per = extra / held if held else float("nan")
-    rise = (with_calls - without) / without if without else float("nan")
+    rise = with_calls.p99(THROUGH) / without.p99(THROUGH) - 1
+    overhead_without = without.p99(THROUGH) - without.p99(DIRECT)
+    overhead_with = with_calls.p99(THROUGH) - with_calls.p99(DIRECT)
     print(
         f"\nheld Voice Live calls: asked {args.hold}, opened {len(calls)} in {opened_in:.1f} s "
         f"(budget {args.hold_budget:g} s, {refused} refused/failed), {held} held after 2 s, "
@@ -343,8 +392,16 @@ async def held_calls(bench: Bench, args: argparse.Namespace) -> bool:
         f"{emulator_after:.0f} MB)"
     )
     print(
-        f"  mint p99 at {args.mint_rate:g}/s: {without:.2f} ms without, {with_calls:.2f} ms with "
-        f"{held} calls held ({rise * 100:+.1f} %; errors {errors_without}/{errors_with})"
+        f"  mint p99 at {args.mint_rate:g}/s ({args.mint_rounds} interleaved rounds): through the "
+        f"service {without.p99(THROUGH):.2f} ms without, {with_calls.p99(THROUGH):.2f} ms with "
+        f"{held} calls held ({rise * 100:+.1f} %); straight at the emulator "
+        f"{without.p99(DIRECT):.2f} / {with_calls.p99(DIRECT):.2f} ms"
+    )
+    print(
+        f"  service's own share of the p99 (through - direct): {overhead_without:+.2f} ms "
+        f"without, {overhead_with:+.2f} ms with; service CPU per mint "
+        f"{without.service_cpu_ms:.2f} / {with_calls.service_cpu_ms:.2f} ms; errors "
+        f"{without.errors}/{with_calls.errors}"
     )
     ok = per * 1000 <= GOAL_HELD_MB_PER_1000 and rise <= GOAL_MINT_P99_RISE
     print(
@@ -416,7 +473,8 @@ def main() -> None:
     parser.add_argument("--hold-budget", type=float, default=120.0, help="seconds to open them")
     parser.add_argument("--hold-concurrency", type=int, default=8)
     parser.add_argument("--mint-rate", type=float, default=200.0)
-    parser.add_argument("--mint-seconds", type=float, default=5.0)
+    parser.add_argument("--mint-seconds", type=float, default=10.0)
+    parser.add_argument("--mint-rounds", type=int, default=4)
     parser.add_argument("--skip-setup", action="store_true", help="only the held-calls part")
     args = parser.parse_args()
     emulator, service, key = processes(args.hold)

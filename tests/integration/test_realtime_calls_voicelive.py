@@ -363,6 +363,58 @@ async def test_an_unreachable_voice_live_is_upstream_unavailable(
     assert response.json()["code"] == "upstream_unavailable"
 
 
+UPGRADE_ANSWERS = [
+    pytest.param(400, "", 502, "upstream_rejected", id="400"),
+    pytest.param(401, "", 502, "upstream_auth", id="401"),
+    pytest.param(403, "", 502, "upstream_auth", id="403"),
+    pytest.param(404, "", 502, "upstream_rejected", id="404"),
+    pytest.param(429, "Retry-After: 7\r\n", 503, "upstream_throttled", id="429"),
+    pytest.param(500, "", 502, "upstream_unavailable", id="500"),
+    pytest.param(502, "", 502, "upstream_unavailable", id="502"),
+    pytest.param(503, "", 502, "upstream_unavailable", id="503"),
+]
+
+
+@pytest.mark.parametrize(("status", "headers", "expected", "code"), UPGRADE_ANSWERS)
+async def test_every_refused_upgrade_status_is_mapped_without_the_body(
+    make_service: ServiceFactory,
+    emulator: Emulator,
+    *,
+    status: int,
+    headers: str,
+    expected: int,
+    code: str,
+) -> None:
+    """An HTTP answer instead of the upgrade maps by status; Voice Live's body never leaks."""
+    body = b'{"error": {"message": "UPSTREAM-BODY-TEXT"}}'
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        head = f"HTTP/1.1 {status} Refused\r\n{headers}Content-Length: {len(body)}\r\n"
+        writer.write(head.encode() + b"Content-Type: application/json\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    env = voicelive_env(emulator, AZURE_VOICELIVE_ENDPOINT=f"http://127.0.0.1:{port}")
+    try:
+        with make_service(env, overrides()) as url:
+            response = await post_call(url, await VoiceLiveTestClient(microphone=False).offer())
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert response.status_code == expected, response.text
+    assert response.json()["code"] == code
+    assert "UPSTREAM-BODY-TEXT" not in response.text
+    assert seen[0].startswith(b"GET /voice-live/realtime/calls?api-version=2026-01-01-preview")
+    assert emulator.keys[0].encode() in seen[0]  # the api-key header, never echoed back
+    assert emulator.keys[0] not in response.text
+    if status == 429:
+        assert response.headers["retry-after"] == "7"
+
+
 async def test_an_entra_token_authenticates_the_control_channel(
     emulator: Emulator, make_service: ServiceFactory, browser: VoiceLiveTestClient
 ) -> None:
