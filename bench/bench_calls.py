@@ -31,6 +31,7 @@ import contextlib
 import itertools
 import json
 import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -250,6 +251,14 @@ class MintProfile:
     direct: list[float] = field(default_factory=list)
     errors: int = 0
     service_cpu_ms: float = 0.0
+    rounds: list[float] = field(default_factory=list)
+    direct_rounds: list[float] = field(default_factory=list)
+
+    def overhead(self) -> float:
+        """Return the median over rounds of the p99 overhead (through - direct), in ms."""
+        return statistics.median(
+            t - d for t, d in zip(self.rounds, self.direct_rounds, strict=True)
+        )
 
     def p99(self, path: str) -> float:
         """Return the p99 (ms) of ``through`` or ``direct``."""
@@ -301,6 +310,9 @@ async def mint_profile(bench: Bench, args: argparse.Namespace) -> MintProfile:
             if name == THROUGH and before is not None and after is not None:
                 profile.service_cpu_ms += (after - before) * 1000 / (per_round * args.mint_rounds)
             (profile.through if name == THROUGH else profile.direct).extend(latencies)
+            if latencies:
+                rounds = profile.rounds if name == THROUGH else profile.direct_rounds
+                rounds.append(percentile(latencies, 99))
             profile.errors += errors
     return profile
 
@@ -403,6 +415,15 @@ async def held_calls(bench: Bench, args: argparse.Namespace) -> bool:
         f"{without.service_cpu_ms:.2f} / {with_calls.service_cpu_ms:.2f} ms; errors "
         f"{without.errors}/{with_calls.errors}"
     )
+    for label, profile in (("without", without), ("with", with_calls)):
+        print(
+            f"  per round p99 {label:<7} through/direct (ms): "
+            + "  ".join(
+                f"{t:.1f}/{d:.1f}"
+                for t, d in zip(profile.rounds, profile.direct_rounds, strict=True)
+            )
+            + f"   median p99 overhead {profile.overhead():+.2f} ms"
+        )
     ok = per * 1000 <= GOAL_HELD_MB_PER_1000 and rise <= GOAL_MINT_P99_RISE
     print(
         f"  goals (<= {GOAL_HELD_MB_PER_1000:g} MB per 1,000 channels, mint p99 rise <= "
@@ -441,6 +462,7 @@ def processes(hold: int) -> tuple[ServiceProcess, ServiceProcess, str]:
             "MEMORY_SQLITE_PATH": str(Path(tempfile.mkdtemp()) / "queue.sqlite3"),
             "PYTHONWARNINGS": "ignore",
         },
+        log_path=Path(tempfile.mkdtemp()) / "service.log",
     )
     return emulator, service, keys[0]
 
@@ -485,6 +507,7 @@ def main() -> None:
             asyncio.run(_run(args, emulator, service, key))
         finally:
             service.stop(timeout=60)
+            print(f"\n(service log: {service.log_path})")
     finally:
         emulator.stop(timeout=60)
 
