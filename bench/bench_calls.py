@@ -223,11 +223,15 @@ async def setup_latency(bench: Bench, args: argparse.Namespace) -> bool:
             f"CPU {cpu}"
         )
     direct, through = results[DIRECT], results[THROUGH]
-    rounds = zip(direct.rounds, through.rounds, strict=True)
-    print("  per round p99 overhead (ms): " + "  ".join(f"{t - d:+.1f}" for d, t in rounds))
+    per_round = [t - d for d, t in zip(direct.rounds, through.rounds, strict=True)]
+    print("  per round p99 overhead (ms): " + "  ".join(f"{v:+.1f}" for v in per_round))
     p50, p99 = through.p(50) - direct.p(50), through.p(99) - direct.p(99)
     held = p99 <= GOAL_SETUP_P99_MS and not direct.errors and not through.errors
-    print(f"  service overhead: p50 {p50:+.2f} ms, p99 {p99:+.2f} ms")
+    print(
+        f"  service overhead: p50 {p50:+.2f} ms, p99 {p99:+.2f} ms (median of the rounds' p99 "
+        f"overheads {statistics.median(per_round):+.2f} ms; a stall of either process lands "
+        "in one path's round)"
+    )
     print(
         f"  goal (p99 overhead <= {GOAL_SETUP_P99_MS:g} ms, no errors): "
         + ("HELD" if held else "MISSED")

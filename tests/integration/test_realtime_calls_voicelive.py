@@ -87,6 +87,15 @@ def overrides(limits: CallLimits | None = None, **changes: Any) -> Overrides:
     return Overrides(authenticator=HeaderUsers(), call_limits=limits or CallLimits(), **changes)
 
 
+async def fresh_offer() -> str:
+    """Return a real offer (ICE gathered) from a peer that is closed right after."""
+    client = VoiceLiveTestClient(microphone=False)
+    try:
+        return await client.offer()
+    finally:
+        await client.close()
+
+
 def records(emulator: Emulator) -> list[dict[str, Any]]:
     """Return the emulator's records of Voice Live control channels, oldest first."""
     found = emulator.state()["voicelive_calls"]
@@ -287,7 +296,7 @@ async def test_each_voice_live_failure_is_mapped_and_the_channel_closed(
         opened = records(emulator)[before:]
         closed = [await ended(emulator, before + i) for i in range(len(opened))]
         emulator.clear()
-        retry = await post_call(url, await VoiceLiveTestClient(microphone=False).offer())
+        retry = await post_call(url, await fresh_offer())
         calls = status_calls(url)
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -335,7 +344,7 @@ async def test_a_connect_that_hangs_is_answered_504_within_the_bound(
     )
     try:
         with make_service(env, overrides()) as url:
-            response = await post_call(url, await VoiceLiveTestClient(microphone=False).offer())
+            response = await post_call(url, await fresh_offer())
             calls = status_calls(url)
     finally:
         for writer in held:
@@ -358,7 +367,7 @@ async def test_an_unreachable_voice_live_is_upstream_unavailable(
     await server.wait_closed()
     env = voicelive_env(emulator, AZURE_VOICELIVE_ENDPOINT=f"http://127.0.0.1:{port}")
     with make_service(env, overrides()) as url:
-        response = await post_call(url, await VoiceLiveTestClient(microphone=False).offer())
+        response = await post_call(url, await fresh_offer())
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "upstream_unavailable"
 
@@ -401,7 +410,7 @@ async def test_every_refused_upgrade_status_is_mapped_without_the_body(
     env = voicelive_env(emulator, AZURE_VOICELIVE_ENDPOINT=f"http://127.0.0.1:{port}")
     try:
         with make_service(env, overrides()) as url:
-            response = await post_call(url, await VoiceLiveTestClient(microphone=False).offer())
+            response = await post_call(url, await fresh_offer())
     finally:
         server.close()
         await server.wait_closed()
@@ -440,7 +449,7 @@ async def test_a_rejected_entra_token_is_502_upstream_auth(
     env = voicelive_env(emulator, AZURE_VOICELIVE_AUTH="entra")
     del env["AZURE_VOICELIVE_KEY"]
     with make_service(env, overrides(voicelive_credentials=source)) as url:
-        response = await post_call(url, await VoiceLiveTestClient(microphone=False).offer())
+        response = await post_call(url, await fresh_offer())
     assert response.status_code == 502
     assert response.json()["code"] == "upstream_auth"
     assert "not-accepted" not in response.text
@@ -452,7 +461,7 @@ async def test_a_wrong_key_is_502_upstream_auth(
     """A configured Voice Live key the resource refuses: 502 upstream_auth, key never echoed."""
     env = voicelive_env(emulator, AZURE_VOICELIVE_KEY="wrong-key-0123456789abcdef")
     with make_service(env, overrides()) as url:
-        response = await post_call(url, await VoiceLiveTestClient(microphone=False).offer())
+        response = await post_call(url, await fresh_offer())
     assert response.status_code == 502
     assert response.json()["code"] == "upstream_auth"
     assert "wrong-key" not in response.text
