@@ -15,7 +15,10 @@ production). The SDP offer is made once, up front, by an aiortc peer.
    set up through it (each one a control channel the service keeps open; the emulator
    runs an aiortc peer per call, so as many are opened as fit in ``--hold-budget``
    seconds), RSS per channel, and ``POST /realtime/sessions`` p99 at 200/s without and
-   with the calls held (goals: <= 60 MB extra for 1,000; p99 rise <= 10 %).
+   with the calls held (goals: <= 60 MB extra for 1,000; p99 rise <= 10 %). The bench's
+   one offering peer never applies the answers, so the emulator's peers end each held
+   call when ICE gives up (about 35-40 s): part 2 takes its readings within ~30 s of
+   opening the calls and reports how many were still held after the mint load.
 
 Loopback only; every wait bounded. On a shared machine latencies swing with the
 neighbours: read them next to the CPU columns.
