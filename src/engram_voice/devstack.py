@@ -1,6 +1,7 @@
 """``engram-voice dev``: the whole local stack in one command, for newcomers.
 
-Starts the Azure realtime emulator, the Zep stand-in and the service as child processes
+Starts the Azure emulator (Azure OpenAI realtime and Azure AI Voice Live; agents speak
+through Voice Live by default), the Zep stand-in and the service as child processes
 on loopback with local defaults, prints the URLs (and the Zep stand-in's local key, so
 the local memory can be read with the SDK), and stops them all on Ctrl-C. When one child
 exits on its own, the others are stopped and the reason is said in plain words. Keys for
@@ -213,8 +214,14 @@ def run_dev_stack(env: Mapping[str, str], port: int | None = None) -> int:
                 "PORT": str(port),
                 "AUTH_MODE": "none",
                 "SERVE_WEB": "true",
+                # Both upstreams on the emulator: agents speak through Voice Live by
+                # default; an agent pinned to azure-openai (AGENTS_FILE) or
+                # REALTIME_DEFAULT_UPSTREAM=azure-openai uses the Azure OpenAI side.
                 "AZURE_OPENAI_ENDPOINTS": f"http://127.0.0.1:{emulator_port}",
                 "AZURE_OPENAI_API_KEY": azure_key,
+                "AZURE_VOICELIVE_ENDPOINT": f"http://127.0.0.1:{emulator_port}",
+                "AZURE_VOICELIVE_KEY": azure_key,
+                "REALTIME_DEFAULT_UPSTREAM": env.get("REALTIME_DEFAULT_UPSTREAM", "voice-live"),
                 "MEMORY_TOKEN_KEYS": f"dev:{secrets.token_hex(32)}",
                 "MEMORY_SQLITE_PATH": str(state / "memory-queue.sqlite3"),
                 "ZEP_API_URL": f"http://127.0.0.1:{zep_port}",
@@ -227,7 +234,8 @@ def run_dev_stack(env: Mapping[str, str], port: int | None = None) -> int:
         print(  # noqa: T201 - the newcomer's instructions
             f"\n  engram-voice is running: open http://127.0.0.1:{port}/ and talk.\n"
             f"  service         http://127.0.0.1:{port}  (pid {service.pid}; API at /schema)\n"
-            f"  Azure emulator  http://127.0.0.1:{emulator_port}  (pid {emulator.pid})\n"
+            f"  Azure emulator  http://127.0.0.1:{emulator_port}  (pid {emulator.pid}; Voice Live "
+            f"and Azure OpenAI)\n"
             f"  Zep stand-in    http://127.0.0.1:{zep_port}  (pid {zep.pid}; state at "
             f"/_standin/state)\n"
             f"  local Zep key   {zep_key}  (a local dev key; read the stored memory with\n"

@@ -20,6 +20,7 @@ from engram_voice.credentials.factory import (
 from engram_voice.memory import MemoryRuntime, MemorySink, build_memory_runtime
 from engram_voice.realtime.calls import CallLimits, CallRegistry, CallUpstream, RealtimeCalls
 from engram_voice.realtime.calls.factory import build_call_upstreams
+from engram_voice.realtime.calls.voicelive import control_session
 from engram_voice.realtime.conversations import ConversationIds
 from engram_voice.realtime.endpoints import EndpointPool
 from engram_voice.realtime.service import RealtimeSessions
@@ -106,6 +107,9 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             deadline=realtime.deadline,
         )
         voicelive = await _open_voicelive(realtime.voicelive, overrides, stack)
+        control_http = (
+            await stack.enter_async_context(control_session()) if voicelive is not None else None
+        )
         memory = await _open_memory(settings, overrides, stack)
         conversation_keys = overrides.conversation_keys or settings.signing_keys()
         sessions = RealtimeSessions(
@@ -124,7 +128,12 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
         upstreams = overrides.call_upstreams
         if upstreams is None:
             upstreams = build_call_upstreams(
-                realtime, session=upstream_http, minter=minter, credentials=credentials
+                realtime,
+                session=upstream_http,
+                minter=minter,
+                credentials=credentials,
+                voicelive_credentials=voicelive.credentials if voicelive else None,
+                control_session=control_http,
             )
         calls = RealtimeCalls(
             catalog=catalog,

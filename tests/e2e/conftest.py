@@ -47,6 +47,29 @@ class Stack:
     zep: ServiceProcess
     service: ServiceProcess
     zep_key: str
+    azure_keys: tuple[str, str]
+    tmp: Path
+
+    def start_service(self, upstream: str) -> ServiceProcess:
+        """Start another service on this emulator and Zep whose agents default to ``upstream``."""
+        env = service_env(
+            self.emulator,
+            self.zep,
+            azure_key=self.azure_keys[0],
+            zep_key=self.zep_key,
+            tmp=self.tmp,
+            upstream=upstream,
+        )
+        return ServiceProcess(
+            ["serve"], env=env, log_path=self.tmp / f"service-{upstream}.log"
+        ).start()
+
+    def emulator_state(self) -> dict[str, Any]:
+        """Return the emulator's ``/_emulator/state`` (calls, Voice Live channels, counters)."""
+        state: dict[str, Any] = httpx.get(
+            f"{self.emulator.base_url}/_emulator/state", timeout=10
+        ).json()
+        return state
 
     @property
     def url(self) -> str:
@@ -91,9 +114,47 @@ class Stack:
         return messages
 
 
+def service_env(
+    emulator: ServiceProcess,
+    zep: ServiceProcess,
+    *,
+    azure_key: str,
+    zep_key: str,
+    tmp: Path,
+    upstream: str,
+) -> dict[str, str]:
+    """Return the service's env as ``make run`` sets it: both upstreams, ``upstream`` default."""
+    return {
+        "APP_ENV": "local",
+        "AUTH_MODE": "none",
+        "SERVE_WEB": "true",
+        "LOG_FORMAT": "json",
+        "AZURE_OPENAI_ENDPOINTS": emulator.base_url,
+        "AZURE_OPENAI_API_KEY": azure_key,
+        "AZURE_VOICELIVE_ENDPOINT": emulator.base_url,
+        "AZURE_VOICELIVE_KEY": azure_key,
+        "REALTIME_DEFAULT_UPSTREAM": upstream,
+        "MEMORY_TOKEN_KEYS": f"k1:{secrets.token_hex(32)}",
+        "MEMORY_SQLITE_PATH": str(tmp / f"memory-queue-{upstream}.sqlite3"),
+        "ZEP_API_URL": zep.base_url,
+        "ZEP_API_KEY": zep_key,
+        # Quick retries so "Zep is back" shows within seconds, not minutes.
+        "MEMORY_POLL_SECONDS": "0.2",
+        "MEMORY_BACKOFF_BASE_SECONDS": "0.2",
+        "MEMORY_BACKOFF_MAX_SECONDS": "1",
+        "MEMORY_CIRCUIT_COOLDOWN_SECONDS": "1",
+        "MEMORY_RETRY_INLINE_ATTEMPTS": "1",
+    }
+
+
 @pytest.fixture(name="stack", scope="module")
 def fixture_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Start emulator, Zep stand-in and service as separate processes, as ``make run`` does."""
+    """Start emulator, Zep stand-in and service as separate processes, as ``make run`` does.
+
+    The service speaks Voice Live by default (as ``make run``); :attr:`Stack.azure_keys`
+    lets tests check that no answer carries them. ``Stack.start_service`` starts a second
+    service on the same emulator and Zep with another default upstream.
+    """
     if not (built_client_dir() / "index.html").is_file():
         pytest.fail("the web client is not built: run `make web` (make test does it first)")
     os.environ.pop("ZEP_API_URL", None)  # it would silently redirect the SDK
@@ -106,6 +167,8 @@ def fixture_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "EMULATOR_API_KEYS": ",".join(azure_keys),
             "EMULATOR_TURN_INTERVAL_SECONDS": "1",
             "EMULATOR_MAX_TURNS": str(EMULATOR_TURNS),
+            # Every test opens Voice Live calls; no new-connections-per-minute quota here.
+            "EMULATOR_VOICELIVE_CONNECTIONS_PER_MINUTE": "0",
         },
         log_path=tmp / "emulator.log",
     ).start()
@@ -116,27 +179,19 @@ def fixture_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ).start()
     service = ServiceProcess(
         ["serve"],
-        env={
-            "APP_ENV": "local",
-            "AUTH_MODE": "none",
-            "SERVE_WEB": "true",
-            "LOG_FORMAT": "json",
-            "AZURE_OPENAI_ENDPOINTS": emulator.base_url,
-            "AZURE_OPENAI_API_KEY": azure_keys[0],
-            "MEMORY_TOKEN_KEYS": f"k1:{secrets.token_hex(32)}",
-            "MEMORY_SQLITE_PATH": str(tmp / "memory-queue.sqlite3"),
-            "ZEP_API_URL": zep.base_url,
-            "ZEP_API_KEY": zep_key,
-            # Quick retries so "Zep is back" shows within seconds, not minutes.
-            "MEMORY_POLL_SECONDS": "0.2",
-            "MEMORY_BACKOFF_BASE_SECONDS": "0.2",
-            "MEMORY_BACKOFF_MAX_SECONDS": "1",
-            "MEMORY_CIRCUIT_COOLDOWN_SECONDS": "1",
-            "MEMORY_RETRY_INLINE_ATTEMPTS": "1",
-        },
+        env=service_env(
+            emulator, zep, azure_key=azure_keys[0], zep_key=zep_key, tmp=tmp, upstream="voice-live"
+        ),
         log_path=tmp / "service.log",
     ).start()
-    stack = Stack(emulator=emulator, zep=zep, service=service, zep_key=zep_key)
+    stack = Stack(
+        emulator=emulator,
+        zep=zep,
+        service=service,
+        zep_key=zep_key,
+        azure_keys=azure_keys,
+        tmp=tmp,
+    )
     try:
         yield stack
     finally:

@@ -7,7 +7,9 @@ zep-python SDK. Every wait is bounded.
 
 The page sets calls up through ``POST /realtime/calls`` by default, and so do these tests;
 ``PAGE_QUERY = "?flow=mint"`` would exercise the browser-direct flow (mint a key, post the
-offer to the emulator) with the same expectations.
+offer to the emulator) with the same expectations. The stack speaks Voice Live by default
+(as ``make run``): the service holds each call's control channel at the emulator. One test
+switches the agents to Azure OpenAI by configuration (a second service) and talks the same.
 """
 
 from __future__ import annotations
@@ -35,6 +37,43 @@ SETUP_PATHS = ("/realtime/sessions", "/realtime/calls")
 CONNECT_TIMEOUT_MS = 20_000
 TRANSCRIPT_TIMEOUT_MS = 30_000
 ZEP_TIMEOUT_S = 30.0
+VOICE_LIVE_VOICES = {
+    "Elena": "en-US-Ava:DragonHDLatestNeural",
+    "Marcus": "en-US-GuyNeural",
+    "Sage": "en-US-Ava:DragonHDLatestNeural",
+}
+"""The Azure voice each agent speaks with on Voice Live (Sage inherits Elena's)."""
+
+
+class SetupAnswers:
+    """The answers the page received to its call set-up requests, bodies included."""
+
+    def __init__(self, page: Page) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.texts: list[str] = []
+        page.on("response", self._record)
+
+    def _record(self, response: Response) -> None:
+        if response.request.method == "POST" and any(p in response.url for p in SETUP_PATHS):
+            text = response.text()
+            self.texts.append(text)
+            if response.ok:
+                self.bodies.append(response.json())
+
+    def assert_no_credential(self, stack: Stack) -> None:
+        """No answer the page received holds an Azure key or the emulator's minted key."""
+        assert self.texts, "the page set no call up"
+        for text in self.texts:
+            for key in stack.azure_keys:
+                assert key not in text, "an Azure key reached the page"
+            if not BROWSER_DIRECT:
+                assert "ek_" not in text, "an ephemeral Azure key reached the page"
+
+
+def _voice_live_channels(stack: Stack) -> list[dict[str, Any]]:
+    """Return the emulator's records of Voice Live control channels, oldest first."""
+    channels: list[dict[str, Any]] = stack.emulator_state()["voicelive_calls"]
+    return channels
 
 
 def _connect(page: Page, stack: Stack, agent: str) -> str:
@@ -100,6 +139,8 @@ def test_a_live_call_shows_the_transcript_and_saves_each_turn_to_zep_once(
     stack: Stack, page: Page, artifacts: Path
 ) -> None:
     """A call connects over real WebRTC, plays remote audio, shows turns, and Zep gets each once."""
+    answers = SetupAnswers(page)
+    channels = len(_voice_live_channels(stack))
     session_id = _connect(page, stack, "Sage")
     stats = _wait_for_audio(page)
     assert stats["outboundPackets"] > 0, "the fake microphone's audio should flow to the emulator"
@@ -117,6 +158,65 @@ def test_a_live_call_shows_the_transcript_and_saves_each_turn_to_zep_once(
     page.get_by_role("button", name="Hang up").click()
     expect(page.locator("#connection")).to_have_text("Call ended")
     _assert_delivered_once(stack, session_id, turns)
+    answers.assert_no_credential(stack)
+    if not BROWSER_DIRECT:
+        assert [b["upstream"] for b in answers.bodies] == ["voice-live"]
+        (channel,) = _voice_live_channels(stack)[channels:]
+        assert channel["voice"]["name"] == VOICE_LIVE_VOICES["Sage"]
+        poll_until(
+            lambda: _voice_live_channels(stack)[channels]["state"] == "ended",
+            timeout=10,
+            what="the hang-up to close the Voice Live control channel",
+        )
+
+
+@pytest.mark.skipif(BROWSER_DIRECT, reason="Voice Live calls are set up through the service")
+@pytest.mark.parametrize("agent", sorted(VOICE_LIVE_VOICES))
+def test_each_agent_speaks_with_its_voice_live_voice(stack: Stack, page: Page, agent: str) -> None:
+    """Each agent connects through Voice Live with its Azure voice; no key reaches the page."""
+    answers = SetupAnswers(page)
+    channels = len(_voice_live_channels(stack))
+    _connect(page, stack, agent)
+    _wait_for_audio(page)
+    page.get_by_role("button", name="Hang up").click()
+    expect(page.locator("#connection")).to_have_text("Call ended")
+    (channel,) = _voice_live_channels(stack)[channels:]
+    assert channel["voice"]["name"] == VOICE_LIVE_VOICES[agent]
+    assert channel["session"]["voice"]["type"] == "azure-standard"
+    assert [b["agent"]["voice"] for b in answers.bodies] == [VOICE_LIVE_VOICES[agent]]
+    answers.assert_no_credential(stack)
+
+
+@pytest.mark.skipif(BROWSER_DIRECT, reason="the switch is about calls set up through the service")
+def test_an_agent_switched_to_azure_openai_by_configuration_talks_the_same(
+    stack: Stack, page: Page
+) -> None:
+    """REALTIME_DEFAULT_UPSTREAM=azure-openai: the page talks through Azure OpenAI; Zep once."""
+    service = stack.start_service("azure-openai")
+    try:
+        answers = SetupAnswers(page)
+        channels = len(_voice_live_channels(stack))
+        switched = Stack(
+            emulator=stack.emulator,
+            zep=stack.zep,
+            service=service,
+            zep_key=stack.zep_key,
+            azure_keys=stack.azure_keys,
+            tmp=stack.tmp,
+        )
+        session_id = _connect(page, switched, "Elena")
+        _wait_for_audio(page)
+        turns = _wait_for_turns(page)
+        page.get_by_role("button", name="Hang up").click()
+        expect(page.locator("#connection")).to_have_text("Call ended")
+        _assert_delivered_once(stack, session_id, turns)
+    finally:
+        service.stop()
+    assert [(b["upstream"], b["agent"]["voice"]) for b in answers.bodies] == [
+        ("azure-openai", "marin")
+    ]
+    assert _voice_live_channels(stack)[channels:] == [], "no Voice Live channel was opened"
+    answers.assert_no_credential(stack)
 
 
 def test_with_zep_down_the_call_still_works_and_turns_arrive_when_zep_returns(
@@ -195,27 +295,29 @@ def test_leaving_the_page_beacons_unsent_turns(stack: Stack, page: Page) -> None
     _assert_delivered_once(stack, session_id, turns)
 
 
-@pytest.mark.parametrize(
-    ("target", "message"),
+AZURE_DOWN = "The voice service can't reach Azure right now"
+FAULTS = (
     [
-        ("client_secrets", "The voice service can't reach Azure right now"),
-        # Browser-direct, the page posts the offer to Azure itself; otherwise the service does.
-        (
-            "calls",
-            "Azure couldn't start the audio right now"
-            if BROWSER_DIRECT
-            else "The voice service can't reach Azure right now",
-        ),
-    ],
+        ({"target": "client_secrets", "status": 503}, AZURE_DOWN),
+        # Browser-direct, the page posts the offer to Azure itself.
+        ({"target": "calls", "status": 503}, "Azure couldn't start the audio right now"),
+    ]
+    if BROWSER_DIRECT
+    else [
+        ({"target": "voicelive", "mode": "upgrade_401"}, AZURE_DOWN),
+        ({"target": "voicelive", "mode": "rtc_call_error"}, AZURE_DOWN),
+        ({"target": "voicelive", "mode": "upgrade_404"}, AZURE_DOWN),
+    ]
 )
+
+
+@pytest.mark.parametrize(("fault", "message"), FAULTS)
 def test_azure_failures_are_explained_in_plain_words(
-    stack: Stack, page: Page, target: str, message: str
+    stack: Stack, page: Page, fault: dict[str, Any], message: str
 ) -> None:
-    """When Azure fails (minting or the call itself) the page says so plainly and can retry."""
+    """When Azure fails (Voice Live, minting or the call) the page says so plainly and can retry."""
     httpx.post(
-        f"{stack.emulator.base_url}/_emulator/faults",
-        json={"target": target, "status": 503},
-        timeout=5,
+        f"{stack.emulator.base_url}/_emulator/faults", json=fault, timeout=5
     ).raise_for_status()
     page.goto(stack.url + PAGE_QUERY)
     page.get_by_role("button", name="Connect").click()

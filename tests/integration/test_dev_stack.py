@@ -14,10 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiortc import RTCSessionDescription
 
 from tests.support.polling import poll_until
 from tests.support.realtime_client import RealtimeTestClient
 from tests.support.servers import ServiceProcess, free_port, run_command
+from tests.support.voicelive_client import VoiceLiveTestClient
 
 ROOT = Path(__file__).resolve().parents[2]
 _BOUND_S = 20.0
@@ -128,6 +130,37 @@ async def test_the_dev_stack_mints_a_key_that_opens_one_webrtc_call(stack: DevSt
         await first.close()
         await second.close()
     assert "engram-voice is running: open http://127.0.0.1:" in stack.process.read_log()
+
+
+async def test_the_dev_stack_calls_through_voice_live_by_default(stack: DevStack) -> None:
+    """POST /realtime/calls in the dev stack opens a Voice Live call with the agent's voice."""
+    browser = VoiceLiveTestClient()
+    try:
+        async with httpx.AsyncClient(base_url=stack.process.base_url, timeout=20) as http:
+            created = await http.post(
+                "/realtime/calls", json={"agent": "marcus", "sdp_offer": await browser.offer()}
+            )
+            assert created.status_code == 201, created.text
+            body = created.json()
+            await browser.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=body["sdp_answer"], type="answer")
+            )
+            await browser.wait_connected()
+            status = (await http.get("/status")).json()
+            hung_up = await http.delete(f"/realtime/calls/{body['call_id']}")
+            match = re.search(
+                r"Azure emulator\s+(http://127\.0\.0\.1:\d+)", stack.process.read_log()
+            )
+            assert match
+            state = (await http.get(f"{match.group(1)}/_emulator/state")).json()
+    finally:
+        await browser.close()
+    assert body["upstream"] == "voice-live"
+    assert body["agent"]["voice"] == "en-US-GuyNeural"
+    assert status["calls"]["default_upstream"] == "voice-live"
+    assert sorted(status["calls"]["upstreams"]) == ["azure-openai", "voice-live"]
+    assert hung_up.status_code == 204
+    assert state["voicelive_calls"][-1]["voice"]["name"] == "en-US-GuyNeural"
 
 
 def _docs_snippet() -> str:

@@ -7,6 +7,7 @@ import aiohttp
 from engram_voice.credentials import CredentialSource
 from engram_voice.realtime.calls.azure_openai import AzureOpenAICalls
 from engram_voice.realtime.calls.upstream import CallUpstream
+from engram_voice.realtime.calls.voicelive import VoiceLiveCalls
 from engram_voice.realtime.settings import RealtimeSettings
 from engram_voice.realtime.upstream import UpstreamMinter
 
@@ -19,9 +20,23 @@ def build_call_upstreams(
     session: aiohttp.ClientSession,
     minter: UpstreamMinter,
     credentials: CredentialSource,
+    voicelive_credentials: CredentialSource | None = None,
+    control_session: aiohttp.ClientSession | None = None,
 ) -> dict[str, CallUpstream]:
-    """Return the configured upstreams by name (Voice Live joins here when configured)."""
+    """Return the configured upstreams by name.
+
+    Voice Live joins when ``realtime.voicelive`` is configured and its (started) credential
+    source is given; its control channels are held on ``control_session`` (no pool limit),
+    else on ``session``.
+    """
     upstreams: dict[str, CallUpstream] = {}
+    if realtime.voicelive is not None and voicelive_credentials is not None:
+        voicelive = VoiceLiveCalls(
+            settings=realtime.voicelive,
+            credentials=voicelive_credentials,
+            session=control_session or session,
+        )
+        upstreams[voicelive.name] = voicelive
     if not realtime.endpoints:  # Azure OpenAI not configured: its agents get a clear 503
         return upstreams
     azure_openai = AzureOpenAICalls(

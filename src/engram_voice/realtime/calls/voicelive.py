@@ -1,0 +1,396 @@
+"""Calls on Azure AI Voice Live: the service holds the WebRTC control WebSocket for the call.
+
+:meth:`VoiceLiveCalls.open` opens ``wss://{resource}/voice-live/realtime/calls?api-version=…
+&model=…`` with the configured credential (``api-key`` header, or ``Authorization: Bearer``
+for Entra ID), sends ``rtc.call.sdp.create`` with the browser's offer and the agent's
+session (:func:`~engram_voice.realtime.voicelive_session.voicelive_session`), and reads
+control events until ``rtc.call.sdp.created``. The upgrade is bounded by
+``VOICELIVE_CONNECT_TIMEOUT_SECONDS``, the answer by ``VOICELIVE_ANSWER_TIMEOUT_SECONDS``.
+A 401/403 at the upgrade makes the credential source re-read once (Key Vault rotation),
+as minting does. Failures become the service's errors, never an upstream body or key.
+
+The socket is then the call: :class:`VoiceLiveCall` keeps reading control events (an
+``error`` is logged, the rest dropped: memory stays bounded), :meth:`VoiceLiveCall.hangup`
+closes it (that ends the media session), and :meth:`VoiceLiveCall.wait_closed` returns
+``upstream_closed`` or ``upstream_error`` when Voice Live closes or drops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from typing import Any
+
+import aiohttp
+import structlog
+
+from engram_voice.agents import Agent
+from engram_voice.credentials import CredentialSource, UpstreamCredential
+from engram_voice.errors import (
+    AppError,
+    UpstreamAuthError,
+    UpstreamRejectedError,
+    UpstreamThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+    ValidationError,
+)
+from engram_voice.httppolicy import parse_retry_after
+from engram_voice.realtime.settings import VoiceLiveSettings
+from engram_voice.realtime.voicelive_session import voicelive_session
+
+__all__ = [
+    "UPSTREAM_CLOSED",
+    "UPSTREAM_ERROR",
+    "VoiceLiveCall",
+    "VoiceLiveCalls",
+    "control_session",
+]
+
+NAME = "voice-live"
+UPSTREAM_CLOSED = "upstream_closed"
+UPSTREAM_ERROR = "upstream_error"
+HEARTBEAT_SECONDS = 30.0
+"""WebSocket ping interval on a held control channel (as Voice Live's own SDK)."""
+CLOSE_SECONDS = 5.0
+"""Bound on closing one control channel (the close handshake)."""
+_MAX_MESSAGE_BYTES = 1024 * 1024
+_AUTH_STATUSES = frozenset({401, 403})
+_SESSION_EVENTS = frozenset({"session.created", "session.updated"})
+_CLOSING = frozenset({aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED})
+_logger = structlog.get_logger("engram_voice.realtime.calls")
+
+
+def control_session() -> aiohttp.ClientSession:
+    """Return the HTTP session that holds control channels: no pool limit, no total timeout.
+
+    Each held channel keeps one connection for the call's life, so the shared upstream
+    pool (with its connection limit and request deadline) would cap or cut live calls.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+
+
+class VoiceLiveCall:
+    """One Voice Live call: the held control socket and the task that reads it."""
+
+    def __init__(
+        self,
+        *,
+        ws: aiohttp.ClientWebSocketResponse,
+        sdp_answer: str,
+        upstream_call_id: str,
+        session_id: str,
+    ) -> None:
+        self.sdp_answer = sdp_answer
+        self.upstream_call_id = upstream_call_id
+        self._ws = ws
+        self._session_id = session_id
+        self._closed = asyncio.Event()
+        self._reason: str | None = None
+        self._hangup: asyncio.Task[None] | None = None
+        self._reader = asyncio.create_task(self._read(), name="voicelive-control-reader")
+
+    def __repr__(self) -> str:
+        return f"VoiceLiveCall(rtc_call_id={self.upstream_call_id!r})"
+
+    async def hangup(self, reason: str) -> None:
+        """Close the control channel once (later calls wait for the first); bounded."""
+        if self._hangup is None:
+            if self._reason is None:
+                self._reason = reason
+            self._hangup = asyncio.create_task(self._close(), name="voicelive-hangup")
+        await asyncio.shield(self._hangup)
+
+    async def wait_closed(self) -> str:
+        """Return once the channel closed: ``upstream_closed``/``upstream_error`` or the hang-up."""
+        await self._closed.wait()
+        return self._reason or UPSTREAM_CLOSED
+
+    async def _close(self) -> None:
+        try:
+            if self._reader is not asyncio.current_task():
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_SECONDS):
+                    await self._ws.close()
+        finally:
+            self._closed.set()
+
+    async def _read(self) -> None:
+        reason = UPSTREAM_CLOSED
+        try:
+            while True:
+                message = await self._ws.receive()
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    _log_control_event(message.data, self.upstream_call_id)
+                elif message.type in _CLOSING:
+                    break
+                elif message.type == aiohttp.WSMsgType.ERROR:
+                    reason = UPSTREAM_ERROR
+                    break
+        except (aiohttp.ClientError, OSError):
+            reason = UPSTREAM_ERROR
+        if self._reason is None:
+            self._reason = reason
+            _logger.info(
+                "realtime.voicelive_channel_closed",
+                rtc_call_id=self.upstream_call_id,
+                session_id=self._session_id,
+                reason=reason,
+                close_code=self._ws.close_code,
+            )
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self._ws.close()
+        self._closed.set()
+
+
+class VoiceLiveCalls:
+    """The ``voice-live`` :class:`~engram_voice.realtime.calls.upstream.CallUpstream`."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        settings: VoiceLiveSettings,
+        credentials: CredentialSource,
+        session: aiohttp.ClientSession,
+        heartbeat: float = HEARTBEAT_SECONDS,
+    ) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._session = session
+        self._heartbeat = heartbeat
+        self._url = settings.calls_url()
+
+    async def open(self, *, agent: Agent, sdp_offer: str, session_id: str) -> VoiceLiveCall:
+        """Open the control channel, relay the offer with ``agent``'s session, return the call."""
+        ws = await self._connect(session_id)
+        try:
+            event = {
+                "type": "rtc.call.sdp.create",
+                "sdp_offer": sdp_offer,
+                "session": voicelive_session(agent),
+            }
+            async with asyncio.timeout(self._settings.answer_timeout):
+                await ws.send_str(json.dumps(event))
+                answer, call_id = await self._answer(ws, session_id)
+        except BaseException as exc:
+            await _close_quietly(ws)
+            if isinstance(exc, TimeoutError):
+                _logger.warning(
+                    "realtime.voicelive_answer_timeout",
+                    host=self._settings.host,
+                    session_id=session_id,
+                    timeout_s=self._settings.answer_timeout,
+                )
+                raise UpstreamTimeoutError(
+                    f"Voice Live did not answer the call within {self._settings.answer_timeout:g}s."
+                ) from exc
+            if isinstance(exc, aiohttp.ClientError | OSError):
+                raise UpstreamUnavailableError(
+                    "Voice Live's control channel failed during call setup.", retry_after=1
+                ) from exc
+            raise
+        return VoiceLiveCall(
+            ws=ws, sdp_answer=answer, upstream_call_id=call_id, session_id=session_id
+        )
+
+    async def _connect(self, session_id: str) -> aiohttp.ClientWebSocketResponse:
+        """Open the socket; a refused credential is re-read once (Key Vault rotation)."""
+        credential = await self._credentials.get()
+        try:
+            return await self._upgrade(credential)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in _AUTH_STATUSES and await self._credentials.invalidate(credential):
+                _logger.info("realtime.voicelive_credential_reread", status=exc.status)
+                try:
+                    return await self._upgrade(await self._credentials.get())
+                except aiohttp.WSServerHandshakeError as again:
+                    exc = again
+            raise self._refused(exc, session_id) from None
+
+    async def _upgrade(self, credential: UpstreamCredential) -> aiohttp.ClientWebSocketResponse:
+        timeout = self._settings.connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._session.ws_connect(
+                    self._url,
+                    headers=credential.headers(),
+                    heartbeat=self._heartbeat,
+                    max_msg_size=_MAX_MESSAGE_BYTES,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_SECONDS),
+                    autoping=True,
+                )
+        except aiohttp.WSServerHandshakeError:
+            raise
+        except TimeoutError as exc:
+            _logger.warning(
+                "realtime.voicelive_connect_timeout", host=self._settings.host, timeout_s=timeout
+            )
+            raise UpstreamTimeoutError(
+                f"Voice Live at {self._settings.host} did not open the call's control channel "
+                f"within {timeout:g}s."
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            _logger.warning(
+                "realtime.voicelive_unreachable",
+                host=self._settings.host,
+                error=type(exc).__name__,
+            )
+            raise UpstreamUnavailableError(
+                f"Voice Live at {self._settings.host} could not be reached.", retry_after=1
+            ) from exc
+
+    def _refused(self, exc: aiohttp.WSServerHandshakeError, session_id: str) -> AppError:
+        """Map a refused upgrade to the service's errors (never the upstream body)."""
+        status, host = exc.status, self._settings.host
+        _logger.warning(
+            "realtime.voicelive_refused", host=host, status=status, session_id=session_id
+        )
+        if status in _AUTH_STATUSES:
+            return UpstreamAuthError(
+                f"Voice Live at {host} refused the service's credential ({status}); check "
+                "AZURE_VOICELIVE_KEY / the Key Vault secret, or the Entra roles and scope."
+            )
+        if status == 404:  # noqa: PLR2004
+            return UpstreamRejectedError(
+                f"Voice Live at {host} has no WebRTC calls endpoint (404): check that "
+                f"AZURE_VOICELIVE_API_VERSION ({self._settings.api_version}) serves /calls "
+                "(the GA 2026-07-15 and v1 do not) and that AZURE_VOICELIVE_ENDPOINT names "
+                "the Voice Live resource."
+            )
+        if status == 429:  # noqa: PLR2004
+            retry_after = exc.headers.get("Retry-After") if exc.headers else None
+            seconds = parse_retry_after(retry_after, now=time.time())
+            return UpstreamThrottledError(
+                "Voice Live is throttling new calls; try again shortly.",
+                retry_after=max(1, math.ceil(seconds)) if seconds is not None else 1,
+            )
+        if status >= 500:  # noqa: PLR2004
+            return UpstreamUnavailableError(
+                f"Voice Live failed to open the call ({status}).", retry_after=1
+            )
+        return UpstreamRejectedError(
+            f"Voice Live at {host} refused the call's control channel ({status}); check the "
+            "model and api-version."
+        )
+
+    async def _answer(
+        self, ws: aiohttp.ClientWebSocketResponse, session_id: str
+    ) -> tuple[str, str]:
+        """Read control events until the answer; raise the mapped error of a failure."""
+        while True:
+            message = await ws.receive()
+            if message.type != aiohttp.WSMsgType.TEXT:
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    continue
+                _logger.warning(
+                    "realtime.voicelive_closed_before_answer",
+                    host=self._settings.host,
+                    session_id=session_id,
+                    close_code=ws.close_code,
+                )
+                raise UpstreamUnavailableError(
+                    "Voice Live closed the control channel before answering the call.",
+                    retry_after=1,
+                )
+            event = _parsed(message.data)
+            kind = event.get("type")
+            if kind == "rtc.call.sdp.created":
+                answer, call_id = event.get("sdp_answer"), event.get("rtc_call_id")
+                if not isinstance(answer, str) or not answer.startswith("v=0"):
+                    raise UpstreamRejectedError(
+                        "Voice Live answered the call without an SDP answer."
+                    )
+                return answer, call_id if isinstance(call_id, str) and call_id else "unknown"
+            if kind in _SESSION_EVENTS:
+                _log_session(event, session_id)
+            elif kind == "rtc.call.error":
+                raise _rtc_call_error(event, session_id)
+            elif kind == "error":
+                code = _error_field(event, "code")
+                _logger.warning("realtime.voicelive_error_event", session_id=session_id, code=code)
+                raise UpstreamRejectedError(
+                    f"Voice Live refused to set up the call (error {code or 'unknown'})."
+                )
+
+
+def _parsed(data: str) -> dict[str, Any]:
+    try:
+        event = json.loads(data)
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+def _error_field(event: dict[str, Any], name: str) -> str | None:
+    error = event.get("error")
+    value = error.get(name) if isinstance(error, dict) else None
+    return value[:64] if isinstance(value, str) else None
+
+
+def _rtc_call_error(event: dict[str, Any], session_id: str) -> AppError:
+    """Map ``rtc.call.error``: a refused offer is the caller's 400, a server error a 503."""
+    kind, code = _error_field(event, "type"), _error_field(event, "code")
+    _logger.warning(
+        "realtime.voicelive_rtc_call_error", session_id=session_id, type=kind, code=code
+    )
+    if kind == "server_error":
+        return UpstreamUnavailableError(
+            f"Voice Live could not set up the call (server_error {code or 'unknown'}).",
+            retry_after=1,
+        )
+    if code is not None and "sdp" in code.lower():
+        message = f"Voice Live could not use the SDP offer ({code})"
+        return ValidationError(
+            f"Invalid request: sdp_offer: {message}",
+            extra={"errors": [{"field": "sdp_offer", "message": message}]},
+        )
+    return UpstreamRejectedError(
+        f"Voice Live rejected the call ({kind or 'error'} {code or 'unknown'}); check the "
+        "agent's Voice Live session options."
+    )
+
+
+def _log_session(event: dict[str, Any], session_id: str) -> None:
+    """Log ``session.created``/``session.updated`` without the instructions."""
+    session = event.get("session") if isinstance(event.get("session"), dict) else {}
+    voice = session.get("voice") if isinstance(session, dict) else None
+    _logger.info(
+        "realtime.voicelive_session",
+        kind=event.get("type"),
+        session_id=session_id,
+        upstream_session=session.get("id") if isinstance(session, dict) else None,
+        model=session.get("model") if isinstance(session, dict) else None,
+        voice=voice.get("name") if isinstance(voice, dict) else voice,
+    )
+
+
+def _log_control_event(data: str, rtc_call_id: str) -> None:
+    """Log an ``error`` arriving on a live call's channel; every other event is dropped."""
+    if '"error"' not in data:
+        return
+    event = _parsed(data)
+    if event.get("type") == "error":
+        _logger.warning(
+            "realtime.voicelive_call_error",
+            rtc_call_id=rtc_call_id,
+            code=_error_field(event, "code"),
+            type=_error_field(event, "type"),
+        )
+
+
+async def _close_quietly(ws: aiohttp.ClientWebSocketResponse) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await ws.close()
