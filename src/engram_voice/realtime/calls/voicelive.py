@@ -20,27 +20,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
-import time
 from typing import Any
 
 import aiohttp
 import structlog
 
 from engram_voice.agents import Agent
-from engram_voice.credentials import CredentialSource, UpstreamCredential
+from engram_voice.credentials import CredentialSource
 from engram_voice.errors import (
     AppError,
-    UpstreamAuthError,
     UpstreamRejectedError,
-    UpstreamThrottledError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
     ValidationError,
 )
-from engram_voice.httppolicy import parse_retry_after
 from engram_voice.realtime.settings import VoiceLiveSettings
 from engram_voice.realtime.voicelive_session import voicelive_session
+from engram_voice.realtime.voicelive_socket import (
+    CLOSE_TIMEOUT_SECONDS,
+    HEARTBEAT_SECONDS,
+    open_control_socket,
+)
 
 __all__ = [
     "UPSTREAM_CLOSED",
@@ -53,12 +53,6 @@ __all__ = [
 NAME = "voice-live"
 UPSTREAM_CLOSED = "upstream_closed"
 UPSTREAM_ERROR = "upstream_error"
-HEARTBEAT_SECONDS = 30.0
-"""WebSocket ping interval on a held control channel (as Voice Live's own SDK)."""
-CLOSE_SECONDS = 5.0
-"""Bound on closing one control channel (the close handshake)."""
-_MAX_MESSAGE_BYTES = 1024 * 1024
-_AUTH_STATUSES = frozenset({401, 403})
 _SESSION_EVENTS = frozenset({"session.created", "session.updated"})
 _CLOSING = frozenset({aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED})
 _logger = structlog.get_logger("engram_voice.realtime.calls")
@@ -119,7 +113,7 @@ class VoiceLiveCall:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._reader
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_SECONDS):
+                async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                     await self._ws.close()
         finally:
             self._closed.set()
@@ -148,7 +142,7 @@ class VoiceLiveCall:
                 close_code=self._ws.close_code,
             )
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(CLOSE_SECONDS):
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                 await self._ws.close()
         self._closed.set()
 
@@ -174,7 +168,9 @@ class VoiceLiveCalls:
 
     async def open(self, *, agent: Agent, sdp_offer: str, session_id: str) -> VoiceLiveCall:
         """Open the control channel, relay the offer with ``agent``'s session, return the call."""
-        ws = await self._connect(session_id)
+        ws = await open_control_socket(
+            self._session, self._settings, self._credentials, heartbeat=self._heartbeat
+        )
         try:
             event = {
                 "type": "rtc.call.sdp.create",
@@ -203,86 +199,6 @@ class VoiceLiveCalls:
             raise
         return VoiceLiveCall(
             ws=ws, sdp_answer=answer, upstream_call_id=call_id, session_id=session_id
-        )
-
-    async def _connect(self, session_id: str) -> aiohttp.ClientWebSocketResponse:
-        """Open the socket; a refused credential is re-read once (Key Vault rotation)."""
-        credential = await self._credentials.get()
-        try:
-            return await self._upgrade(credential)
-        except aiohttp.WSServerHandshakeError as exc:
-            if exc.status in _AUTH_STATUSES and await self._credentials.invalidate(credential):
-                _logger.info("realtime.voicelive_credential_reread", status=exc.status)
-                try:
-                    return await self._upgrade(await self._credentials.get())
-                except aiohttp.WSServerHandshakeError as again:
-                    exc = again
-            raise self._refused(exc, session_id) from None
-
-    async def _upgrade(self, credential: UpstreamCredential) -> aiohttp.ClientWebSocketResponse:
-        timeout = self._settings.connect_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._session.ws_connect(
-                    self._url,
-                    headers=credential.headers(),
-                    heartbeat=self._heartbeat,
-                    max_msg_size=_MAX_MESSAGE_BYTES,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_SECONDS),
-                    autoping=True,
-                )
-        except aiohttp.WSServerHandshakeError:
-            raise
-        except TimeoutError as exc:
-            _logger.warning(
-                "realtime.voicelive_connect_timeout", host=self._settings.host, timeout_s=timeout
-            )
-            raise UpstreamTimeoutError(
-                f"Voice Live at {self._settings.host} did not open the call's control channel "
-                f"within {timeout:g}s."
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            _logger.warning(
-                "realtime.voicelive_unreachable",
-                host=self._settings.host,
-                error=type(exc).__name__,
-            )
-            raise UpstreamUnavailableError(
-                f"Voice Live at {self._settings.host} could not be reached.", retry_after=1
-            ) from exc
-
-    def _refused(self, exc: aiohttp.WSServerHandshakeError, session_id: str) -> AppError:
-        """Map a refused upgrade to the service's errors (never the upstream body)."""
-        status, host = exc.status, self._settings.host
-        _logger.warning(
-            "realtime.voicelive_refused", host=host, status=status, session_id=session_id
-        )
-        if status in _AUTH_STATUSES:
-            return UpstreamAuthError(
-                f"Voice Live at {host} refused the service's credential ({status}); check "
-                "AZURE_VOICELIVE_KEY / the Key Vault secret, or the Entra roles and scope."
-            )
-        if status == 404:  # noqa: PLR2004
-            return UpstreamRejectedError(
-                f"Voice Live at {host} has no WebRTC calls endpoint (404): check that "
-                f"AZURE_VOICELIVE_API_VERSION ({self._settings.api_version}) serves /calls "
-                "(the GA 2026-07-15 and v1 do not) and that AZURE_VOICELIVE_ENDPOINT names "
-                "the Voice Live resource."
-            )
-        if status == 429:  # noqa: PLR2004
-            retry_after = exc.headers.get("Retry-After") if exc.headers else None
-            seconds = parse_retry_after(retry_after, now=time.time())
-            return UpstreamThrottledError(
-                "Voice Live is throttling new calls; try again shortly.",
-                retry_after=max(1, math.ceil(seconds)) if seconds is not None else 1,
-            )
-        if status >= 500:  # noqa: PLR2004
-            return UpstreamUnavailableError(
-                f"Voice Live failed to open the call ({status}).", retry_after=1
-            )
-        return UpstreamRejectedError(
-            f"Voice Live at {host} refused the call's control channel ({status}); check the "
-            "model and api-version."
         )
 
     async def _answer(
@@ -392,5 +308,5 @@ def _log_control_event(data: str, rtc_call_id: str) -> None:
 
 async def _close_quietly(ws: aiohttp.ClientWebSocketResponse) -> None:
     with contextlib.suppress(Exception):
-        async with asyncio.timeout(CLOSE_SECONDS):
+        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
             await ws.close()
