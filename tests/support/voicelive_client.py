@@ -17,11 +17,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCSessionDescription
 
-from engram_voice.emulator import loopback_ice
-from engram_voice.emulator.audio import ToneTrack
+from tests.support.browser_peer import BrowserPeer
 from tests.support.polling import async_poll_until
 
 __all__ = ["VOICELIVE_PATH", "VoiceLiveTestClient", "voicelive_url"]
@@ -36,32 +34,13 @@ def voicelive_url(base_url: str, **query: str) -> str:
     return base_url.replace("http://", "ws://", 1) + VOICELIVE_PATH + "?" + urlencode(params)
 
 
-class VoiceLiveTestClient:
+class VoiceLiveTestClient(BrowserPeer):
     """An aiortc peer and a control WebSocket that set up one Voice Live call."""
 
     def __init__(self, *, microphone: bool = True, channel_label: str = "voice-live-events"):
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.events: list[dict[str, Any]] = []
+        super().__init__(channel_label=channel_label, microphone=microphone)
         self.control_events: list[dict[str, Any]] = []
-        self.frames_received = 0
         self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.microphone: ToneTrack | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.channel = self.pc.createDataChannel(channel_label)
-        self.channel.on("message", self._on_message)
-        if microphone:
-            self.microphone = ToneTrack()
-            self.microphone.speaking = True
-            self.pc.addTrack(self.microphone)
-        self.pc.on("track", self._on_track)
-
-    async def offer(self) -> str:
-        """Create the SDP offer once (ICE gathered on 127.0.0.1) and return it."""
-        if self.pc.localDescription is None:
-            with loopback_ice():
-                await self.pc.setLocalDescription(await self.pc.createOffer())
-        sdp: str = self.pc.localDescription.sdp
-        return sdp
 
     async def connect(
         self, http: aiohttp.ClientSession, url: str, headers: Mapping[str, str] | None = None
@@ -119,61 +98,18 @@ class VoiceLiveTestClient:
         await async_poll_until(lambda: ws.closed, timeout=within, what="the control to close")
         return ws.close_code
 
-    async def wait_connected(self, within: float = 20.0) -> None:
-        """Wait until the peer connection is ``connected``."""
-        await async_poll_until(
-            lambda: self.pc.connectionState == "connected", timeout=within, what="connected"
-        )
-
-    def types(self) -> list[str]:
-        """Return the types of the data channel's events so far, in order."""
-        return [event["type"] for event in self.events]
-
     def control_types(self) -> list[str]:
         """Return the types of the control channel's events so far, in order."""
         return [event["type"] for event in self.control_events]
 
-    async def wait_for_events(self, event_type: str, count: int = 1, within: float = 20.0) -> None:
-        """Wait until ``count`` data-channel events of ``event_type`` have arrived."""
-        await async_poll_until(
-            lambda: self.types().count(event_type) >= count,
-            timeout=within,
-            what=f"{count} x {event_type} (got {self.types()})",
-        )
-
     async def close(self) -> None:
-        """Close the socket and the peer connection, and stop reading."""
+        """Close the control socket, then the peer connection, and stop reading."""
         if self.ws is not None and not self.ws.closed:
             await asyncio.wait_for(self.ws.close(), 10)
-        if self.microphone is not None:
-            self.microphone.stop()
-        await asyncio.wait_for(self.pc.close(), 10)
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
+        await super().close()
 
     async def _read_control(self) -> None:
         assert self.ws is not None
         async for message in self.ws:
             if message.type == aiohttp.WSMsgType.TEXT:
                 self.control_events.append(json.loads(message.data))
-
-    def _on_message(self, message: str | bytes) -> None:
-        self.events.append(json.loads(message))
-
-    def _on_track(self, track: Any) -> None:
-        self._spawn(self._consume(track))
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _consume(self, track: Any) -> None:
-        while True:
-            try:
-                await track.recv()
-            except MediaStreamError:
-                return
-            self.frames_received += 1
