@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,9 @@ import pytest
 from litestar.testing import TestClient
 
 from engram_voice.app import create_app
+from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from engram_voice.settings import Settings
+from tests.support.clock import FakeClock
 from tests.support.entra import JwksEndpoint, SigningKey, Tenant
 
 
@@ -33,6 +35,21 @@ def fixture_client(app_env: dict[str, str]) -> Iterator[TestClient[Any]]:
     """Serve the app in memory (its lifespan runs) for the local-mode environment."""
     with TestClient(create_app(Settings.from_env(app_env))) as client:
         yield client
+
+
+@pytest.fixture(name="clock")
+def fixture_clock() -> FakeClock:
+    """Return a wall clock (with a matching sleep) that moves only when a test says so."""
+    return FakeClock()
+
+
+@pytest.fixture(name="queue")
+async def fixture_queue(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteTurnQueue]:
+    """Yield an open SQLite queue in a temporary directory (closed afterwards)."""
+    queue = SqliteTurnQueue(tmp_path / "q.sqlite3", clock=clock)
+    await queue.open()
+    yield queue
+    await queue.close()
 
 
 @pytest.fixture(name="key", scope="module")

@@ -2,7 +2,6 @@
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +23,6 @@ LEASE = WorkerOptions().lease_seconds
 def _batch(session: str, count: int) -> EnqueueBatch:
     turns = [(f"m{i:03d}", "user", f"turn {i}", None) for i in range(count)]
     return EnqueueBatch(session_id=session, user_id="alice", agent="elena", turns=turns)
-
-
-@pytest.fixture(name="clock")
-def fixture_clock() -> FakeClock:
-    """Return a wall clock (with a matching sleep) that moves only when a test says so."""
-    return FakeClock()
-
-
-@pytest.fixture(name="queue")
-async def fixture_queue(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteTurnQueue]:
-    """Yield an open SQLite queue in a temporary directory."""
-    queue = SqliteTurnQueue(tmp_path / "q.sqlite3", clock=clock)
-    await queue.open()
-    yield queue
-    await queue.close()
 
 
 def _worker(queue: Any, sink: FakeSink, clock: FakeClock, owner: str) -> DeliveryWorker:

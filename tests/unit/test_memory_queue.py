@@ -1,12 +1,9 @@
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from engram_voice.memory.queue import EnqueueBatch, SessionMismatchError
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
-from tests.support.clock import FakeClock
 
 
 def _batch(session="vs_1", user="alice", ids=("m1", "m2"), agent="elena"):
@@ -16,21 +13,6 @@ def _batch(session="vs_1", user="alice", ids=("m1", "m2"), agent="elena"):
         agent=agent,
         turns=[(i, "user", f"text of {i}", None) for i in ids],
     )
-
-
-@pytest.fixture(name="clock")
-def fixture_clock() -> FakeClock:
-    """Return a fixed wall clock."""
-    return FakeClock()
-
-
-@pytest.fixture(name="queue")
-async def fixture_queue(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteTurnQueue]:
-    """Yield an open SQLite queue in a temporary directory."""
-    queue = SqliteTurnQueue(tmp_path / "q.sqlite3", clock=clock)
-    await queue.open()
-    yield queue
-    await queue.close()
 
 
 async def test_enqueue_is_idempotent_on_session_and_message_id(queue):

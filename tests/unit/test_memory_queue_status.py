@@ -47,21 +47,6 @@ def _recount(path: Path) -> QueueStats:
     return QueueStats("sqlite", depth, sessions, oldest, dead, last)
 
 
-@pytest.fixture(name="clock")
-def fixture_clock() -> FakeClock:
-    """Return a wall clock that moves only when a test says so."""
-    return FakeClock()
-
-
-@pytest.fixture(name="queue")
-async def fixture_queue(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteTurnQueue]:
-    """Yield an open SQLite queue in a temporary directory."""
-    queue = SqliteTurnQueue(tmp_path / "q.sqlite3", clock=clock)
-    await queue.open()
-    yield queue
-    await queue.close()
-
-
 async def _random_history(queue: SqliteTurnQueue, clock: FakeClock, seed: int) -> None:
     """Enqueue, deliver, dead-letter, replay, retry and purge in a seeded random order."""
     rng = random.Random(seed)
