@@ -87,7 +87,7 @@ def test_the_meter_never_raises_on_any_usage_object(usage: Any) -> None:
 
 
 async def test_the_calls_limit_resets_at_utc_midnight() -> None:
-    """The Nth call of a UTC day is refused with Retry-After until midnight; the next day is fresh."""
+    """A call past the day's limit gets Retry-After until UTC midnight; the next day is fresh."""
     clock = FakeClock(MIDNIGHT - 90)
     meter = _meter(clock, max_calls_per_day=2)
     await meter.start()
