@@ -168,3 +168,14 @@ def test_a_late_response_done_still_counts_on_its_ended_call() -> None:
     meter.call_ended("c1", 5.0, "client_hangup")
     meter.response_done("c1", FULL)
     assert store.calls["c1"]["tokens"]["input_audio"] == 50
+
+
+def test_usage_reported_by_session_id_counts_on_the_call() -> None:
+    """The sideband may name the call by its session id (vs_…) instead of the call id."""
+    store = MemoryUsageStore()
+    meter = UsageMeter(store, clock=FakeClock(MIDNIGHT))
+    meter.call_started("rc_1", "alice", "elena", "azure-openai", session_id="vs_1")
+    meter.response_done("vs_1", FULL)
+    meter.call_ended("rc_1", 5.0, "client_hangup")
+    meter.response_done("vs_1", FULL)  # late, after the end
+    assert store.calls["rc_1"]["tokens"]["output_text"] == 30

@@ -53,6 +53,7 @@ class _Call:
     upstream: str
     day: str
     started_at: float
+    session_id: str | None = None
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_KINDS, 0))
 
 
@@ -78,6 +79,7 @@ class UsageMeter:
         self._live: dict[str, _Call] = {}
         self._ended: OrderedDict[str, _Call] = OrderedDict()
         self._days: dict[tuple[str, str], _Day] = {}
+        self._by_session: dict[str, str] = {}  # session id -> call id, live and recent calls
         self._today = ""
 
     async def start(self) -> None:
@@ -134,13 +136,25 @@ class UsageMeter:
     # -- events from the registry and the sideband -------------------------------------------
 
     def call_started(
-        self, call_id: str, user_id: str, agent: str, upstream: str, started_at: float | None = None
+        self,
+        call_id: str,
+        user_id: str,
+        agent: str,
+        upstream: str,
+        started_at: float | None = None,
+        *,
+        session_id: str | None = None,
     ) -> None:
-        """Count a new call for ``user_id`` today and record it durably."""
+        """Count a new call for ``user_id`` today and record it durably.
+
+        ``session_id`` (``vs_…``) lets :meth:`response_done` find the call by either id.
+        """
         try:
             started = self._clock() if started_at is None else started_at
-            call = _Call(user_id, agent, upstream, utc_day(started), started)
+            call = _Call(user_id, agent, upstream, utc_day(started), started, session_id)
             self._live[call_id] = call
+            if session_id is not None:
+                self._by_session[session_id] = call_id
             self._day(user_id, call.day).calls += 1
             USAGE_CALLS.labels(agent, upstream).inc()
             self.store.record(CallStarted(call_id, user_id, agent, upstream, call.day, started))
@@ -148,8 +162,13 @@ class UsageMeter:
             _logger.exception("usage.meter_error", stage="call_started")
 
     def response_done(self, call_id: str, usage: Mapping[str, Any] | object) -> None:
-        """Count one ``response.done`` usage object on its call (odd fields count as 0)."""
+        """Count one ``response.done`` usage object on its call (odd fields count as 0).
+
+        ``call_id`` is the registry's call id (``rc_…``) or the call's session id
+        (``vs_…``); ``usage`` is the event's ``response.usage`` object as received.
+        """
         try:
+            call_id = self._by_session.get(call_id, call_id)
             call = self._live.get(call_id) or self._ended.get(call_id)
             if call is None:
                 _logger.debug("usage.unknown_call", call_id=call_id)
@@ -176,7 +195,9 @@ class UsageMeter:
             self._day(call.user_id, call.day).seconds += seconds
             self._ended[call_id] = call
             while len(self._ended) > _RECENT_ENDED:
-                self._ended.popitem(last=False)
+                _, forgotten = self._ended.popitem(last=False)
+                if forgotten.session_id is not None:
+                    self._by_session.pop(forgotten.session_id, None)
             USAGE_CALL_SECONDS.labels(call.agent, call.upstream).inc(seconds)
             self.store.record(
                 CallEnded(call_id, call.user_id, call.day, seconds, reason, self._clock())

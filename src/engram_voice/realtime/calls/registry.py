@@ -135,7 +135,9 @@ class CallRegistry:
         self._calls[live.call_id] = live
         CALLS_ACTIVE.labels(upstream).inc()
         if self.meter is not None:
-            self.meter.call_started(live.call_id, user_id, agent_id, upstream)
+            self.meter.call_started(
+                live.call_id, user_id, agent_id, upstream, session_id=session_id
+            )
         live.tasks = [
             self._spawn(self._expire(live, seconds), f"call-expiry-{live.call_id}"),
             self._spawn(self._watch(live), f"call-watch-{live.call_id}"),
