@@ -179,3 +179,19 @@ def test_usage_reported_by_session_id_counts_on_the_call() -> None:
     meter.call_ended("rc_1", 5.0, "client_hangup")
     meter.response_done("vs_1", FULL)  # late, after the end
     assert store.calls["rc_1"]["tokens"]["output_text"] == 30
+
+
+async def test_the_status_section_totals_today_without_user_ids() -> None:
+    """/status usage sums today's calls and seconds (live ones included) and names no user."""
+    clock = FakeClock(MIDNIGHT + 100)
+    meter = _meter(clock, max_calls_per_day=5)
+    meter.call_started("c0", "zed", "elena", "azure-openai", started_at=MIDNIGHT - 50)  # yesterday
+    meter.call_started("c1", "alice", "elena", "azure-openai")
+    meter.call_ended("c1", 30.0, "client_hangup")
+    meter.call_started("c2", "bob", "elena", "azure-openai")
+    clock.advance(10)
+    described = await meter.describe()
+    assert described["today"] == {"calls": 2, "seconds": 40.0, "users": 2}
+    assert described["live_calls"] == 2
+    assert described["limits"] == {"max_calls_per_day": 5, "max_minutes_per_day": 0}
+    assert "alice" not in str(described)

@@ -219,15 +219,15 @@ class UsageMeter:
         """Return the ``usage`` section of ``/status``: store health and today's totals."""
         now = self._clock()
         today = self._roll(now)
-        users = {u for (u, d) in self._days if d == today}
-        totals = [self.used_today(u, now) for u in users]
+        days = [(user, day) for (user, d), day in self._days.items() if d == today]
+        live = sum(max(0.0, now - c.started_at) for c in self._live.values() if c.day == today)
         return {
             "store": await self.store.describe(),
             "day": today,
             "today": {
-                "calls": sum(c for c, _ in totals),
-                "seconds": round(sum(s for _, s in totals), 3),
-                "users": len(users),
+                "calls": sum(day.calls for _, day in days),
+                "seconds": round(sum(day.seconds for _, day in days) + live, 3),
+                "users": len(days),
             },
             "live_calls": len(self._live),
             "limits": {
