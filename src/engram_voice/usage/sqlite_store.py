@@ -33,6 +33,7 @@ __all__ = ["SqliteUsageStore"]
 _logger = structlog.get_logger("engram_voice.usage")
 _BATCH = 500
 _FLUSH_TIMEOUT = 5.0
+_LOG_EVERY_DROP = 1000
 _TOKENS = ", ".join(f"{k} INTEGER NOT NULL DEFAULT 0" for k in TOKEN_KINDS)
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS usage_calls (
@@ -88,7 +89,10 @@ class SqliteUsageStore:
             self._queue.put_nowait(write)
         except queue.Full:
             self.dropped += 1
-            _logger.warning("usage.write_dropped", kind=type(write).__name__, dropped=self.dropped)
+            if self.dropped % _LOG_EVERY_DROP == 1:  # the first drop, then one line per thousand
+                _logger.warning(
+                    "usage.write_dropped", kind=type(write).__name__, dropped=self.dropped
+                )
             return False
         return True
 
