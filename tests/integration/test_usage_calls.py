@@ -16,8 +16,9 @@ from engram_voice.services import Overrides
 from tests.conftest import Emulator, ServiceFactory, service_env
 from tests.support.calls import HeaderUsers, delete_call, post_call
 from tests.support.clock import FakeClock
+from tests.support.polling import async_poll_until
 from tests.support.realtime_client import RealtimeTestClient
-from tests.support.servers import run_command
+from tests.support.servers import ServiceProcess, run_command
 
 MIDNIGHT = datetime(2027, 3, 1, tzinfo=UTC).timestamp()
 
@@ -127,3 +128,32 @@ def test_the_usage_command_exits_2_on_bad_arguments_or_configuration(
     assert done.returncode == 2
     assert done.stderr.strip()
     assert done.stdout == ""
+
+
+def _usage_rows(env: dict[str, str]) -> list[dict[str, Any]]:
+    """Return `engram-voice usage --json` rows (the operator's view of durable storage)."""
+    done = run_command(["usage", "--json"], env)
+    assert done.returncode == 0, done.stderr
+    rows: list[dict[str, Any]] = json.loads(done.stdout)
+    return rows
+
+
+async def test_a_started_call_is_durable_before_a_kill_9(
+    emulator: Emulator, browsers: list[RealtimeTestClient], tmp_path: Path
+) -> None:
+    """A call's start is committed while the service runs, so kill -9 does not lose it."""
+    env = service_env(emulator)
+    service = ServiceProcess(["serve"], env, log_path=tmp_path / "service.log").start()
+    try:
+        response = await post_call(service.base_url, await browsers[0].offer())
+        assert response.status_code == 201, response.text
+        rows = await async_poll_until(
+            lambda: [r for r in _usage_rows(env) if r["calls"] == 1],
+            timeout=15,
+            what="the call's start committed to the usage store",
+        )
+        service.kill()
+        assert [(r["calls"], r["seconds"]) for r in _usage_rows(env)] == [(1, 0)]
+        assert len(rows) == 1
+    finally:
+        service.kill()
