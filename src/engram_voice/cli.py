@@ -85,6 +85,12 @@ def _dead_letters(args: argparse.Namespace) -> int:
     return dead_letters_main(args.rest)
 
 
+def _usage(args: argparse.Namespace) -> int:
+    from engram_voice.usage.cli import usage_main  # noqa: PLC0415
+
+    return usage_main(args)
+
+
 def _zep_standin(_: argparse.Namespace) -> int:
     from engram_voice.zep_standin.runner import main as standin_main  # noqa: PLC0415
 
@@ -144,6 +150,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     dead.add_argument("rest", nargs=argparse.REMAINDER)
     dead.set_defaults(handler=_dead_letters)
+    usage = commands.add_parser(
+        "usage",
+        help="list usage per user and UTC day: calls, minutes, tokens by kind (table or --json)",
+    )
+    from engram_voice.usage.cli import add_arguments  # noqa: PLC0415 - the options live with the command
+
+    add_arguments(usage)
+    usage.set_defaults(handler=_usage)
     standin = commands.add_parser(
         "zep-standin", help="run the local Zep stand-in (the /api/v2 subset, SQLite)"
     )

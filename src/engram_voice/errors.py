@@ -46,6 +46,7 @@ __all__ = [
     "UpstreamThrottledError",
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
+    "UsageLimitReachedError",
     "ValidationError",
     "exception_handlers",
     "msgspec_field",
@@ -144,6 +145,13 @@ class TooManyCallsError(RateLimitedError):
 
     code = "too_many_calls"
     title = "Too many live calls"
+
+
+class UsageLimitReachedError(RateLimitedError):
+    """The caller used up today's calls or minutes (``Retry-After``: next UTC midnight)."""
+
+    code = "usage_limit_reached"
+    title = "Daily usage limit reached"
 
 
 class CallNotFoundError(NotFoundError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -27,6 +27,7 @@ from engram_voice.realtime.service import RealtimeSessions
 from engram_voice.realtime.settings import VoiceLiveSettings
 from engram_voice.realtime.upstream import UpstreamMinter
 from engram_voice.settings import Settings
+from engram_voice.usage import SqliteUsageStore, UsageMeter, UsageStore
 
 __all__ = ["Overrides", "Services", "VoiceLiveUpstream", "open_services"]
 
@@ -42,6 +43,9 @@ class Overrides:
     voicelive_credentials: CredentialSource | None = None
     call_limits: CallLimits | None = None
     call_upstreams: dict[str, CallUpstream] | None = None
+    usage_store: UsageStore | None = None
+    usage_clock: Callable[[], float] | None = None
+    """The usage meter's wall clock (the UTC day and live calls' elapsed time)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Services:
     started_at: float = field(default_factory=time.time)
     voicelive: VoiceLiveUpstream | None = None
     """None when AZURE_VOICELIVE_ENDPOINT is not configured."""
+    usage: UsageMeter | None = None
+    """The usage meter of calls set up through the service (the sideband reports to it)."""
 
 
 @asynccontextmanager
@@ -121,9 +127,12 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             webrtc_filter=realtime.webrtc_filter,
             memory_grants=memory.grant if memory else None,
         )
-        # Pushed after the HTTP session and the credentials: the drain (hanging up every
-        # live call) runs before either is closed.
-        registry = CallRegistry(overrides.call_limits or CallLimits.from_settings(realtime))
+        usage = await _open_usage(settings, overrides, stack)
+        # Pushed after the HTTP session, the credentials and the usage meter: the drain
+        # (hanging up every live call, metering each end) runs before any is closed.
+        registry = CallRegistry(
+            overrides.call_limits or CallLimits.from_settings(realtime), meter=usage
+        )
         stack.push_async_callback(registry.close)
         upstreams = overrides.call_upstreams
         if upstreams is None:
@@ -154,7 +163,19 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             memory=memory,
             voicelive=voicelive,
             calls=calls,
+            usage=usage,
         )
+
+
+async def _open_usage(
+    settings: Settings, overrides: Overrides, stack: AsyncExitStack
+) -> UsageMeter:
+    """Open the usage store (USAGE_SQLITE_PATH unless overridden) and load today's totals."""
+    store = overrides.usage_store or SqliteUsageStore(settings.usage.sqlite_path)
+    meter = UsageMeter(store, settings.usage, clock=overrides.usage_clock or time.time)
+    await meter.start()
+    stack.push_async_callback(meter.close)
+    return meter
 
 
 async def _open_voicelive(

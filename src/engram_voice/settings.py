@@ -20,6 +20,7 @@ from engram_voice.envreader import EnvReader
 from engram_voice.errors import ConfigurationError
 from engram_voice.memory import MemorySettings
 from engram_voice.realtime.settings import RealtimeSettings
+from engram_voice.usage.settings import UsageSettings
 
 __all__ = ["ProcessSettings", "ServerSettings", "Settings", "check_agents_file", "load_settings"]
 
@@ -134,6 +135,7 @@ class Settings(msgspec.Struct, frozen=True):
     auth: AuthSettings
     memory: MemorySettings
     token_keys: tuple[tuple[str, Secret], ...]
+    usage: UsageSettings = msgspec.field(default_factory=UsageSettings)
 
     def signing_keys(self) -> list[bytes]:
         """Return the service's HMAC keys, the active one first."""
@@ -156,4 +158,5 @@ class Settings(msgspec.Struct, frozen=True):
             auth=AuthSettings.from_env(reader, bind_host=server.host),
             memory=MemorySettings.from_env(reader),
             token_keys=_token_keys(reader),
+            usage=UsageSettings.from_env(reader),
         )

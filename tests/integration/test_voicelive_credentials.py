@@ -6,6 +6,7 @@ identity stand-in through azure-identity's production code path, exactly as for 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -164,6 +165,7 @@ def _service_settings(env: dict[str, str]) -> Settings:
             "MEMORY_TOKEN_KEYS": "k1:" + "a" * 40,
             "AUTH_MODE": "none",
             "MEMORY_ENABLED": "false",
+            "USAGE_SQLITE_PATH": str(Path(tempfile.mkdtemp(prefix="engram-usage-")) / "u.db"),
             **env,
         }
     )

@@ -39,6 +39,7 @@ from engram_voice.realtime import metrics as realtime_metrics
 from engram_voice.realtime.calls import metrics as call_metrics
 from engram_voice.realtime.settings import RealtimeSettings
 from engram_voice.settings import ServerSettings, Settings
+from engram_voice.usage import metrics as usage_metrics
 from engram_voice.zep_standin.config import ZepStandinConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -440,7 +441,7 @@ def test_operations_doc_lists_every_engram_metric() -> None:
     """Each Prometheus metric the service defines is named in docs/operations.md."""
     text = OPERATIONS.read_text()
     names: set[str] = set()
-    for module in (realtime_metrics, call_metrics, memory_metrics):
+    for module in (realtime_metrics, call_metrics, memory_metrics, usage_metrics):
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase):
                 suffix = "_total" if value._type == "counter" else ""

@@ -139,4 +139,5 @@ async def status(services: NamedDependency[Services]) -> dict[str, Any]:
             for a in services.catalog.all()
         ],
         "memory": memory,
+        "usage": await services.usage.describe() if services.usage else {"enabled": False},
     }

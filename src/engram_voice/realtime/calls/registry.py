@@ -26,6 +26,7 @@ from engram_voice.errors import TooManyCallsError, UpstreamUnavailableError
 from engram_voice.realtime.calls.metrics import CALL_DURATION, CALLS_ACTIVE, CALLS_ENDED
 from engram_voice.realtime.calls.upstream import UPSTREAM_CAPS_SECONDS, OpenedCall
 from engram_voice.realtime.settings import RealtimeSettings
+from engram_voice.usage import UsageMeter
 
 __all__ = ["CallLimits", "CallRegistry", "LiveCall"]
 
@@ -74,9 +75,15 @@ class CallRegistry:
     """Holds live calls and ends each one exactly once."""
 
     def __init__(
-        self, limits: CallLimits, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self,
+        limits: CallLimits,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        meter: UsageMeter | None = None,
     ) -> None:
         self.limits = limits
+        self.meter = meter
+        """Told when each call starts and ends (usage metering); None meters nothing."""
         self._sleep = sleep
         self._calls: dict[str, LiveCall] = {}
         self._held: Counter[str] = Counter()  # per user: calls being set up plus live ones
@@ -127,6 +134,10 @@ class CallRegistry:
         )
         self._calls[live.call_id] = live
         CALLS_ACTIVE.labels(upstream).inc()
+        if self.meter is not None:
+            self.meter.call_started(
+                live.call_id, user_id, agent_id, upstream, session_id=session_id
+            )
         live.tasks = [
             self._spawn(self._expire(live, seconds), f"call-expiry-{live.call_id}"),
             self._spawn(self._watch(live), f"call-watch-{live.call_id}"),
@@ -217,6 +228,8 @@ class CallRegistry:
         await self._hang_up(live.opened, reason)
         duration = time.monotonic() - live.started
         CALL_DURATION.labels(live.upstream).observe(duration)
+        if self.meter is not None:
+            self.meter.call_ended(live.call_id, duration, reason)
         CALLS_ENDED.labels(live.upstream, reason).inc()
         self._ended[reason] += 1
         _logger.info(

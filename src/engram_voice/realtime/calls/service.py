@@ -64,6 +64,12 @@ class RealtimeCalls:
                 f"Agent {agent.id!r} is served by the {name!r} upstream, which this deployment "
                 f"does not serve (available: {', '.join(self.upstream_names) or 'none'})."
             )
+        if self.registry.meter is not None:  # today's calls and minutes, before any upstream work
+            try:
+                self.registry.meter.check(user_id)
+            except AppError as exc:
+                self.outcomes[exc.code] += 1
+                raise
         self.registry.reserve(user_id)
         session_id = f"vs_{secrets.token_hex(16)}"
         started = time.monotonic()

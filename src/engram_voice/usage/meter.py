@@ -1,0 +1,252 @@
+"""The usage meter: calls, seconds and tokens per call, user and day, and the daily limits.
+
+The call registry tells the meter when a call starts and ends; the upstream's sideband
+tells it each ``response.done`` usage object. The meter counts in memory (the limits
+read only memory, so call setup never waits for the disk), hands each change to the
+store without blocking, updates the Prometheus counters and logs ``realtime.call_usage``
+when a call ends. No method of the meter raises into its caller.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from engram_voice.errors import UsageLimitReachedError
+from engram_voice.usage.metrics import USAGE_CALL_SECONDS, USAGE_CALLS, USAGE_LIMITED, USAGE_TOKENS
+from engram_voice.usage.records import (
+    TOKEN_KINDS,
+    CallEnded,
+    CallStarted,
+    TokensUsed,
+    tokens_from_usage,
+    utc_day,
+)
+from engram_voice.usage.settings import UsageSettings
+from engram_voice.usage.store import UsageStore
+
+__all__ = ["UsageMeter", "seconds_until_utc_midnight"]
+
+_logger = structlog.get_logger("engram_voice.usage")
+_RECENT_ENDED = 1024
+"""Ended calls remembered so a late ``response.done`` still counts on its call."""
+
+
+def seconds_until_utc_midnight(now: float) -> int:
+    """Return the whole seconds from ``now`` until the next UTC midnight (at least 1)."""
+    moment = datetime.fromtimestamp(now, UTC)
+    midnight = (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, math.ceil(midnight.timestamp() - now))
+
+
+@dataclass
+class _Call:
+    user_id: str
+    agent: str
+    upstream: str
+    day: str
+    started_at: float
+    session_id: str | None = None
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_KINDS, 0))
+
+
+@dataclass
+class _Day:
+    calls: int = 0
+    seconds: float = 0.0
+
+
+class UsageMeter:
+    """Meters calls set up through the service and enforces the per-user daily limits."""
+
+    def __init__(
+        self,
+        store: UsageStore,
+        settings: UsageSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings or UsageSettings()
+        self._clock = clock
+        self._live: dict[str, _Call] = {}
+        self._ended: OrderedDict[str, _Call] = OrderedDict()
+        self._days: dict[tuple[str, str], _Day] = {}
+        self._by_session: dict[str, str] = {}  # session id -> call id, live and recent calls
+        self._today = ""
+
+    async def start(self) -> None:
+        """Open the store and load today's per-user totals (limits survive a restart)."""
+        await self.store.start()
+        today = utc_day(self._clock())
+        for row in await self.store.daily(since=today, until=today):
+            self._days[(row.user_id, row.day)] = _Day(calls=row.calls, seconds=row.seconds)
+        self._today = today
+
+    async def close(self) -> None:
+        """Close the store (it commits what is queued, bounded)."""
+        await self.store.close()
+
+    # -- limits ----------------------------------------------------------------------------
+
+    def check(self, user_id: str) -> None:
+        """Raise 429 ``usage_limit_reached`` when ``user_id`` used up today's calls or minutes."""
+        limits = self.settings
+        if not limits.max_calls_per_day and not limits.max_minutes_per_day:
+            return
+        now = self._clock()
+        calls, seconds = self.used_today(user_id, now)
+        retry_after = seconds_until_utc_midnight(now)
+        if limits.max_calls_per_day and calls >= limits.max_calls_per_day:
+            USAGE_LIMITED.labels("calls").inc()
+            raise UsageLimitReachedError(
+                f"You reached today's limit of {limits.max_calls_per_day} call(s); "
+                "it resets at midnight UTC.",
+                retry_after=retry_after,
+                extra={"limit": "calls"},
+            )
+        if limits.max_minutes_per_day and seconds >= limits.max_minutes_per_day * 60:
+            USAGE_LIMITED.labels("minutes").inc()
+            raise UsageLimitReachedError(
+                f"You reached today's limit of {limits.max_minutes_per_day} minute(s) of calls; "
+                "it resets at midnight UTC.",
+                retry_after=retry_after,
+                extra={"limit": "minutes"},
+            )
+
+    def used_today(self, user_id: str, now: float | None = None) -> tuple[int, float]:
+        """Return ``user_id``'s calls and seconds today (UTC): ended calls plus live ones."""
+        now = self._clock() if now is None else now
+        today = self._roll(now)
+        day = self._days.get((user_id, today), _Day())
+        live = sum(
+            max(0.0, now - c.started_at)
+            for c in self._live.values()
+            if c.user_id == user_id and c.day == today
+        )
+        return day.calls, day.seconds + live
+
+    # -- events from the registry and the sideband -------------------------------------------
+
+    def call_started(
+        self,
+        call_id: str,
+        user_id: str,
+        agent: str,
+        upstream: str,
+        started_at: float | None = None,
+        *,
+        session_id: str | None = None,
+    ) -> None:
+        """Count a new call for ``user_id`` today and record it durably.
+
+        ``session_id`` (``vs_…``) lets :meth:`response_done` find the call by either id.
+        """
+        try:
+            started = self._clock() if started_at is None else started_at
+            call = _Call(user_id, agent, upstream, utc_day(started), started, session_id)
+            self._live[call_id] = call
+            if session_id is not None:
+                self._by_session[session_id] = call_id
+            self._day(user_id, call.day).calls += 1
+            USAGE_CALLS.labels(agent, upstream).inc()
+            self.store.record(CallStarted(call_id, user_id, agent, upstream, call.day, started))
+        except Exception:  # metering never breaks a call; the failure is logged
+            _logger.exception("usage.meter_error", stage="call_started")
+
+    def response_done(self, call_id: str, usage: Mapping[str, Any] | object) -> None:
+        """Count one ``response.done`` usage object on its call (odd fields count as 0).
+
+        ``call_id`` is the registry's call id (``rc_…``) or the call's session id
+        (``vs_…``); ``usage`` is the event's ``response.usage`` object as received.
+        """
+        try:
+            call_id = self._by_session.get(call_id, call_id)
+            call = self._live.get(call_id) or self._ended.get(call_id)
+            if call is None:
+                _logger.debug("usage.unknown_call", call_id=call_id)
+                return
+            tokens = tokens_from_usage(usage)
+            if not any(tokens.values()):
+                return
+            for kind, value in tokens.items():
+                call.tokens[kind] += value
+                if value:
+                    USAGE_TOKENS.labels(call.agent, call.upstream, kind).inc(value)
+            self.store.record(TokensUsed(call_id, call.user_id, call.day, tokens))
+        except Exception:
+            _logger.exception("usage.meter_error", stage="response_done")
+
+    def call_ended(self, call_id: str, duration_seconds: float, reason: str) -> None:
+        """Add the call's seconds to its user's day, record it and log ``realtime.call_usage``."""
+        try:
+            call = self._live.pop(call_id, None)
+            if call is None:
+                return
+            seconds = duration_seconds if math.isfinite(duration_seconds) else 0.0
+            seconds = max(0.0, seconds)
+            self._day(call.user_id, call.day).seconds += seconds
+            self._ended[call_id] = call
+            while len(self._ended) > _RECENT_ENDED:
+                _, forgotten = self._ended.popitem(last=False)
+                if forgotten.session_id is not None:
+                    self._by_session.pop(forgotten.session_id, None)
+            USAGE_CALL_SECONDS.labels(call.agent, call.upstream).inc(seconds)
+            self.store.record(
+                CallEnded(call_id, call.user_id, call.day, seconds, reason, self._clock())
+            )
+            _logger.info(
+                "realtime.call_usage",
+                call_id=call_id,
+                user_id=call.user_id,
+                agent=call.agent,
+                upstream=call.upstream,
+                reason=reason,
+                seconds=round(seconds, 3),
+                tokens=dict(call.tokens),
+            )
+        except Exception:
+            _logger.exception("usage.meter_error", stage="call_ended")
+
+    async def describe(self) -> dict[str, Any]:
+        """Return the ``usage`` section of ``/status``: store health and today's totals."""
+        now = self._clock()
+        today = self._roll(now)
+        days = [(user, day) for (user, d), day in self._days.items() if d == today]
+        live = sum(max(0.0, now - c.started_at) for c in self._live.values() if c.day == today)
+        return {
+            "store": await self.store.describe(),
+            "day": today,
+            "today": {
+                "calls": sum(day.calls for _, day in days),
+                "seconds": round(sum(day.seconds for _, day in days) + live, 3),
+                "users": len(days),
+            },
+            "live_calls": len(self._live),
+            "limits": {
+                "max_calls_per_day": self.settings.max_calls_per_day,
+                "max_minutes_per_day": self.settings.max_minutes_per_day,
+            },
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _day(self, user_id: str, day: str) -> _Day:
+        return self._days.setdefault((user_id, day), _Day())
+
+    def _roll(self, now: float) -> str:
+        """Return today's UTC day, forgetting totals of days before it when the day turns."""
+        today = utc_day(now)
+        if today != self._today:
+            self._today = today
+            live_days = {c.day for c in self._live.values()}
+            for key in [k for k in self._days if k[1] < today and k[1] not in live_days]:
+                del self._days[key]
+        return today

@@ -1,0 +1,107 @@
+"""The usage stores: per-call records and per-user-per-day aggregates, durable across restarts."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engram_voice.usage import MemoryUsageStore, SqliteUsageStore, UsageStore
+from engram_voice.usage.records import TOKEN_KINDS, CallEnded, CallStarted, TokensUsed
+
+DAY = "2027-01-01"
+TOKENS = {
+    "input_text": 10,
+    "input_audio": 20,
+    "input_cached": 5,
+    "output_text": 3,
+    "output_audio": 7,
+}
+
+
+@pytest.fixture(name="store", params=["sqlite", "memory"])
+async def fixture_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[UsageStore]:
+    """Yield each store implementation, started (the contract suite runs against both)."""
+    store: UsageStore = (
+        SqliteUsageStore(tmp_path / "usage.sqlite3")
+        if request.param == "sqlite"
+        else MemoryUsageStore()
+    )
+    await store.start()
+    yield store
+    await store.close()
+
+
+def _call(
+    store: UsageStore, call_id: str, user: str, *, day: str = DAY, seconds: float = 60.0
+) -> None:
+    store.record(CallStarted(call_id, user, "elena", "azure-openai", day, 1.0))
+    store.record(TokensUsed(call_id, user, day, TOKENS))
+    store.record(TokensUsed(call_id, user, day, TOKENS))
+    store.record(CallEnded(call_id, user, day, seconds, "client_hangup", 2.0))
+
+
+async def test_calls_aggregate_per_user_and_day(store: UsageStore) -> None:
+    """Calls, seconds and tokens by kind add up per user and day; filters select rows."""
+    _call(store, "c1", "alice")
+    _call(store, "c2", "alice", seconds=30.0)
+    _call(store, "c3", "bob", day="2027-01-02")
+    await store.flush()
+    rows = await store.daily()
+    assert [(r.day, r.user_id, r.calls, r.seconds) for r in rows] == [
+        (DAY, "alice", 2, 90.0),
+        ("2027-01-02", "bob", 1, 60.0),
+    ]
+    assert rows[0].tokens == {kind: 4 * TOKENS[kind] for kind in TOKEN_KINDS}
+    assert [r.user_id for r in await store.daily(user_id="bob")] == ["bob"]
+    assert [r.day for r in await store.daily(since="2027-01-02")] == ["2027-01-02"]
+    assert [r.day for r in await store.daily(until=DAY)] == [DAY]
+
+
+async def test_a_repeated_start_or_end_counts_once(store: UsageStore) -> None:
+    """A call started or ended twice (a replayed write) is counted once."""
+    _call(store, "c1", "alice")
+    store.record(CallStarted("c1", "alice", "elena", "azure-openai", DAY, 1.0))
+    store.record(CallEnded("c1", "alice", DAY, 500.0, "shutdown", 3.0))
+    await store.flush()
+    (row,) = await store.daily()
+    assert (row.calls, row.seconds) == (1, 60.0)
+
+
+async def test_sqlite_usage_survives_a_restart_of_the_store(tmp_path: Path) -> None:
+    """What was flushed before close is read back by a new store on the same file."""
+    path = tmp_path / "usage.sqlite3"
+    first = SqliteUsageStore(path)
+    await first.start()
+    _call(first, "c1", "alice")
+    await first.close()  # close commits what is queued
+    second = SqliteUsageStore(path)
+    await second.start()
+    try:
+        (row,) = await second.daily()
+        assert (row.user_id, row.calls, row.seconds, row.tokens["output_audio"]) == (
+            "alice",
+            1,
+            60.0,
+            14,
+        )
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            record = db.execute("SELECT reason, seconds, input_audio FROM usage_calls").fetchone()
+        assert record == ("client_hangup", 60.0, 40)
+    finally:
+        await second.close()
+
+
+async def test_a_full_write_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
+    """With the queue full, record returns False at once and /status counts the drop."""
+    store = SqliteUsageStore(tmp_path / "usage.sqlite3", max_pending=1)  # writer not started
+    assert store.record(CallStarted("c1", "alice", "elena", "azure-openai", DAY, 1.0))
+    assert not store.record(CallStarted("c2", "alice", "elena", "azure-openai", DAY, 1.0))
+    described = await store.describe()
+    assert described["dropped_writes"] == 1
+    assert described["healthy"] is False
