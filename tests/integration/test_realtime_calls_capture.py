@@ -53,6 +53,12 @@ async def open_call(
     return body, upstream_id
 
 
+def status_of(url: str) -> dict[str, Any]:
+    """Return the service's /status."""
+    answer: dict[str, Any] = httpx.get(f"{url}/status", timeout=10).json()
+    return answer
+
+
 def sidebands(emulator: Emulator, upstream_id: str) -> list[dict[str, Any]]:
     """Return the emulator's sideband records for ``upstream_id``."""
     records = emulator.state()["sidebands"]
@@ -104,7 +110,7 @@ async def test_every_turn_reaches_memory_once_without_the_browser_posting(
         await async_poll_until(
             lambda: len(stored(sink, session_id)) >= 4, timeout=30, what="two turns in memory"
         )
-        status = httpx.get(f"{url}/status", timeout=10).json()
+        status = status_of(url)
         assert (await delete_call(url, body["call_id"])).status_code == 204
         heard = heard_turns(browser)
         again = await enrich(url, body, [{"id": i, "role": r, "text": t} for r, i, t in heard])
@@ -137,7 +143,7 @@ async def test_a_dropped_sideband_reconnects_once_and_the_call_goes_on(
             lambda: len(stored(sink, body["session_id"])) >= 4, timeout=30, what="turns stored"
         )
         records = sidebands(emulator, upstream_id)
-        active = httpx.get(f"{url}/status", timeout=10).json()["calls"]["active"]
+        active = status_of(url)["calls"]["active"]
     assert [r["close_reason"] for r in records][:1] == ["dropped"]
     assert len(records) == 2
     assert active == 1
@@ -157,7 +163,7 @@ async def test_a_refused_sideband_leaves_the_browser_as_the_source(
             what="both upgrades refused",
         )
         posted = await enrich(url, body, [{"id": "item_b1", "role": "user", "text": "Hello"}])
-        calls = httpx.get(f"{url}/status", timeout=10).json()["calls"]
+        calls = status_of(url)["calls"]
     assert posted.json() == {"accepted": 1, "duplicates": 0}
     assert calls["active"] == 1
 
@@ -175,7 +181,7 @@ async def test_the_maximum_duration_closes_the_sideband(
             timeout=20,
             what="the sideband closing",
         )
-        reasons = httpx.get(f"{url}/status", timeout=10).json()["calls"]["ended_by_reason"]
+        reasons = status_of(url)["calls"]["ended_by_reason"]
     assert reasons == {"max_duration": 1}
     assert sidebands(emulator, upstream_id)[-1]["close_reason"] == "call_ended"
 
@@ -213,9 +219,9 @@ async def test_the_browser_closing_ends_the_call_and_keeps_its_turns(
         )
         await browser.close()
         await async_poll_until(
-            lambda: httpx.get(f"{url}/status", timeout=10).json()["calls"]["active"] == 0,
+            lambda: status_of(url)["calls"]["active"] == 0,
             timeout=30,
             what="the call ending upstream",
         )
-        reasons = httpx.get(f"{url}/status", timeout=10).json()["calls"]["ended_by_reason"]
+        reasons = status_of(url)["calls"]["ended_by_reason"]
     assert reasons == {"upstream_closed": 1}
