@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
-from prometheus_client import Counter
 
 from engram_voice.memory.schemas import MAX_MESSAGES, MAX_TEXT_CHARS, EnrichMessage
+from engram_voice.realtime.calls.metrics import CAPTURED_TURNS
 
 __all__ = [
     "CAPTURED_TURNS",
@@ -60,12 +60,6 @@ ASSISTANT_TRANSCRIPTS = frozenset(
 ITEM_EVENTS = frozenset({"conversation.item.added", "conversation.item.created"})
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
-CAPTURED_TURNS = Counter(
-    "engram_realtime_captured_turns_total",
-    "Transcript turns heard server-side, by upstream and outcome (stored, duplicate, "
-    "failed, dropped, skipped).",
-    ["upstream", "outcome"],
-)
 
 StoreTurns = Callable[[Sequence[EnrichMessage]], Awaitable[Any]]
 """Stores turns durably for the call's session (returns the queue's result or raises)."""

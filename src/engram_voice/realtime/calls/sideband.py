@@ -23,19 +23,13 @@ from urllib.parse import quote
 
 import aiohttp
 import structlog
-from prometheus_client import Counter
 
 from engram_voice.credentials import CredentialSource, UpstreamCredential
+from engram_voice.realtime.calls.metrics import SIDEBAND_EVENTS
 from engram_voice.realtime.endpoints import Endpoint
 
 __all__ = ["SIDEBAND_EVENTS", "Sideband", "sideband_url"]
 
-SIDEBAND_EVENTS = Counter(
-    "engram_realtime_sideband_total",
-    "Sideband WebSocket lifecycle events (connected, refused, failed, dropped, reconnected, "
-    "lost, call_over).",
-    ["event"],
-)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 HEARTBEAT_SECONDS = 30.0
 CLOSE_SECONDS = 5.0
