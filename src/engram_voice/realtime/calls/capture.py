@@ -106,6 +106,9 @@ class TurnCapture:
         on_usage: UsageHook | None = None,
         retry_seconds: float = 0.5,
     ) -> None:
+        self.on_heard: Callable[[], None] | None = None
+        """Called once, at the first transcript heard (Voice Live: the channel carries them)."""
+        self.heard = False
         self.upstream = upstream
         self.call_id = call_id
         self.session_id = session_id
@@ -208,6 +211,10 @@ class TurnCapture:
         if item.role is None:
             item.role = role
         item.text = text
+        if not self.heard:
+            self.heard = True
+            if self.on_heard is not None:
+                self.on_heard()
         self._release()
 
     def _release(self, *, final: bool = False) -> None:

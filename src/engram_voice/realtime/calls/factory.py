@@ -38,6 +38,7 @@ def build_call_upstreams(
             settings=realtime.voicelive,
             credentials=voicelive_credentials,
             session=control_session or session,
+            on_usage=on_usage,
         )
         upstreams[voicelive.name] = voicelive
     if not realtime.endpoints:  # Azure OpenAI not configured: its agents get a clear 503
