@@ -5,16 +5,24 @@ Azure OpenAI sideband) is *captured*: its turns are enqueued server-side
 (:meth:`MemoryRuntime.accept_captured`) and a browser's ``POST /memory/enrich`` for the
 session stores nothing (turns the server stored count as duplicates, any other as
 ``not_heard``). A session whose sideband was lost for good falls back to the browser's
-posts. Held in memory, per process, bounded (least recently used sessions forgotten).
+posts. Voice Live sessions count as captured from the first transcript their control
+channel carries (if it ever does). Held in memory, per process, bounded (least recently used sessions forgotten).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["MAX_HEARD_PER_SESSION", "MAX_SESSIONS", "CapturedSessions"]
+__all__ = ["CAPTURED_UPSTREAMS", "MAX_HEARD_PER_SESSION", "MAX_SESSIONS", "CapturedSessions"]
 
+CAPTURED_UPSTREAMS = {
+    "azure-openai": "calls through the service: always (the sideband), unless it was lost",
+    "voice-live": "only if its control channel carries transcripts (from the first one)",
+    "sessions": "POST /realtime/sessions: never (the browser's posts are the source)",
+}
+"""Which sessions the server captures, as ``/status`` states it."""
 MAX_SESSIONS = 50_000
 """Most sessions remembered (a call's record outlives it for the browser's last posts)."""
 MAX_HEARD_PER_SESSION = 5_000
@@ -73,10 +81,11 @@ class CapturedSessions:
             return 0
         return sum(1 for item_id in ids if item_id in session.heard)
 
-    def describe(self) -> dict[str, int]:
+    def describe(self) -> dict[str, Any]:
         """Return the counts for ``/status`` (no session ids)."""
         active = sum(1 for s in self._sessions.values() if s.active)
         return {
+            "which": CAPTURED_UPSTREAMS,
             "captured": active,
             "fell_back_to_browser": self.fallbacks,
             "remembered": len(self._sessions),
