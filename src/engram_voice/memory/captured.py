@@ -6,7 +6,8 @@ Azure OpenAI sideband) is *captured*: its turns are enqueued server-side
 session stores nothing (turns the server stored count as duplicates, any other as
 ``not_heard``). A session whose sideband was lost for good falls back to the browser's
 posts. Voice Live sessions count as captured from the first transcript their control
-channel carries (if it ever does). Held in memory, per process, bounded (least recently used sessions forgotten).
+channel carries (if it ever does). Held in memory, per process, bounded (least recently
+used sessions forgotten).
 """
 
 from __future__ import annotations
