@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ from tests.support.calls import HeaderUsers, delete_call, emulator_call_ids, pos
 from tests.support.memory import FakeSink
 from tests.support.polling import async_poll_until
 from tests.support.realtime_client import RealtimeTestClient
+from tests.support.servers import ServiceProcess
 from tests.support.voicelive_client import VoiceLiveTestClient
 
 FAST_MEMORY = {"MEMORY_POLL_SECONDS": "0.1"}
@@ -282,3 +285,44 @@ async def test_voice_live_is_captured_only_when_its_control_channel_carries_tran
     else:
         assert forged.json() == {"accepted": 1, "duplicates": 0}
         assert captured == 0
+
+
+async def test_no_secret_or_transcript_reaches_the_logs_of_a_captured_call(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A captured call with a dropped sideband logs its life, never a key or what was said."""
+    log = tmp_path / "service.log"
+    env = service_env(emulator, LOG_LEVEL="debug", MEMORY_SQLITE_PATH=str(tmp_path / "q.db"))
+    emulator.fault(target="sideband", mode="drop", count=1)
+    service = ServiceProcess(["serve"], env=env, log_path=log).start()
+    browser = RealtimeTestClient()
+    try:
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=20) as http:
+            created = await http.post(
+                "/realtime/calls", json={"agent": "marcus", "sdp_offer": await browser.offer()}
+            )
+            assert created.status_code == 201, created.text
+            body = created.json()
+            await browser.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=body["sdp_answer"], type="answer")
+            )
+            await browser.wait_for_events("response.output_audio_transcript.done", within=30)
+            await async_poll_until(
+                lambda: (
+                    "realtime.sideband_connected" in log.read_text()
+                    and "realtime.sideband_dropped" in log.read_text()
+                ),
+                timeout=20,
+                what="the sideband's drop and reconnect in the log",
+            )
+            assert (await http.delete(f"/realtime/calls/{body['call_id']}")).status_code == 204
+    finally:
+        await browser.close()
+        service.stop()
+    text = log.read_text()
+    events = [json.loads(line)["event"] for line in text.splitlines() if line.strip()]
+    assert events.count("realtime.sideband_connected") == 2
+    said = [e["transcript"] for e in browser.events if e.get("transcript")]
+    assert said
+    for secret in [*emulator.keys, emulator.bearer, body["memory"]["token"], "ek_", *said]:
+        assert secret not in text, "a secret or a transcript reached the service log"
