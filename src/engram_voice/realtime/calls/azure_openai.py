@@ -128,11 +128,13 @@ class AzureOpenAICall:
         return self._reason
 
     async def _post_hangup(self) -> None:
+        if self.sideband is not None:
+            self.sideband.stop_reconnecting()  # Azure closes it after the hang-up: expected
         try:
             await self._owner.post_hangup(self._endpoint, self.upstream_call_id)
         finally:
             if self.sideband is not None:
-                await self.sideband.close()
+                await self.sideband.finish()
             if self.capture is not None:
                 await self.capture.close()
             self._closed.set()

@@ -90,6 +90,18 @@ class Sideband:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"sideband-{self._call_id}")
 
+    def stop_reconnecting(self) -> None:
+        """Keep reading, but do not reopen once the upstream closes (a hang-up is under way)."""
+        self._closing = True
+
+    async def finish(self, grace: float = 2.0) -> None:
+        """Read what the upstream still sends until it closes (``grace`` at most), then close."""
+        self._closing = True
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=grace)
+        await self.close()
+
     async def close(self) -> None:
         """Close the socket and stop (idempotent, bounded)."""
         self._closing = True
