@@ -202,3 +202,26 @@ async def test_memory_is_bounded_without_a_store() -> None:
         capture.feed(event)
     assert capture.counts["dropped"] == 2 * turns - MAX_READY
     await capture.close()
+
+
+async def test_usage_is_reported_under_the_services_call_id_once_bound() -> None:
+    """Before the registry holds the call usage names Azure's id; afterwards the service's."""
+    seen: list[str] = []
+    capture = TurnCapture(
+        upstream="test", call_id="rtc_9", session_id="vs_1", on_usage=lambda c, _: seen.append(c)
+    )
+    done = {"type": "response.done", "response": {"usage": {"total_tokens": 1}}}
+    capture.feed(done)
+    capture.usage_call_id = "rc_1"
+    capture.feed(done)
+    assert seen == ["rtc_9", "rc_1"]
+
+
+async def test_turns_are_not_kept_when_there_is_nowhere_to_store_them() -> None:
+    """With memory disabled (keep_turns off) no turn waits in memory."""
+    capture = TurnCapture(upstream="test", call_id="rtc_1", session_id="vs_1")
+    capture.keep_turns = False
+    for event in itertools.chain.from_iterable(conversation(5)):
+        capture.feed(event)
+    assert capture.counts == {}
+    await capture.close()

@@ -91,7 +91,13 @@ class AzureOpenAICall:
         await asyncio.shield(self._hangup)
 
     def bind_owner(
-        self, sink: CaptureSink, *, session_id: str, user_id: str, agent_id: str
+        self,
+        sink: CaptureSink | None,
+        *,
+        session_id: str,
+        user_id: str,
+        agent_id: str,
+        call_id: str | None = None,
     ) -> None:
         """Send this call's captured turns to ``sink`` for its owner; mark the session.
 
@@ -100,6 +106,11 @@ class AzureOpenAICall:
         """
         capture, sideband = self.capture, self.sideband
         if capture is None or sideband is None:
+            return
+        if call_id is not None:
+            capture.usage_call_id = call_id
+        if sink is None:  # memory disabled: usage only
+            capture.keep_turns = False
             return
 
         async def store(messages: Sequence[EnrichMessage]) -> Any:

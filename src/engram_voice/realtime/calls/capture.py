@@ -80,7 +80,8 @@ class CaptureSink(Protocol):
 
 
 UsageHook = Callable[[str, dict[str, Any]], None]
-"""Receives ``(upstream call id, response.done usage)`` for each response (usage metering)."""
+"""Receives ``(call id, response.done usage)`` for each response (usage metering): the
+service's call id (``rc_…``) once the call is held by the registry, Azure's before."""
 _logger = structlog.get_logger("engram_voice.realtime.calls")
 
 
@@ -106,6 +107,10 @@ class TurnCapture:
         on_usage: UsageHook | None = None,
         retry_seconds: float = 0.5,
     ) -> None:
+        self.usage_call_id = call_id
+        """The id usage is reported under: the service's call id once bound (else upstream's)."""
+        self.keep_turns = True
+        """False when there is nowhere to store turns (memory disabled): they are not kept."""
         self.on_heard: Callable[[], None] | None = None
         """Called once, at the first transcript heard (Voice Live: the channel carries them)."""
         self.heard = False
@@ -182,7 +187,7 @@ class TurnCapture:
             response = event.get("response")
             usage = response.get("usage") if isinstance(response, dict) else None
             if isinstance(usage, dict):
-                self._on_usage(self.call_id, usage)
+                self._on_usage(self.usage_call_id, usage)
 
     def _add_item(self, item: dict[str, Any], previous: Any) -> None:
         item_id = item.get("id")
@@ -237,6 +242,8 @@ class TurnCapture:
         self._wake.set()
 
     def _emit(self, item_id: str, item: _Item) -> None:
+        if not self.keep_turns:
+            return
         text = (item.text or "").replace("\x00", "")[:MAX_TEXT_CHARS].strip()
         if not text or not _ID.match(item_id) or item.role not in {"user", "assistant"}:
             self._count("skipped")

@@ -86,8 +86,14 @@ class RealtimeCalls:
             user_id=user_id, agent_id=agent.id, upstream=name, session_id=session_id, opened=opened
         )
         bind = getattr(opened, "bind_owner", None)
-        if self._capture is not None and callable(bind):  # server-side transcripts
-            bind(self._capture, session_id=session_id, user_id=user_id, agent_id=agent.id)
+        if callable(bind):  # server-side transcripts (sink None: memory off) and usage
+            bind(
+                self._capture,
+                session_id=session_id,
+                user_id=user_id,
+                agent_id=agent.id,
+                call_id=live.call_id,
+            )
         CALL_SETUP.labels(name).observe(setup)
         self.outcomes["opened"] += 1
         _logger.info(

@@ -111,11 +111,22 @@ class VoiceLiveCall:
         await asyncio.shield(self._hangup)
 
     def bind_owner(
-        self, sink: CaptureSink, *, session_id: str, user_id: str, agent_id: str
+        self,
+        sink: CaptureSink | None,
+        *,
+        session_id: str,
+        user_id: str,
+        agent_id: str,
+        call_id: str | None = None,
     ) -> None:
         """Send the control channel's turns to ``sink`` (captured from the first one heard)."""
         capture = self.capture
         if capture is None:
+            return
+        if call_id is not None:
+            capture.usage_call_id = call_id
+        if sink is None:  # memory disabled: usage only
+            capture.keep_turns = False
             return
 
         async def store(messages: Sequence[EnrichMessage]) -> Any:
