@@ -181,7 +181,7 @@ async def test_store_failures_are_retried_then_counted() -> None:
 
 
 async def test_usage_goes_to_the_hook() -> None:
-    """response.done usage is handed to on_usage with the upstream call id."""
+    """response.done usage is handed to on_usage with the call's session id (before binding)."""
     seen: list[tuple[str, dict[str, Any]]] = []
     capture = TurnCapture(
         upstream="test",
@@ -191,7 +191,7 @@ async def test_usage_goes_to_the_hook() -> None:
     )
     usage = {"total_tokens": 3, "input_tokens": 1, "output_tokens": 2}
     capture.feed({"type": "response.done", "response": {"usage": usage}})
-    assert seen == [("rtc_9", usage)]
+    assert seen == [("vs_1", usage)]
 
 
 async def test_memory_is_bounded_without_a_store() -> None:
@@ -205,7 +205,7 @@ async def test_memory_is_bounded_without_a_store() -> None:
 
 
 async def test_usage_is_reported_under_the_services_call_id_once_bound() -> None:
-    """Before the registry holds the call usage names Azure's id; afterwards the service's."""
+    """Before the registry holds the call usage names the session; afterwards the call id."""
     seen: list[str] = []
     capture = TurnCapture(
         upstream="test", call_id="rtc_9", session_id="vs_1", on_usage=lambda c, _: seen.append(c)
@@ -214,7 +214,7 @@ async def test_usage_is_reported_under_the_services_call_id_once_bound() -> None
     capture.feed(done)
     capture.usage_call_id = "rc_1"
     capture.feed(done)
-    assert seen == ["rtc_9", "rc_1"]
+    assert seen == ["vs_1", "rc_1"]
 
 
 async def test_turns_are_not_kept_when_there_is_nowhere_to_store_them() -> None:

@@ -81,7 +81,7 @@ class CaptureSink(Protocol):
 
 UsageHook = Callable[[str, dict[str, Any]], None]
 """Receives ``(call id, response.done usage)`` for each response (usage metering): the
-service's call id (``rc_…``) once the call is held by the registry, Azure's before."""
+service's call id (``rc_…``) once the registry holds the call, its session id before."""
 _logger = structlog.get_logger("engram_voice.realtime.calls")
 
 
@@ -107,8 +107,9 @@ class TurnCapture:
         on_usage: UsageHook | None = None,
         retry_seconds: float = 0.5,
     ) -> None:
-        self.usage_call_id = call_id
-        """The id usage is reported under: the service's call id once bound (else upstream's)."""
+        self.usage_call_id = session_id
+        """The id usage is reported under: the session id (``vs_…``), then the service's call
+        id (``rc_…``) once bound; the usage meter finds a call by either."""
         self.keep_turns = True
         """False when there is nowhere to store turns (memory disabled): they are not kept."""
         self.on_heard: Callable[[], None] | None = None
