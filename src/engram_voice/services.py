@@ -113,9 +113,8 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             deadline=realtime.deadline,
         )
         voicelive = await _open_voicelive(realtime.voicelive, overrides, stack)
-        control_http = (
-            await stack.enter_async_context(control_session()) if voicelive is not None else None
-        )
+        # Held sockets (Voice Live control channels, Azure OpenAI sidebands): no pool limit.
+        control_http = await stack.enter_async_context(control_session())
         memory = await _open_memory(settings, overrides, stack)
         conversation_keys = overrides.conversation_keys or settings.signing_keys()
         sessions = RealtimeSessions(
@@ -143,6 +142,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
                 credentials=credentials,
                 voicelive_credentials=voicelive.credentials if voicelive else None,
                 control_session=control_http,
+                on_usage=usage.response_done if usage else None,
             )
         calls = RealtimeCalls(
             catalog=catalog,
@@ -151,6 +151,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             conversations=ConversationIds(conversation_keys),
             default_upstream=realtime.default_upstream,
             memory_grants=memory.grant if memory else None,
+            capture=memory,
         )
         yield Services(
             settings=settings,

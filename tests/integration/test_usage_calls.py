@@ -110,6 +110,35 @@ async def test_a_call_is_metered_on_status_metrics_and_the_usage_command(
     assert table.stdout.splitlines()[0].split()[:4] == ["day", "user", "calls", "minutes"]
 
 
+async def test_the_tokens_heard_on_the_sideband_are_metered_and_stored(
+    emulator: Emulator, make_service: ServiceFactory, browsers: list[RealtimeTestClient]
+) -> None:
+    """Each response.done the service hears on an Azure OpenAI call's sideband is counted.
+
+    The emulator's responses carry token usage; it reaches the counters by agent and
+    upstream while the call runs, and the user's row of `engram-voice usage` afterwards.
+    """
+    env = service_env(emulator)
+    with make_service(env, Overrides(authenticator=HeaderUsers())) as url:
+        body = await open_call(url, browsers[0], user="dora")
+        await browsers[0].wait_connected()
+
+        async def audio_tokens_counted() -> bool:
+            async with httpx.AsyncClient(timeout=10) as http:
+                metrics = (await http.get(f"{url}/metrics")).text
+            return (
+                'engram_usage_tokens_total{agent="elena",kind="output_audio",'
+                'upstream="azure-openai"}' in metrics
+            )
+
+        await async_poll_until(audio_tokens_counted, timeout=30, what="tokens on /metrics")
+        assert (await delete_call(url, body["call_id"], user="dora")).status_code == 204
+    (row,) = [r for r in _usage_rows(env) if r["user_id"] == "dora"]
+    assert row["calls"] == 1
+    assert row["tokens"]["output_audio"] > 0
+    assert row["tokens"]["input_audio"] > 0
+
+
 @pytest.mark.parametrize(
     ("args", "extra_env"),
     [

@@ -78,3 +78,31 @@ def test_event_ids_are_unique():
 
     assert len({e["event_id"] for e in events}) == len(events)
     assert len(ids) == 1000
+
+
+@pytest.mark.parametrize("words", [1, 2, 7, 40])
+def test_response_done_carries_sdk_valid_usage_that_grows_with_the_conversation(words):
+    """GA response.done has a complete, consistent usage; later responses count more input."""
+    events = EventFactory("conv_1")
+    done = EventFactory.assistant_item("item_a", " ".join(["word"] * words))
+    first = events.response_done("resp_1", "marin", done)
+    second = events.response_done("resp_2", "marin", done)
+    for event in (first, second):
+        validate_server_event(event)
+        usage = event["response"]["usage"]
+        inputs, outputs = usage["input_token_details"], usage["output_token_details"]
+        assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+        assert usage["input_tokens"] == inputs["text_tokens"] + inputs["audio_tokens"]
+        assert usage["output_tokens"] == outputs["text_tokens"] + outputs["audio_tokens"]
+        assert 0 <= inputs["cached_tokens"] <= usage["input_tokens"]
+        assert outputs["text_tokens"] == words
+    assert second["response"]["usage"]["input_tokens"] > first["response"]["usage"]["input_tokens"]
+
+
+def test_voice_live_response_done_has_no_usage():
+    """Voice Live's beta response.done keeps usage null (its channel is not metered here)."""
+    from engram_voice.emulator.events import VOICE_LIVE_EVENTS  # noqa: PLC0415
+
+    events = EventFactory("conv_1", VOICE_LIVE_EVENTS)
+    done = EventFactory.assistant_item("item_a", "hello", "audio")
+    assert events.response_done("resp_1", "en-US-Ava", done)["response"]["usage"] is None

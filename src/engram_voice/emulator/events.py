@@ -23,6 +23,7 @@ __all__ = [
     "EventFactory",
     "Vocabulary",
     "new_id",
+    "response_usage",
 ]
 
 
@@ -111,12 +112,41 @@ def _usage(text: str) -> dict[str, Any]:
     }
 
 
+def response_usage(text: str, context_tokens: int) -> dict[str, Any]:
+    """Return a GA ``response.usage`` for an answer ``text`` after ``context_tokens`` of history.
+
+    Shaped like ``openai.types.realtime.RealtimeResponseUsage``: the input counts the
+    conversation so far (audio mostly, part of it cached), the output the spoken answer
+    (about 10 audio tokens per word plus its transcript's text tokens).
+    """
+    words = max(1, len(text.split()))
+    out_text, out_audio = words, 10 * words
+    in_audio = max(1, context_tokens)
+    in_text = 64  # the instructions
+    cached = (in_text + in_audio) // 2 // 64 * 64
+    input_tokens = in_text + in_audio
+    output_tokens = out_text + out_audio
+    return {
+        "total_tokens": input_tokens + output_tokens,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "input_token_details": {
+            "text_tokens": in_text,
+            "audio_tokens": in_audio,
+            "cached_tokens": cached,
+        },
+        "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
+    }
+
+
 class EventFactory:
     """Builds one call's server events; every event gets a fresh ``event_id``."""
 
     def __init__(self, conversation_id: str, vocabulary: Vocabulary = GA_EVENTS) -> None:
         self.conversation_id = conversation_id
         self.vocabulary = vocabulary
+        self.context_tokens = 0
+        """Audio tokens of the conversation so far (grows with every answered turn)."""
 
     def _event(self, event_type: str, **fields: Any) -> dict[str, Any]:
         return {"type": event_type, "event_id": new_id("event"), **fields}
@@ -277,11 +307,14 @@ class EventFactory:
         )
 
     def response_done(self, response_id: str, voice: str, item: dict[str, Any]) -> dict[str, Any]:
-        """Return ``response.done`` (never passes the WebRTC filter)."""
-        return self._event(
-            "response.done",
-            response=self._response(response_id, voice, "completed", [item]),
-        )
+        """Return ``response.done`` (never passes the WebRTC filter), with GA token usage."""
+        response = self._response(response_id, voice, "completed", [item])
+        if not self.vocabulary.beta_response:
+            content = item.get("content") or [{}]
+            text = str(content[0].get("transcript") or "")
+            response["usage"] = response_usage(text, self.context_tokens)
+            self.context_tokens += response["usage"]["output_tokens"] + 100
+        return self._event("response.done", response=response)
 
     def _response(
         self, response_id: str, voice: str, status: str, output: list[dict[str, Any]]

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 import structlog
 from msgspec import UNSET
 
 from engram_voice.emulator.azure_errors import AzureApiError, injected_error
-from engram_voice.emulator.schemas import FaultRequest, VoiceLiveFaultMode
+from engram_voice.emulator.schemas import FaultRequest, SidebandFaultMode, VoiceLiveFaultMode
 
 __all__ = ["HANG_LIMIT_SECONDS", "FaultInjector", "Target", "VoiceLiveFault"]
 
@@ -51,6 +51,8 @@ class FaultInjector:
         self._sleep = sleep
         self._faults: dict[Target, _Faults] = {"client_secrets": _Faults(), "calls": _Faults()}
         self.voicelive = VoiceLiveFault()
+        self.sideband: SidebandFaultMode | None = None
+        self.sideband_remaining: int | None = None
         self._release = asyncio.Event()
         self.hung = 0
 
@@ -60,6 +62,9 @@ class FaultInjector:
             self.clear()
         if change.target == "voicelive":
             self._apply_voicelive(change)
+            return self.describe()
+        if change.target == "sideband":
+            self._apply_sideband(change)
             return self.describe()
         if change.mode is not UNSET or change.code is not None:
             raise AzureApiError.bad_param(
@@ -86,7 +91,28 @@ class FaultInjector:
         for target in self._faults:
             self._faults[target] = _Faults()
         self.voicelive = VoiceLiveFault()
+        self.sideband = self.sideband_remaining = None
         self._release.set()
+
+    def _apply_sideband(self, change: FaultRequest) -> None:
+        if change.mode is UNSET:
+            return
+        if change.mode not in ("refuse", "drop", None):
+            raise AzureApiError.bad_param("mode", "The sideband's faults are 'refuse' and 'drop'.")
+        self.sideband = change.mode
+        self.sideband_remaining = change.count if change.mode is not None else None
+        _logger.info("emulator.faults_set", target="sideband", mode=self.sideband)
+
+    def take_sideband(self, mode: SidebandFaultMode) -> bool:
+        """Return True (counting it down) when the sideband fault ``mode`` is set."""
+        if self.sideband != mode:
+            return False
+        if self.sideband_remaining is not None:
+            self.sideband_remaining -= 1
+            if self.sideband_remaining <= 0:
+                self.sideband = self.sideband_remaining = None
+        _logger.info("emulator.sideband_fault_played", mode=mode)
+        return True
 
     def take_voicelive(self, *modes: VoiceLiveFaultMode) -> VoiceLiveFault | None:
         """Return the Voice Live fault if its mode is one of ``modes``, counting it down."""
@@ -102,9 +128,11 @@ class FaultInjector:
         return taken
 
     def _apply_voicelive(self, change: FaultRequest) -> None:
+        if change.mode in ("refuse", "drop"):
+            raise AzureApiError.bad_param("mode", "Not a fault of the 'voicelive' target.")
         if change.mode is not UNSET:
             self.voicelive = VoiceLiveFault(
-                mode=change.mode,
+                mode=cast("VoiceLiveFaultMode | None", change.mode),
                 code=change.code,
                 latency_ms=change.latency_ms if change.latency_ms is not UNSET else 0,
                 remaining=change.count if change.mode is not None else None,
@@ -147,6 +175,7 @@ class FaultInjector:
             target: msgspec.to_builtins(faults) for target, faults in self._faults.items()
         }
         described["voicelive"] = msgspec.to_builtins(self.voicelive)
+        described["sideband"] = {"mode": self.sideband, "remaining": self.sideband_remaining}
         described["hung_requests"] = self.hung
         return described
 

@@ -115,6 +115,10 @@ class RealtimeCall:
         self.events_withheld = 0
         self.client_events: Counter[str] = Counter()
         self.ignored_channels: list[str] = []
+        self.observers: list[Callable[[dict[str, Any]], None]] = []
+        """Receive every server event unfiltered (the sideband WebSockets of this call)."""
+        self.ended = asyncio.Event()
+        """Set as soon as the call starts closing."""
         self._on_closed = on_closed
         self._control = control
         self._events = EventFactory(new_id("conv"), self.mode.vocabulary)
@@ -402,6 +406,8 @@ class RealtimeCall:
     def _send(self, event: dict[str, Any] | None) -> None:
         if event is None:  # an event the call's vocabulary does not have
             return
+        for observer in tuple(self.observers):
+            observer(event)
         event_type = event["type"]
         to_channel, to_control = self.mode.routes(event_type)
         if to_control and self._control is not None:
@@ -435,6 +441,7 @@ class RealtimeCall:
     async def _shutdown(self, reason: str) -> None:
         self.ended_at = time.time()
         self.end_reason = reason
+        self.ended.set()
         self._tone.speaking = False
         tasks = list(self._tasks)
         for task in tasks:

@@ -24,6 +24,7 @@ from engram_voice.emulator.keys import AuthSlot, bearer_token
 from engram_voice.emulator.minting import checked_session, session_object
 from engram_voice.emulator.peer import OfferRejectedError, RealtimeCall
 from engram_voice.emulator.schemas import ClientSecretRequest, FaultRequest, decode_strict
+from engram_voice.emulator.sideband import sideband
 from engram_voice.emulator.state import EmulatorState
 from engram_voice.emulator.voicelive import voicelive_calls
 
@@ -257,4 +258,5 @@ ROUTES = [
     set_faults,
     regenerate_key,
     voicelive_calls,
+    sideband,
 ]

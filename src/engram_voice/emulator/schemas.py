@@ -29,6 +29,7 @@ __all__ = [
     "SemanticVad",
     "ServerVad",
     "SessionRequest",
+    "SidebandFaultMode",
     "Transcription",
     "VoiceLiveFaultMode",
     "decode_strict",
@@ -157,6 +158,8 @@ VoiceLiveFaultMode = Literal[
     "never_answer",
     "mirror_events",
 ]
+SidebandFaultMode = Literal["refuse", "drop"]
+"""The sideband's faults: ``refuse`` the upgrade (401), ``drop`` the socket mid-call."""
 
 
 class FaultRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -165,10 +168,11 @@ class FaultRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     For ``target: "voicelive"`` the fault is a ``mode`` (None removes it) with an optional
     ``code`` (for ``rtc_call_error``/``error_event``), ``latency_ms`` (for ``slow_answer``
     and ``drop_mid_call``) and ``count`` (calls it applies to; unset = until cleared).
+    For ``target: "sideband"`` the ``mode`` is ``refuse`` or ``drop`` (with ``count``).
     """
 
-    target: Literal["client_secrets", "calls", "voicelive"] = "client_secrets"
-    mode: VoiceLiveFaultMode | UnsetType | None = UNSET
+    target: Literal["client_secrets", "calls", "voicelive", "sideband"] = "client_secrets"
+    mode: VoiceLiveFaultMode | SidebandFaultMode | UnsetType | None = UNSET
     code: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")] | (
         None
     ) = None

@@ -57,9 +57,11 @@ class EmulatorState:
             "hangup": Counter(),
             "voicelive": Counter(),
             "voicelive_outcomes": Counter(),
+            "sideband": Counter(),
         }
         self.mints: deque[dict[str, Any]] = deque(maxlen=_RECENT)
         self.voicelive_calls: deque[Described] = deque(maxlen=_RECENT_VOICELIVE)
+        self.sidebands: deque[Described] = deque(maxlen=_RECENT_VOICELIVE)
         self._connections: dict[str, deque[float]] = {}
         self.started_at = clock()
 
@@ -184,6 +186,7 @@ class EmulatorState:
             "active_calls": self.active_calls(),
             "calls": [c.describe() for c in (*self.ended_calls, *self.calls.values())],
             "voicelive_calls": [c.describe() for c in self.voicelive_calls],
+            "sidebands": [c.describe() for c in self.sidebands],
             "faults": self.faults.describe(),
         }
 

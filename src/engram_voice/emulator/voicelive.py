@@ -31,6 +31,7 @@ __all__ = [
     "API_VERSIONS",
     "API_VERSIONS_WITHOUT_CALLS",
     "VOICELIVE_CALLS",
+    "deny_upgrade",
     "voicelive_calls",
 ]
 
@@ -104,7 +105,7 @@ def _checked(socket: WebSocket[Any, Any, Any], emulator: EmulatorState) -> tuple
     return model, agent, api_version, auth
 
 
-async def _deny(socket: WebSocket[Any, Any, Any], error: AzureApiError) -> None:
+async def deny_upgrade(socket: WebSocket[Any, Any, Any], error: AzureApiError) -> None:
     """Refuse the upgrade with an HTTP answer (or a close where the server cannot)."""
     await socket.receive()  # websocket.connect
     if _DENIAL not in (socket.scope.get("extensions") or {}):
@@ -138,7 +139,7 @@ async def voicelive_calls(socket: WebSocket[Any, Any, Any], emulator: Emulator) 
     except AzureApiError as exc:
         emulator.count("voicelive", exc.status)
         _logger.info("emulator.voicelive_refused", status=exc.status, code=exc.code)
-        await _deny(socket, exc)
+        await deny_upgrade(socket, exc)
         return
     emulator.count("voicelive", 101)
     connection = VoiceLiveConnection(

@@ -21,6 +21,7 @@ __all__ = [
     "RETRIED",
     "TURNS_ACCEPTED",
     "TURNS_DUPLICATE",
+    "TURNS_NOT_HEARD",
     "TURN_LAG_SECONDS",
     "count_enrich_answer",
 ]
@@ -43,6 +44,11 @@ TURNS_ACCEPTED = Counter(
 TURNS_DUPLICATE = Counter(
     "engram_memory_turns_duplicate_total",
     "Transcript turns posted again (same session and message id) and not stored twice.",
+)
+TURNS_NOT_HEARD = Counter(
+    "engram_memory_turns_not_heard_total",
+    "Turns a browser posted for a session captured server-side that the server never heard "
+    "(not stored).",
 )
 DELIVERED = Counter(
     "engram_memory_turns_delivered_total", "Transcript turns delivered into the memory sink."

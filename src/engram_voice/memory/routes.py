@@ -67,7 +67,9 @@ def _bearer(request: Request[Any, Any, Any]) -> str | None:
         "`application/json` or `text/plain` (sendBeacon). Authenticate with "
         "`Authorization: Bearer <memory token>` or the `token` field. Answers 202 "
         "`{accepted, duplicates}` once the turns are on durable storage; a turn posted again "
-        "(same session and id) counts as a duplicate and is stored once."
+        "(same session and id) counts as a duplicate and is stored once. For a session the "
+        "server captures itself (calls through the service on Azure OpenAI) nothing posted "
+        "is stored: turns the server heard count as duplicates, others as `not_heard`."
     ),
     tags=["memory"],
     responses=problem_responses(400, 401, 403, 413, 429, 503),
@@ -99,11 +101,11 @@ async def enrich(request: Request[Any, Any, Any]) -> Response[EnrichAccepted]:
             "the memory token was issued for another session",
             extra={"errors": [{"field": "session_id", "message": "not this token's session"}]},
         )
-    result = await memory.accept(claims, payload.messages)
+    result, not_heard = await memory.accept_browser(claims, payload.messages)
     _ANSWERED_202.inc()
     metrics.ENRICH_SECONDS.observe(time.perf_counter() - started)
     return Response(
-        EnrichAccepted(accepted=result.accepted, duplicates=result.duplicates),
+        EnrichAccepted(accepted=result.accepted, duplicates=result.duplicates, not_heard=not_heard),
         status_code=HTTP_202_ACCEPTED,
         headers=_NO_STORE,
     )

@@ -18,6 +18,7 @@ import structlog
 from engram_voice.credentials.secret import Secret
 from engram_voice.errors import ForbiddenError, StorageUnavailableError
 from engram_voice.memory import metrics
+from engram_voice.memory.captured import CapturedSessions
 from engram_voice.memory.circuit import CircuitBreaker
 from engram_voice.memory.delivery import Deliverer, InlineRetryPolicy
 from engram_voice.memory.queue import (
@@ -67,6 +68,8 @@ class MemoryRuntime:
         self._clock = clock
         self._store_timeout = store_timeout
         self._worker_task: asyncio.Task[None] | None = None
+        self.captured = CapturedSessions()
+        """Sessions whose transcripts the server hears itself (its record is authoritative)."""
         self._last_stats: tuple[QueueStats, float] | None = None
         """The last figures read and when (shown, with their age, while storage is stuck)."""
 
@@ -117,11 +120,56 @@ class MemoryRuntime:
             raise RuntimeError("this memory runtime has no token keys (worker-only process)")
         return self.signer.grant(session_id, user_id, agent)
 
-    async def accept(
+    async def accept_browser(
         self, claims: MemoryClaims, messages: Sequence[EnrichMessage]
+    ) -> tuple[EnqueueResult, int]:
+        """Store a browser's turns, unless the server captures the session itself.
+
+        Returns the queue's result and the number of turns ignored as ``not_heard``. For a
+        captured session nothing is stored: the server's record is authoritative (a turn
+        it stored counts as a duplicate, any other turn is not heard and never reaches
+        the memory store).
+        """
+        if not self.captured.is_captured(claims.session_id):
+            return await self.accept(claims, messages), 0
+        self._rate.check(claims.session_id)
+        heard = self.captured.count_heard(claims.session_id, (m.id for m in messages))
+        not_heard = len(messages) - heard
+        if not_heard:
+            metrics.TURNS_NOT_HEARD.inc(not_heard)
+            _logger.info(
+                "memory.browser_turns_not_heard", session_id=claims.session_id, turns=not_heard
+            )
+        if heard:
+            metrics.TURNS_DUPLICATE.inc(heard)
+        return EnqueueResult(accepted=0, duplicates=heard), not_heard
+
+    def mark_captured(self, session_id: str, *, captured: bool) -> None:
+        """Mark ``session_id`` heard server-side (True) or fallen back to the browser (False)."""
+        self.captured.mark(session_id, captured=captured)
+        _logger.info("memory.session_captured", session_id=session_id, captured=captured)
+
+    async def accept_captured(
+        self, session_id: str, user_id: str, agent: str, messages: Sequence[EnrichMessage]
+    ) -> EnqueueResult:
+        """Store turns the server heard itself (no per-session rate limit; same key)."""
+        claims = MemoryClaims(
+            session_id=session_id, user_id=user_id, agent=agent, expires_at=0, key_id="server"
+        )
+        result = await self.accept(claims, messages, rate_limited=False)
+        self.captured.heard(session_id, (m.id for m in messages))
+        return result
+
+    async def accept(
+        self,
+        claims: MemoryClaims,
+        messages: Sequence[EnrichMessage],
+        *,
+        rate_limited: bool = True,
     ) -> EnqueueResult:
         """Store the turns durably for the token's session and user; count duplicates."""
-        self._rate.check(claims.session_id)
+        if rate_limited:
+            self._rate.check(claims.session_id)
         batch = EnqueueBatch(
             session_id=claims.session_id,
             user_id=claims.user_id,
@@ -193,6 +241,7 @@ class MemoryRuntime:
         )
         return {
             "enabled": True,
+            "captured_sessions": self.captured.describe(),
             "sink": self.sink.describe() if self.sink else {"kind": "none"},
             "queue": queue,
             "worker": {

@@ -102,8 +102,13 @@ def refuse_unstorable_text(body: bytes, request: EnrichRequest) -> None:
             )
 
 
-class EnrichAccepted(msgspec.Struct, frozen=True):
-    """The ``202`` answer: turns newly stored and turns already stored before."""
+class EnrichAccepted(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The ``202`` answer: turns newly stored and turns already stored before.
+
+    For a session captured server-side nothing posted is stored: turns the server stored
+    count as ``duplicates``, the others as ``not_heard`` (present only when non-zero).
+    """
 
     accepted: int
     duplicates: int
+    not_heard: int = 0

@@ -5,9 +5,15 @@
 re-read on 401), posts the browser's offer to ``{endpoint}/openai/v1/realtime/calls``
 with ``Authorization: Bearer ek_...`` and reads the call id from ``Location``. The key
 never leaves this module. :meth:`AzureOpenAICall.hangup` posts
-``.../calls/{call_id}/hangup`` with the service's own credential. Azure OpenAI has no
-control channel here (the sideband WebSocket is not held), so :meth:`wait_closed`
-returns only once the service hung the call up (browser, maximum duration, shutdown).
+``.../calls/{call_id}/hangup`` with the service's own credential.
+
+Each call holds a sideband (:mod:`engram_voice.realtime.calls.sideband`) when the upstream
+was built with ``sideband=True``: its events feed the call's
+:class:`~engram_voice.realtime.calls.capture.TurnCapture` (transcripts to the memory
+queue once :meth:`AzureOpenAICall.bind_owner` named the store; ``response.done`` usage to
+the ``on_usage`` hook). :meth:`wait_closed` returns the hang-up's reason, or
+``upstream_closed`` when the sideband learnt that the call ended upstream (the browser
+left). The hang-up closes the sideband and flushes the capture.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -34,6 +41,9 @@ from engram_voice.errors import (
     ValidationError,
 )
 from engram_voice.httppolicy import is_transient, parse_retry_after
+from engram_voice.memory.schemas import EnrichMessage
+from engram_voice.realtime.calls.capture import CaptureSink, TurnCapture, UsageHook
+from engram_voice.realtime.calls.sideband import UPSTREAM_CLOSED, Sideband
 from engram_voice.realtime.endpoints import Endpoint
 from engram_voice.realtime.session_config import client_secret_request
 from engram_voice.realtime.upstream import UpstreamMinter
@@ -55,9 +65,13 @@ class AzureOpenAICall:
         upstream_call_id: str,
         endpoint: Endpoint,
         owner: AzureOpenAICalls,
+        capture: TurnCapture | None = None,
+        sideband: Sideband | None = None,
     ) -> None:
         self.sdp_answer = sdp_answer
         self.upstream_call_id = upstream_call_id
+        self.capture = capture
+        self.sideband = sideband
         self._endpoint = endpoint
         self._owner = owner
         self._closed = asyncio.Event()
@@ -76,15 +90,64 @@ class AzureOpenAICall:
             self._hangup = asyncio.create_task(self._post_hangup(), name="azure-openai-hangup")
         await asyncio.shield(self._hangup)
 
+    def bind_owner(
+        self,
+        sink: CaptureSink | None,
+        *,
+        session_id: str,
+        user_id: str,
+        agent_id: str,
+        call_id: str | None = None,
+    ) -> None:
+        """Send this call's captured turns to ``sink`` for its owner; mark the session.
+
+        The session counts as captured while the sideband is connected (and after the
+        call ended); a sideband lost for good hands the session back to the browser.
+        """
+        capture, sideband = self.capture, self.sideband
+        if capture is None or sideband is None:
+            return
+        if call_id is not None:
+            capture.usage_call_id = call_id
+        if sink is None:  # memory disabled: usage only
+            capture.keep_turns = False
+            return
+
+        async def store(messages: Sequence[EnrichMessage]) -> Any:
+            return await sink.accept_captured(session_id, user_id, agent_id, messages)
+
+        def follow(state: str) -> None:
+            sink.mark_captured(session_id, captured=state == "connected")
+
+        sideband.on_state = follow
+        if sideband.connected.is_set():
+            follow("connected" if sideband.state != "lost" else "lost")
+        capture.bind(store)
+
     async def wait_closed(self) -> str:
-        """Return the reason once the call was hung up (Azure OpenAI has no end signal here)."""
-        await self._closed.wait()
+        """Return the reason once the call was hung up or the sideband saw it end upstream."""
+        waits = [asyncio.ensure_future(self._closed.wait())]
+        if self.sideband is not None:
+            waits.append(asyncio.ensure_future(self.sideband.ended.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if self._hangup is None and self.sideband is not None and self.sideband.ended.is_set():
+            return UPSTREAM_CLOSED
         return self._reason
 
     async def _post_hangup(self) -> None:
+        if self.sideband is not None:
+            self.sideband.stop_reconnecting()  # Azure closes it after the hang-up: expected
         try:
             await self._owner.post_hangup(self._endpoint, self.upstream_call_id)
         finally:
+            if self.sideband is not None:
+                await self.sideband.finish()
+            if self.capture is not None:
+                await self.capture.close()
             self._closed.set()
 
 
@@ -104,7 +167,14 @@ class AzureOpenAICalls:
         webrtc_filter: bool,
         request_timeout: float,
         connect_timeout: float,
+        sideband: bool = False,
+        sideband_session: aiohttp.ClientSession | None = None,
+        on_usage: UsageHook | None = None,
     ) -> None:
+        self._sideband = sideband
+        self._sideband_session = sideband_session or session
+        self._sideband_timeout = max(connect_timeout, request_timeout)
+        self._on_usage = on_usage
         self._session = session
         self._minter = minter
         self._credentials = credentials
@@ -135,8 +205,27 @@ class AzureOpenAICalls:
             if call_id is not None:  # a call Azure opened but we cannot use: end it now
                 await self.post_hangup(endpoint, call_id)
             raise UpstreamError("Azure OpenAI answered the call with an unreadable answer.")
+        capture = sideband = None
+        if self._sideband:
+            capture = TurnCapture(
+                upstream=NAME, call_id=call_id, session_id=session_id, on_usage=self._on_usage
+            )
+            sideband = Sideband(
+                http=self._sideband_session,
+                endpoint=endpoint,
+                call_id=call_id,
+                credentials=self._credentials,
+                connect_timeout=self._sideband_timeout,
+                on_event=capture.feed,
+            )
+            sideband.start()
         return AzureOpenAICall(
-            sdp_answer=answer, upstream_call_id=call_id, endpoint=endpoint, owner=self
+            sdp_answer=answer,
+            upstream_call_id=call_id,
+            endpoint=endpoint,
+            owner=self,
+            capture=capture,
+            sideband=sideband,
         )
 
     async def post_hangup(self, endpoint: Endpoint, call_id: str) -> None:

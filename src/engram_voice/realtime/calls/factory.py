@@ -6,6 +6,7 @@ import aiohttp
 
 from engram_voice.credentials import CredentialSource
 from engram_voice.realtime.calls.azure_openai import AzureOpenAICalls
+from engram_voice.realtime.calls.capture import UsageHook
 from engram_voice.realtime.calls.upstream import CallUpstream
 from engram_voice.realtime.calls.voicelive import VoiceLiveCalls
 from engram_voice.realtime.settings import RealtimeSettings
@@ -22,12 +23,14 @@ def build_call_upstreams(
     credentials: CredentialSource,
     voicelive_credentials: CredentialSource | None = None,
     control_session: aiohttp.ClientSession | None = None,
+    on_usage: UsageHook | None = None,
 ) -> dict[str, CallUpstream]:
     """Return the configured upstreams by name.
 
     Voice Live joins when ``realtime.voicelive`` is configured and its (started) credential
     source is given; its control channels are held on ``control_session`` (no pool limit),
-    else on ``session``.
+    else on ``session``; so are Azure OpenAI's sidebands (one per call). ``on_usage``
+    receives each ``response.done`` usage the sideband hears (usage metering).
     """
     upstreams: dict[str, CallUpstream] = {}
     if realtime.voicelive is not None and voicelive_credentials is not None:
@@ -35,6 +38,7 @@ def build_call_upstreams(
             settings=realtime.voicelive,
             credentials=voicelive_credentials,
             session=control_session or session,
+            on_usage=on_usage,
         )
         upstreams[voicelive.name] = voicelive
     if not realtime.endpoints:  # Azure OpenAI not configured: its agents get a clear 503
@@ -48,6 +52,9 @@ def build_call_upstreams(
         webrtc_filter=realtime.webrtc_filter,
         request_timeout=realtime.request_timeout,
         connect_timeout=realtime.connect_timeout,
+        sideband=True,
+        sideband_session=control_session,
+        on_usage=on_usage,
     )
     upstreams[azure_openai.name] = azure_openai
     return upstreams

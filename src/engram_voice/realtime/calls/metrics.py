@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["CALLS_ACTIVE", "CALLS_ENDED", "CALL_DURATION", "CALL_SETUP"]
+__all__ = [
+    "CALLS_ACTIVE",
+    "CALLS_ENDED",
+    "CALL_DURATION",
+    "CALL_SETUP",
+    "CAPTURED_TURNS",
+    "SIDEBAND_EVENTS",
+]
 
 CALLS_ACTIVE = Gauge(
     "engram_calls_active",
@@ -28,4 +35,16 @@ CALLS_ENDED = Counter(
     "Calls ended, by upstream and reason (client_hangup, max_duration, shutdown, or the "
     "upstream's own reason).",
     ["upstream", "reason"],
+)
+CAPTURED_TURNS = Counter(
+    "engram_realtime_captured_turns_total",
+    "Transcript turns heard server-side, by upstream and outcome (stored, duplicate, "
+    "failed, dropped, skipped).",
+    ["upstream", "outcome"],
+)
+SIDEBAND_EVENTS = Counter(
+    "engram_realtime_sideband_total",
+    "Azure OpenAI sideband lifecycle events (connected, refused, failed, dropped, "
+    "reconnected, lost, call_over).",
+    ["event"],
 )

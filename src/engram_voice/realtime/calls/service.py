@@ -12,6 +12,7 @@ import structlog
 
 from engram_voice.agents import AgentCatalog
 from engram_voice.errors import AppError, UpstreamNotConfiguredError
+from engram_voice.realtime.calls.capture import CaptureSink
 from engram_voice.realtime.calls.metrics import CALL_SETUP
 from engram_voice.realtime.calls.registry import CallRegistry
 from engram_voice.realtime.calls.schemas import CallCreated, CreateCallRequest
@@ -38,7 +39,9 @@ class RealtimeCalls:
         conversations: ConversationIds,
         default_upstream: str = DEFAULT_UPSTREAM,
         memory_grants: MemoryGrantIssuer | None = None,
+        capture: CaptureSink | None = None,
     ) -> None:
+        self._capture = capture
         self.catalog = catalog
         self.registry = registry
         self._upstreams = dict(upstreams)
@@ -88,6 +91,15 @@ class RealtimeCalls:
         live = await self.registry.add(
             user_id=user_id, agent_id=agent.id, upstream=name, session_id=session_id, opened=opened
         )
+        bind = getattr(opened, "bind_owner", None)
+        if callable(bind):  # server-side transcripts (sink None: memory off) and usage
+            bind(
+                self._capture,
+                session_id=session_id,
+                user_id=user_id,
+                agent_id=agent.id,
+                call_id=live.call_id,
+            )
         CALL_SETUP.labels(name).observe(setup)
         self.outcomes["opened"] += 1
         _logger.info(

@@ -10,9 +10,13 @@ A 401/403 at the upgrade makes the credential source re-read once (Key Vault rot
 as minting does. Failures become the service's errors, never an upstream body or key.
 
 The socket is then the call: :class:`VoiceLiveCall` keeps reading control events (an
-``error`` is logged, the rest dropped: memory stays bounded), :meth:`VoiceLiveCall.hangup`
-closes it (that ends the media session), and :meth:`VoiceLiveCall.wait_closed` returns
-``upstream_closed`` or ``upstream_error`` when Voice Live closes or drops it.
+``error`` is logged; every event is fed to the call's
+:class:`~engram_voice.realtime.calls.capture.TurnCapture`, which keeps transcripts only if
+the channel carries them — Voice Live documents them on the data channel only, so the
+session counts as captured from the first transcript the channel delivers),
+:meth:`VoiceLiveCall.hangup` closes it (that ends the media session), and
+:meth:`VoiceLiveCall.wait_closed` returns ``upstream_closed`` or ``upstream_error`` when
+Voice Live closes or drops it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -34,6 +39,8 @@ from engram_voice.errors import (
     UpstreamUnavailableError,
     ValidationError,
 )
+from engram_voice.memory.schemas import EnrichMessage
+from engram_voice.realtime.calls.capture import CaptureSink, TurnCapture, UsageHook
 from engram_voice.realtime.settings import VoiceLiveSettings
 from engram_voice.realtime.voicelive_session import voicelive_session
 from engram_voice.realtime.voicelive_socket import (
@@ -80,7 +87,9 @@ class VoiceLiveCall:
         sdp_answer: str,
         upstream_call_id: str,
         session_id: str,
+        capture: TurnCapture | None = None,
     ) -> None:
+        self.capture = capture
         self.sdp_answer = sdp_answer
         self.upstream_call_id = upstream_call_id
         self._ws = ws
@@ -101,6 +110,36 @@ class VoiceLiveCall:
             self._hangup = asyncio.create_task(self._close(), name="voicelive-hangup")
         await asyncio.shield(self._hangup)
 
+    def bind_owner(
+        self,
+        sink: CaptureSink | None,
+        *,
+        session_id: str,
+        user_id: str,
+        agent_id: str,
+        call_id: str | None = None,
+    ) -> None:
+        """Send the control channel's turns to ``sink`` (captured from the first one heard)."""
+        capture = self.capture
+        if capture is None:
+            return
+        if call_id is not None:
+            capture.usage_call_id = call_id
+        if sink is None:  # memory disabled: usage only
+            capture.keep_turns = False
+            return
+
+        async def store(messages: Sequence[EnrichMessage]) -> Any:
+            return await sink.accept_captured(session_id, user_id, agent_id, messages)
+
+        def heard() -> None:
+            sink.mark_captured(session_id, captured=True)
+
+        capture.on_heard = heard
+        if capture.heard:
+            heard()
+        capture.bind(store)
+
     async def wait_closed(self) -> str:
         """Return once the channel closed: ``upstream_closed``/``upstream_error`` or the hang-up."""
         await self._closed.wait()
@@ -116,6 +155,8 @@ class VoiceLiveCall:
                 async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                     await self._ws.close()
         finally:
+            if self.capture is not None:
+                await self.capture.close()
             self._closed.set()
 
     async def _read(self) -> None:
@@ -125,6 +166,8 @@ class VoiceLiveCall:
                 message = await self._ws.receive()
                 if message.type == aiohttp.WSMsgType.TEXT:
                     _log_control_event(message.data, self.upstream_call_id)
+                    if self.capture is not None:
+                        self.capture.feed(_parsed(message.data))
                 elif message.type in _CLOSING:
                     break
                 elif message.type == aiohttp.WSMsgType.ERROR:
@@ -144,6 +187,8 @@ class VoiceLiveCall:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                 await self._ws.close()
+        if self.capture is not None:
+            await self.capture.close()
         self._closed.set()
 
 
@@ -159,7 +204,9 @@ class VoiceLiveCalls:
         credentials: CredentialSource,
         session: aiohttp.ClientSession,
         heartbeat: float = HEARTBEAT_SECONDS,
+        on_usage: UsageHook | None = None,
     ) -> None:
+        self._on_usage = on_usage
         self._settings = settings
         self._credentials = credentials
         self._session = session
@@ -197,8 +244,15 @@ class VoiceLiveCalls:
                     "Voice Live's control channel failed during call setup.", retry_after=1
                 ) from exc
             raise
+        capture = TurnCapture(
+            upstream=NAME, call_id=call_id, session_id=session_id, on_usage=self._on_usage
+        )
         return VoiceLiveCall(
-            ws=ws, sdp_answer=answer, upstream_call_id=call_id, session_id=session_id
+            ws=ws,
+            sdp_answer=answer,
+            upstream_call_id=call_id,
+            session_id=session_id,
+            capture=capture,
         )
 
     async def _answer(

@@ -1,0 +1,324 @@
+"""Server-side transcript capture: a call's upstream events in, ordered turns to the queue.
+
+An upstream (the Azure OpenAI sideband, a Voice Live control channel that mirrors
+data-channel events) calls :meth:`TurnCapture.feed` with every decoded server event; the
+method is synchronous, cheap and never raises, so a socket reader is never blocked.
+Items are placed in conversation order by ``previous_item_id`` (from
+``conversation.item.added``, Voice Live's ``conversation.item.created``), transcripts
+(user: ``conversation.item.input_audio_transcription.completed``; assistant:
+``response.output_audio_transcript.done``, Voice Live ``response.audio_transcript.done``)
+are attached to their item, and a turn is released only once every earlier message
+turn has its transcript (a user's transcript can arrive after the assistant's answer),
+has failed transcription, or is :data:`MAX_HELD` turns behind. Released turns are stored
+by a writer task through the injected ``store`` callable (the memory runtime, keyed by
+session id + item id: the same key as the browser's posts), with bounded retries; a
+failure is logged and counted, never raised into the call. ``response.done`` usage is
+handed to the optional ``on_usage`` hook. Memory is bounded: at most :data:`MAX_ITEMS`
+items are tracked and :data:`MAX_READY` turns wait for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import re
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from engram_voice.memory.schemas import MAX_MESSAGES, MAX_TEXT_CHARS, EnrichMessage
+from engram_voice.realtime.calls.metrics import CAPTURED_TURNS
+
+__all__ = [
+    "CAPTURED_TURNS",
+    "MAX_HELD",
+    "MAX_ITEMS",
+    "MAX_READY",
+    "CaptureSink",
+    "StoreTurns",
+    "TurnCapture",
+    "UsageHook",
+]
+
+MAX_ITEMS = 2_000
+"""Most conversation items one capture tracks (the oldest released ones are forgotten)."""
+MAX_READY = 1_000
+"""Most turns waiting for the writer; beyond it new turns are dropped (and counted)."""
+MAX_HELD = 4
+"""A turn without its transcript is skipped once this many later turns are complete."""
+STORE_ATTEMPTS = 3
+CLOSE_SECONDS = 5.0
+"""Bound on storing what is left when the call ends."""
+USER_TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
+USER_TRANSCRIPT_FAILED = "conversation.item.input_audio_transcription.failed"
+ASSISTANT_TRANSCRIPTS = frozenset(
+    {"response.output_audio_transcript.done", "response.audio_transcript.done"}
+)
+ITEM_EVENTS = frozenset({"conversation.item.added", "conversation.item.created"})
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+StoreTurns = Callable[[Sequence[EnrichMessage]], Awaitable[Any]]
+"""Stores turns durably for the call's session (returns the queue's result or raises)."""
+
+
+class CaptureSink(Protocol):
+    """Where captured turns go: the memory runtime (see ``MemoryRuntime.accept_captured``)."""
+
+    async def accept_captured(
+        self, session_id: str, user_id: str, agent: str, messages: Sequence[EnrichMessage]
+    ) -> Any:
+        """Store ``messages`` durably for the session, keyed by (session id, item id)."""
+        ...
+
+    def mark_captured(self, session_id: str, *, captured: bool) -> None:
+        """Mark the session heard server-side (or fallen back to the browser's posts)."""
+        ...
+
+
+UsageHook = Callable[[str, dict[str, Any]], None]
+"""Receives ``(call id, response.done usage)`` for each response (usage metering): the
+service's call id (``rc_…``) once the registry holds the call, its session id before."""
+_logger = structlog.get_logger("engram_voice.realtime.calls")
+
+
+class _Item:
+    __slots__ = ("failed", "role", "text")
+
+    def __init__(self, role: str | None) -> None:
+        self.role = role
+        self.text: str | None = None
+        self.failed = False
+
+
+class TurnCapture:
+    """One call's transcripts, ordered and handed to the durable queue."""
+
+    def __init__(
+        self,
+        *,
+        upstream: str,
+        call_id: str,
+        session_id: str,
+        store: StoreTurns | None = None,
+        on_usage: UsageHook | None = None,
+        retry_seconds: float = 0.5,
+    ) -> None:
+        self.usage_call_id = session_id
+        """The id usage is reported under: the session id (``vs_…``), then the service's call
+        id (``rc_…``) once bound; the usage meter finds a call by either."""
+        self.keep_turns = True
+        """False when there is nowhere to store turns (memory disabled): they are not kept."""
+        self.on_heard: Callable[[], None] | None = None
+        """Called once, at the first transcript heard (Voice Live: the channel carries them)."""
+        self.heard = False
+        self.upstream = upstream
+        self.call_id = call_id
+        self.session_id = session_id
+        self._store = store
+        self._on_usage = on_usage
+        self._retry = retry_seconds
+        self._items: dict[str, _Item] = {}
+        self._order: list[str] = []
+        self._next = 0
+        self._ready: deque[EnrichMessage] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._writer: asyncio.Task[None] | None = None
+        self.counts: dict[str, int] = {}
+
+    def bind(self, store: StoreTurns) -> None:
+        """Set where turns go (once the call's owner is known); turns held so far follow."""
+        self._store = store
+        self._wake.set()
+        self._ensure_writer()
+
+    def feed(self, event: dict[str, Any]) -> None:
+        """Take one server event (synchronous; never raises, never blocks)."""
+        try:
+            self._feed(event)
+        except Exception:  # a malformed event must never break the socket reader
+            _logger.warning("realtime.capture_event_skipped", call=self.call_id, exc_info=True)
+
+    async def close(self) -> None:
+        """Release every turn still held and store what is ready (bounded), then stop."""
+        if self._closing:
+            return
+        self._closing = True
+        self._release(final=True)
+        self._wake.set()
+        writer = self._writer
+        if writer is None and self._ready and self._store is not None:
+            writer = self._ensure_writer()
+        if writer is not None:
+            done, _ = await asyncio.wait({writer}, timeout=CLOSE_SECONDS)
+            if not done:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+        if self._ready:
+            self._count("failed", len(self._ready))
+            _logger.warning(
+                "realtime.capture_lost", call=self.call_id, session_id=self.session_id,
+                turns=len(self._ready),
+            )  # fmt: skip
+            self._ready.clear()
+
+    # -- ordering -------------------------------------------------------------------------
+
+    def _feed(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind in ITEM_EVENTS:
+            item = event.get("item")
+            if isinstance(item, dict):
+                self._add_item(item, event.get("previous_item_id"))
+        elif kind == USER_TRANSCRIPT:
+            self._transcript(event.get("item_id"), "user", event.get("transcript"))
+        elif kind in ASSISTANT_TRANSCRIPTS:
+            self._transcript(event.get("item_id"), "assistant", event.get("transcript"))
+        elif kind == USER_TRANSCRIPT_FAILED:
+            item_id = event.get("item_id")
+            if isinstance(item_id, str) and item_id in self._items:
+                self._items[item_id].failed = True
+                self._release()
+        elif kind == "response.done" and self._on_usage is not None:
+            response = event.get("response")
+            usage = response.get("usage") if isinstance(response, dict) else None
+            if isinstance(usage, dict):
+                self._on_usage(self.usage_call_id, usage)
+
+    def _add_item(self, item: dict[str, Any], previous: Any) -> None:
+        item_id = item.get("id")
+        if not isinstance(item_id, str) or item_id in self._items:
+            return
+        is_turn = item.get("type") == "message" and item.get("role") in {"user", "assistant"}
+        self._items[item_id] = _Item(item.get("role") if is_turn else None)
+        self._place(item_id, previous if isinstance(previous, str) else None)
+        self._trim()
+
+    def _place(self, item_id: str, previous: str | None) -> None:
+        if previous is not None and previous in self._items:
+            with contextlib.suppress(ValueError):
+                index = self._order.index(previous, self._next)
+                self._order.insert(index + 1, item_id)
+                return
+        self._order.append(item_id)
+
+    def _transcript(self, item_id: Any, role: str, text: Any) -> None:
+        if not isinstance(item_id, str) or not isinstance(text, str):
+            return
+        item = self._items.get(item_id)
+        if item is None:  # a transcript whose item event this channel did not carry
+            item = self._items[item_id] = _Item(role)
+            self._order.append(item_id)
+        if item.role is None:
+            item.role = role
+        item.text = text
+        if not self.heard:
+            self.heard = True
+            if self.on_heard is not None:
+                self.on_heard()
+        self._release()
+
+    def _release(self, *, final: bool = False) -> None:
+        while self._next < len(self._order):
+            item = self._items[self._order[self._next]]
+            if item.role is None or item.failed or (item.text is not None and not item.text):
+                self._next += 1
+                continue
+            if item.text is None:
+                later = sum(
+                    1 for i in self._order[self._next + 1 :] if self._items[i].text is not None
+                )
+                if not final and later < MAX_HELD:
+                    return
+                self._count("skipped")
+                self._next += 1
+                continue
+            self._emit(self._order[self._next], item)
+            self._next += 1
+        self._wake.set()
+
+    def _emit(self, item_id: str, item: _Item) -> None:
+        if not self.keep_turns:
+            return
+        text = (item.text or "").replace("\x00", "")[:MAX_TEXT_CHARS].strip()
+        if not text or not _ID.match(item_id) or item.role not in {"user", "assistant"}:
+            self._count("skipped")
+            return
+        if len(self._ready) >= MAX_READY:
+            self._count("dropped")
+            return
+        at = dt.datetime.now(dt.UTC)
+        if item.role == "user":
+            turn = EnrichMessage(id=item_id, role="user", text=text, at=at)
+        else:
+            turn = EnrichMessage(id=item_id, role="assistant", text=text, at=at)
+        self._ready.append(turn)
+        self._ensure_writer()
+
+    def _trim(self) -> None:
+        if len(self._order) <= MAX_ITEMS:
+            return
+        cut = min(self._next, len(self._order) - MAX_ITEMS)
+        for item_id in self._order[:cut]:
+            self._items.pop(item_id, None)
+        del self._order[:cut]
+        self._next -= cut
+
+    # -- the writer -------------------------------------------------------------------------
+
+    def _ensure_writer(self) -> asyncio.Task[None] | None:
+        if self._writer is None and self._store is not None:
+            self._writer = asyncio.create_task(self._write(), name=f"capture-{self.call_id}")
+        return self._writer
+
+    async def _write(self) -> None:
+        while True:
+            if not self._ready:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [self._ready.popleft() for _ in range(min(MAX_MESSAGES, len(self._ready)))]
+            await self._store_batch(batch)
+
+    async def _store_batch(self, batch: list[EnrichMessage]) -> None:
+        store = self._store
+        if store is None:  # the writer starts only once a store is bound
+            return
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                result = await store(batch)
+            except Exception as exc:  # noqa: BLE001 - never break the call: log and count
+                if attempt == STORE_ATTEMPTS:
+                    self._count("failed", len(batch))
+                    _logger.warning(
+                        "realtime.capture_store_failed",
+                        call=self.call_id,
+                        session_id=self.session_id,
+                        turns=len(batch),
+                        error=type(exc).__name__,
+                    )
+                    return
+                await asyncio.sleep(self._retry * attempt)
+                continue
+            accepted = int(getattr(result, "accepted", len(batch)))
+            duplicates = int(getattr(result, "duplicates", 0))
+            self._count("stored", accepted)
+            self._count("duplicate", duplicates)
+            _logger.debug(
+                "realtime.capture_stored", call=self.call_id, accepted=accepted,
+                duplicates=duplicates,
+            )  # fmt: skip
+            return
+
+    def _count(self, outcome: str, n: int = 1) -> None:
+        if n <= 0:
+            return
+        self.counts[outcome] = self.counts.get(outcome, 0) + n
+        CAPTURED_TURNS.labels(self.upstream, outcome).inc(n)

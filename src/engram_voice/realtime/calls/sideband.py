@@ -1,0 +1,229 @@
+"""The Azure OpenAI sideband: the service's own WebSocket onto a WebRTC call it set up.
+
+:class:`Sideband` opens ``wss://{endpoint}/openai/v1/realtime?call_id=…`` with the
+server's credential (the minter's :class:`CredentialSource`: ``api-key`` or Entra
+``Authorization: Bearer``; one 401/403 makes the source re-read, as minting does), each
+upgrade bounded by the connect timeout. It does not wait for ``session.created`` (the
+sideband may never send it): every text message is decoded and handed to ``on_event``.
+If the socket drops while the call lives it reconnects once; a reconnect refused with
+404 means the call is over upstream (:attr:`ended` is set with ``upstream_closed``).
+:meth:`close` (the call's hang-up) closes it within a bound. Failures are logged as
+``realtime.sideband_*`` events and counted in ``engram_realtime_sideband_total``; they
+never end the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+
+from engram_voice.credentials import CredentialSource, UpstreamCredential
+from engram_voice.realtime.calls.metrics import SIDEBAND_EVENTS
+from engram_voice.realtime.endpoints import Endpoint
+
+__all__ = ["SIDEBAND_EVENTS", "Sideband", "sideband_url"]
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+HEARTBEAT_SECONDS = 30.0
+CLOSE_SECONDS = 5.0
+UPSTREAM_CLOSED = "upstream_closed"
+_AUTH_STATUSES = frozenset({401, 403})
+_NOT_FOUND = 404
+_CLOSING = frozenset({aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED})
+_logger = structlog.get_logger("engram_voice.realtime.calls")
+
+
+def sideband_url(endpoint: Endpoint, call_id: str) -> str:
+    """Return the sideband WebSocket URL of ``call_id`` on ``endpoint`` (ws/wss)."""
+    base = endpoint.url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    return f"{base}/openai/v1/realtime?call_id={quote(call_id, safe='')}"
+
+
+class _RefusedError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+class Sideband:
+    """Holds one call's sideband, reconnecting once, and feeds its events to ``on_event``."""
+
+    def __init__(
+        self,
+        *,
+        http: aiohttp.ClientSession,
+        endpoint: Endpoint,
+        call_id: str,
+        credentials: CredentialSource,
+        connect_timeout: float,
+        on_event: Callable[[dict[str, Any]], None],
+        reconnects: int = 1,
+    ) -> None:
+        self._http = http
+        self._endpoint = endpoint
+        self._call_id = call_id
+        self._credentials = credentials
+        self._connect_timeout = connect_timeout
+        self._on_event = on_event
+        self._reconnects = reconnects
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.connected = asyncio.Event()
+        """Set once the first upgrade succeeded."""
+        self.ended = asyncio.Event()
+        """Set when the sideband learnt that the call is over upstream."""
+        self.state = "new"
+        """new, connected, reconnecting, lost, call_over or closed."""
+        self.on_state: Callable[[str], None] | None = None
+        """Told ``connected`` and ``lost`` (the capture's authority follows the sideband)."""
+
+    def start(self) -> None:
+        """Start holding the sideband in the background."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"sideband-{self._call_id}")
+
+    def stop_reconnecting(self) -> None:
+        """Keep reading, but do not reopen once the upstream closes (a hang-up is under way)."""
+        self._closing = True
+
+    async def finish(self, grace: float = 2.0) -> None:
+        """Read what the upstream still sends until it closes (``grace`` at most), then close."""
+        self._closing = True
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=grace)
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the socket and stop (idempotent, bounded)."""
+        self._closing = True
+        ws, task = self._ws, self._task
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_SECONDS):
+                    await ws.close()
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.state not in {"lost", "call_over"}:
+            self.state = "closed"
+
+    def stopping(self) -> bool:
+        """Return True once :meth:`close` was called."""
+        return self._closing
+
+    async def _run(self) -> None:
+        attempts = 1 + self._reconnects
+        for attempt in range(attempts):
+            if self._closing:
+                return
+            try:
+                self._ws = await self._connect()
+            except _RefusedError as refused:
+                if refused.status == _NOT_FOUND and self.connected.is_set():
+                    self._call_over()
+                    return
+                SIDEBAND_EVENTS.labels("refused").inc()
+                _logger.warning(
+                    "realtime.sideband_refused", call=self._call_id, status=refused.status,
+                    endpoint=self._endpoint.host, attempt=attempt + 1,
+                )  # fmt: skip
+                continue
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                SIDEBAND_EVENTS.labels("failed").inc()
+                _logger.warning(
+                    "realtime.sideband_failed", call=self._call_id, error=type(exc).__name__,
+                    endpoint=self._endpoint.host, attempt=attempt + 1,
+                )  # fmt: skip
+                continue
+            except Exception:  # a credential source failure: logged, the call goes on
+                SIDEBAND_EVENTS.labels("failed").inc()
+                _logger.exception("realtime.sideband_failed", call=self._call_id)
+                continue
+            self.state = "connected"
+            self.connected.set()
+            self._tell("connected")
+            SIDEBAND_EVENTS.labels("connected" if attempt == 0 else "reconnected").inc()
+            _logger.info(
+                "realtime.sideband_connected", call=self._call_id, endpoint=self._endpoint.host,
+                attempt=attempt + 1,
+            )  # fmt: skip
+            close_code = await self._read(self._ws)
+            if self.stopping():
+                return
+            SIDEBAND_EVENTS.labels("dropped").inc()
+            _logger.info("realtime.sideband_dropped", call=self._call_id, close_code=close_code)
+            self.state = "reconnecting"
+        if not self.stopping():
+            self.state = "lost"
+            SIDEBAND_EVENTS.labels("lost").inc()
+            _logger.warning("realtime.sideband_lost", call=self._call_id)
+            self._tell("lost")
+
+    def _tell(self, state: str) -> None:
+        if self.on_state is not None:
+            try:
+                self.on_state(state)
+            except Exception:
+                _logger.exception("realtime.sideband_state_hook_failed", state=state)
+
+    def _call_over(self) -> None:
+        self.state = "call_over"
+        SIDEBAND_EVENTS.labels("call_over").inc()
+        _logger.info("realtime.sideband_call_over", call=self._call_id)
+        self.ended.set()
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        credential = await self._credentials.get()
+        try:
+            return await self._upgrade(credential)
+        except _RefusedError as refused:
+            if refused.status in _AUTH_STATUSES and await self._credentials.invalidate(credential):
+                _logger.info("realtime.sideband_credential_reread", status=refused.status)
+                return await self._upgrade(await self._credentials.get())
+            raise
+
+    async def _upgrade(self, credential: UpstreamCredential) -> aiohttp.ClientWebSocketResponse:
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                return await self._http.ws_connect(
+                    sideband_url(self._endpoint, self._call_id),
+                    headers=credential.headers(),
+                    heartbeat=HEARTBEAT_SECONDS,
+                    max_msg_size=MAX_MESSAGE_BYTES,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_SECONDS),
+                )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise _RefusedError(exc.status) from None
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> int | None:
+        try:
+            while True:
+                message = await ws.receive()
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    self._deliver(message.data)
+                elif message.type in _CLOSING or message.type == aiohttp.WSMsgType.ERROR:
+                    break
+        except (aiohttp.ClientError, OSError):
+            pass
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await ws.close()
+        return ws.close_code
+
+    def _deliver(self, data: str) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(event, dict):
+            self._on_event(event)
