@@ -39,7 +39,8 @@ ENRICH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 TURNS_ACCEPTED = Counter(
-    "engram_memory_turns_accepted_total", "Transcript turns newly stored by POST /memory/enrich."
+    "engram_memory_turns_accepted_total",
+    "Transcript turns newly stored (posted to /memory/enrich or captured server-side).",
 )
 TURNS_DUPLICATE = Counter(
     "engram_memory_turns_duplicate_total",
