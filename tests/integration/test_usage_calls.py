@@ -110,6 +110,15 @@ async def test_a_call_is_metered_on_status_metrics_and_the_usage_command(
     assert table.stdout.splitlines()[0].split()[:4] == ["day", "user", "calls", "minutes"]
 
 
+async def _output_audio_tokens(url: str) -> float:
+    """Return Elena's Azure OpenAI output audio tokens counted on /metrics so far."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        metrics = (await http.get(f"{url}/metrics")).text
+    prefix = 'engram_usage_tokens_total{agent="elena",kind="output_audio",upstream="azure-openai"}'
+    line = next((x for x in metrics.splitlines() if x.startswith(prefix)), None)
+    return float(line.split()[-1]) if line else 0.0
+
+
 async def test_the_tokens_heard_on_the_sideband_are_metered_and_stored(
     emulator: Emulator, make_service: ServiceFactory, browsers: list[RealtimeTestClient]
 ) -> None:
@@ -120,18 +129,15 @@ async def test_the_tokens_heard_on_the_sideband_are_metered_and_stored(
     """
     env = service_env(emulator)
     with make_service(env, Overrides(authenticator=HeaderUsers())) as url:
+        # The Prometheus registry is the test process's: count from this call's start.
+        before = await _output_audio_tokens(url)
         body = await open_call(url, browsers[0], user="dora")
         await browsers[0].wait_connected()
 
-        async def audio_tokens_counted() -> bool:
-            async with httpx.AsyncClient(timeout=10) as http:
-                metrics = (await http.get(f"{url}/metrics")).text
-            return (
-                'engram_usage_tokens_total{agent="elena",kind="output_audio",'
-                'upstream="azure-openai"}' in metrics
-            )
+        async def counted() -> bool:
+            return await _output_audio_tokens(url) > before
 
-        await async_poll_until(audio_tokens_counted, timeout=30, what="tokens on /metrics")
+        await async_poll_until(counted, timeout=30, what="this call's tokens on /metrics")
         assert (await delete_call(url, body["call_id"], user="dora")).status_code == 204
     (row,) = [r for r in _usage_rows(env) if r["user_id"] == "dora"]
     assert row["calls"] == 1
