@@ -1,6 +1,7 @@
 import pytest
 
 from engram_voice.emulator.events import WEBRTC_FILTERED_EVENTS, EventFactory, new_id
+from engram_voice.emulator.sideband import SidebandConnection
 from tests.support.openai_contract import SERVER_EVENT_MODELS, validate_server_event
 
 SESSION = {
@@ -106,3 +107,21 @@ def test_voice_live_response_done_has_no_usage():
     events = EventFactory("conv_1", VOICE_LIVE_EVENTS)
     done = EventFactory.assistant_item("item_a", "hello", "audio")
     assert events.response_done("resp_1", "en-US-Ava", done)["response"]["usage"] is None
+
+
+@pytest.mark.parametrize(
+    ("event_type", "queued"),
+    [
+        ("session.created", False),
+        ("session.updated", True),
+        ("response.done", True),
+        ("conversation.item.input_audio_transcription.completed", True),
+    ],
+)
+async def test_a_sideband_gets_every_server_event_but_the_browsers_greeting(
+    event_type: str, queued: bool
+) -> None:
+    """Whenever it joined, a sideband never receives session.created, and receives the rest."""
+    connection = SidebandConnection(None, None, "key1", drop=False)  # type: ignore[arg-type]
+    connection.observe({"type": event_type})
+    assert (not connection._queue.empty()) is queued

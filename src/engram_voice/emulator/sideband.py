@@ -58,7 +58,13 @@ class SidebandConnection:
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_QUEUE_LIMIT)
 
     def observe(self, event: dict[str, Any]) -> None:
-        """Queue one server event of the call for this socket (dropping when far behind)."""
+        """Queue one server event of the call for this socket (dropping when far behind).
+
+        ``session.created`` is the browser's greeting and never reaches a sideband, even one
+        that joined before the browser's data channel opened.
+        """
+        if event.get("type") == "session.created":
+            return
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(event)
 
