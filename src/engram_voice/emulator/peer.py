@@ -267,8 +267,14 @@ class RealtimeCall:
     async def _conversation(self) -> None:
         if self.media:
             await self._channel_open.wait()
+        loop = asyncio.get_running_loop()
+        next_turn = loop.time()
         while self.turns < self.pacing.max_turns:
-            await asyncio.sleep(self.pacing.turn_interval_seconds)
+            if self.media:
+                await asyncio.sleep(self.pacing.turn_interval_seconds)
+            else:  # a fixed cadence: a turn starts every interval, however long the last took
+                next_turn += self.pacing.turn_interval_seconds
+                await asyncio.sleep(max(0.0, next_turn - loop.time()))
             if self.media and not self._sink.flowing(within=2.0):
                 self.idle_ticks += 1  # no microphone audio: the user is not talking
                 continue
