@@ -97,11 +97,15 @@ async def open_calls(bench: Bench, args: argparse.Namespace) -> list[tuple[str, 
 async def capture_window(bench: Bench, args: argparse.Namespace, held: int) -> tuple[bool, bool]:
     """Measure service CPU per captured turn and the captured rate over a quiet window."""
     assert bench.service.process  # noqa: S101 - started by main()
+    assert bench.emulator.process  # noqa: S101
     cpu = ProcessCpu(bench.service.process.pid)
+    emulator_cpu = ProcessCpu(bench.emulator.process.pid)
+    emulator_before = emulator_cpu.seconds() or 0.0
     before, cpu_before, started = await captured_turns(bench), cpu.seconds(), time.monotonic()
     await asyncio.sleep(args.window)
     after, cpu_after, elapsed = await captured_turns(bench), cpu.seconds(), time.monotonic()
     elapsed -= started
+    emulator_s = (emulator_cpu.seconds() or 0.0) - emulator_before
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     transcripts = sum(delta.values())
     turns = transcripts / 2  # a conversation turn: the user's and the assistant's transcript
@@ -117,7 +121,8 @@ async def capture_window(bench: Bench, args: argparse.Namespace, held: int) -> t
     )
     print(
         f"  service CPU {cpu_s:.2f} s = {cpu_s / elapsed * 100:.0f} % of a core; "
-        f"{per_turn:.2f} ms per conversation turn ({per_turn / 2:.2f} ms per transcript turn)"
+        f"{per_turn:.2f} ms per conversation turn ({per_turn / 2:.2f} ms per transcript turn); "
+        f"emulator {emulator_s / elapsed * 100:.0f} % of a core"
     )
     cpu_ok = per_turn <= GOAL_CPU_MS_PER_TURN
     rate_ok = bool(expected) and rate >= GOAL_CAPTURED_SHARE * expected
