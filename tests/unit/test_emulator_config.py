@@ -99,3 +99,21 @@ def test_repr_never_shows_a_key():
     assert KEY1 not in text
     assert KEY2 not in text
     assert "tok-secret" not in text
+
+
+@pytest.mark.parametrize(
+    ("value", "media"),
+    [(None, True), ("on", True), ("true", True), ("off", False), ("0", False), ("no", False)],
+)
+def test_emulator_media_switch(value, media):
+    """EMULATOR_MEDIA defaults to on; off/false/0/no turns the aiortc peers off."""
+    env = {"EMULATOR_API_KEYS": f"{KEY1},{KEY2}"}
+    if value is not None:
+        env["EMULATOR_MEDIA"] = value
+    assert read(env).media is media
+
+
+def test_emulator_media_must_be_a_boolean():
+    """A value of EMULATOR_MEDIA that is not a boolean is refused at start-up."""
+    with pytest.raises(ConfigurationError, match="EMULATOR_MEDIA"):
+        read({"EMULATOR_API_KEYS": f"{KEY1},{KEY2}", "EMULATOR_MEDIA": "sometimes"})

@@ -30,6 +30,8 @@ class EmulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     voicelive_connections_per_minute: int = 0
     """New Voice Live control connections per minute per credential; 0 = unlimited."""
     voicelive_mirror_events: bool = False
+    media: bool = True
+    """False (``EMULATOR_MEDIA=off``, load tests): Azure OpenAI calls get no aiortc peer."""
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> EmulatorConfig:
@@ -71,4 +73,5 @@ class EmulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
                 "EMULATOR_VOICELIVE_CONNECTIONS_PER_MINUTE", 30, minimum=0, maximum=100_000
             ),
             voicelive_mirror_events=reader.flag("EMULATOR_VOICELIVE_MIRROR_EVENTS", default=False),
+            media=reader.flag("EMULATOR_MEDIA", default=True),
         )

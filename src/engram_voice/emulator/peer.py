@@ -29,6 +29,7 @@ from engram_voice.emulator.events import EventFactory, new_id
 from engram_voice.emulator.loopback import loopback_candidates_only, loopback_ice
 from engram_voice.emulator.schemas import VOICES
 from engram_voice.emulator.script import agent_name, assistant_line, greeting_line, user_line
+from engram_voice.emulator.silent import answer_without_media
 
 __all__ = [
     "EVENTS_CHANNEL",
@@ -94,8 +95,11 @@ class RealtimeCall:
         mode: CallMode | None = None,
         control: Callable[[dict[str, Any]], None] | None = None,
         on_closed: Callable[[RealtimeCall], None] | None = None,
+        media: bool = True,
     ) -> None:
         self.call_id = call_id
+        self.media = media
+        """False (``EMULATOR_MEDIA=off``): no peer; the conversation plays to the sideband."""
         self.session = dict(session)
         self.pacing = pacing
         self.mode = mode or ga_mode(filtered=pacing.filtered)
@@ -122,7 +126,7 @@ class RealtimeCall:
         self._on_closed = on_closed
         self._control = control
         self._events = EventFactory(new_id("conv"), self.mode.vocabulary)
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[])) if media else None
         self._tone = ToneTrack()
         self._sink = AudioSink()
         self._channel: Any = None
@@ -131,9 +135,10 @@ class RealtimeCall:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
         self._last_item_id: str | None = None
-        self._pc.on("track", self._on_track)
-        self._pc.on("datachannel", self._on_datachannel)
-        self._pc.on("connectionstatechange", self._on_connection_state)
+        if self._pc is not None:
+            self._pc.on("track", self._on_track)
+            self._pc.on("datachannel", self._on_datachannel)
+            self._pc.on("connectionstatechange", self._on_connection_state)
 
     @property
     def active(self) -> bool:
@@ -142,6 +147,8 @@ class RealtimeCall:
 
     async def answer(self, offer_sdp: str) -> str:
         """Apply the caller's SDP offer and return the SDP answer (ICE on 127.0.0.1 only)."""
+        if self._pc is None:
+            return await self._answer_without_media(offer_sdp)
         offer_sdp, dropped = loopback_candidates_only(offer_sdp)
         if dropped:
             _logger.info(
@@ -161,6 +168,17 @@ class RealtimeCall:
         self._spawn(self._conversation(), "conversation")
         self._spawn(self._expire(), "expiry")
         answer: str = self._pc.localDescription.sdp
+        return answer
+
+    async def _answer_without_media(self, offer_sdp: str) -> str:
+        try:
+            answer = answer_without_media(offer_sdp)
+        except ValueError as exc:
+            await self.close("invalid_offer")
+            raise OfferRejectedError(str(exc)) from exc
+        self.connection_state = "media_off"
+        self._spawn(self._conversation(), "conversation")
+        self._spawn(self._expire(), "expiry")
         return answer
 
     def apply_session(self, session: dict[str, Any]) -> None:
@@ -190,6 +208,7 @@ class RealtimeCall:
             "voice": self.voice,
             "filtered": self.pacing.filtered,
             "protocol": self.mode.vocabulary.name,
+            "media": self.media,
             "active": self.active,
             "connection_state": self.connection_state,
             "data_channel": None
@@ -231,6 +250,8 @@ class RealtimeCall:
             self._send(self._events.session_created(self._session_object()))
 
     def _on_connection_state(self) -> None:
+        if self._pc is None:  # only a peer reports connection states
+            return
         self.connection_state = str(self._pc.connectionState)
         _logger.info(
             "emulator.call_state", call_id=self.call_id, connection_state=self.connection_state
@@ -244,10 +265,17 @@ class RealtimeCall:
     # -- the conversation ----------------------------------------------------------------
 
     async def _conversation(self) -> None:
-        await self._channel_open.wait()
+        if self.media:
+            await self._channel_open.wait()
+        loop = asyncio.get_running_loop()
+        next_turn = loop.time()
         while self.turns < self.pacing.max_turns:
-            await asyncio.sleep(self.pacing.turn_interval_seconds)
-            if not self._sink.flowing(within=2.0):
+            if self.media:
+                await asyncio.sleep(self.pacing.turn_interval_seconds)
+            else:  # a fixed cadence: a turn starts every interval, however long the last took
+                next_turn += self.pacing.turn_interval_seconds
+                await asyncio.sleep(max(0.0, next_turn - loop.time()))
+            if self.media and not self._sink.flowing(within=2.0):
                 self.idle_ticks += 1  # no microphone audio: the user is not talking
                 continue
             self.turns += 1
@@ -447,13 +475,14 @@ class RealtimeCall:
         for task in tasks:
             task.cancel()
         self._tone.stop()
-        try:
-            await asyncio.wait_for(self._pc.close(), _CLOSE_TIMEOUT)
-        except TimeoutError:
-            _logger.warning("emulator.call_close_timeout", call_id=self.call_id)
+        if self._pc is not None:
+            try:
+                await asyncio.wait_for(self._pc.close(), _CLOSE_TIMEOUT)
+            except TimeoutError:
+                _logger.warning("emulator.call_close_timeout", call_id=self.call_id)
         if tasks:
             await asyncio.wait(tasks, timeout=_CLOSE_TIMEOUT)
-        self.connection_state = str(self._pc.connectionState)
+        self.connection_state = "closed" if self._pc is None else str(self._pc.connectionState)
         _logger.info(
             "emulator.call_ended",
             call_id=self.call_id,

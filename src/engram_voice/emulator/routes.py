@@ -187,7 +187,9 @@ async def create_call(request: Request[Any, Any, Any], emulator: Emulator) -> Re
         call_id = new_id("rtc")
         key = emulator.ephemeral.redeem(token, call_id)
         filtered = request.query_params.get("webrtcfilter", "").lower() in _FILTER_ON
-        call = emulator.open_call(call_id, key.session, filtered=filtered)
+        call = emulator.open_call(
+            call_id, key.session, filtered=filtered, media=emulator.config.media
+        )
         try:
             answer = await call.answer(offer)
         except OfferRejectedError as exc:

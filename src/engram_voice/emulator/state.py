@@ -108,11 +108,13 @@ class EmulatorState:
         control: Callable[[dict[str, Any]], None] | None = None,
         on_closed: Callable[[RealtimeCall], None] | None = None,
         max_seconds: float | None = None,
+        media: bool = True,
     ) -> RealtimeCall:
         """Create and register the peer for call ``call_id``, bound to ``session``.
 
         ``mode`` (default: Azure OpenAI's) says how its events travel, ``control`` receives
-        those routed to a control channel, ``on_closed`` runs once the peer has closed.
+        those routed to a control channel, ``on_closed`` runs once the peer has closed;
+        ``media=False`` creates no aiortc peer (``EMULATOR_MEDIA=off``).
         """
         pacing = CallPacing(
             turn_interval_seconds=self.config.turn_interval_seconds,
@@ -132,7 +134,9 @@ class EmulatorState:
             if on_closed is not None:
                 on_closed(call)
 
-        call = RealtimeCall(call_id, session, pacing, mode=mode, control=control, on_closed=closed)
+        call = RealtimeCall(
+            call_id, session, pacing, mode=mode, control=control, on_closed=closed, media=media
+        )
         self.calls[call_id] = call
         return call
 
@@ -178,6 +182,7 @@ class EmulatorState:
                 "voicelive_max_seconds": config.voicelive_max_seconds,
                 "voicelive_connections_per_minute": config.voicelive_connections_per_minute,
                 "voicelive_mirror_events": config.voicelive_mirror_events,
+                "media": config.media,
             },
             "counters": {op: dict(counts) for op, counts in self.counters.items()},
             "mints": list(self.mints),

@@ -1,0 +1,256 @@
+"""Server-side capture under load: 500 Azure OpenAI calls held, a turn every 3 s each.
+
+Starts the emulator with ``EMULATOR_MEDIA=off`` (no aiortc peer per call: the offer is
+validated and answered, and the scripted conversation plays on a timer to the call's
+sideband only), a turn every ``--turn-interval`` seconds and no call quota, and the
+service (one uvicorn worker, EasyAuth with a distinct user per call, Azure OpenAI as the
+upstream, memory on with the SQLite queue and ``MEMORY_WORKER=off`` so no sink runs,
+JSON logs at ``info`` as in production). The SDP offer is made once by an aiortc peer.
+
+1. Mint p99 at ``--mint-rate``/s through the service (and straight at the emulator), in
+   interleaved rounds, with no call held.
+2. ``--calls`` calls opened through ``POST /realtime/calls`` at ``--open-rate``/s (open
+   loop); the service joins each call's sideband and captures its transcripts into the
+   durable queue.
+3. A quiet window of ``--window`` s: service CPU (``/proc``) ÷ turns captured in it (the
+   ``engram_realtime_captured_turns_total`` counters on ``/metrics``; each conversation
+   turn is two transcript turns, the user's and the assistant's), and the captured rate
+   against the expected ``calls / turn interval`` conversation turns per second.
+4. Mint p99 again with the calls held (capture still running); its rise over part 1.
+5. Every call hung up (``DELETE``), bounded.
+
+Goals: <= 2 ms service CPU per conversation turn; the expected turn rate captured; mint
+p99 rise <= 10 %. Loopback only; every wait bounded. On a shared machine latencies swing
+with the neighbours: read them next to the CPU figures.
+
+    .venv/bin/python bench/bench_capture.py --calls 500 --turn-interval 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._load import ProcessCpu, open_loop
+from bench.bench_calls import DIRECT, THROUGH, Bench, active_calls, mint_profile, mint_senders
+from bench.bench_calls import release_all as release_calls
+from tests.support.realtime_client import RealtimeTestClient
+from tests.support.servers import ServiceProcess
+
+GOAL_CPU_MS_PER_TURN = 2.0
+GOAL_MINT_P99_RISE = 0.10
+GOAL_CAPTURED_SHARE = 0.95
+_CAPTURED = "engram_realtime_captured_turns_total{"
+
+
+async def captured_turns(bench: Bench) -> dict[str, float]:
+    """Return the service's captured transcript turns by outcome (from ``/metrics``)."""
+    async with bench.session.get(f"{bench.service.base_url}/metrics") as response:
+        text = await response.text()
+    outcomes: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(_CAPTURED):
+            labels, value = line.rsplit(" ", 1)
+            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
+            outcomes[outcome] = outcomes.get(outcome, 0.0) + float(value)
+    return outcomes
+
+
+async def open_calls(bench: Bench, args: argparse.Namespace) -> list[tuple[str, dict[str, str]]]:
+    """Open ``args.calls`` calls through the service at ``args.open_rate``/s; keep them."""
+    calls: list[tuple[str, dict[str, str]]] = []
+    url = f"{bench.service.base_url}/realtime/calls"
+    body = json.dumps({"agent": "elena", "sdp_offer": bench.offer})
+
+    async def send(_: int) -> bool:
+        headers = bench.caller()
+        try:
+            async with bench.session.post(url, data=body, headers=headers) as response:
+                answer = await response.read()
+                if response.status != 201:
+                    return False
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+        calls.append((json.loads(answer)["call_id"], headers))
+        return True
+
+    latencies, errors = await open_loop(send, total=args.calls, rate=args.open_rate)
+    print(
+        f"\nopened {len(calls)} of {args.calls} calls at {args.open_rate:g}/s "
+        f"({errors} refused/failed; setup p50 {sorted(latencies)[len(latencies) // 2]:.0f} ms)"
+        if latencies
+        else f"\nopened no call ({errors} refused/failed)"
+    )
+    return calls
+
+
+async def capture_window(bench: Bench, args: argparse.Namespace, held: int) -> tuple[bool, bool]:
+    """Measure service CPU per captured turn and the captured rate over a quiet window."""
+    assert bench.service.process  # noqa: S101 - started by main()
+    assert bench.emulator.process  # noqa: S101
+    cpu = ProcessCpu(bench.service.process.pid)
+    emulator_cpu = ProcessCpu(bench.emulator.process.pid)
+    emulator_before = emulator_cpu.seconds() or 0.0
+    before, cpu_before, started = await captured_turns(bench), cpu.seconds(), time.monotonic()
+    await asyncio.sleep(args.window)
+    after, cpu_after, elapsed = await captured_turns(bench), cpu.seconds(), time.monotonic()
+    elapsed -= started
+    emulator_s = (emulator_cpu.seconds() or 0.0) - emulator_before
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    transcripts = sum(delta.values())
+    turns = transcripts / 2  # a conversation turn: the user's and the assistant's transcript
+    cpu_s = (cpu_after - cpu_before) if cpu_before is not None and cpu_after is not None else 0.0
+    per_turn = cpu_s * 1000 / turns if turns else float("nan")
+    expected = held / args.turn_interval
+    rate = turns / elapsed
+    print(
+        f"capture over {elapsed:.1f} s with {held} calls held: {transcripts:.0f} transcript "
+        f"turns ({', '.join(f'{k} {v:.0f}' for k, v in sorted(delta.items()))}) = "
+        f"{turns:.0f} conversation turns, {rate:.1f}/s vs {expected:.1f}/s expected "
+        f"({rate / expected * 100 if expected else 0:.0f} %)"
+    )
+    print(
+        f"  service CPU {cpu_s:.2f} s = {cpu_s / elapsed * 100:.0f} % of a core; "
+        f"{per_turn:.2f} ms per conversation turn ({per_turn / 2:.2f} ms per transcript turn); "
+        f"emulator {emulator_s / elapsed * 100:.0f} % of a core"
+    )
+    cpu_ok = per_turn <= GOAL_CPU_MS_PER_TURN
+    rate_ok = bool(expected) and rate >= GOAL_CAPTURED_SHARE * expected
+    return cpu_ok, rate_ok
+
+
+async def run(bench: Bench, args: argparse.Namespace) -> None:
+    """Run the parts in order and print the goals."""
+    for send in mint_senders(bench).values():  # warm up
+        await open_loop(send, total=int(args.mint_rate), rate=args.mint_rate)
+    without = await mint_profile(bench, args)
+    calls: list[tuple[str, dict[str, str]]] = []
+    try:
+        calls = await open_calls(bench, args)
+        await asyncio.sleep(min(10.0, 2 * args.turn_interval))  # sidebands joined, turns flow
+        held = await active_calls(bench)
+        cpu_ok, rate_ok = await capture_window(bench, args, held)
+        with_calls = await mint_profile(bench, args)
+        still = await active_calls(bench)
+    finally:
+        await asyncio.wait_for(release_calls(bench, calls), timeout=120)
+    rise = with_calls.p99(THROUGH) / without.p99(THROUGH) - 1
+    print(
+        f"mint p99 at {args.mint_rate:g}/s ({args.mint_rounds} interleaved rounds): through the "
+        f"service {without.p99(THROUGH):.2f} ms without, {with_calls.p99(THROUGH):.2f} ms with "
+        f"{still} calls held and capturing ({rise * 100:+.1f} %); straight at the emulator "
+        f"{without.p99(DIRECT):.2f} / {with_calls.p99(DIRECT):.2f} ms; service CPU per mint "
+        f"{without.service_cpu_ms:.2f} / {with_calls.service_cpu_ms:.2f} ms; errors "
+        f"{without.errors}/{with_calls.errors}"
+    )
+    for label, profile in (("without", without), ("with", with_calls)):
+        print(
+            f"  per round p99 {label:<7} through/direct (ms): "
+            + "  ".join(
+                f"{t:.1f}/{d:.1f}"
+                for t, d in zip(profile.rounds, profile.direct_rounds, strict=True)
+            )
+            + f"   median p99 overhead {profile.overhead():+.2f} ms"
+        )
+    print(
+        "  (the emulator, which also mints for the service, plays every call's events: its "
+        "own slow-down is part of the rise through the service; the service's share is "
+        f"{without.p99(THROUGH) - without.p99(DIRECT):+.2f} ms without, "
+        f"{with_calls.p99(THROUGH) - with_calls.p99(DIRECT):+.2f} ms with)"
+    )
+    mint_ok = rise <= GOAL_MINT_P99_RISE
+    print(
+        f"goals: CPU <= {GOAL_CPU_MS_PER_TURN:g} ms per turn {'HELD' if cpu_ok else 'MISSED'}; "
+        f">= {GOAL_CAPTURED_SHARE * 100:g} % of the expected turns captured "
+        f"{'HELD' if rate_ok else 'MISSED'}; mint p99 rise <= {GOAL_MINT_P99_RISE * 100:g} % "
+        f"{'HELD' if mint_ok else 'MISSED'}"
+        + ("" if held >= args.calls else f" (measured with {held} calls, not {args.calls})")
+    )
+
+
+def processes(args: argparse.Namespace) -> tuple[ServiceProcess, ServiceProcess, str]:
+    """Return (unstarted) the emulator (media off) and the service as this bench runs them."""
+    keys = (secrets.token_hex(16), secrets.token_hex(16))
+    emulator = ServiceProcess(
+        ["emulator"],
+        env={
+            "EMULATOR_API_KEYS": ",".join(keys),
+            "EMULATOR_MEDIA": "off",
+            "EMULATOR_TURN_INTERVAL_SECONDS": str(args.turn_interval),
+            "EMULATOR_MAX_TURNS": "10000",
+            "EMULATOR_MAX_CALLS": str(min(10_000, args.calls + 200)),
+            "LOG_LEVEL": "warning",
+        },
+    )
+    state = Path(tempfile.mkdtemp())
+    service = ServiceProcess(
+        ["serve"],
+        env={
+            "APP_ENV": "local",
+            "LOG_LEVEL": "info",
+            "LOG_FORMAT": "json",
+            "AUTH_MODE": "easyauth",
+            "AZURE_OPENAI_ENDPOINTS": f"http://127.0.0.1:{emulator.port}",
+            "AZURE_OPENAI_API_KEY": keys[0],
+            "REALTIME_DEFAULT_UPSTREAM": "azure-openai",
+            "MEMORY_TOKEN_KEYS": f"bench:{secrets.token_hex(32)}",
+            "MEMORY_SQLITE_PATH": str(state / "queue.sqlite3"),
+            "MEMORY_WORKER": "off",
+            "PYTHONWARNINGS": "ignore",
+        },
+        log_path=state / "service.log",
+    )
+    return emulator, service, keys[0]
+
+
+async def _main(
+    args: argparse.Namespace, emulator: ServiceProcess, service: ServiceProcess, key: str
+) -> None:
+    peer = RealtimeTestClient()
+    try:
+        offer = await peer.offer()
+    finally:
+        await peer.close()
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        bench = Bench(emulator=emulator, service=service, key=key, offer=offer, session=session)
+        await run(bench, args)
+
+
+def main() -> None:
+    """Parse arguments, start the emulator and the service, run the bench, stop both."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--calls", type=int, default=500, help="calls to hold")
+    parser.add_argument("--turn-interval", type=float, default=3.0, help="seconds per turn")
+    parser.add_argument("--open-rate", type=float, default=25.0, help="call setups per second")
+    parser.add_argument("--window", type=float, default=30.0, help="capture window (s)")
+    parser.add_argument("--mint-rate", type=float, default=200.0)
+    parser.add_argument("--mint-seconds", type=float, default=10.0)
+    parser.add_argument("--mint-rounds", type=int, default=4)
+    args = parser.parse_args()
+    emulator, service, key = processes(args)
+    emulator.start()
+    try:
+        service.start()
+        try:
+            asyncio.run(_main(args, emulator, service, key))
+        finally:
+            service.stop(timeout=60)
+            print(f"\n(service log: {service.log_path})")
+    finally:
+        emulator.stop(timeout=60)
+
+
+if __name__ == "__main__":
+    main()
