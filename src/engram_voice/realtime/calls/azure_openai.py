@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -41,7 +40,6 @@ from engram_voice.errors import (
     ValidationError,
 )
 from engram_voice.httppolicy import is_transient, parse_retry_after
-from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.realtime.calls.capture import CaptureSink, TurnCapture, UsageHook
 from engram_voice.realtime.calls.sideband import UPSTREAM_CLOSED, Sideband
 from engram_voice.realtime.endpoints import Endpoint
@@ -107,14 +105,11 @@ class AzureOpenAICall:
         capture, sideband = self.capture, self.sideband
         if capture is None or sideband is None:
             return
-        if call_id is not None:
-            capture.usage_call_id = call_id
-        if sink is None:  # memory disabled: usage only
-            capture.keep_turns = False
+        kept = capture.bind_owner(
+            sink, session_id=session_id, user_id=user_id, agent_id=agent_id, call_id=call_id
+        )
+        if not kept or sink is None:  # memory disabled: usage only
             return
-
-        async def store(messages: Sequence[EnrichMessage]) -> Any:
-            return await sink.accept_captured(session_id, user_id, agent_id, messages)
 
         def follow(state: str) -> None:
             sink.mark_captured(session_id, captured=state == "connected")
@@ -122,7 +117,6 @@ class AzureOpenAICall:
         sideband.on_state = follow
         if sideband.connected.is_set():
             follow("connected" if sideband.state != "lost" else "lost")
-        capture.bind(store)
 
     async def wait_closed(self) -> str:
         """Return the reason once the call was hung up or the sideband saw it end upstream."""

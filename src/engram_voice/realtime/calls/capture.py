@@ -136,6 +136,31 @@ class TurnCapture:
         self._wake.set()
         self._ensure_writer()
 
+    def bind_owner(
+        self,
+        sink: CaptureSink | None,
+        *,
+        session_id: str,
+        user_id: str,
+        agent_id: str,
+        call_id: str | None = None,
+    ) -> bool:
+        """Report usage under ``call_id`` and store turns in ``sink`` for this owner.
+
+        Returns False when there is no sink (memory disabled: usage only, no turns kept).
+        """
+        if call_id is not None:
+            self.usage_call_id = call_id
+        if sink is None:
+            self.keep_turns = False
+            return False
+
+        async def store(messages: Sequence[EnrichMessage]) -> Any:
+            return await sink.accept_captured(session_id, user_id, agent_id, messages)
+
+        self.bind(store)
+        return True
+
     def feed(self, event: dict[str, Any]) -> None:
         """Take one server event (synchronous; never raises, never blocks)."""
         try:

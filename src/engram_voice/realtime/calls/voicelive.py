@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -39,7 +38,6 @@ from engram_voice.errors import (
     UpstreamUnavailableError,
     ValidationError,
 )
-from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.realtime.calls.capture import CaptureSink, TurnCapture, UsageHook
 from engram_voice.realtime.settings import VoiceLiveSettings
 from engram_voice.realtime.voicelive_session import voicelive_session
@@ -123,14 +121,11 @@ class VoiceLiveCall:
         capture = self.capture
         if capture is None:
             return
-        if call_id is not None:
-            capture.usage_call_id = call_id
-        if sink is None:  # memory disabled: usage only
-            capture.keep_turns = False
+        kept = capture.bind_owner(
+            sink, session_id=session_id, user_id=user_id, agent_id=agent_id, call_id=call_id
+        )
+        if not kept or sink is None:  # memory disabled: usage only
             return
-
-        async def store(messages: Sequence[EnrichMessage]) -> Any:
-            return await sink.accept_captured(session_id, user_id, agent_id, messages)
 
         def heard() -> None:
             sink.mark_captured(session_id, captured=True)
@@ -138,7 +133,6 @@ class VoiceLiveCall:
         capture.on_heard = heard
         if capture.heard:
             heard()
-        capture.bind(store)
 
     async def wait_closed(self) -> str:
         """Return once the channel closed: ``upstream_closed``/``upstream_error`` or the hang-up."""
