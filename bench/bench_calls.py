@@ -33,10 +33,8 @@ import asyncio
 import contextlib
 import itertools
 import json
-import secrets
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +46,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._load import ProcessCpu, open_loop, percentile
+from bench._stack import bench_stack, running
 from tests.support.servers import ServiceProcess
 from tests.support.voicelive_client import VoiceLiveTestClient
 
@@ -441,39 +440,6 @@ async def held_calls(bench: Bench, args: argparse.Namespace) -> bool:
     return ok
 
 
-def processes(hold: int) -> tuple[ServiceProcess, ServiceProcess, str]:
-    """Return (unstarted) the emulator and the service as this benchmark runs them."""
-    keys = (secrets.token_hex(16), secrets.token_hex(16))
-    emulator = ServiceProcess(
-        ["emulator"],
-        env={
-            "EMULATOR_API_KEYS": ",".join(keys),
-            "EMULATOR_MAX_CALLS": str(min(10_000, hold + 200)),
-            "EMULATOR_VOICELIVE_CONNECTIONS_PER_MINUTE": "0",
-            "LOG_LEVEL": "warning",
-        },
-    )
-    service = ServiceProcess(
-        ["serve"],
-        env={
-            "APP_ENV": "local",
-            "LOG_LEVEL": "info",
-            "LOG_FORMAT": "json",
-            "AUTH_MODE": "easyauth",
-            "AZURE_OPENAI_ENDPOINTS": f"http://127.0.0.1:{emulator.port}",
-            "AZURE_OPENAI_API_KEY": keys[0],
-            "AZURE_VOICELIVE_ENDPOINT": f"http://127.0.0.1:{emulator.port}",
-            "AZURE_VOICELIVE_KEY": keys[0],
-            "REALTIME_DEFAULT_UPSTREAM": "voice-live",
-            "MEMORY_TOKEN_KEYS": f"bench:{secrets.token_hex(32)}",
-            "MEMORY_SQLITE_PATH": str(Path(tempfile.mkdtemp()) / "queue.sqlite3"),
-            "PYTHONWARNINGS": "ignore",
-        },
-        log_path=Path(tempfile.mkdtemp()) / "service.log",
-    )
-    return emulator, service, keys[0]
-
-
 async def _run(
     args: argparse.Namespace, emulator: ServiceProcess, service: ServiceProcess, key: str
 ) -> None:
@@ -506,17 +472,16 @@ def main() -> None:
     parser.add_argument("--mint-rounds", type=int, default=4)
     parser.add_argument("--skip-setup", action="store_true", help="only the held-calls part")
     args = parser.parse_args()
-    emulator, service, key = processes(args.hold)
-    emulator.start()
-    try:
-        service.start()
-        try:
-            asyncio.run(_run(args, emulator, service, key))
-        finally:
-            service.stop(timeout=60)
-            print(f"\n(service log: {service.log_path})")
-    finally:
-        emulator.stop(timeout=60)
+    stack = bench_stack(
+        emulator_env={
+            "EMULATOR_MAX_CALLS": str(min(10_000, args.hold + 200)),
+            "EMULATOR_VOICELIVE_CONNECTIONS_PER_MINUTE": "0",
+        },
+        service_env={"REALTIME_DEFAULT_UPSTREAM": "voice-live"},
+        voicelive=True,
+    )
+    with running(stack):
+        asyncio.run(_run(args, stack.emulator, stack.service, stack.key))
 
 
 if __name__ == "__main__":

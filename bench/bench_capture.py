@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import secrets
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +40,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._load import ProcessCpu, open_loop
+from bench._stack import bench_stack, running
 from bench.bench_calls import DIRECT, THROUGH, Bench, active_calls, mint_profile, mint_senders
 from bench.bench_calls import release_all as release_calls
 from tests.support.realtime_client import RealtimeTestClient
@@ -178,41 +177,6 @@ async def run(bench: Bench, args: argparse.Namespace) -> None:
     )
 
 
-def processes(args: argparse.Namespace) -> tuple[ServiceProcess, ServiceProcess, str]:
-    """Return (unstarted) the emulator (media off) and the service as this bench runs them."""
-    keys = (secrets.token_hex(16), secrets.token_hex(16))
-    emulator = ServiceProcess(
-        ["emulator"],
-        env={
-            "EMULATOR_API_KEYS": ",".join(keys),
-            "EMULATOR_MEDIA": "off",
-            "EMULATOR_TURN_INTERVAL_SECONDS": str(args.turn_interval),
-            "EMULATOR_MAX_TURNS": "10000",
-            "EMULATOR_MAX_CALLS": str(min(10_000, args.calls + 200)),
-            "LOG_LEVEL": "warning",
-        },
-    )
-    state = Path(tempfile.mkdtemp())
-    service = ServiceProcess(
-        ["serve"],
-        env={
-            "APP_ENV": "local",
-            "LOG_LEVEL": "info",
-            "LOG_FORMAT": "json",
-            "AUTH_MODE": "easyauth",
-            "AZURE_OPENAI_ENDPOINTS": f"http://127.0.0.1:{emulator.port}",
-            "AZURE_OPENAI_API_KEY": keys[0],
-            "REALTIME_DEFAULT_UPSTREAM": "azure-openai",
-            "MEMORY_TOKEN_KEYS": f"bench:{secrets.token_hex(32)}",
-            "MEMORY_SQLITE_PATH": str(state / "queue.sqlite3"),
-            "MEMORY_WORKER": "off",
-            "PYTHONWARNINGS": "ignore",
-        },
-        log_path=state / "service.log",
-    )
-    return emulator, service, keys[0]
-
-
 async def _main(
     args: argparse.Namespace, emulator: ServiceProcess, service: ServiceProcess, key: str
 ) -> None:
@@ -239,17 +203,17 @@ def main() -> None:
     parser.add_argument("--mint-seconds", type=float, default=10.0)
     parser.add_argument("--mint-rounds", type=int, default=4)
     args = parser.parse_args()
-    emulator, service, key = processes(args)
-    emulator.start()
-    try:
-        service.start()
-        try:
-            asyncio.run(_main(args, emulator, service, key))
-        finally:
-            service.stop(timeout=60)
-            print(f"\n(service log: {service.log_path})")
-    finally:
-        emulator.stop(timeout=60)
+    stack = bench_stack(
+        emulator_env={
+            "EMULATOR_MEDIA": "off",
+            "EMULATOR_TURN_INTERVAL_SECONDS": str(args.turn_interval),
+            "EMULATOR_MAX_TURNS": "10000",
+            "EMULATOR_MAX_CALLS": str(min(10_000, args.calls + 200)),
+        },
+        service_env={"REALTIME_DEFAULT_UPSTREAM": "azure-openai", "MEMORY_WORKER": "off"},
+    )
+    with running(stack):
+        asyncio.run(_main(args, stack.emulator, stack.service, stack.key))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,8 @@ import argparse
 import asyncio
 import itertools
 import os
-import secrets
 import statistics
 import sys
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._load import ProcessCpu, open_loop, percentile
+from bench._stack import bench_stack, running
 from tests.support.servers import ServiceProcess
 
 from engram_voice.agents import load_catalog
@@ -207,35 +206,6 @@ def _report(args: argparse.Namespace, run: int, results: dict[str, PathResult]) 
     return held
 
 
-def mint_processes(latency_ms: int) -> tuple[ServiceProcess, ServiceProcess]:
-    """Return (unstarted) the emulator and the service configured as this benchmark runs them."""
-    keys = f"{secrets.token_hex(16)},{secrets.token_hex(16)}"
-    emulator = ServiceProcess(
-        ["emulator"],
-        env={
-            "EMULATOR_API_KEYS": keys,
-            "EMULATOR_LATENCY_MS": str(latency_ms),
-            "LOG_LEVEL": "warning",
-        },
-    )
-    service = ServiceProcess(
-        ["serve"],
-        env={
-            "APP_ENV": "local",
-            # Logged as in production: one JSON line per mint (to /dev/null), not skipped.
-            "LOG_LEVEL": "info",
-            "LOG_FORMAT": "json",
-            "AUTH_MODE": "easyauth",
-            "AZURE_OPENAI_ENDPOINTS": f"http://127.0.0.1:{emulator.port}",
-            "AZURE_OPENAI_API_KEY": keys.split(",", maxsplit=1)[0],
-            "MEMORY_TOKEN_KEYS": f"bench:{secrets.token_hex(32)}",
-            "MEMORY_SQLITE_PATH": str(Path(tempfile.mkdtemp()) / "queue.sqlite3"),
-            "PYTHONWARNINGS": "ignore",
-        },
-    )
-    return emulator, service
-
-
 def main() -> None:
     """Parse arguments, start emulator and service, run the comparison, stop both."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -245,16 +215,9 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--runs", type=int, default=1, help="repeat the interleaved rounds")
     args = parser.parse_args()
-    emulator, service = mint_processes(args.latency_ms)
-    emulator.start()
-    try:
-        service.start()
-        try:
-            verdicts = asyncio.run(_run(args, emulator, service))
-        finally:
-            service.stop()
-    finally:
-        emulator.stop()
+    stack = bench_stack(emulator_env={"EMULATOR_LATENCY_MS": str(args.latency_ms)})
+    with running(stack):
+        verdicts = asyncio.run(_run(args, stack.emulator, stack.service))
     held = sum(verdicts)
     print(f"\ngoal held in {held} of {len(verdicts)} runs (wanted: at least 4 of 5)")
 

@@ -25,7 +25,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._load import ProcessCpu, open_loop
-from bench.bench_mint import mint_processes
+from bench._stack import bench_stack, running
 
 
 async def _mints(base_url: str, count: int, rate: float, users: itertools.count[int]) -> int:
@@ -84,36 +84,29 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    emulator, service = mint_processes(latency_ms=0)
-    emulator.start()
     users = itertools.count()
-    try:
-        service.start()
-        try:
-            assert service.process  # noqa: S101 - just started
-            cpu = ProcessCpu(service.process.pid)
-            asyncio.run(_mints(service.base_url, 500, args.rate, users))  # warm-up
-            for _ in range(args.repeat):
-                before = cpu.seconds()
-                perf = _perf(service.process.pid)
-                errors = asyncio.run(_mints(service.base_url, args.mints, args.rate, users))
-                instructions = _instructions(perf)
-                after = cpu.seconds()
-                used = (after - before) if after is not None and before is not None else None
-                print(
-                    "service per mint: "
-                    + (f"CPU {used / args.mints * 1e6:6.0f} us" if used is not None else "")
-                    + (
-                        f"  instructions {instructions / args.mints / 1e3:6.0f} k"
-                        if instructions
-                        else ""
-                    )
-                    + f"  ({args.mints} mints at {args.rate:g}/s, {errors} errors)"
+    with running(bench_stack(emulator_env={"EMULATOR_LATENCY_MS": "0"})) as stack:
+        service = stack.service
+        assert service.process  # noqa: S101 - just started
+        cpu = ProcessCpu(service.process.pid)
+        asyncio.run(_mints(service.base_url, 500, args.rate, users))  # warm-up
+        for _ in range(args.repeat):
+            before = cpu.seconds()
+            perf = _perf(service.process.pid)
+            errors = asyncio.run(_mints(service.base_url, args.mints, args.rate, users))
+            instructions = _instructions(perf)
+            after = cpu.seconds()
+            used = (after - before) if after is not None and before is not None else None
+            print(
+                "service per mint: "
+                + (f"CPU {used / args.mints * 1e6:6.0f} us" if used is not None else "")
+                + (
+                    f"  instructions {instructions / args.mints / 1e3:6.0f} k"
+                    if instructions
+                    else ""
                 )
-        finally:
-            service.stop()
-    finally:
-        emulator.stop()
+                + f"  ({args.mints} mints at {args.rate:g}/s, {errors} errors)"
+            )
 
 
 if __name__ == "__main__":
