@@ -13,8 +13,7 @@ import pytest
 from aiortc.sdp import SessionDescription
 
 from engram_voice.emulator import create_emulator_app
-from tests.integration.test_emulator_sideband import read_until, sideband_url
-from tests.integration.test_emulator_webrtc import call_id_of, call_state, mint
+from tests.support.emulator_client import call_id_of, call_state, mint, read_until, sideband_url
 from tests.support.emulator_harness import TestKeys, emulator_config, wall_clock
 from tests.support.openai_contract import validate_server_event
 from tests.support.realtime_client import RealtimeTestClient

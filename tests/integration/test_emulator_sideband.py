@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from engram_voice.emulator import create_emulator_app
-from tests.integration.test_emulator_webrtc import call_id_of, mint
+from tests.support.emulator_client import call_id_of, mint, read_until, sideband_url
 from tests.support.emulator_harness import TestKeys, emulator_config, wall_clock
 from tests.support.openai_contract import validate_server_event
 from tests.support.realtime_client import RealtimeTestClient
@@ -58,30 +58,12 @@ async def fixture_caller() -> AsyncIterator[RealtimeTestClient]:
     await client.close()
 
 
-def sideband_url(base_url: str, call_id: str) -> str:
-    """Return the sideband URL of ``call_id`` on the emulator."""
-    return f"ws{base_url.removeprefix('http')}/openai/v1/realtime?call_id={call_id}"
-
-
 async def start_call(http: httpx.AsyncClient, keys: TestKeys, caller: RealtimeTestClient) -> str:
     """Create a filtered call from ``caller`` and return its call id once connected."""
     answer = await caller.call(http, await mint(http, keys))
     assert answer.status_code == 201, answer.text
     await caller.wait_connected()
     return call_id_of(answer)
-
-
-async def read_until(
-    socket: aiohttp.ClientWebSocketResponse, event_type: str, count: int = 1
-) -> list[dict[str, Any]]:
-    """Read events until ``count`` of ``event_type`` arrived (bounded by the session timeout)."""
-    events: list[dict[str, Any]] = []
-    async with asyncio.timeout(20):
-        while sum(e["type"] == event_type for e in events) < count:
-            message = await socket.receive()
-            assert message.type == aiohttp.WSMsgType.TEXT, message
-            events.append(json.loads(message.data))
-    return events
 
 
 async def set_fault(http: httpx.AsyncClient, mode: str) -> None:

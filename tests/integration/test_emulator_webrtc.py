@@ -7,15 +7,14 @@ import pytest
 
 from engram_voice.emulator import create_emulator_app, emulator_state
 from engram_voice.emulator.events import WEBRTC_FILTERED_EVENTS
+from tests.support.emulator_client import ELENA, call_id_of, call_state, conversation_of, mint
 from tests.support.emulator_harness import TestKeys, emulator_config, wall_clock
 from tests.support.openai_contract import validate_server_event
 from tests.support.polling import async_poll_until
-from tests.support.realtime_client import RealtimeTestClient, mint_body
+from tests.support.realtime_client import RealtimeTestClient
 from tests.support.servers import serve_app
 
-MINT = "/openai/v1/realtime/client_secrets"
 CALLS = "/openai/v1/realtime/calls"
-ELENA = "You are Elena, one of Engram's agents. You are warm and expressive."
 MARCUS = "You are Marcus, one of Engram's agents. You are clear and professional."
 SESSION_EXTRAS = ("session.id", "session.object", "session.expires_at")
 
@@ -47,57 +46,6 @@ async def fixture_caller() -> AsyncIterator[RealtimeTestClient]:
     client = RealtimeTestClient()
     yield client
     await client.close()
-
-
-async def mint(http: httpx.AsyncClient, keys: TestKeys, instructions: str = ELENA) -> str:
-    """Mint an ephemeral key for an agent with ``instructions``; return its value."""
-    response = await http.post(
-        MINT, headers={"api-key": keys.key1}, json=mint_body(instructions=instructions)
-    )
-    assert response.status_code == 200, response.text
-    value: str = response.json()["value"]
-    return value
-
-
-async def call_state(http: httpx.AsyncClient, call_id: str) -> dict[str, Any]:
-    """Return the emulator's record of call ``call_id``."""
-    calls = (await http.get("/_emulator/state")).json()["calls"]
-    return next(c for c in calls if c["call_id"] == call_id)
-
-
-def call_id_of(response: httpx.Response) -> str:
-    """Return the call id from the Location of a 201 answer."""
-    return response.headers["location"].rsplit("/", 1)[1]
-
-
-def conversation_of(events: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """Assemble (role, item id, transcript) in conversation order, as the browser client does.
-
-    Items are ordered by following ``previous_item_id`` links; user transcripts come from
-    ``conversation.item.input_audio_transcription.completed`` and assistant transcripts from
-    ``response.output_audio_transcript.done``, whenever they arrive.
-    """
-    added = [e for e in events if e["type"] == "conversation.item.added"]
-    after = {e["previous_item_id"]: e["item"] for e in added}
-    assert len(after) == len(added), "two items claim the same predecessor"
-    user = {
-        e["item_id"]: e["transcript"]
-        for e in events
-        if e["type"] == "conversation.item.input_audio_transcription.completed"
-    }
-    assistant = {
-        e["item_id"]: e["transcript"]
-        for e in events
-        if e["type"] == "response.output_audio_transcript.done"
-    }
-    ordered, previous = [], None
-    while previous in after:
-        item = after[previous]
-        transcripts = user if item["role"] == "user" else assistant
-        ordered.append((item["role"], item["id"], transcripts[item["id"]]))
-        previous = item["id"]
-    assert len(ordered) == len(added), "the previous_item_id links do not form one chain"
-    return ordered
 
 
 def check_responses(events: list[dict[str, Any]]) -> None:

@@ -16,9 +16,9 @@ from engram_voice.credentials import COGNITIVE_SERVICES_SCOPE, EntraTokenSource
 from engram_voice.realtime.calls import CallLimits
 from engram_voice.services import Overrides
 from tests.conftest import Emulator, ServiceFactory, service_env
-from tests.integration.test_emulator_webrtc import conversation_of
-from tests.integration.test_upstream_entra import FakeTokenCredential
 from tests.support.calls import HeaderUsers, delete_call, emulator_call_ids, post_call
+from tests.support.emulator_client import conversation_of
+from tests.support.entra import FakeTokenCredential
 from tests.support.memory import FakeSink
 from tests.support.polling import async_poll_until
 from tests.support.realtime_client import RealtimeTestClient

@@ -25,8 +25,8 @@ from engram_voice.realtime.calls import CallLimits
 from engram_voice.services import Overrides
 from tests.conftest import Emulator, ServiceFactory, service_env
 from tests.integration.test_key_rotation import fixture_tls, regenerate  # noqa: F401
-from tests.integration.test_upstream_entra import FakeTokenCredential
 from tests.support.calls import HeaderUsers, delete_call, post_call
+from tests.support.entra import FakeTokenCredential
 from tests.support.keyvault import KeyVaultStandIn, TlsFiles
 from tests.support.polling import async_poll_until
 from tests.support.servers import ServiceProcess

@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any
-
 import httpx
-from azure.core.credentials import AccessToken
 from azure.identity.aio import get_bearer_token_provider
 
 from engram_voice.credentials import COGNITIVE_SERVICES_SCOPE, EntraTokenSource
 from engram_voice.services import Overrides
 from tests.conftest import Emulator, ServiceFactory, service_env
-
-
-class FakeTokenCredential:
-    """An async token credential like ManagedIdentityCredential, issuing a fixed token."""
-
-    def __init__(self, token: str, *, hang: bool = False) -> None:
-        self.token = token
-        self.hang = hang
-        self.scopes: list[tuple[str, ...]] = []
-        self._never = asyncio.Event()
-
-    async def get_token(self, *scopes: str, **_: Any) -> AccessToken:
-        """Return the token for ``scopes`` (or wait forever when hanging)."""
-        self.scopes.append(scopes)
-        if self.hang:
-            await self._never.wait()
-        return AccessToken(self.token, int(time.time()) + 3600)
-
-    async def close(self) -> None:
-        """Nothing to release."""
+from tests.support.entra import FakeTokenCredential
 
 
 def _entra_source(credential: FakeTokenCredential, timeout: float = 2.0) -> EntraTokenSource:

@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 import jwt
+from azure.core.credentials import AccessToken
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["JwksEndpoint", "SigningKey", "Tenant", "jwks"]
+__all__ = ["FakeTokenCredential", "JwksEndpoint", "SigningKey", "Tenant", "jwks"]
 
 
 class SigningKey:
@@ -131,3 +132,23 @@ class JwksEndpoint:
     def client(self) -> httpx.AsyncClient:
         """Return an httpx client whose requests this endpoint answers."""
         return httpx.AsyncClient(transport=httpx.MockTransport(self._handle), timeout=5.0)
+
+
+class FakeTokenCredential:
+    """An async token credential like ManagedIdentityCredential, issuing a fixed token."""
+
+    def __init__(self, token: str, *, hang: bool = False) -> None:
+        self.token = token
+        self.hang = hang
+        self.scopes: list[tuple[str, ...]] = []
+        self._never = asyncio.Event()
+
+    async def get_token(self, *scopes: str, **_: Any) -> AccessToken:
+        """Return the token for ``scopes`` (or wait forever when hanging)."""
+        self.scopes.append(scopes)
+        if self.hang:
+            await self._never.wait()
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        """Nothing to release."""
