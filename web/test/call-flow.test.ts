@@ -4,6 +4,8 @@ import { FakePeerConnection } from "./fake-rtc";
 import { BASE_URL, harness } from "./harness";
 import { EXPIRES_AT, type Route, created, service } from "./fake-service";
 import { type Seen, networkDown, problem } from "./helpers";
+import { MemoryOutbox } from "../src/lib/outbox";
+import { MemoryStorage } from "../src/lib/storage";
 
 const deletes = (seen: Seen[]): Seen[] => seen.filter((s) => s.method === "DELETE");
 
@@ -203,6 +205,30 @@ describe("VoiceClient, default flow through POST /realtime/calls", () => {
     await vi.advanceTimersByTimeAsync(0);
     expect(deletes(seen)).toHaveLength(1);
     client.dispose();
+  });
+
+  it.each([
+    ["passed in by the host (it keeps delivering for the next client)", true],
+    ["created by the client (its timers stop)", false],
+  ])("dispose() stops the memory outbox only when the client created it: outbox %s", async (_, passedIn) => {
+    const fetchPair = service();
+    const outbox = new MemoryOutbox({ fetch: fetchPair.fetch, baseUrl: BASE_URL, storage: new MemoryStorage(), sendBeacon: null });
+    const first = harness(fetchPair, { memory: passedIn ? outbox : { storage: new MemoryStorage(), sendBeacon: null } });
+    const memoryEvents: unknown[] = [];
+    first.client.on("memory", (state) => memoryEvents.push(state));
+    first.client.dispose();
+    const reused = first.client.memory;
+    expect(reused).not.toBeNull();
+    if (reused === null) return;
+    const second = harness(fetchPair, { memory: reused });
+    await second.client.connect({ agent: "elena" });
+    FakePeerConnection.last?.channel?.receive({ type: "conversation.item.input_audio_transcription.completed", item_id: "item_u1", transcript: "Hi" });
+    await vi.advanceTimersByTimeAsync(300);
+
+    const enrich = fetchPair.seen.filter((s) => s.url.endsWith("/memory/enrich"));
+    expect(enrich).toHaveLength(passedIn ? 1 : 0);
+    expect(memoryEvents).toEqual([]); // a disposed client no longer follows the outbox
+    second.client.dispose();
   });
 
   it.each<[string, Route, Record<string, unknown>]>([

@@ -67,7 +67,10 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
   readonly memory: MemoryOutbox | null;
   readonly #options: VoiceClientOptions;
   readonly #clock: Clock;
+  /** Removes the client's page and outbox listeners. */
   readonly #pageListeners: (() => void)[] = [];
+  /** Whether the client created its outbox (and so disposes it). */
+  readonly #ownsMemory: boolean;
   #state: ConnectionState = "idle";
   #speaking: SpeakingState = { user: false, assistant: false };
   #muted = false;
@@ -85,9 +88,10 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     if (options.memory === false) this.memory = null;
     else if (options.memory instanceof MemoryOutbox) this.memory = options.memory;
     else this.memory = new MemoryOutbox({ baseUrl: options.baseUrl, fetch: options.fetch, clock: options.clock, ...options.memory });
+    this.#ownsMemory = this.memory !== null && this.memory !== options.memory;
     const memory = this.memory;
     if (memory) {
-      memory.on("state", (state) => this.emit("memory", state));
+      this.#pageListeners.push(memory.on("state", (state) => this.emit("memory", state)));
       // Let the caller subscribe first, then deliver what earlier pages left behind.
       queueMicrotask(() => memory.restore());
     }
@@ -184,11 +188,15 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     return pc ? readAudioStats(pc) : null;
   }
 
-  /** Hang up, stop listening to the page and stop the outbox's timers. */
+  /**
+   * Hang up, stop listening to the page and to the outbox, and stop the outbox's timers
+   * when the client created it. An outbox passed in (`options.memory`) belongs to the host
+   * and keeps working, e.g. for the next client (a React component mounted again).
+   */
   dispose(): void {
     this.hangUp();
     for (const remove of this.#pageListeners.splice(0)) remove();
-    this.memory?.dispose();
+    if (this.#ownsMemory) this.memory?.dispose();
   }
 
   #hangUp(reason: EndReason): Promise<void> {
