@@ -211,6 +211,19 @@ describe("useVoiceSession (React entry)", () => {
     expect(listening.get("online")).toBe(0);
   });
 
+  it("under StrictMode delivers a call's turns through an outbox the host passed in, and mirrors its state", async () => {
+    const fetchPair = service();
+    const browser = fakeBrowser(fetchPair);
+    const { result } = renderHook(() => useVoiceSession({ agent: "elena", ...browser.options }), { wrapper: StrictMode });
+    await connect(() => result.current);
+    act(() => {
+      FakePeerConnection.last?.channel?.receive({ type: "conversation.item.input_audio_transcription.completed", item_id: "item_u1", transcript: "Hi" });
+    });
+    await waitFor(() => expect(result.current.memory).toMatchObject({ status: "saved", saved: 1, pending: 0 }));
+    const enrich = fetchPair.seen.filter((s) => s.url.endsWith("/memory/enrich"));
+    expect(enrich.map((s) => JSON.parse(s.body).messages.map((m: { id: string }) => m.id))).toEqual([["item_u1"]]);
+  });
+
   it("uses a client it is given, and leaves it (and its call) alone on unmount", async () => {
     const browser = fakeBrowser(service());
     const client = new VoiceClient(browser.options);
