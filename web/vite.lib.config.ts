@@ -1,6 +1,8 @@
 /**
- * Builds the framework-agnostic client library alone (`npm run build:lib`) as an ES module
- * in `dist/lib/`, with type declarations, for host apps that do not bundle `src/lib` themselves.
+ * Builds the published package `@engram/voice-client` (`npm run build:lib`): ES modules in
+ * `dist/lib/` — `index.js` (the framework-agnostic core) and `react.js` (the React hook;
+ * React stays external, a peer dependency) — then `tsc -p tsconfig.lib.json` writes the type
+ * declarations to `dist/lib/types/`. `package.json`'s `exports` map points at both.
  */
 import { defineConfig } from "vite";
 
@@ -10,10 +12,15 @@ export default defineConfig({
     emptyOutDir: true,
     target: "es2022",
     sourcemap: true,
+    minify: false,
     lib: {
-      entry: "src/lib/index.ts",
+      entry: { index: "src/lib/index.ts", react: "src/lib/react/index.ts" },
       formats: ["es"],
-      fileName: () => "engram-voice.js",
+      fileName: (_format, entryName) => `${entryName}.js`,
+    },
+    rollupOptions: {
+      external: [/^react($|\/)/, /^react-dom($|\/)/],
+      output: { chunkFileNames: "chunks/[name]-[hash].js" },
     },
   },
 });

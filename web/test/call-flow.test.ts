@@ -1,49 +1,11 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
-import type { CallCreated } from "../src/lib/types";
 import { FakePeerConnection } from "./fake-rtc";
 import { BASE_URL, harness } from "./harness";
-import { type Seen, accepted, ids, networkDown, problem, scriptedFetch } from "./helpers";
-
-const EXPIRES_AT = 1_767_225_600;
-
-const CALL: CallCreated = {
-  call_id: "rc_1a2b",
-  session_id: "vs_abc",
-  conversation_id: "cv_x.y",
-  agent: { id: "elena", name: "Elena", voice: "en-US-Ava:DragonHDLatestNeural" },
-  upstream: "voice-live",
-  sdp_answer: "v=0 fake-answer",
-  expires_at: EXPIRES_AT,
-  memory: { enrich_url: "/memory/enrich", token: "mem-token", expires_at: EXPIRES_AT + 900 },
-};
-
-type Route = (seen: Seen) => Response | Error | "hang" | Promise<Response>;
-
-const created = (call: Partial<CallCreated> = {}): Response =>
-  new Response(JSON.stringify({ ...CALL, ...call }), {
-    status: 201,
-    headers: { "Content-Type": "application/json", Location: `/realtime/calls/${call.call_id ?? CALL.call_id}` },
-  });
-
-/** The service as it answers when all is well: 201 with the answer, 204 on DELETE, 202 for memory. */
-function service(overrides: { create?: Route; end?: Route; enrich?: Route } = {}) {
-  const create: Route = overrides.create ?? (() => created());
-  const end: Route = overrides.end ?? (() => new Response(null, { status: 204 }));
-  const enrich: Route = overrides.enrich ?? ((seen) => accepted(ids(seen.body).length));
-  return scriptedFetch((seen) => {
-    if (seen.url.endsWith("/realtime/calls") && seen.method === "POST") {
-      FakePeerConnection.log.push("POST call");
-      return create(seen);
-    }
-    if (seen.url.includes("/realtime/calls/") && seen.method === "DELETE") {
-      FakePeerConnection.log.push("DELETE call");
-      return end(seen);
-    }
-    if (seen.url.endsWith("/memory/enrich")) return enrich(seen);
-    return new Error(`unexpected request ${seen.method} ${seen.url}`);
-  });
-}
+import { EXPIRES_AT, type Route, created, service } from "./fake-service";
+import { type Seen, networkDown, problem } from "./helpers";
+import { MemoryOutbox } from "../src/lib/outbox";
+import { MemoryStorage } from "../src/lib/storage";
 
 const deletes = (seen: Seen[]): Seen[] => seen.filter((s) => s.method === "DELETE");
 
@@ -243,6 +205,30 @@ describe("VoiceClient, default flow through POST /realtime/calls", () => {
     await vi.advanceTimersByTimeAsync(0);
     expect(deletes(seen)).toHaveLength(1);
     client.dispose();
+  });
+
+  it.each([
+    ["passed in by the host (it keeps delivering for the next client)", true],
+    ["created by the client (its timers stop)", false],
+  ])("dispose() stops the memory outbox only when the client created it: outbox %s", async (_, passedIn) => {
+    const fetchPair = service();
+    const outbox = new MemoryOutbox({ fetch: fetchPair.fetch, baseUrl: BASE_URL, storage: new MemoryStorage(), sendBeacon: null });
+    const first = harness(fetchPair, { memory: passedIn ? outbox : { storage: new MemoryStorage(), sendBeacon: null } });
+    const memoryEvents: unknown[] = [];
+    first.client.on("memory", (state) => memoryEvents.push(state));
+    first.client.dispose();
+    const reused = first.client.memory;
+    expect(reused).not.toBeNull();
+    if (reused === null) return;
+    const second = harness(fetchPair, { memory: reused });
+    await second.client.connect({ agent: "elena" });
+    FakePeerConnection.last?.channel?.receive({ type: "conversation.item.input_audio_transcription.completed", item_id: "item_u1", transcript: "Hi" });
+    await vi.advanceTimersByTimeAsync(300);
+
+    const enrich = fetchPair.seen.filter((s) => s.url.endsWith("/memory/enrich"));
+    expect(enrich).toHaveLength(passedIn ? 1 : 0);
+    expect(memoryEvents).toEqual([]); // a disposed client no longer follows the outbox
+    second.client.dispose();
   });
 
   it.each<[string, Route, Record<string, unknown>]>([

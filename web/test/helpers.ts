@@ -1,5 +1,6 @@
 /** Test doubles shared by the web client's unit tests. */
 
+import type { Clock } from "../src/lib/clock";
 import type { EnrichRequest } from "../src/lib/types";
 
 /** One request the fake fetch received. */
@@ -77,4 +78,31 @@ export function ids(body: string): string[] {
 /** TypeError like the one fetch rejects with when the network is down. */
 export function networkDown(): TypeError {
   return new TypeError("Failed to fetch");
+}
+
+/** A {@link Clock} on the platform timers that knows which of its timers are still pending. */
+export interface TrackedClock extends Clock {
+  /** How many timers were set and neither fired nor were cleared. */
+  pending(): number;
+}
+
+/** A clock whose pending timers a test can count (a leaked timer keeps the count above 0). */
+export function trackedClock(): TrackedClock {
+  const live = new Set<unknown>();
+  return {
+    now: () => Date.now(),
+    setTimeout(callback, ms) {
+      const handle: unknown = globalThis.setTimeout(() => {
+        live.delete(handle);
+        callback();
+      }, ms);
+      live.add(handle);
+      return handle;
+    },
+    clearTimeout(handle) {
+      live.delete(handle);
+      globalThis.clearTimeout(handle as ReturnType<typeof setTimeout>);
+    },
+    pending: () => live.size,
+  };
 }

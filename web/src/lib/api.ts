@@ -7,9 +7,9 @@
  *   offer to Azure itself (browser-direct flow).
  */
 
-import { VoiceError } from "./errors";
-import { type FetchLike, TimeoutError, fetchWithTimeout, globalFetch, joinUrl, readProblem, retryAfterMs } from "./http";
-import type { CallCreated, CreateCallRequest, CreateSessionRequest, SessionCreated } from "./types";
+import { VoiceError } from "./errors.js";
+import { type FetchLike, TimeoutError, fetchWithTimeout, globalFetch, joinUrl, readProblem, retryAfterMs } from "./http.js";
+import type { CallCreated, CreateCallRequest, CreateSessionRequest, SessionCreated } from "./types.js";
 
 /** Where the service is and how to authenticate to it. */
 export interface ServiceOptions {

@@ -18,158 +18,45 @@
  * Memory never blocks audio: the outbox works on its own timers and failures.
  */
 
-import { type ServiceOptions, createCall, endCall, mintSession } from "./api";
-import { type Clock, type TimerHandle, systemClock } from "./clock";
-import { exchangeSdpWithAzure } from "./direct";
-import { Emitter } from "./emitter";
-import { VoiceError, microphoneError } from "./errors";
-import { globalFetch } from "./http";
-import { type MemoryState, MemoryOutbox, type OutboxOptions } from "./outbox";
-import { type ServerEvent, TranscriptAssembler, type TranscriptOptions } from "./transcript";
-import type { AgentId, MemoryGrantWire, TranscriptTurn, Upstream } from "./types";
-import { ALL_EVENT_CHANNELS, EVENT_CHANNELS, eventChannelFor } from "./upstreams";
+import { type ServiceOptions, endCall } from "./api.js";
+import { Call, Cancelled } from "./call.js";
+import type {
+  AudioStats,
+  CallInfo,
+  ConnectOptions,
+  ConnectionChange,
+  ConnectionState,
+  EndReason,
+  SpeakingState,
+  VoiceClientEvents,
+  VoiceClientOptions,
+} from "./call-types.js";
+import { type Clock, systemClock } from "./clock.js";
+import { Emitter } from "./emitter.js";
+import { VoiceError, microphoneError } from "./errors.js";
+import { MemoryOutbox } from "./outbox.js";
+import { listenToPage } from "./page.js";
+import { iceGathered, readAudioStats, watchConnection } from "./peer.js";
+import { effectOf, parseServerEvent } from "./server-events.js";
+import { type SetupContext, setUpAtService, setUpDirect } from "./setup.js";
+import { TranscriptAssembler } from "./transcript.js";
+import type { MemoryGrantWire, TranscriptTurn } from "./types.js";
+import { ALL_EVENT_CHANNELS, EVENT_CHANNELS } from "./upstreams.js";
 
-/**
- * Where a call is:
- * `idle` (none yet), `microphone` (asking for it), `connecting` (offer, mint, SDP exchange,
- * ICE), `connected` (audio flows), `reconnecting` (the network blipped; ICE is recovering),
- * `ended` (hung up), `failed` (see the `error` event).
- */
-export type ConnectionState = "idle" | "microphone" | "connecting" | "connected" | "reconnecting" | "ended" | "failed";
-
-/**
- * Why a call ended: `hangup` ({@link VoiceClient.hangUp}), `page_unload` (the page went
- * away), `max_duration` (the service ended it at its `expires_at`), `remote_closed` (the
- * service or Azure closed it before that).
- */
-export type EndReason = "hangup" | "page_unload" | "max_duration" | "remote_closed";
-
-/**
- * How a call is set up: `call` (default) through the service's `POST /realtime/calls`, for
- * every agent; `mint` browser-direct with a single-use key (Azure OpenAI agents only).
- */
-export type CallFlow = "call" | "mint";
-
-/** Who is speaking right now, from Azure's VAD and output-buffer events. */
-export interface SpeakingState {
-  user: boolean;
-  assistant: boolean;
-}
-
-/** The current call, as far as the UI needs it. */
-export interface CallInfo {
-  /** The service's call id (`rc_…`); null in the browser-direct flow. */
-  callId: string | null;
-  sessionId: string;
-  conversationId: string;
-  /** `voice` is the name of the voice the agent speaks with (e.g. `en-US-Ava:DragonHDLatestNeural`). */
-  agent: { id: string; name: string; voice: string };
-  /** The Azure service carrying the audio: `voice-live` or `azure-openai`. */
-  upstream: Upstream;
-  /** Unix seconds when the service ends the call (its maximum duration); null browser-direct. */
-  expiresAt: number | null;
-  /** Whether the service granted memory for this call (turns are saved to the agent's memory). */
-  memory: boolean;
-}
-
-/** Payload of the `connection` event. */
-export interface ConnectionChange {
-  state: ConnectionState;
-  call: CallInfo | null;
-  /** Set when `state` is `failed`. */
-  error?: VoiceError;
-  /** Set when `state` is `ended`. */
-  reason?: EndReason;
-}
-
-/** Audio counters of the current call (from `RTCPeerConnection.getStats`). */
-export interface AudioStats {
-  inboundPackets: number;
-  inboundBytes: number;
-  outboundPackets: number;
-  outboundBytes: number;
-}
-
-/** Events of a {@link VoiceClient}. */
-export interface VoiceClientEvents extends Record<string, unknown> {
-  connection: ConnectionChange;
-  speaking: SpeakingState;
-  /** One turn appeared or changed. */
-  turn: TranscriptTurn;
-  /** The whole transcript of the current call, in conversation order, after any change. */
-  transcript: TranscriptTurn[];
-  memory: MemoryState;
-  muted: boolean;
-  /** A call failed; the message is in plain words (see {@link describeError}). */
-  error: VoiceError;
-  /** Something worth a note (e.g. autoplay blocked, an Azure error event, why the service or Azure ended the call). */
-  warning: string;
-  /** Every event Azure sent on the data channel, for hosts that want more. */
-  serverEvent: ServerEvent;
-}
-
-/** Browser APIs the client uses; injectable for tests and unusual hosts. */
-export interface RtcEnvironment {
-  RTCPeerConnection?: typeof RTCPeerConnection;
-  mediaDevices?: Pick<MediaDevices, "getUserMedia">;
-  /** Creates the element remote audio plays in (default `new Audio()`). */
-  createAudio?: () => HTMLAudioElement;
-}
-
-/** Options of a {@link VoiceClient}. */
-export interface VoiceClientOptions extends ServiceOptions {
-  /** How calls are set up (default `call`: through the service, for every agent). */
-  flow?: CallFlow;
-  /** The memory outbox (created with defaults unless given), or false for no memory. */
-  memory?: MemoryOutbox | OutboxOptions | false;
-  /** Element that plays the agent's voice; one is created when absent. */
-  audioElement?: HTMLAudioElement;
-  /** Microphone constraints (default: echo cancellation, noise suppression, AGC). */
-  audioConstraints?: MediaTrackConstraints;
-  /** ICE servers for the peer connection (default: none, as Azure's samples do). */
-  iceServers?: RTCIceServer[];
-  /** Longest wait for local ICE candidates before sending the offer (default 1500 ms). */
-  iceGatheringTimeoutMs?: number;
-  /** Browser-direct flow: bound on the SDP exchange with Azure (default 15000 ms). */
-  sdpTimeoutMs?: number;
-  /** Bound from the SDP answer to an open media connection (default 20000 ms). */
-  connectTimeoutMs?: number;
-  /** How long a dropped connection may try to recover before the call fails (default 10000 ms). */
-  reconnectGraceMs?: number;
-  transcript?: TranscriptOptions;
-  /**
-   * Listen to `pagehide`/`visibilitychange`/`online` to beacon and retry memory, and to hang
-   * up at the service (keepalive `DELETE`) when the page goes away (default true).
-   */
-  pageLifecycle?: boolean;
-  rtc?: RtcEnvironment;
-  clock?: Clock;
-}
-
-/** What to connect to. */
-export interface ConnectOptions {
-  agent: AgentId;
-  /** Continue an earlier conversation of the same user (returned by a previous call). */
-  conversationId?: string;
-}
-
-interface Call {
-  attempt: number;
-  info: CallInfo | null;
-  pc: RTCPeerConnection | null;
-  /** The events channels: one per upstream label until the answer names the upstream. */
-  channels: RTCDataChannel[];
-  /** The caller's bearer token from the call's setup, for the unload hang-up (memory only). */
-  authToken: string | null;
-  /** Whether the service was already asked to end the call. */
-  hungUp: boolean;
-  microphone: MediaStream | null;
-  assembler: TranscriptAssembler;
-  timers: Set<TimerHandle>;
-  unsubscribe: (() => void)[];
-}
-
-class Cancelled extends Error {}
+export type {
+  AudioStats,
+  CallFlow,
+  CallInfo,
+  ConnectOptions,
+  ConnectionChange,
+  ConnectionState,
+  EndReason,
+  RtcEnvironment,
+  SpeakingState,
+  VoiceClientEvents,
+  VoiceClientOptions,
+} from "./call-types.js";
+export type { ServiceOptions };
 
 /** How far before `expires_at` a remote end still counts as the maximum duration. */
 const MAX_DURATION_SLACK_MS = 5000;
@@ -180,7 +67,10 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
   readonly memory: MemoryOutbox | null;
   readonly #options: VoiceClientOptions;
   readonly #clock: Clock;
+  /** Removes the client's page and outbox listeners. */
   readonly #pageListeners: (() => void)[] = [];
+  /** Whether the client created its outbox (and so disposes it). */
+  readonly #ownsMemory: boolean;
   #state: ConnectionState = "idle";
   #speaking: SpeakingState = { user: false, assistant: false };
   #muted = false;
@@ -198,13 +88,25 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     if (options.memory === false) this.memory = null;
     else if (options.memory instanceof MemoryOutbox) this.memory = options.memory;
     else this.memory = new MemoryOutbox({ baseUrl: options.baseUrl, fetch: options.fetch, clock: options.clock, ...options.memory });
+    this.#ownsMemory = this.memory !== null && this.memory !== options.memory;
     const memory = this.memory;
     if (memory) {
-      memory.on("state", (state) => this.emit("memory", state));
+      this.#pageListeners.push(memory.on("state", (state) => this.emit("memory", state)));
       // Let the caller subscribe first, then deliver what earlier pages left behind.
       queueMicrotask(() => memory.restore());
     }
-    if (options.pageLifecycle !== false) this.#listenToPage();
+    if (options.pageLifecycle !== false) {
+      this.#pageListeners.push(
+        ...listenToPage({
+          hidden: () => {
+            this.#call?.assembler.flush();
+            this.memory?.beacon();
+          },
+          leaving: () => this.#leave(),
+          online: () => this.memory?.retryNow(),
+        }),
+      );
+    }
   }
 
   /** The connection state of the current (or last) call. */
@@ -241,18 +143,7 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     void this.hangUp();
     const attempt = ++this.#attempt;
     const assembler = new TranscriptAssembler({ clock: this.#clock, ...this.#options.transcript });
-    const call: Call = {
-      attempt,
-      info: null,
-      pc: null,
-      channels: [],
-      authToken: null,
-      hungUp: false,
-      microphone: null,
-      assembler,
-      timers: new Set(),
-      unsubscribe: [],
-    };
+    const call = new Call(attempt, assembler, this.#clock);
     this.#call = call;
     if (this.#muted) this.setMuted(false);
     this.#setSpeaking({ user: false, assistant: false });
@@ -294,27 +185,18 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
   /** Audio packet and byte counters of the current call, or null when there is none. */
   async audioStats(): Promise<AudioStats | null> {
     const pc = this.#call?.pc;
-    if (!pc) return null;
-    const stats: AudioStats = { inboundPackets: 0, inboundBytes: 0, outboundPackets: 0, outboundBytes: 0 };
-    const report = await pc.getStats();
-    report.forEach((entry: { type?: string; kind?: string; packetsReceived?: number; bytesReceived?: number; packetsSent?: number; bytesSent?: number }) => {
-      if (entry.kind !== "audio") return;
-      if (entry.type === "inbound-rtp") {
-        stats.inboundPackets += entry.packetsReceived ?? 0;
-        stats.inboundBytes += entry.bytesReceived ?? 0;
-      } else if (entry.type === "outbound-rtp") {
-        stats.outboundPackets += entry.packetsSent ?? 0;
-        stats.outboundBytes += entry.bytesSent ?? 0;
-      }
-    });
-    return stats;
+    return pc ? readAudioStats(pc) : null;
   }
 
-  /** Hang up, stop listening to the page and stop the outbox's timers. */
+  /**
+   * Hang up, stop listening to the page and to the outbox, and stop the outbox's timers
+   * when the client created it. An outbox passed in (`options.memory`) belongs to the host
+   * and keeps working, e.g. for the next client (a React component mounted again).
+   */
   dispose(): void {
     this.hangUp();
     for (const remove of this.#pageListeners.splice(0)) remove();
-    this.memory?.dispose();
+    if (this.#ownsMemory) this.memory?.dispose();
   }
 
   #hangUp(reason: EndReason): Promise<void> {
@@ -357,88 +239,39 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
       channel.onmessage = (event: MessageEvent) => this.#onServerMessage(call, event.data);
       channel.onclose = () => this.#remoteClosed(call);
     }
-    const connected = this.#watchConnection(call, pc);
+    const connected = watchConnection(call, pc, {
+      isCurrent: () => this.#isCurrent(call),
+      connected: () => this.#setState("connected", call),
+      reconnecting: () => this.#setState("reconnecting", call),
+      lost: (error) => this.#fail(call, error),
+      connectTimeoutMs: this.#options.connectTimeoutMs ?? 20_000,
+      reconnectGraceMs: this.#options.reconnectGraceMs ?? 10_000,
+    });
     connected.catch(() => undefined); // awaited below; this only marks an early failure as handled
 
     await pc.setLocalDescription(await pc.createOffer());
-    await this.#iceGathered(call, pc);
+    await iceGathered(call, pc, this.#options.iceGatheringTimeoutMs ?? 1500);
     this.#check(call);
 
     const offer = pc.localDescription?.sdp ?? "";
-    const answer = flow === "call" ? await this.#setUpAtService(call, options, offer) : await this.#setUpDirect(call, options, offer);
+    const setup: SetupContext = {
+      options: this.#options,
+      isCurrent: () => this.#isCurrent(call),
+      previousHangUp: () => this.#ending,
+      ending: (hangUp) => {
+        this.#ending = hangUp;
+      },
+      started: (info, grant) => this.#started(call, info, grant),
+    };
+    const answer = flow === "call" ? await setUpAtService(call, options, offer, setup) : await setUpDirect(options, offer, setup);
     this.#check(call);
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
     await connected;
     this.#check(call);
   }
 
-  /** Default flow: the service relays the offer to the agent's upstream; returns the answer. */
-  async #setUpAtService(call: Call, options: ConnectOptions, offer: string): Promise<string> {
-    const request = { agent: options.agent, sdp_offer: offer, ...(options.conversationId ? { conversation_id: options.conversationId } : {}) };
-    const getAuthToken = this.#options.getAuthToken;
-    // A previous call's hang-up still on its way would count against the user's call limit.
-    await this.#ending;
-    this.#check(call);
-    const created = await createCall(request, {
-      ...this.#options,
-      getAuthToken: async () => {
-        const token = await getAuthToken?.();
-        call.authToken = token ?? null;
-        return token;
-      },
-    });
-    if (!this.#isCurrent(call)) {
-      // Hung up while the service was setting the call up: end it there too.
-      this.#ending = endCall(created.call_id, this.#options).then(() => undefined);
-      throw new Cancelled();
-    }
-    this.#started(call, {
-      info: {
-        callId: created.call_id,
-        sessionId: created.session_id,
-        conversationId: created.conversation_id,
-        agent: { id: created.agent.id, name: created.agent.name, voice: created.agent.voice },
-        upstream: created.upstream,
-        expiresAt: typeof created.expires_at === "number" ? created.expires_at : null,
-        memory: false,
-      },
-      grant: created.memory ?? null,
-    });
-    const label = eventChannelFor(created.upstream);
-    if (label !== null) {
-      for (const channel of call.channels.filter((c) => c.label !== label)) {
-        channel.onclose = null;
-        channel.onmessage = null;
-        channel.close();
-      }
-      call.channels = call.channels.filter((c) => c.label === label);
-    }
-    return created.sdp_answer;
-  }
-
-  /** Browser-direct flow: mint a single-use key, then post the offer to Azure; returns the answer. */
-  async #setUpDirect(call: Call, options: ConnectOptions, offer: string): Promise<string> {
-    // Mint as late as possible: the key is single-use and expires within a minute.
-    const request = options.conversationId ? { agent: options.agent, conversation_id: options.conversationId } : { agent: options.agent };
-    const session = await mintSession(request, this.#options);
-    this.#check(call);
-    this.#started(call, {
-      info: {
-        callId: null,
-        sessionId: session.session_id,
-        conversationId: session.conversation_id,
-        agent: { ...session.agent },
-        upstream: "azure-openai",
-        expiresAt: null,
-        memory: false,
-      },
-      grant: session.memory ?? null,
-    });
-    return exchangeSdpWithAzure(session, offer, this.#options.fetch ?? globalFetch, this.#options.sdpTimeoutMs ?? 15_000);
-  }
-
   /** Record the call's details, open its memory lane and tell the UI. */
-  #started(call: Call, { info, grant }: { info: CallInfo; grant: MemoryGrantWire | null }): void {
+  #started(call: Call, info: CallInfo, grant: MemoryGrantWire | null): void {
     info.memory = this.memory !== null && grant !== null;
     call.info = info;
     if (this.memory && grant) this.memory.open(MemoryOutbox.grantFrom(info.sessionId, grant));
@@ -470,96 +303,15 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     if (!this.#isCurrent(call)) throw new Cancelled();
   }
 
-  /** Resolve when ICE gathering completes or after the bound (host candidates come at once). */
-  #iceGathered(call: Call, pc: RTCPeerConnection): Promise<void> {
-    if (pc.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        pc.removeEventListener("icegatheringstatechange", onChange);
-        this.#clearTimer(call, timer);
-        resolve();
-      };
-      const onChange = (): void => {
-        if (pc.iceGatheringState === "complete") done();
-      };
-      pc.addEventListener("icegatheringstatechange", onChange);
-      const timer = this.#timer(call, done, this.#options.iceGatheringTimeoutMs ?? 1500);
-    });
-  }
-
-  /** Follow the peer connection; the promise settles on the first connect (or failure). */
-  #watchConnection(call: Call, pc: RTCPeerConnection): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let everConnected = false;
-      let grace: TimerHandle | null = null;
-      let deadline: TimerHandle | null = null;
-      const armDeadline = (): void => {
-        deadline = this.#timer(
-          call,
-          () => reject(new VoiceError("azure_unreachable", { code: "ice_timeout" })),
-          this.#options.connectTimeoutMs ?? 20_000,
-        );
-      };
-      pc.addEventListener("signalingstatechange", () => {
-        if (pc.signalingState === "stable" && deadline === null && !everConnected) armDeadline();
-      });
-      pc.addEventListener("connectionstatechange", () => {
-        if (!this.#isCurrent(call)) return;
-        const state = pc.connectionState;
-        if (state === "connected") {
-          if (grace !== null) this.#clearTimer(call, grace);
-          if (deadline !== null) this.#clearTimer(call, deadline);
-          grace = null;
-          everConnected = true;
-          this.#setState("connected", call);
-          resolve();
-        } else if (state === "disconnected" && everConnected) {
-          this.#setState("reconnecting", call);
-          grace ??= this.#timer(
-            call,
-            () => this.#fail(call, new VoiceError("connection_lost", { code: "ice_disconnected" })),
-            this.#options.reconnectGraceMs ?? 10_000,
-          );
-        } else if (state === "failed") {
-          if (everConnected) this.#fail(call, new VoiceError("connection_lost", { code: "ice_failed" }));
-          else reject(new VoiceError("azure_unreachable", { code: "ice_failed" }));
-        }
-      });
-    });
-  }
-
   #onServerMessage(call: Call, data: unknown): void {
-    if (!this.#isCurrent(call) || typeof data !== "string") return;
-    let event: ServerEvent;
-    try {
-      event = JSON.parse(data) as ServerEvent;
-    } catch {
-      return;
-    }
-    if (typeof event?.type !== "string") return;
+    if (!this.#isCurrent(call)) return;
+    const event = parseServerEvent(data);
+    if (event === null) return;
     this.emit("serverEvent", event);
-    switch (event.type) {
-      case "input_audio_buffer.speech_started":
-        this.#setSpeaking({ ...this.#speaking, user: true });
-        return;
-      case "input_audio_buffer.speech_stopped":
-        this.#setSpeaking({ ...this.#speaking, user: false });
-        return;
-      case "output_audio_buffer.started":
-        this.#setSpeaking({ ...this.#speaking, assistant: true });
-        return;
-      case "output_audio_buffer.stopped":
-      case "output_audio_buffer.cleared":
-        this.#setSpeaking({ ...this.#speaking, assistant: false });
-        return;
-      case "error": {
-        const detail = (event["error"] as { message?: string } | undefined)?.message;
-        this.emit("warning", `Azure reported an error: ${detail ?? "unknown"}`);
-        return;
-      }
-      default:
-        call.assembler.handle(event);
-    }
+    const effect = effectOf(event, this.#speaking);
+    if (effect.kind === "speaking") this.#setSpeaking(effect.speaking);
+    else if (effect.kind === "warning") this.emit("warning", effect.message);
+    else call.assembler.handle(event);
   }
 
   #play(event: RTCTrackEvent): void {
@@ -593,8 +345,7 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
   #teardown(call: Call): Promise<void> {
     call.assembler.flush();
     call.assembler.dispose();
-    for (const timer of call.timers) this.#clock.clearTimeout(timer);
-    call.timers.clear();
+    call.clearTimers();
     for (const track of call.microphone?.getTracks() ?? []) track.stop();
     for (const channel of call.channels) channel.onclose = null;
     if (this.#audio) {
@@ -604,37 +355,15 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     for (const unsubscribe of call.unsubscribe.splice(0)) unsubscribe();
     this.#setSpeaking({ user: false, assistant: false });
     this.memory?.flush();
-    const closePeer = (): void => {
-      try {
-        for (const channel of call.channels) channel.close();
-        call.pc?.close();
-      } catch {
-        // already closed
-      }
-    };
     const callId = call.info?.callId ?? null;
     if (callId === null || call.hungUp) {
-      closePeer();
+      call.closePeer();
       return Promise.resolve();
     }
     call.hungUp = true;
-    const ended = endCall(callId, this.#options).then(closePeer);
+    const ended = endCall(callId, this.#options).then(() => call.closePeer());
     this.#ending = ended;
     return ended;
-  }
-
-  #timer(call: Call, callback: () => void, ms: number): TimerHandle {
-    const handle = this.#clock.setTimeout(() => {
-      call.timers.delete(handle);
-      callback();
-    }, ms);
-    call.timers.add(handle);
-    return handle;
-  }
-
-  #clearTimer(call: Call, handle: TimerHandle): void {
-    this.#clock.clearTimeout(handle);
-    call.timers.delete(handle);
   }
 
   #setState(state: ConnectionState, call: Call, extra: { error?: VoiceError; reason?: EndReason } = {}): void {
@@ -660,31 +389,5 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
     call.hungUp = true;
     void endCall(callId, this.#options, { keepalive: true, token: call.authToken });
     void this.#hangUp("page_unload");
-  }
-
-  #listenToPage(): void {
-    const win = globalThis as Partial<Window & typeof globalThis>;
-    if (typeof win.addEventListener !== "function" || typeof win.document === "undefined") return;
-    const doc = win.document;
-    const onHide = (): void => {
-      this.#call?.assembler.flush();
-      this.memory?.beacon();
-    };
-    const onPageHide = (): void => {
-      onHide();
-      this.#leave();
-    };
-    const onVisibility = (): void => {
-      if (doc.visibilityState === "hidden") onHide();
-    };
-    const onOnline = (): void => this.memory?.retryNow();
-    win.addEventListener("pagehide", onPageHide);
-    doc.addEventListener("visibilitychange", onVisibility);
-    win.addEventListener("online", onOnline);
-    this.#pageListeners.push(
-      () => win.removeEventListener?.("pagehide", onPageHide),
-      () => doc.removeEventListener("visibilitychange", onVisibility),
-      () => win.removeEventListener?.("online", onOnline),
-    );
   }
 }

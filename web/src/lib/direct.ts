@@ -4,9 +4,9 @@
  * flow posts the offer to the service instead (`createCall` in ./api).
  */
 
-import { VoiceError } from "./errors";
-import { type FetchLike, TimeoutError, fetchWithTimeout } from "./http";
-import type { SessionCreated } from "./types";
+import { VoiceError } from "./errors.js";
+import { type FetchLike, TimeoutError, fetchWithTimeout } from "./http.js";
+import type { SessionCreated } from "./types.js";
 
 /**
  * `POST {webrtc_url}` with `Authorization: Bearer ek_…`; returns Azure's SDP answer.

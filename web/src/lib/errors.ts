@@ -1,6 +1,6 @@
 /** Errors of a voice session, classified so a UI can explain them in plain words. */
 
-import type { Problem } from "./types";
+import type { Problem } from "./types.js";
 
 /**
  * What went wrong, from the user's point of view:

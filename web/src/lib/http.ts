@@ -1,6 +1,6 @@
 /** Small HTTP helpers shared by minting, the SDP exchange and the memory outbox. */
 
-import type { Problem } from "./types";
+import type { Problem } from "./types.js";
 
 /** The `fetch` signature the library uses; inject your own in tests or host apps. */
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;

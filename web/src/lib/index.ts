@@ -15,8 +15,8 @@
  * ```
  */
 
-export { type EndCallOptions, type ServiceOptions, createCall, endCall, mintSession } from "./api";
-export { type BackoffPolicy, defaultBackoff, isRetryableStatus, retryDelayMs } from "./backoff";
+export { type EndCallOptions, type ServiceOptions, createCall, endCall, mintSession } from "./api.js";
+export { type BackoffPolicy, defaultBackoff, isRetryableStatus, retryDelayMs } from "./backoff.js";
 export {
   type AudioStats,
   type CallFlow,
@@ -30,11 +30,11 @@ export {
   VoiceClient,
   type VoiceClientEvents,
   type VoiceClientOptions,
-} from "./client";
-export { type Clock, systemClock } from "./clock";
-export { Emitter, type EventMap, type Listener } from "./emitter";
-export { VoiceError, type VoiceErrorKind, describeError, microphoneError } from "./errors";
-export { type FetchLike, TimeoutError, retryAfterMs } from "./http";
+} from "./client.js";
+export { type Clock, systemClock } from "./clock.js";
+export { Emitter, type EventMap, type Listener } from "./emitter.js";
+export { VoiceError, type VoiceErrorKind, describeError, microphoneError } from "./errors.js";
+export { type FetchLike, TimeoutError, retryAfterMs } from "./http.js";
 export {
   ENRICH_LIMITS,
   type MemoryGrant,
@@ -43,8 +43,8 @@ export {
   type MemoryStatus,
   type OutboxEvents,
   type OutboxOptions,
-} from "./outbox";
-export { MemoryStorage, type StorageLike, defaultStorage } from "./storage";
+} from "./outbox.js";
+export { MemoryStorage, type StorageLike, defaultStorage } from "./storage.js";
 export {
   GA_EVENT_NAMES,
   type ServerEvent,
@@ -52,6 +52,6 @@ export {
   type TranscriptEvents,
   type TranscriptOptions,
   normaliseEvent,
-} from "./transcript";
-export { ALL_EVENT_CHANNELS, EVENT_CHANNELS, eventChannelFor } from "./upstreams";
-export type * from "./types";
+} from "./transcript.js";
+export { ALL_EVENT_CHANNELS, EVENT_CHANNELS, eventChannelFor } from "./upstreams.js";
+export type * from "./types.js";

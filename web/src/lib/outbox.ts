@@ -16,12 +16,12 @@
  *   the service deduplicates by (session id, message id), so re-sending is always safe.
  */
 
-import { type BackoffPolicy, defaultBackoff, isRetryableStatus, retryDelayMs } from "./backoff";
-import { type Clock, type TimerHandle, systemClock } from "./clock";
-import { Emitter } from "./emitter";
-import { type FetchLike, fetchWithTimeout, globalFetch, joinUrl, retryAfterMs } from "./http";
-import { type StorageLike, defaultStorage } from "./storage";
-import type { EnrichMessage, EnrichRequest, MemoryGrantWire } from "./types";
+import { type BackoffPolicy, defaultBackoff, isRetryableStatus, retryDelayMs } from "./backoff.js";
+import { type Clock, type TimerHandle, systemClock } from "./clock.js";
+import { Emitter } from "./emitter.js";
+import { type FetchLike, fetchWithTimeout, globalFetch, joinUrl, retryAfterMs } from "./http.js";
+import { type StorageLike, defaultStorage } from "./storage.js";
+import type { EnrichMessage, EnrichRequest, MemoryGrantWire } from "./types.js";
 
 /** Where and with what one session's turns are posted. */
 export interface MemoryGrant {

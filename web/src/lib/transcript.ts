@@ -16,9 +16,9 @@
  * late turn is committed whenever it completes, so nothing is lost.
  */
 
-import { type Clock, type TimerHandle, systemClock } from "./clock";
-import { Emitter } from "./emitter";
-import type { Role, TranscriptTurn } from "./types";
+import { type Clock, type TimerHandle, systemClock } from "./clock.js";
+import { Emitter } from "./emitter.js";
+import type { Role, TranscriptTurn } from "./types.js";
 
 /** A server event from the events data channel (only the fields we read). */
 export interface ServerEvent {

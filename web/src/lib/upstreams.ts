@@ -12,7 +12,7 @@
  * does not know (the emulator records it in `ignored_channels`).
  */
 
-import type { Upstream } from "./types";
+import type { Upstream } from "./types.js";
 
 /** The events channel's label for each upstream. */
 export const EVENT_CHANNELS: Readonly<Record<"voice-live" | "azure-openai", string>> = {
