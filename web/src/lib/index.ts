@@ -43,6 +43,7 @@ export {
   type MemoryStatus,
   type OutboxEvents,
   type OutboxOptions,
+  type SessionOutbox,
 } from "./outbox";
 export { MemoryStorage, type StorageLike, defaultStorage } from "./storage";
 export {
@@ -55,3 +56,14 @@ export {
 } from "./transcript";
 export { ALL_EVENT_CHANNELS, EVENT_CHANNELS, eventChannelFor } from "./upstreams";
 export type * from "./types";
+export {
+  type CallMemoryProgress,
+  type CallMemoryStatus,
+  MemoryProgress,
+  type MemoryProgressEvents,
+  type MemoryProgressOptions,
+  type MemoryProgressWire,
+  type ProgressInputs,
+  deriveProgress,
+  progressUrl,
+} from "./memory-progress";
