@@ -1,6 +1,6 @@
 /** What the demo page says about each state, in plain words. */
 
-import type { ConnectionState, MemoryState, SpeakingState } from "../lib";
+import type { CallMemoryProgress, ConnectionState, SpeakingState } from "../lib";
 
 /** A label and a colour tone for a status pill. */
 export interface Label {
@@ -35,8 +35,11 @@ export function voiceLabel(voice: string): string {
   return hd ? `${name} (HD neural)` : neural ? `${name} (neural)` : (name ?? voice);
 }
 
-/** The label of a connection state. */
-export function connectionLabel(state: ConnectionState, agentName: string): Label {
+/**
+ * The label of a connection state. `started` says whether this attempt ever connected: a
+ * failure before that is "Couldn't connect" (no call was started), after it "Call failed".
+ */
+export function connectionLabel(state: ConnectionState, agentName: string, started = true): Label {
   switch (state) {
     case "idle":
       return { text: "Not connected", tone: "neutral" };
@@ -51,7 +54,7 @@ export function connectionLabel(state: ConnectionState, agentName: string): Labe
     case "ended":
       return { text: "Call ended", tone: "neutral" };
     case "failed":
-      return { text: "Call failed", tone: "bad" };
+      return started ? { text: "Call failed", tone: "bad" } : { text: "Couldn't connect", tone: "bad" };
   }
 }
 
@@ -66,23 +69,45 @@ export function speakingLabel(speaking: SpeakingState, agentName: string, connec
 
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? "" : "s"}`;
 
-/** The label of the memory outbox state. */
-export function memoryLabel(memory: MemoryState, now: number = Date.now()): Label {
+/**
+ * The label of a call's memory: "queued" until the service reports the turns delivered,
+ * "saved to memory" only then, "retrying" with a countdown, "failed" for refused turns.
+ */
+export function memoryLabel(memory: CallMemoryProgress, now: number = Date.now()): Label {
+  const outstanding = memory.unsent + memory.queued;
   switch (memory.status) {
+    case "off":
+      return { text: "Memory is off for this call", tone: "neutral" };
     case "idle":
       return { text: "Nothing to save yet", tone: "neutral" };
-    case "pending":
-      return { text: `${plural(memory.pending, "turn")} waiting to be saved`, tone: "busy" };
-    case "saving":
-      return { text: `Saving ${plural(memory.pending, "turn")}…`, tone: "busy" };
-    case "saved":
-      return { text: `Saved (${plural(memory.saved, "turn")})`, tone: "ok" };
+    case "queued": {
+      const saved = memory.saved > 0 ? `, ${memory.saved} saved` : "";
+      return { text: `Queued: ${plural(outstanding, "turn")} not in memory yet${saved}`, tone: "busy" };
+    }
     case "retrying": {
       const seconds = memory.retryAt === null ? 0 : Math.max(0, Math.ceil((memory.retryAt - now) / 1000));
       const when = seconds > 0 ? `retrying in ${seconds} s` : "retrying now";
-      return { text: `Memory unreachable — ${plural(memory.pending, "turn")} kept, ${when}`, tone: "warn" };
+      return { text: `Memory unreachable, ${when}: ${plural(outstanding, "turn")} kept`, tone: "warn" };
     }
+    case "saved":
+      return { text: `Saved to memory (${plural(memory.saved, "turn")})`, tone: "ok" };
     case "failed":
-      return { text: `Couldn't save ${plural(memory.failed, "turn")}`, tone: "bad" };
+      return { text: `Failed: ${plural(memory.failed, "turn")} couldn't be saved (${memory.saved} saved)`, tone: "bad" };
+  }
+}
+
+/** What the live region says when a call's memory reaches a new status (null: say nothing). */
+export function memoryAnnouncement(status: CallMemoryProgress["status"]): string | null {
+  switch (status) {
+    case "queued":
+      return "Memory: turns queued, not saved yet.";
+    case "retrying":
+      return "Memory unreachable; retrying.";
+    case "saved":
+      return "Saved to memory.";
+    case "failed":
+      return "Some turns couldn't be saved to memory.";
+    default:
+      return null;
   }
 }
