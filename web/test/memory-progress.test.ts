@@ -47,8 +47,9 @@ describe("deriveProgress", () => {
     ["stored on the service, not delivered", { ...none, server: wire({ queued: 3 }) }, { status: "queued", queued: 3 }],
     ["acknowledged after the last answer was asked for", { server: wire({ delivered: 2 }), lane: { unsent: 0, retryAt: null }, unreported: 2 }, { status: "queued", queued: 2, saved: 2 }],
     ["every turn delivered", { ...none, server: wire({ delivered: 4 }) }, { status: "saved", saved: 4, settled: true }],
-    ["the service retries a delivery", { ...none, server: wire({ queued: 1, delivered: 3, retrying: true, next_attempt_at: 1000 }) }, { status: "retrying", retryAt: 1_000_000 }],
-    ["the browser retries a post", { ...none, lane: { unsent: 1, retryAt: 5000 } }, { status: "retrying", retryAt: 5000 }],
+    ["the service retries a delivery (turns safe there)", { ...none, server: wire({ queued: 1, delivered: 3, retrying: true, next_attempt_at: 1000 }) }, { status: "queued", retryAt: 1_000_000 }],
+    ["the browser retries a post (turns only here)", { ...none, lane: { unsent: 1, retryAt: 5000 } }, { status: "retrying", retryAt: 5000 }],
+    ["the browser retries while the service holds others", { ...none, server: wire({ queued: 2 }), lane: { unsent: 1, retryAt: 5000 } }, { status: "retrying", queued: 2, unsent: 1 }],
     ["refused turns, nothing outstanding", { ...none, server: wire({ delivered: 2, dead_lettered: 1 }) }, { status: "failed", failed: 1, saved: 2 }],
     ["refused turns while others are queued", { ...none, server: wire({ queued: 1, dead_lettered: 1 }) }, { status: "queued" }],
   ])("%s", (_, inputs, expected) => {

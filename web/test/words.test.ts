@@ -48,7 +48,8 @@ describe("the demo's memory and call labels", () => {
     [{ status: "idle" }, "Nothing to save yet"],
     [{ status: "queued", unsent: 1, queued: 3 }, "Queued: 4 turns not in memory yet"],
     [{ status: "queued", queued: 1, saved: 3 }, "Queued: 1 turn not in memory yet, 3 saved"],
-    [{ status: "retrying", queued: 2, retryAt: 5_000 }, "Memory unreachable, retrying in 4 s: 2 turns kept"],
+    [{ status: "queued", queued: 2, retryAt: 5_000 }, "Queued: 2 turns not in memory yet (memory store unreachable, retrying in 4 s)"],
+    [{ status: "retrying", unsent: 2, retryAt: 5_000 }, "Can't reach the memory service, retrying in 4 s: 2 turns kept in this browser"],
     [{ status: "saved", saved: 4 }, "Saved to memory (4 turns)"],
     [{ status: "failed", failed: 1, saved: 3 }, "Failed: 1 turn couldn't be saved (3 saved)"],
   ])("labels %o as %s", (over, text) => {

@@ -153,6 +153,7 @@ function renderIdleVoice(): void {
   const known = readLocal(VOICE_KEY + agent);
   const name = AGENTS.find((a) => a.id === agent)?.name ?? agent;
   ui.voice.textContent = `${name}: ${known ? voiceLabel(known) : (AGENTS.find((a) => a.id === agent)?.voice ?? "—")}`;
+  ui.voice.title = known ?? "";
 }
 
 function renderConnection(state: ConnectionState): void {
@@ -265,7 +266,8 @@ client.on("connection", ({ state, call, reason }) => {
     writeLocal(CONVERSATION_KEY + call.agent.id, call.conversationId);
     writeLocal(VOICE_KEY + call.agent.id, call.agent.voice);
     renderAgentVoice(call.agent.id);
-    ui.voice.textContent = `${voiceLabel(call.agent.voice)} — ${call.agent.voice}, on ${upstreamLabel(call.upstream)}`;
+    ui.voice.textContent = `${voiceLabel(call.agent.voice)}, on ${upstreamLabel(call.upstream)}`;
+    ui.voice.title = call.agent.voice; // the exact voice name, for the curious
     document.body.dataset["sessionId"] = call.sessionId;
     document.body.dataset["voice"] = call.agent.voice;
     document.body.dataset["upstream"] = call.upstream;
@@ -295,7 +297,7 @@ client.on("memory", (state) => {
 progress?.on("progress", () => renderMemory());
 // The retry countdown moves even when nothing else changes.
 setInterval(() => {
-  if (progress?.current().status === "retrying") renderMemory();
+  if (progress?.current().retryAt != null) renderMemory();
 }, 1000);
 
 ui.connect.addEventListener("click", () => void connect());

@@ -69,6 +69,11 @@ export function speakingLabel(speaking: SpeakingState, agentName: string, connec
 
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? "" : "s"}`;
 
+function retryIn(retryAt: number | null, now: number): string {
+  const seconds = retryAt === null ? 0 : Math.max(0, Math.ceil((retryAt - now) / 1000));
+  return seconds > 0 ? `retrying in ${seconds} s` : "retrying now";
+}
+
 /**
  * The label of a call's memory: "queued" until the service reports the turns delivered,
  * "saved to memory" only then, "retrying" with a countdown, "failed" for refused turns.
@@ -82,13 +87,13 @@ export function memoryLabel(memory: CallMemoryProgress, now: number = Date.now()
       return { text: "Nothing to save yet", tone: "neutral" };
     case "queued": {
       const saved = memory.saved > 0 ? `, ${memory.saved} saved` : "";
-      return { text: `Queued: ${plural(outstanding, "turn")} not in memory yet${saved}`, tone: "busy" };
+      const text = `Queued: ${plural(outstanding, "turn")} not in memory yet${saved}`;
+      // The service holds them safely but cannot reach the memory store right now.
+      if (memory.retryAt !== null) return { text: `${text} (memory store unreachable, ${retryIn(memory.retryAt, now)})`, tone: "warn" };
+      return { text, tone: "busy" };
     }
-    case "retrying": {
-      const seconds = memory.retryAt === null ? 0 : Math.max(0, Math.ceil((memory.retryAt - now) / 1000));
-      const when = seconds > 0 ? `retrying in ${seconds} s` : "retrying now";
-      return { text: `Memory unreachable, ${when}: ${plural(outstanding, "turn")} kept`, tone: "warn" };
-    }
+    case "retrying":
+      return { text: `Can't reach the memory service, ${retryIn(memory.retryAt, now)}: ${plural(outstanding, "turn")} kept in this browser`, tone: "warn" };
     case "saved":
       return { text: `Saved to memory (${plural(memory.saved, "turn")})`, tone: "ok" };
     case "failed":
@@ -102,7 +107,7 @@ export function memoryAnnouncement(status: CallMemoryProgress["status"]): string
     case "queued":
       return "Memory: turns queued, not saved yet.";
     case "retrying":
-      return "Memory unreachable; retrying.";
+      return "Can't reach the memory service; your turns are kept in this browser and retried.";
     case "saved":
       return "Saved to memory.";
     case "failed":

@@ -4,10 +4,11 @@
  * combined with what the browser's outbox still holds.
  *
  * A `202` from `/memory/enrich` only means "stored on the service"; the turns reach the
- * agent's memory (Zep) later, or not at all. So a call's memory is `queued` until the
- * service reports every turn `delivered`, `retrying` while a delivery (or a post) waits
- * for its retry, `failed` when turns were refused for good (dead-lettered), and `saved`
- * only when everything of the call is in memory.
+ * agent's memory (Zep) later, or not at all. So a call's memory is `queued` while the
+ * service holds turns it has not delivered (durable there, even while it retries a failed
+ * delivery: `retryAt` says when), `retrying` while turns are still only in this browser
+ * because posting them failed, `failed` when turns were refused for good
+ * (dead-lettered), and `saved` only when everything of the call is in memory.
  *
  * Polling is bounded: only while turns are outstanding, with backoff (1 s doubling to
  * 15 s, reset when new turns are acknowledged), never earlier than a `Retry-After`, and it
@@ -32,9 +33,10 @@ import type { MemoryOutbox, SessionOutbox } from "./outbox";
 
 /**
  * A call's memory: `off` (no memory for this call), `idle` (nothing to save yet),
- * `queued` (turns stored on the service or still in the browser, not yet in memory),
- * `retrying` (a delivery or post failed; the next attempt is at `retryAt`), `saved`
- * (every turn of the call is in memory), `failed` (some turns were refused for good).
+ * `queued` (turns waiting on the service, or about to be posted, not yet in memory; while
+ * the service retries a failed delivery `retryAt` says when), `retrying` (turns are only
+ * in this browser: posting them failed and is retried at `retryAt`), `saved` (every turn
+ * of the call is in memory), `failed` (some turns were refused for good).
  */
 export type CallMemoryStatus = "off" | "idle" | "queued" | "retrying" | "saved" | "failed";
 
@@ -51,7 +53,10 @@ export interface CallMemoryProgress {
   saved: number;
   /** Turns refused for good (dead-lettered on the service). */
   failed: number;
-  /** When the next attempt is due (ms since epoch), while `status` is `retrying`. */
+  /**
+   * When the next attempt is due (ms since epoch): the browser's next post while
+   * `retrying`, the service's next delivery attempt while `queued`; else null.
+   */
   retryAt: number | null;
   /** True when nothing of the call is outstanding. */
   settled: boolean;
@@ -112,12 +117,12 @@ export function deriveProgress(sessionId: string, { server, lane, unreported }: 
   const saved = server?.delivered ?? 0;
   const failed = server?.dead_lettered ?? 0;
   const outstanding = unsent + queued;
-  const retryTimes = [lane?.retryAt ?? null, server?.retrying && server.next_attempt_at !== null ? server.next_attempt_at * 1000 : null];
-  const due = retryTimes.filter((t): t is number => t !== null);
-  const retryAt = outstanding > 0 && due.length > 0 ? Math.min(...due) : null;
+  const posting = unsent > 0 && lane?.retryAt != null ? lane.retryAt : null;
+  const delivering = queued > 0 && server?.retrying && server.next_attempt_at !== null ? server.next_attempt_at * 1000 : null;
+  const retryAt = posting ?? delivering;
   let status: CallMemoryStatus;
   if (outstanding + saved + failed === 0) status = "idle";
-  else if (retryAt !== null) status = "retrying";
+  else if (posting !== null) status = "retrying";
   else if (outstanding > 0) status = "queued";
   else if (failed > 0) status = "failed";
   else status = "saved";
