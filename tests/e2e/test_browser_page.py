@@ -33,13 +33,12 @@ from tests.e2e.test_browser_voice import (
     _assert_delivered_once,
     _wait_for_turns,
 )
+from tests.support.axe import audit as _audit
 
 pytestmark = pytest.mark.browser
 
 TURNS = 2 * EMULATOR_TURNS
-AXE = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "axe-core" / "axe.min.js"
 VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 800}}
-BLOCKING = ("serious", "critical")
 RECORD_STATES = """
 window.__states = [];
 new MutationObserver(() => {
@@ -73,25 +72,6 @@ def fixture_zep_faults(stack: Stack) -> Iterator[Any]:
         yield inject
     finally:
         inject(clear=True)
-
-
-def _audit(page: Page, state: str) -> None:
-    """Run axe-core on the page; fail listing every serious or critical violation."""
-    if not AXE.is_file():
-        pytest.fail(f"{AXE} is missing: run `make web` (npm ci installs axe-core)")
-    if not page.evaluate("typeof window.axe === 'object'"):
-        page.add_script_tag(path=str(AXE))
-    result: dict[str, Any] = page.evaluate(
-        "axe.run(document, {resultTypes: ['violations'],"
-        " runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa',"
-        " 'best-practice']}})"
-    )
-    blocking = [
-        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
-        for v in result["violations"]
-        if v["impact"] in BLOCKING
-    ]
-    assert blocking == [], f"axe, {state}: {blocking}"
 
 
 def _newest_turn_on_screen(page: Page) -> dict[str, float]:
@@ -250,6 +230,7 @@ def test_the_memory_badge_reads_queued_while_zep_fails_and_saved_only_after_deli
         pass
     expect(page.locator("body")).to_have_attribute("data-memory", "queued")
     expect(page.locator("#memory")).to_contain_text(f"Queued: {TURNS} turns not in memory yet")
+    _audit(page, "memory queued, Zep failing")
     page.screenshot(path=str(artifacts / "page-memory-queued-zep-down.png"))
     states: list[dict[str, str]] = page.evaluate("window.__states")
     assert any(s["memory"] == "queued" for s in states), "the state recorder should work"
@@ -276,7 +257,9 @@ def test_the_memory_badge_reads_queued_while_zep_fails_and_saved_only_after_deli
 
 
 @pytest.mark.usefixtures("zep_faults")
-def test_turns_zep_refuses_read_failed_not_saved(stack: Stack, page: Page, zep_faults: Any) -> None:
+def test_turns_zep_refuses_read_failed_not_saved(
+    stack: Stack, page: Page, zep_faults: Any, artifacts: Path
+) -> None:
     """Zep refusing the turns (400): they are dead-lettered and the badge reads "failed"."""
     zep_faults(mode="reject")
     page.goto(stack.url)
@@ -285,3 +268,5 @@ def test_turns_zep_refuses_read_failed_not_saved(stack: Stack, page: Page, zep_f
     page.get_by_role("button", name="Hang up").click()
     expect(page.locator("body")).to_have_attribute("data-memory", "failed", timeout=30_000)
     expect(page.locator("#memory")).to_contain_text("couldn't be saved")
+    _audit(page, "memory failed")
+    page.screenshot(path=str(artifacts / "page-memory-failed.png"))

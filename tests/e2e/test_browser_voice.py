@@ -24,6 +24,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Response, expect
 
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, EMULATOR_TURNS, Stack
+from tests.support.axe import audit
 from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.browser
@@ -255,6 +256,7 @@ def test_turns_left_unsent_are_delivered_after_a_page_reload(
     expect(page.locator("body")).to_have_attribute("data-memory", "retrying", timeout=10_000)
     expect(page.locator("#memory")).to_contain_text(f"{TURNS} turns kept")
     expect(page.locator("body")).to_have_attribute("data-connection", "connected")
+    audit(page, "memory retrying in the browser")
     page.screenshot(path=str(artifacts / "browser-memory-retrying.png"), full_page=True)
     assert page.evaluate(f"localStorage.getItem('engram-voice.outbox.{session_id}')") is not None
 
@@ -329,6 +331,7 @@ def test_azure_failures_are_explained_in_plain_words(
     expect(page.locator("#connection")).to_have_text("Couldn't connect")
     expect(page.get_by_role("button", name="Connect")).to_be_enabled()
     expect(page.get_by_role("button", name="Connect")).to_be_focused()
+    audit(page, "connection refused, alert shown")
 
 
 def test_a_blocked_microphone_is_explained_and_no_key_is_minted(
