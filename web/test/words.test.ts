@@ -52,6 +52,7 @@ describe("the demo's memory and call labels", () => {
     [{ status: "retrying", unsent: 2, retryAt: 5_000 }, "Can't reach the memory service, retrying in 4 s: 2 turns kept in this browser"],
     [{ status: "saved", saved: 4 }, "Saved to memory (4 turns)"],
     [{ status: "failed", failed: 1, saved: 3 }, "Failed: 1 turn couldn't be saved (3 saved)"],
+    [{ status: "failed", failed: 4 }, "Failed: 4 turns couldn't be saved"],
   ])("labels %o as %s", (over, text) => {
     expect(memoryLabel(call(over), 1_000).text).toBe(text);
   });

@@ -280,7 +280,8 @@ client.on("connection", ({ state, call, reason }) => {
   renderConnection(state);
   if (state === "connected") ui.audio.textContent = "Waiting for audio…";
   if (state === "ended" || state === "failed") progress?.ended();
-  announce(`${connectionLabel(state, agentName, callStarted).text}.`);
+  const said = connectionLabel(state, agentName, callStarted).text;
+  announce(/[.…]$/.test(said) ? said : `${said}.`);
 });
 client.on("error", (error) => showError(error.message));
 client.on("warning", (message) => showNotice(message));

@@ -97,7 +97,7 @@ export function memoryLabel(memory: CallMemoryProgress, now: number = Date.now()
     case "saved":
       return { text: `Saved to memory (${plural(memory.saved, "turn")})`, tone: "ok" };
     case "failed":
-      return { text: `Failed: ${plural(memory.failed, "turn")} couldn't be saved (${memory.saved} saved)`, tone: "bad" };
+      return { text: `Failed: ${plural(memory.failed, "turn")} couldn't be saved${memory.saved > 0 ? ` (${memory.saved} saved)` : ""}`, tone: "bad" };
   }
 }
 
