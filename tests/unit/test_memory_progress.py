@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,8 +23,16 @@ from litestar.testing import TestClient
 
 from engram_voice.app import create_app
 from engram_voice.credentials.secret import Secret
-from engram_voice.memory.queue import EnqueueBatch, SessionProgress
-from engram_voice.memory.sqlite_queue import SqliteTurnQueue
+from engram_voice.errors import StorageUnavailableError
+from engram_voice.memory.queue import (
+    EnqueueBatch,
+    QueueUnavailableError,
+    SessionProgress,
+    TurnQueue,
+)
+from engram_voice.memory.ratelimit import SessionRateLimiter
+from engram_voice.memory.runtime import STATUS_READ_SECONDS, MemoryRuntime
+from engram_voice.memory.sqlite_queue import QueueClosedError, SqliteTurnQueue
 from engram_voice.memory.sqlite_schema import PROGRESS_SQL, SCHEMA
 from engram_voice.memory.tokens import MemoryTokenSigner
 from engram_voice.settings import Settings
@@ -270,3 +278,37 @@ def test_progress_is_rate_limited_per_session_apart_from_enrich(
     assert int(limited.headers["retry-after"]) >= 1
     assert _progress(slow_client, "vs_b", _token("vs_b")).status_code == 200
     _post(slow_client, "vs_a", ["m1"])  # enrich keeps its own budget
+
+
+class _StuckQueue:
+    """A queue whose progress read fails the way ``failure`` says."""
+
+    backend = "stub"
+
+    def __init__(self, failure: str) -> None:
+        self.failure = failure
+
+    async def session_progress(self, session_id: str) -> SessionProgress:
+        """Fail: storage unavailable, closed, or no answer at all."""
+        if self.failure == "unavailable":
+            raise QueueUnavailableError("database is locked")
+        if self.failure == "closed":
+            raise QueueClosedError("the memory queue is not open")
+        await asyncio.Event().wait()  # never answers; the runtime's bound must end it
+        raise AssertionError(session_id)
+
+
+@pytest.mark.parametrize("failure", ["unavailable", "closed", "silent"])
+async def test_progress_is_503_with_retry_after_when_the_queue_cannot_answer(failure: str) -> None:
+    """Locked, closed or silent storage: a bounded wait, then 503 storage_unavailable."""
+    runtime = MemoryRuntime(
+        queue=cast("TurnQueue", _StuckQueue(failure)),
+        sink=None,
+        worker=None,
+        signer=None,
+        rate_limiter=SessionRateLimiter(10),
+        run_worker=False,
+    )
+    with pytest.raises(StorageUnavailableError) as caught:
+        await asyncio.wait_for(runtime.progress("vs_a"), timeout=STATUS_READ_SECONDS * 20)
+    assert caught.value.retry_after == 2
