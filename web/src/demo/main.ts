@@ -201,7 +201,15 @@ function renderMemory(): void {
   // The browser outbox across sessions (what this page still has to post).
   body["memoryOutbox"] = outboxState?.status ?? "off";
   body["memoryPending"] = String(outboxState?.pending ?? 0);
-  setPill(ui.memory, memoryLabel(call));
+  const earlier = outboxState?.pending ?? 0;
+  if (call.sessionId === null && call.status === "idle" && earlier > 0) {
+    // No call yet on this page, but turns an earlier page could not post are on their way.
+    const retrying = outboxState?.status === "retrying";
+    const text = `${earlier} turn${earlier === 1 ? "" : "s"} of an earlier call ${retrying ? "kept here, retrying" : "being sent"}`;
+    setPill(ui.memory, { text, tone: retrying ? "warn" : "busy" });
+  } else {
+    setPill(ui.memory, memoryLabel(call));
+  }
   ui.memory.title = call.status === "retrying" ? (outboxState?.lastError ?? "The memory store is unreachable") : "";
   if (call.status !== lastMemoryStatus) {
     lastMemoryStatus = call.status;
