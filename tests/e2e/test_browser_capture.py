@@ -138,7 +138,7 @@ def test_turns_posted_by_both_the_page_and_the_server_are_stored_once(
     session_id, answers = _captured_call(page, azure, "Marcus")
     turns = _wait_for_turns(page)
     expect(page.locator("body")).to_have_attribute("data-memory", "saved", timeout=10_000)
-    expect(page.locator("#memory")).to_have_text(f"Saved ({TURNS} turns)")
+    expect(page.locator("#memory")).to_have_text(f"Saved to memory ({TURNS} turns)")
     _hang_up(page)
     _assert_delivered_once(azure, session_id, turns)
     _queue_drained(azure)

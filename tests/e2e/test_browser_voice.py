@@ -24,6 +24,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Response, expect
 
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, EMULATOR_TURNS, Stack
+from tests.support.axe import audit
 from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.browser
@@ -150,7 +151,7 @@ def test_a_live_call_shows_the_transcript_and_saves_each_turn_to_zep_once(
     assert all(t["id"].startswith("item_") for t in turns)
     assert "Sage" in turns[1]["text"], "the agent's instructions should have reached Azure"
     expect(page.locator("body")).to_have_attribute("data-memory", "saved", timeout=10_000)
-    expect(page.locator("#memory")).to_have_text(f"Saved ({TURNS} turns)")
+    expect(page.locator("#memory")).to_have_text(f"Saved to memory ({TURNS} turns)")
     expect(page.locator("#audio")).to_contain_text("Receiving")
     expect(page.locator("#error")).to_be_hidden()
     page.screenshot(path=str(artifacts / "browser-live-call.png"), full_page=True)
@@ -227,8 +228,9 @@ def test_with_zep_down_the_call_still_works_and_turns_arrive_when_zep_returns(
     session_id = _connect(page, stack, "Marcus")
     _wait_for_audio(page)
     turns = _wait_for_turns(page)
-    # The service stored the turns durably (202) although Zep is down.
-    expect(page.locator("body")).to_have_attribute("data-memory", "saved", timeout=10_000)
+    # The service stored the turns durably (202) although Zep is down: queued, not saved.
+    expect(page.locator("body")).to_have_attribute("data-memory-outbox", "saved", timeout=10_000)
+    expect(page.locator("body")).to_have_attribute("data-memory", "queued")
     expect(page.locator("#error")).to_be_hidden()
     assert stack.zep.process is not None
     assert stack.zep.process.poll() is not None, "Zep should still be down during the call"
@@ -236,6 +238,7 @@ def test_with_zep_down_the_call_still_works_and_turns_arrive_when_zep_returns(
 
     stack.start_zep()
     _assert_delivered_once(stack, session_id, turns)
+    expect(page.locator("body")).to_have_attribute("data-memory", "saved", timeout=30_000)
     expect(page.locator("body")).to_have_attribute("data-connection", "connected")
 
 
@@ -253,6 +256,7 @@ def test_turns_left_unsent_are_delivered_after_a_page_reload(
     expect(page.locator("body")).to_have_attribute("data-memory", "retrying", timeout=10_000)
     expect(page.locator("#memory")).to_contain_text(f"{TURNS} turns kept")
     expect(page.locator("body")).to_have_attribute("data-connection", "connected")
+    audit(page, "memory retrying in the browser")
     page.screenshot(path=str(artifacts / "browser-memory-retrying.png"), full_page=True)
     assert page.evaluate(f"localStorage.getItem('engram-voice.outbox.{session_id}')") is not None
 
@@ -268,7 +272,8 @@ def test_turns_left_unsent_are_delivered_after_a_page_reload(
         f"(window.__engramVoice.memory() || {{}}).pending === {TURNS}", timeout=10_000
     )
     page.unroute(enrich)
-    expect(page.locator("body")).to_have_attribute("data-memory", "saved", timeout=30_000)
+    # No call on the reloaded page: the outbox (what the browser still has to post) says it.
+    expect(page.locator("body")).to_have_attribute("data-memory-outbox", "saved", timeout=30_000)
     assert page.evaluate(f"localStorage.getItem('engram-voice.outbox.{session_id}')") is None
     # Count what the 202-answered posts carried (reading a keepalive response's body can
     # hang in the DevTools protocol, so the request side is what is inspected).
@@ -322,8 +327,11 @@ def test_azure_failures_are_explained_in_plain_words(
     page.goto(stack.url + PAGE_QUERY)
     page.get_by_role("button", name="Connect").click()
     expect(page.get_by_role("alert")).to_contain_text(message, timeout=CONNECT_TIMEOUT_MS)
-    expect(page.locator("#connection")).to_have_text("Call failed")
+    # No call was started, so none "failed": the page says it could not connect.
+    expect(page.locator("#connection")).to_have_text("Couldn't connect")
     expect(page.get_by_role("button", name="Connect")).to_be_enabled()
+    expect(page.get_by_role("button", name="Connect")).to_be_focused()
+    audit(page, "connection refused, alert shown")
 
 
 def test_a_blocked_microphone_is_explained_and_no_key_is_minted(

@@ -6,7 +6,8 @@ number of schema-conforming (positive) and schema-violating (negative) requests.
 answer must be below 500 and match the declared status, content type and body schema.
 Mint and call cases are steered to real agents (a generated SDP offer is refused with
 a 400, by the service or by the emulator's peer) and enrich cases get a valid memory token for
-whatever ``session_id`` they carry, so valid bodies reach the 201 and 202 answers too.
+whatever ``session_id`` they carry, so valid bodies reach the 201 and 202 answers too
+(progress cases, mostly, for the session they ask about: the 200).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ OPERATIONS = [
     ("POST", "/realtime/calls"),
     ("DELETE", "/realtime/calls/{call_id}"),
     ("POST", "/memory/enrich"),
+    ("GET", "/memory/sessions/{session_id}/progress"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/status"),
@@ -94,6 +96,14 @@ def _prepare(case: Any) -> dict[str, str]:
         if isinstance(agent, str):
             body["agent"] = (*AGENTS, agent)[zlib.crc32(agent.encode()) % (len(AGENTS) + 1)]
         return {}
+    if case.path == "/memory/sessions/{session_id}/progress":
+        # Three in four cases hold the token of the session they ask about (200), the rest
+        # none (401).
+        session = (case.path_parameters or {}).get("session_id")
+        if not isinstance(session, str) or not session or zlib.crc32(session.encode()) % 4 == 0:
+            return {}
+        token = SIGNER.issue(session_id=session, user_id="local-user", agent="elena").token
+        return {"Authorization": f"Bearer {token}"}
     if case.path != "/memory/enrich" or not isinstance(body, dict):
         return {}
     session = body.get("session_id")

@@ -9,7 +9,8 @@ again, and ``renew`` tells a worker whether it still holds its lease (leases are
 and renewed by a heartbeat, see :mod:`engram_voice.memory.lease`). ``stats`` costs the
 same at any queue depth (running totals kept with the writes, an index seek for the
 oldest turn), never waits behind writes, and raises :class:`QueueUnavailableError`
-when storage cannot answer.
+when storage cannot answer; ``session_progress`` reads the same way and costs only the
+session's own turns (an index seek by session id).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "QueueUnavailableError",
     "QueuedTurn",
     "SessionMismatchError",
+    "SessionProgress",
     "TurnQueue",
 ]
 
@@ -107,6 +109,23 @@ class QueueStats(msgspec.Struct, frozen=True):
     last_delivered_at: float | None
 
 
+class SessionProgress(msgspec.Struct, frozen=True):
+    """How far one session's turns got (``GET /memory/sessions/{id}/progress``).
+
+    ``queued`` turns wait for delivery, ``delivered`` reached the memory store (until
+    retention purges them), ``dead_lettered`` were refused for good (until an operator
+    replays them). ``next_attempt_at`` (unix seconds) is set while a failed delivery waits
+    for its retry, with ``attempts`` the failures so far; a session the queue never saw
+    has every count at zero.
+    """
+
+    queued: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+    attempts: int = 0
+    next_attempt_at: float | None = None
+
+
 class TurnQueue(Protocol):
     """A durable, idempotent, per-session ordered queue of transcript turns."""
 
@@ -162,6 +181,13 @@ class TurnQueue(Protocol):
         """Return the figures at a cost independent of depth, off the write path.
 
         Raises :class:`QueueUnavailableError` when storage cannot answer promptly.
+        """
+
+    async def session_progress(self, session_id: str) -> SessionProgress:
+        """Return one session's counts by state; bounded by that session's turns (index seek).
+
+        Reads off the write path, like ``stats``; raises :class:`QueueUnavailableError`
+        when storage cannot answer.
         """
 
     async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:

@@ -1,7 +1,11 @@
-"""HTTP surface of enrichment: ``POST /memory/enrich`` (fire-and-forget, 202 when durable).
+"""HTTP surface of enrichment: ``POST /memory/enrich`` and the session progress read.
 
-The route authenticates only by the memory token: ``Authorization: Bearer <token>`` or,
-for ``navigator.sendBeacon`` (no headers, no preflight), a ``token`` field in a JSON body
+``POST /memory/enrich`` is fire-and-forget (202 once durable); ``GET
+/memory/sessions/{session_id}/progress`` tells the token's holder how far those turns got
+(Bearer only; any other session is 404, so existence never leaks).
+
+Enrich authenticates only by the memory token: ``Authorization: Bearer <token>`` or, for
+``navigator.sendBeacon`` (no headers, no preflight), a ``token`` field in a JSON body
 sent as ``text/plain``. The token decides user, session and agent; a token for another
 session gets 403. A request may carry both only if they are the same token: credentials
 that disagree are refused with 401 naming ``token``. The runtime is read from
@@ -14,22 +18,29 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from litestar import Request, Response, Router, post
+from litestar import Request, Response, Router, get, post
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from engram_voice.bodies import BodyDecoder
-from engram_voice.errors import ANSWER_COUNTER, AuthenticationError, ForbiddenError
+from engram_voice.errors import (
+    ANSWER_COUNTER,
+    AuthenticationError,
+    ForbiddenError,
+    NotFoundError,
+)
 from engram_voice.memory import metrics
 from engram_voice.memory.runtime import MemoryRuntime
 from engram_voice.memory.schemas import (
     MAX_BODY_BYTES,
     EnrichAccepted,
     EnrichRequest,
+    MemoryProgress,
     refuse_unstorable_text,
 )
 from engram_voice.problem_docs import problem_responses, raw_body_operation
 
-__all__ = ["ENRICH_BODY", "decode_enrich", "enrich", "memory_router"]
+__all__ = ["ENRICH_BODY", "decode_enrich", "enrich", "memory_router", "progress"]
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _ANSWERED_202 = metrics.ENRICH_REQUESTS.labels("202")
@@ -111,6 +122,43 @@ async def enrich(request: Request[Any, Any, Any]) -> Response[EnrichAccepted]:
     )
 
 
+@get(
+    "/sessions/{session_id:str}/progress",
+    summary="How far a session's transcript turns got (queued, delivered, dead-lettered)",
+    description=(
+        "Authenticate with `Authorization: Bearer <memory token>` of that session (no body "
+        "token: this is a plain GET). Answers counts of the session's turns the service "
+        "holds and whether a failed delivery is waiting for a retry. A token of another "
+        "session gets 404 `not_found`, the same answer as for a session that does not "
+        "exist, so nothing about other sessions leaks. Rate-limited per session."
+    ),
+    tags=["memory"],
+    responses=problem_responses(401, 404, 429, 503),
+)
+async def progress(
+    session_id: FromPath[str], request: Request[Any, Any, Any]
+) -> Response[MemoryProgress]:
+    """Answer how far the token's own session's turns got; any other session is 404."""
+    memory: MemoryRuntime = request.app.state.memory
+    token = _bearer(request)
+    if token is None:
+        raise AuthenticationError("a memory token is required (Authorization: Bearer)")
+    claims = memory.verify(token)
+    if claims.session_id != session_id:
+        # Same answer whether or not that session exists: existence never leaks.
+        raise NotFoundError("no memory progress for this session with this token")
+    found = await memory.progress(session_id)
+    answer = MemoryProgress(
+        session_id=session_id,
+        queued=found.queued,
+        delivered=found.delivered,
+        dead_lettered=found.dead_lettered,
+        retrying=found.next_attempt_at is not None,
+        next_attempt_at=found.next_attempt_at,
+    )
+    return Response(answer, headers=_NO_STORE)
+
+
 def memory_router() -> Router:
     """Return ``/memory`` routes; they expect the runtime in ``app.state.memory``."""
-    return Router(path="/memory", route_handlers=[enrich])
+    return Router(path="/memory", route_handlers=[enrich, progress])

@@ -27,6 +27,7 @@ from engram_voice.memory.queue import (
     QueueStats,
     QueueUnavailableError,
     SessionMismatchError,
+    SessionProgress,
     TurnQueue,
 )
 from engram_voice.memory.ratelimit import SessionRateLimiter
@@ -58,12 +59,14 @@ class MemoryRuntime:
         run_worker: bool,
         store_timeout: float = 3.0,
         clock: Callable[[], float] = time.time,
+        progress_rate_limiter: SessionRateLimiter | None = None,
     ) -> None:
         self.queue = queue
         self.sink = sink
         self.worker = worker
         self.signer = signer
         self._rate = rate_limiter
+        self._progress_rate = progress_rate_limiter or rate_limiter
         self._run_worker = run_worker and worker is not None
         self._clock = clock
         self._store_timeout = store_timeout
@@ -196,6 +199,23 @@ class MemoryRuntime:
             self.worker.notify()
         return result
 
+    async def progress(self, session_id: str) -> SessionProgress:
+        """Return how far ``session_id``'s turns got; rate-limited per session like enrich.
+
+        Bounded by STATUS_READ_SECONDS; storage that cannot answer is 503
+        ``storage_unavailable`` (the caller polls again later).
+        """
+        self._progress_rate.check(session_id)
+        try:
+            async with asyncio.timeout(STATUS_READ_SECONDS):
+                return await self.queue.session_progress(session_id)
+        except (QueueUnavailableError, QueueClosedError, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, QueueUnavailableError) else type(exc).__name__
+            _logger.warning("memory.progress_unavailable", session_id=session_id, reason=reason)
+            raise StorageUnavailableError(
+                "memory progress cannot be read right now; retry shortly", retry_after=2
+            ) from exc
+
     async def drain(self) -> DrainReport:
         """Deliver everything ready now (burst mode, for tests and the CLI)."""
         if self.worker is None:
@@ -304,6 +324,8 @@ def build_memory_runtime(
         worker=worker,
         signer=signer,
         rate_limiter=SessionRateLimiter(settings.rate_per_minute, clock=time.monotonic),
+        # Its own buckets: a page polling its progress never eats into its posting budget.
+        progress_rate_limiter=SessionRateLimiter(settings.rate_per_minute, clock=time.monotonic),
         run_worker=settings.worker == "inprocess" if run_worker is None else run_worker,
         store_timeout=settings.store_timeout_seconds,
         clock=clock,

@@ -1,4 +1,4 @@
-"""Wire types of ``POST /memory/enrich``, with every limit declared on the type."""
+"""Wire types of ``POST /memory/enrich`` (every limit declared on the type) and of progress."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ __all__ = [
     "EnrichAccepted",
     "EnrichMessage",
     "EnrichRequest",
+    "MemoryProgress",
     "refuse_unstorable_text",
 ]
 
@@ -112,3 +113,20 @@ class EnrichAccepted(msgspec.Struct, frozen=True, omit_defaults=True):
     accepted: int
     duplicates: int
     not_heard: int = 0
+
+
+class MemoryProgress(msgspec.Struct, frozen=True):
+    """The ``200`` answer of ``GET /memory/sessions/{session_id}/progress``.
+
+    Counts of the session's turns the service holds: ``queued`` (waiting for delivery),
+    ``delivered`` (in the memory store), ``dead_lettered`` (refused for good, kept for an
+    operator). ``retrying`` is true while a failed delivery waits for ``next_attempt_at``
+    (unix seconds; null otherwise).
+    """
+
+    session_id: str
+    queued: int
+    delivered: int
+    dead_lettered: int
+    retrying: bool
+    next_attempt_at: float | None

@@ -7,7 +7,8 @@ caller. So many requests share one commit, and a ``202`` still means "on disk".
 
 ``stats`` reads on a second connection with its own thread (WAL lets it read while a
 write is in progress), from running totals kept by triggers, with a short busy timeout:
-it never queues behind writes and costs the same at any depth. A write waits at most
+it never queues behind writes and costs the same at any depth (``session_progress`` reads
+there too, one session's turns by an index seek). A write waits at most
 ``busy_timeout`` seconds for another process's lock, then fails.
 """
 
@@ -33,8 +34,9 @@ from engram_voice.memory.queue import (
     QueueStats,
     QueueUnavailableError,
     SessionMismatchError,
+    SessionProgress,
 )
-from engram_voice.memory.sqlite_schema import PENDING, SCHEMA, STATS_SQL, claim_sql
+from engram_voice.memory.sqlite_schema import PENDING, PROGRESS_SQL, SCHEMA, STATS_SQL, claim_sql
 from engram_voice.memory.sqlite_writes import describe_error, set_state, transaction, write_group
 
 __all__ = ["QueueClosedError", "SqliteTurnQueue"]
@@ -319,6 +321,28 @@ class SqliteTurnQueue:
                 last_delivered_at=last,
             )
 
+        return await self._read(work)
+
+    async def session_progress(self, session_id: str) -> SessionProgress:
+        """Count one session's turns by state (an index seek), read off the write path."""
+
+        def work(conn: sqlite3.Connection) -> SessionProgress:
+            queued, delivered, dead, attempts, next_at = conn.execute(
+                PROGRESS_SQL, (session_id,)
+            ).fetchone()
+            retrying = bool(queued and attempts and next_at)
+            return SessionProgress(
+                queued=queued,
+                delivered=delivered,
+                dead_lettered=dead,
+                attempts=attempts if retrying else 0,
+                next_attempt_at=next_at if retrying else None,
+            )
+
+        return await self._read(work)
+
+    async def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on the read connection's thread; a cancelled caller interrupts it."""
         conn = self._read_conn
         if conn is None:
             raise QueueClosedError("the memory queue is not open")

@@ -15,7 +15,7 @@ all in one transaction.
 
 from __future__ import annotations
 
-__all__ = ["DEAD", "DELIVERED", "PENDING", "SCHEMA", "STATS_SQL", "claim_sql"]
+__all__ = ["DEAD", "DELIVERED", "PENDING", "PROGRESS_SQL", "SCHEMA", "STATS_SQL", "claim_sql"]
 
 PENDING, DELIVERED, DEAD = 0, 1, 2
 
@@ -117,6 +117,19 @@ STATS_SQL = (
     "(SELECT MIN(accepted_at) FROM turns WHERE state = 0) FROM queue_counters WHERE id = 1"
 )
 """Running totals plus the oldest pending turn (an index seek on ``turns_pending_age``)."""
+
+PROGRESS_SQL = (
+    "SELECT COALESCE(SUM(state = 0), 0), COALESCE(SUM(state = 1), 0), "
+    "COALESCE(SUM(state = 2), 0), "
+    "(SELECT attempts FROM sessions WHERE session_id = ?1), "
+    "(SELECT next_attempt_at FROM sessions WHERE session_id = ?1) "
+    "FROM turns WHERE session_id = ?1"
+)
+"""One session's turns by state plus its retry schedule, in one statement (one snapshot).
+
+It seeks the ``UNIQUE (session_id, message_id)`` index, so it reads only that session's
+turns (a call has tens to a few hundred), never the whole queue; no extra index, so
+enqueue pays nothing for it."""
 
 
 def claim_sql() -> str:

@@ -5,14 +5,28 @@
  * Calls are set up through the service (`POST /realtime/calls`) for every agent; `?flow=mint`
  * selects the browser-direct flow instead (single-use key, Azure OpenAI agents only).
  *
+ * The memory badge is per call and honest: "queued" until the service reports the call's
+ * turns delivered to memory (`MemoryProgress`), "saved to memory" only then. Focus moves
+ * to Hang up after Connect and back to Connect after the call; a polite live region
+ * announces call and memory state changes; the transcript follows the newest turn.
+ *
  * For automated tests the page mirrors its state in `data-*` attributes on `<body>` and
  * exposes `window.__engramVoice` (the client and a few read-only helpers).
  */
 
 import "./style.css";
 
-import { type ConnectionState, type MemoryState, type TranscriptTurn, VoiceClient, VoiceError } from "../lib";
-import { AGENTS, type Label, connectionLabel, memoryLabel, speakingLabel, upstreamLabel, voiceLabel } from "./words";
+import {
+  type CallMemoryProgress,
+  type ConnectionState,
+  type MemoryState,
+  MemoryProgress,
+  type TranscriptTurn,
+  VoiceClient,
+  VoiceError,
+} from "../lib";
+import { TranscriptView } from "./transcript-view";
+import { AGENTS, type Label, connectionLabel, memoryAnnouncement, memoryLabel, speakingLabel, upstreamLabel, voiceLabel } from "./words";
 
 /** Where the API is: same origin by default; a static build may set VITE_ENGRAM_VOICE_API. */
 const API_BASE = (import.meta.env["VITE_ENGRAM_VOICE_API"] as string | undefined) ?? "";
@@ -40,16 +54,20 @@ const ui = {
   audio: $<HTMLSpanElement>("audio"),
   voice: $<HTMLSpanElement>("voice"),
   memory: $<HTMLSpanElement>("memory"),
-  transcript: $<HTMLOListElement>("transcript"),
-  empty: $<HTMLParagraphElement>("transcript-empty"),
+  announcer: $<HTMLParagraphElement>("announcer"),
 };
+const transcript = new TranscriptView($("transcript-region"), $<HTMLOListElement>("transcript"), $("transcript-empty"));
 
 const client = new VoiceClient({ baseUrl: API_BASE, flow: FLOW });
 document.body.dataset["flow"] = FLOW;
+const progress = client.memory ? new MemoryProgress({ outbox: client.memory, baseUrl: API_BASE }) : null;
 let agentName = "the agent";
-let memoryState: MemoryState | null = client.memory?.state() ?? null;
-/** False while a call runs without a memory grant from the service. */
-let memoryGranted = true;
+let outboxState: MemoryState | null = client.memory?.state() ?? null;
+/** Whether the current attempt ever connected ("Call failed" vs "Couldn't connect"). */
+let callStarted = false;
+/** Whether a call was live at the last render (focus moves only on a change). */
+let wasLive = false;
+let lastMemoryStatus: CallMemoryProgress["status"] = "idle";
 
 function readLocal(key: string): string | null {
   try {
@@ -124,16 +142,44 @@ function showNotice(message: string | null): void {
   ui.notice.textContent = message ?? "";
 }
 
+/** Say `message` in the polite live region (screen readers read it when idle). */
+function announce(message: string): void {
+  ui.announcer.textContent = message;
+}
+
+/** The voice line when no call runs: the selected agent's voice (no stale call details). */
+function renderIdleVoice(): void {
+  const agent = selectedAgent();
+  const known = readLocal(VOICE_KEY + agent);
+  const name = AGENTS.find((a) => a.id === agent)?.name ?? agent;
+  ui.voice.textContent = `${name}: ${known ? voiceLabel(known) : (AGENTS.find((a) => a.id === agent)?.voice ?? "—")}`;
+  ui.voice.title = known ?? "";
+}
+
 function renderConnection(state: ConnectionState): void {
   document.body.dataset["connection"] = state;
-  setPill(ui.connection, connectionLabel(state, agentName));
+  const label = connectionLabel(state, agentName, callStarted);
+  setPill(ui.connection, label);
   const busy = state === "microphone" || state === "connecting";
   const live = busy || state === "connected" || state === "reconnecting";
+  const focused = document.activeElement;
+  document.body.dataset["live"] = String(live);
   ui.connect.hidden = live;
   ui.connect.disabled = live;
   ui.hangup.hidden = !live;
   ui.mute.hidden = !(state === "connected" || state === "reconnecting");
   for (const input of ui.agents.querySelectorAll("input")) input.disabled = live;
+  if (!live) {
+    // Nothing of the last call's audio stays on screen once it is over.
+    ui.audio.textContent = "—";
+    delete document.body.dataset["audioPacketsIn"];
+    renderIdleVoice();
+  }
+  // Focus follows the button that replaced the one just used (never left on the body).
+  const lost = focused === null || focused === document.body;
+  if (live && !wasLive && (lost || focused === ui.connect)) ui.hangup.focus();
+  if (!live && wasLive && (lost || focused === ui.hangup || focused === ui.mute)) ui.connect.focus();
+  wasLive = live;
   renderSpeaking();
 }
 
@@ -144,52 +190,36 @@ function renderSpeaking(): void {
   ui.speaking.dataset["who"] = !connected ? "none" : speaking.user ? "user" : speaking.assistant ? "assistant" : "none";
 }
 
+/** The memory badge: this call's memory only (it starts afresh with each call). */
 function renderMemory(): void {
-  const idle = !memoryState || (memoryState.status === "idle" && memoryState.pending === 0);
-  if (!memoryState || (!memoryGranted && idle)) {
-    setPill(ui.memory, { text: "Memory is off for this call", tone: "neutral" });
-    document.body.dataset["memory"] = "off";
-    return;
+  const call = progress?.current() ?? { sessionId: null, status: "off", unsent: 0, queued: 0, saved: 0, failed: 0, retryAt: null, settled: true };
+  const body = document.body.dataset;
+  body["memory"] = call.status;
+  body["memoryQueued"] = String(call.unsent + call.queued);
+  body["memorySaved"] = String(call.saved);
+  body["memoryFailed"] = String(call.failed);
+  // The browser outbox across sessions (what this page still has to post).
+  body["memoryOutbox"] = outboxState?.status ?? "off";
+  body["memoryPending"] = String(outboxState?.pending ?? 0);
+  const earlier = outboxState?.pending ?? 0;
+  if (call.sessionId === null && call.status === "idle" && earlier > 0) {
+    // No call yet on this page, but turns an earlier page could not post are on their way.
+    const retrying = outboxState?.status === "retrying";
+    const text = `${earlier} turn${earlier === 1 ? "" : "s"} of an earlier call ${retrying ? "kept here, retrying" : "being sent"}`;
+    setPill(ui.memory, { text, tone: retrying ? "warn" : "busy" });
+  } else {
+    setPill(ui.memory, memoryLabel(call));
   }
-  document.body.dataset["memory"] = memoryState.status;
-  document.body.dataset["memoryPending"] = String(memoryState.pending);
-  document.body.dataset["memorySaved"] = String(memoryState.saved);
-  const label = memoryLabel(memoryState);
-  setPill(ui.memory, label);
-  ui.memory.title = memoryState.lastError ?? "";
+  ui.memory.title = call.status === "retrying" ? (outboxState?.lastError ?? "The memory store is unreachable") : "";
+  if (call.status !== lastMemoryStatus) {
+    lastMemoryStatus = call.status;
+    const words = memoryAnnouncement(call.status);
+    if (words) announce(words);
+  }
 }
 
 function renderTranscript(turns: TranscriptTurn[]): void {
-  const visible = turns.filter((turn) => !turn.failed && (turn.text || !turn.final));
-  ui.empty.hidden = visible.length > 0;
-  const existing = new Map<string, HTMLLIElement>();
-  for (const li of ui.transcript.querySelectorAll<HTMLLIElement>("li[data-item-id]")) {
-    existing.set(li.dataset["itemId"] ?? "", li);
-  }
-  const keep = new Set<string>();
-  let previous: HTMLLIElement | null = null;
-  for (const turn of visible) {
-    keep.add(turn.id);
-    let li = existing.get(turn.id);
-    if (!li) {
-      li = document.createElement("li");
-      li.className = "turn";
-      li.dataset["itemId"] = turn.id;
-      const who = document.createElement("span");
-      who.className = "turn-who";
-      const text = document.createElement("p");
-      text.className = "turn-text";
-      li.append(who, text);
-    }
-    li.dataset["role"] = turn.role;
-    li.dataset["final"] = String(turn.final);
-    (li.firstElementChild as HTMLElement).textContent = turn.role === "user" ? "You" : agentName;
-    (li.lastElementChild as HTMLElement).textContent = turn.text || "…";
-    const expectedPosition: ChildNode | null = previous ? previous.nextSibling : ui.transcript.firstChild;
-    if (expectedPosition !== li) ui.transcript.insertBefore(li, expectedPosition);
-    previous = li;
-  }
-  for (const [id, li] of existing) if (!keep.has(id)) li.remove();
+  transcript.render(turns, agentName);
 }
 
 let statsTimer: ReturnType<typeof setInterval> | null = null;
@@ -200,7 +230,7 @@ function watchAudio(on: boolean): void {
   if (!on) return;
   const tick = async (): Promise<void> => {
     const stats = await client.audioStats();
-    if (!stats) return;
+    if (!stats || statsTimer === null) return; // the call ended while the stats were read
     const receiving = stats.inboundPackets > 0;
     ui.audio.textContent = receiving
       ? `Receiving (${stats.inboundPackets.toLocaleString()} packets in, ${stats.outboundPackets.toLocaleString()} out)`
@@ -231,14 +261,21 @@ async function connect(): Promise<void> {
 }
 
 client.on("connection", ({ state, call, reason }) => {
+  if (state === "microphone") {
+    // A new call: its memory and its transcript start afresh.
+    callStarted = false;
+    progress?.reset();
+    transcript.follow();
+  }
+  if (state === "connected") callStarted = true;
   if (call) {
     agentName = call.agent.name;
-    memoryGranted = call.memory;
-    renderMemory();
+    progress?.track(call.memory ? call.sessionId : null);
     writeLocal(CONVERSATION_KEY + call.agent.id, call.conversationId);
     writeLocal(VOICE_KEY + call.agent.id, call.agent.voice);
     renderAgentVoice(call.agent.id);
-    ui.voice.textContent = `${voiceLabel(call.agent.voice)} — ${call.agent.voice}, on ${upstreamLabel(call.upstream)}`;
+    ui.voice.textContent = `${voiceLabel(call.agent.voice)}, on ${upstreamLabel(call.upstream)}`;
+    ui.voice.title = call.agent.voice; // the exact voice name, for the curious
     document.body.dataset["sessionId"] = call.sessionId;
     document.body.dataset["voice"] = call.agent.voice;
     document.body.dataset["upstream"] = call.upstream;
@@ -247,9 +284,12 @@ client.on("connection", ({ state, call, reason }) => {
   }
   if (state === "ended" && reason) document.body.dataset["endReason"] = reason;
   else delete document.body.dataset["endReason"];
-  renderConnection(state);
   watchAudio(state === "connected" || state === "reconnecting");
+  renderConnection(state);
   if (state === "connected") ui.audio.textContent = "Waiting for audio…";
+  if (state === "ended" || state === "failed") progress?.ended();
+  const said = connectionLabel(state, agentName, callStarted).text;
+  announce(/[.…]$/.test(said) ? said : `${said}.`);
 });
 client.on("error", (error) => showError(error.message));
 client.on("warning", (message) => showNotice(message));
@@ -260,12 +300,13 @@ client.on("muted", (muted) => {
   ui.mute.textContent = muted ? "Unmute microphone" : "Mute microphone";
 });
 client.on("memory", (state) => {
-  memoryState = state;
+  outboxState = state;
   renderMemory();
 });
+progress?.on("progress", () => renderMemory());
 // The retry countdown moves even when nothing else changes.
 setInterval(() => {
-  if (memoryState?.status === "retrying") renderMemory();
+  if (progress?.current().retryAt != null) renderMemory();
 }, 1000);
 
 ui.connect.addEventListener("click", () => void connect());
@@ -273,6 +314,9 @@ ui.hangup.addEventListener("click", () => void client.hangUp());
 ui.mute.addEventListener("click", () => client.setMuted(!client.muted));
 
 renderAgents();
+ui.agents.addEventListener("change", () => {
+  if (document.body.dataset["live"] !== "true") renderIdleVoice();
+});
 renderConnection(client.state);
 renderMemory();
 
@@ -283,6 +327,8 @@ declare global {
       client: VoiceClient;
       audioStats: () => ReturnType<VoiceClient["audioStats"]>;
       memory: () => MemoryState | null;
+      /** The current call's memory, as the badge shows it. */
+      progress: () => CallMemoryProgress | null;
       transcript: () => TranscriptTurn[];
     };
   }
@@ -292,5 +338,6 @@ window.__engramVoice = {
   client,
   audioStats: () => client.audioStats(),
   memory: () => client.memory?.state() ?? null,
+  progress: () => progress?.current() ?? null,
   transcript: () => client.transcript(),
 };

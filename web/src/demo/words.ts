@@ -1,6 +1,6 @@
 /** What the demo page says about each state, in plain words. */
 
-import type { ConnectionState, MemoryState, SpeakingState } from "../lib";
+import type { CallMemoryProgress, ConnectionState, SpeakingState } from "../lib";
 
 /** A label and a colour tone for a status pill. */
 export interface Label {
@@ -35,8 +35,11 @@ export function voiceLabel(voice: string): string {
   return hd ? `${name} (HD neural)` : neural ? `${name} (neural)` : (name ?? voice);
 }
 
-/** The label of a connection state. */
-export function connectionLabel(state: ConnectionState, agentName: string): Label {
+/**
+ * The label of a connection state. `started` says whether this attempt ever connected: a
+ * failure before that is "Couldn't connect" (no call was started), after it "Call failed".
+ */
+export function connectionLabel(state: ConnectionState, agentName: string, started = true): Label {
   switch (state) {
     case "idle":
       return { text: "Not connected", tone: "neutral" };
@@ -51,7 +54,7 @@ export function connectionLabel(state: ConnectionState, agentName: string): Labe
     case "ended":
       return { text: "Call ended", tone: "neutral" };
     case "failed":
-      return { text: "Call failed", tone: "bad" };
+      return started ? { text: "Call failed", tone: "bad" } : { text: "Couldn't connect", tone: "bad" };
   }
 }
 
@@ -66,23 +69,50 @@ export function speakingLabel(speaking: SpeakingState, agentName: string, connec
 
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? "" : "s"}`;
 
-/** The label of the memory outbox state. */
-export function memoryLabel(memory: MemoryState, now: number = Date.now()): Label {
+function retryIn(retryAt: number | null, now: number): string {
+  const seconds = retryAt === null ? 0 : Math.max(0, Math.ceil((retryAt - now) / 1000));
+  return seconds > 0 ? `retrying in ${seconds} s` : "retrying now";
+}
+
+/**
+ * The label of a call's memory: "queued" until the service reports the turns delivered,
+ * "saved to memory" only then, "retrying" with a countdown, "failed" for refused turns.
+ */
+export function memoryLabel(memory: CallMemoryProgress, now: number = Date.now()): Label {
+  const outstanding = memory.unsent + memory.queued;
   switch (memory.status) {
+    case "off":
+      return { text: "Memory is off for this call", tone: "neutral" };
     case "idle":
       return { text: "Nothing to save yet", tone: "neutral" };
-    case "pending":
-      return { text: `${plural(memory.pending, "turn")} waiting to be saved`, tone: "busy" };
-    case "saving":
-      return { text: `Saving ${plural(memory.pending, "turn")}…`, tone: "busy" };
-    case "saved":
-      return { text: `Saved (${plural(memory.saved, "turn")})`, tone: "ok" };
-    case "retrying": {
-      const seconds = memory.retryAt === null ? 0 : Math.max(0, Math.ceil((memory.retryAt - now) / 1000));
-      const when = seconds > 0 ? `retrying in ${seconds} s` : "retrying now";
-      return { text: `Memory unreachable — ${plural(memory.pending, "turn")} kept, ${when}`, tone: "warn" };
+    case "queued": {
+      const saved = memory.saved > 0 ? `, ${memory.saved} saved` : "";
+      const text = `Queued: ${plural(outstanding, "turn")} not in memory yet${saved}`;
+      // The service holds them safely but cannot reach the memory store right now.
+      if (memory.retryAt !== null) return { text: `${text} (memory store unreachable, ${retryIn(memory.retryAt, now)})`, tone: "warn" };
+      return { text, tone: "busy" };
     }
+    case "retrying":
+      return { text: `Can't reach the memory service, ${retryIn(memory.retryAt, now)}: ${plural(outstanding, "turn")} kept in this browser`, tone: "warn" };
+    case "saved":
+      return { text: `Saved to memory (${plural(memory.saved, "turn")})`, tone: "ok" };
     case "failed":
-      return { text: `Couldn't save ${plural(memory.failed, "turn")}`, tone: "bad" };
+      return { text: `Failed: ${plural(memory.failed, "turn")} couldn't be saved${memory.saved > 0 ? ` (${memory.saved} saved)` : ""}`, tone: "bad" };
+  }
+}
+
+/** What the live region says when a call's memory reaches a new status (null: say nothing). */
+export function memoryAnnouncement(status: CallMemoryProgress["status"]): string | null {
+  switch (status) {
+    case "queued":
+      return "Memory: turns queued, not saved yet.";
+    case "retrying":
+      return "Can't reach the memory service; your turns are kept in this browser and retried.";
+    case "saved":
+      return "Saved to memory.";
+    case "failed":
+      return "Some turns couldn't be saved to memory.";
+    default:
+      return null;
   }
 }

@@ -43,6 +43,7 @@ export {
   type MemoryStatus,
   type OutboxEvents,
   type OutboxOptions,
+  type SessionOutbox,
 } from "./outbox.js";
 export { MemoryStorage, type StorageLike, defaultStorage } from "./storage.js";
 export {
@@ -55,3 +56,14 @@ export {
 } from "./transcript.js";
 export { ALL_EVENT_CHANNELS, EVENT_CHANNELS, eventChannelFor } from "./upstreams.js";
 export type * from "./types.js";
+export {
+  type CallMemoryProgress,
+  type CallMemoryStatus,
+  MemoryProgress,
+  type MemoryProgressEvents,
+  type MemoryProgressOptions,
+  type MemoryProgressWire,
+  type ProgressInputs,
+  deriveProgress,
+  progressUrl,
+} from "./memory-progress.js";

@@ -56,6 +56,17 @@ export interface MemoryState {
   lastError: string | null;
 }
 
+/** One session's lane, as {@link MemoryOutbox.session} reports it (for per-call progress). */
+export interface SessionOutbox {
+  grant: MemoryGrant;
+  /** Turns not yet acknowledged by the service. */
+  unsent: number;
+  /** Turns the service acknowledged (202) since this page loaded. */
+  acknowledged: number;
+  /** When the next post is retried (ms since epoch), or null. */
+  retryAt: number | null;
+}
+
 /** Events of a {@link MemoryOutbox}. */
 export interface OutboxEvents extends Record<string, unknown> {
   /** The state changed. */
@@ -282,6 +293,13 @@ export class MemoryOutbox extends Emitter<OutboxEvents> {
     else if (this.#lastError !== null) status = "failed";
     else if (this.#saved > 0) status = "saved";
     return { status, pending, saved: this.#saved, failed: this.#failed, retryAt, lastError: this.#lastError };
+  }
+
+  /** One session's lane (grant, unsent and acknowledged turns), or null when unknown. */
+  session(sessionId: string): SessionOutbox | null {
+    const lane = this.#lanes.get(sessionId);
+    if (!lane) return null;
+    return { grant: lane.grant, unsent: lane.queue.length, acknowledged: lane.acked.size, retryAt: lane.retryAt };
   }
 
   /** Stop every timer; stored turns stay for the next page. */
