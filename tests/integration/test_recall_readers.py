@@ -1,5 +1,6 @@
-"""One contract for both recall readers (Zep v4 via zep-cloud, v2 via zep-python), each
-driven through its real SDK against the Zep stand-in.
+"""One contract for both recall readers (Zep v4, Zep v2), each through its real SDK.
+
+Both run against the Zep stand-in, seeded through the same SDK a sink of that API uses.
 """
 
 from __future__ import annotations
