@@ -201,6 +201,7 @@ class MemoryRecall:
             self._cache.popitem(last=False)
         if refresh:
             RECALL_REFRESHES.labels("ok").inc()
+            self.outcomes["refreshed"] += 1
         _logger.info(
             "memory.recall_read",
             found=block is not None,
