@@ -234,3 +234,35 @@ async def _settled(recall: MemoryRecall) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("recall's background work did not settle")
+
+
+async def test_a_half_open_circuit_lets_one_probe_read_at_a_time(
+    make_recall, reader, circuit, clock
+):
+    """After the cooldown one read probes Zep; other cold users wait for its verdict."""
+    circuit.record_failure()
+    circuit.record_failure()
+    clock.advance(30)
+    assert circuit.state == "half_open"
+    reader.gate = asyncio.Event()
+    recall = make_recall(budget_ms=0)
+    assert (await recall.recall("alice", ELENA)).outcome == "timeout"  # the probe
+    assert (await recall.recall("bob", ELENA)).outcome == "circuit_open"
+    reader.gate.set()
+    await _settled(recall)
+    assert circuit.state == "closed"
+    assert reader.reads == ["alice"]
+
+
+async def test_a_delivery_during_a_read_makes_recall_read_again(make_recall, reader):
+    """Turns delivered while a read runs are not lost to it: the user is read once more."""
+    reader.gate = asyncio.Event()
+    recall = make_recall(budget_ms=0)
+    await recall.recall("alice", ELENA)
+    await asyncio.wait_for(reader.started.wait(), timeout=5)
+    reader.contexts["alice"] = "Alice moved to Lisbon."
+    recall.refresh("alice")  # the worker delivered while the first read was out
+    reader.gate.set()
+    await _settled(recall)
+    assert reader.reads == ["alice", "alice"]
+    assert "Lisbon" in (await recall.recall("alice", ELENA)).agent.instructions

@@ -101,6 +101,8 @@ class MemoryRecall:
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._reads: dict[str, asyncio.Task[_Read]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stale: set[str] = set()
+        """Users delivered to while their read ran: read again once it is done."""
         self.outcomes: Counter[str] = Counter()
         self.last_error: str | None = None
         self.last_success_at: float | None = None
@@ -114,7 +116,7 @@ class MemoryRecall:
         entry = self._cached(user_id)
         if entry is not None:
             outcome, block = "hit", entry.block
-        elif self.circuit.state == "open" or self._closed:
+        elif self._held_back():
             outcome, block = "circuit_open", None
         else:
             task = self._read(user_id)
@@ -154,7 +156,15 @@ class MemoryRecall:
         if self.circuit.state == "open":
             RECALL_REFRESHES.labels("circuit_open").inc()
             return
+        if user_id in self._reads:  # that read may have started before these turns landed
+            self._stale.add(user_id)
+            return
         self._read(user_id, refresh=True)
+
+    def _held_back(self) -> bool:
+        """Return True when no read may start: circuit open, or half-open with a probe out."""
+        state = self.circuit.state
+        return self._closed or state == "open" or (state == "half_open" and bool(self._reads))
 
     def _cached(self, user_id: str) -> _Entry | None:
         entry = self._cache.get(user_id)
@@ -180,6 +190,9 @@ class MemoryRecall:
         self._tasks.discard(task)
         if self._reads.get(user_id) is task:
             del self._reads[user_id]
+        if user_id in self._stale:
+            self._stale.discard(user_id)
+            self.refresh(user_id)
 
     async def _fetch(self, user_id: str, refresh: bool) -> _Read:
         started = time.perf_counter()
