@@ -12,8 +12,8 @@ instructions end with the delimited memory block (:mod:`~engram_voice.memory.rec
   the background, bounded by Zep's own timeout, fills the cache, and — where the service
   holds a channel to the call — :meth:`apply_late` sends the memory with ``session.update``.
 - **Circuit.** The breaker shared with the delivery worker: while it is open (Zep down)
-  recall starts no read and awaits nothing (``circuit_open``); a failed read counts as a
-  failure, a read that answered as a success.
+  recall starts no read and awaits nothing (``circuit_open``); half-open, one read probes
+  at a time. A failed read counts as a failure, a read that answered as a success.
 
 Concurrent recalls of one user share one read. Every background task is kept and ended by
 :meth:`aclose`.
