@@ -35,17 +35,24 @@ _KNOWN_USERS = 10_000
 
 
 class SdkThreadLocator:
-    """Finds a user's latest thread through the SDK; caches user UUIDs (they never change)."""
+    """Finds a user's latest thread through the SDK; caches user UUIDs (they never change).
 
-    def __init__(self, client: AsyncZep) -> None:
+    ``external_id`` maps our user id to the ``user_id`` the sink gave Zep (the v4 sink's own
+    mapping; identity until it is wired here).
+    """
+
+    def __init__(
+        self, client: AsyncZep, *, external_id: Callable[[str], str] = lambda user_id: user_id
+    ) -> None:
         self._client = client
+        self._external = external_id
         self._users: OrderedDict[str, str] = OrderedDict()
 
     async def __call__(self, user_id: str) -> str | None:
         """Return the UUID of ``user_id``'s most recently updated thread, if any."""
         user_uuid = self._users.get(user_id)
         if user_uuid is None:
-            user = await self._client.user.lookup(user_id=user_id)
+            user = await self._client.user.lookup(user_id=self._external(user_id))
             user_uuid = user.uuid_
             if not user_uuid:
                 return None
