@@ -147,7 +147,7 @@ class MemoryRecall:
         read = self._reads.get(user_id)
         if read is None:
             return
-        self._keep(self._apply_late(read, recalled.base, session, user_id))
+        self._keep(self._apply_late(read, recalled.base, session))
 
     def refresh(self, user_id: str) -> None:
         """Re-read ``user_id``'s memory in the background (the worker delivered their turns)."""
@@ -237,7 +237,6 @@ class MemoryRecall:
         read: asyncio.Task[_Read],
         agent: Agent,
         session: LiveSession,
-        user_id: str,
     ) -> None:
         done, _ = await asyncio.wait((read,), timeout=self._late_wait)
         if not done or read.cancelled():
@@ -248,9 +247,7 @@ class MemoryRecall:
         if await session.update_instructions(with_memory(agent.instructions, block)):
             RECALL_LATE.inc()
             self.outcomes["late_applied"] += 1
-            _logger.info(
-                "memory.recall_applied_late", agent=agent.id, user_cached=user_id in self._cache
-            )
+            _logger.info("memory.recall_applied_late", agent=agent.id)
 
     def _keep(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
