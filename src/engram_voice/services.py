@@ -18,6 +18,7 @@ from engram_voice.credentials.factory import (
     build_voicelive_credential_source,
 )
 from engram_voice.memory import MemoryRuntime, MemorySink, build_memory_runtime
+from engram_voice.memory.recall import MemoryReader, MemoryRecall, build_recall
 from engram_voice.realtime.calls import CallLimits, CallRegistry, CallUpstream, RealtimeCalls
 from engram_voice.realtime.calls.factory import build_call_upstreams
 from engram_voice.realtime.calls.voicelive import control_session
@@ -46,6 +47,8 @@ class Overrides:
     usage_store: UsageStore | None = None
     usage_clock: Callable[[], float] | None = None
     """The usage meter's wall clock (the UTC day and live calls' elapsed time)."""
+    memory_reader: MemoryReader | None = None
+    """Recall's reader instead of the configured Zep's (recall still needs MEMORY_RECALL)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class Services:
     """None when AZURE_VOICELIVE_ENDPOINT is not configured."""
     usage: UsageMeter | None = None
     """The usage meter of calls set up through the service (the sideband reports to it)."""
+    recall: MemoryRecall | None = None
+    """Recall at call start; None when MEMORY_RECALL is off or no Zep is configured."""
 
 
 @asynccontextmanager
@@ -116,6 +121,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
         # Held sockets (Voice Live control channels, Azure OpenAI sidebands): no pool limit.
         control_http = await stack.enter_async_context(control_session())
         memory = await _open_memory(settings, overrides, stack)
+        recall = _open_recall(settings, overrides, memory, stack)
         conversation_keys = overrides.conversation_keys or settings.signing_keys()
         sessions = RealtimeSessions(
             catalog=catalog,
@@ -125,6 +131,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             ttl_seconds=realtime.key_ttl_seconds,
             webrtc_filter=realtime.webrtc_filter,
             memory_grants=memory.grant if memory else None,
+            recall=recall,
         )
         usage = await _open_usage(settings, overrides, stack)
         # Pushed after the HTTP session, the credentials and the usage meter: the drain
@@ -152,6 +159,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             default_upstream=realtime.default_upstream,
             memory_grants=memory.grant if memory else None,
             capture=memory,
+            recall=recall,
         )
         yield Services(
             settings=settings,
@@ -165,6 +173,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             voicelive=voicelive,
             calls=calls,
             usage=usage,
+            recall=recall,
         )
 
 
@@ -189,6 +198,25 @@ async def _open_voicelive(
     stack.push_async_callback(credentials.aclose)
     await credentials.start()
     return VoiceLiveUpstream(settings=settings, credentials=credentials)
+
+
+def _open_recall(
+    settings: Settings, overrides: Overrides, memory: MemoryRuntime | None, stack: AsyncExitStack
+) -> MemoryRecall | None:
+    """Build recall on the delivery worker's circuit; the worker refreshes its cache."""
+    worker = memory.worker if memory else None
+    recall = build_recall(
+        settings.recall,
+        settings.memory,
+        reader=overrides.memory_reader,
+        circuit=worker.circuit if worker else None,
+    )
+    if recall is None:
+        return None
+    stack.push_async_callback(recall.aclose)
+    if worker is not None:
+        worker.on_delivered = recall.refresh
+    return recall
 
 
 async def _open_memory(

@@ -19,6 +19,7 @@ from engram_voice.credentials.secret import Secret
 from engram_voice.envreader import EnvReader
 from engram_voice.errors import ConfigurationError
 from engram_voice.memory import MemorySettings
+from engram_voice.memory.recall.settings import RecallSettings
 from engram_voice.realtime.settings import RealtimeSettings
 from engram_voice.usage.settings import UsageSettings
 
@@ -136,6 +137,7 @@ class Settings(msgspec.Struct, frozen=True):
     memory: MemorySettings
     token_keys: tuple[tuple[str, Secret], ...]
     usage: UsageSettings = msgspec.field(default_factory=UsageSettings)
+    recall: RecallSettings = msgspec.field(default_factory=RecallSettings)
 
     def signing_keys(self) -> list[bytes]:
         """Return the service's HMAC keys, the active one first."""
@@ -159,4 +161,5 @@ class Settings(msgspec.Struct, frozen=True):
             memory=MemorySettings.from_env(reader),
             token_keys=_token_keys(reader),
             usage=UsageSettings.from_env(reader),
+            recall=RecallSettings.from_env(reader),
         )

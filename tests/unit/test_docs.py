@@ -34,6 +34,8 @@ from engram_voice.envreader import EnvReader
 from engram_voice.errors import ConfigurationError
 from engram_voice.memory import cli as memory_cli
 from engram_voice.memory import metrics as memory_metrics
+from engram_voice.memory.recall import metrics as recall_metrics
+from engram_voice.memory.recall.settings import RecallSettings
 from engram_voice.memory.settings import MemorySettings
 from engram_voice.realtime import metrics as realtime_metrics
 from engram_voice.realtime.calls import metrics as call_metrics
@@ -174,6 +176,7 @@ _LOADERS: tuple[Callable[[EnvReader], object], ...] = (
     RealtimeSettings.from_env,
     lambda reader: AuthSettings.from_env(reader, bind_host="127.0.0.1"),
     MemorySettings.from_env,
+    RecallSettings.from_env,
     EmulatorConfig.from_env,
     ZepStandinConfig.from_env,
 )
@@ -441,7 +444,7 @@ def test_operations_doc_lists_every_engram_metric() -> None:
     """Each Prometheus metric the service defines is named in docs/operations.md."""
     text = OPERATIONS.read_text()
     names: set[str] = set()
-    for module in (realtime_metrics, call_metrics, memory_metrics, usage_metrics):
+    for module in (realtime_metrics, call_metrics, memory_metrics, recall_metrics, usage_metrics):
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase):
                 suffix = "_total" if value._type == "counter" else ""

@@ -4,7 +4,9 @@ The package ships ``agents.toml``; operators may point ``AGENTS_FILE`` at their 
 Each agent is served by one upstream (``upstream``, else the deployment's default) and has
 a voice per upstream: a Voice Live voice object (``[agents.<id>.voice_live] voice``) and an
 Azure OpenAI voice name (``[agents.<id>.azure_openai] voice``); a plain ``voice = "marin"``
-serves both, and ``voice_from`` inherits another agent's voice on each upstream. Loading
+serves both, and ``voice_from`` inherits another agent's voice on each upstream.
+``memory_recall = false`` (per agent or in ``[defaults]``) opts an agent out of recall at
+call start. Loading
 validates everything up front (voices the upstream can speak, inheritance, session options,
 non-empty instructions, the upstream being configured) so a bad file stops start-up with
 one clear message naming the file and the agent.
@@ -74,6 +76,7 @@ class _AgentFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     turn_detection: dict[str, Any] | None = None
     voice_live: dict[str, Any] | None = None
     azure_openai: _AzureOpenAIFile | None = None
+    memory_recall: bool | None = None
 
 
 class _Defaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -82,6 +85,7 @@ class _Defaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         default_factory=lambda: dict(_DEFAULT_TURN_DETECTION)
     )
     voice_live: dict[str, Any] = msgspec.field(default_factory=dict)
+    memory_recall: bool = True
 
 
 class _CatalogFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -107,7 +111,8 @@ class Agent(msgspec.Struct, frozen=True):
 
     ``voice`` is the voice *name* on the agent's own ``upstream``; ``voices`` holds the
     voice on each upstream; ``transcription``/``turn_detection`` are the Azure OpenAI
-    session options and ``voicelive`` the Voice Live ones.
+    session options and ``voicelive`` the Voice Live ones. ``memory_recall`` says whether
+    its sessions start with what memory knows about the user (``MEMORY_RECALL`` must be on).
     """
 
     id: str
@@ -120,6 +125,7 @@ class Agent(msgspec.Struct, frozen=True):
     upstream: str = AZURE_OPENAI
     voices: AgentVoices = AgentVoices()
     voicelive: VoiceLiveOptions = VoiceLiveOptions()
+    memory_recall: bool = True
 
 
 class AgentCatalog:
@@ -269,6 +275,11 @@ def _validated(
             upstream=upstream,
             voices=voices,
             voicelive=voicelive.merged_over(defaults),
+            memory_recall=(
+                parsed.defaults.memory_recall
+                if entry.memory_recall is None
+                else entry.memory_recall
+            ),
         )
     return agents
 

@@ -206,6 +206,7 @@ class RealtimeCall:
             "call_id": self.call_id,
             "agent": self.agent,
             "voice": self.voice,
+            "instructions": self.session.get("instructions"),
             "filtered": self.pacing.filtered,
             "protocol": self.mode.vocabulary.name,
             "media": self.media,

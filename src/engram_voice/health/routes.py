@@ -135,9 +135,11 @@ async def status(services: NamedDependency[Services]) -> dict[str, Any]:
                 "upstream": a.upstream,
                 "voice": a.voice,
                 "style": a.style,
+                "memory_recall": a.memory_recall and services.recall is not None,
             }
             for a in services.catalog.all()
         ],
         "memory": memory,
+        "recall": services.recall.describe() if services.recall else {"enabled": False},
         "usage": await services.usage.describe() if services.usage else {"enabled": False},
     }

@@ -26,6 +26,8 @@ class ZepSettings(msgspec.Struct, frozen=True):
     timeout_seconds: float
     connect_timeout_seconds: float
     max_message_chars: int
+    api: str = "v4"
+    """``ZEP_API``: ``v4`` (Zep Cloud, zep-cloud 4.x) or ``v2`` (self-hosted, zep-python)."""
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> ZepSettings:
@@ -48,6 +50,7 @@ class ZepSettings(msgspec.Struct, frozen=True):
             max_message_chars=reader.integer(
                 "ZEP_MAX_MESSAGE_CHARS", 2500, minimum=100, maximum=100_000
             ),
+            api=reader.choice("ZEP_API", "v4", ("v4", "v2")),
         )
 
 

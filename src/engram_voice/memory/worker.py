@@ -108,6 +108,8 @@ class DeliveryWorker:
         self._next_purge = 0.0
         self.last_success_at: float | None = None
         self.last_error: str | None = None
+        self.on_delivered: Callable[[str], None] | None = None
+        """Told the user id after their turns were delivered (recall refreshes its cache)."""
 
     def notify(self) -> None:
         """Tell a waiting ``run()`` that new turns were enqueued."""
@@ -274,6 +276,8 @@ class DeliveryWorker:
                 metrics.DELIVERED.inc(len(batch.seqs))
                 for accepted_at in batch.accepted_at:
                     metrics.TURN_LAG_SECONDS.observe(max(0.0, now - accepted_at))
+                if self.on_delivered is not None:
+                    self.on_delivered(claim.user_id)
             elif isinstance(outcome, Deferred):
                 attempts += 1
                 await self._defer(claim, batch, outcome, attempts, report)

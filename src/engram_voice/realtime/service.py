@@ -12,6 +12,7 @@ import structlog
 
 from engram_voice.agents import AgentCatalog
 from engram_voice.errors import AppError
+from engram_voice.memory.recall import MemoryRecall
 from engram_voice.realtime.conversations import ConversationIds
 from engram_voice.realtime.metrics import MINT_LATENCY, MINTS
 from engram_voice.realtime.schemas import (
@@ -46,8 +47,10 @@ class RealtimeSessions:
         ttl_seconds: int,
         webrtc_filter: bool,
         memory_grants: MemoryGrantIssuer | None = None,
+        recall: MemoryRecall | None = None,
     ) -> None:
         self.catalog = catalog
+        self._recall = recall
         self._minter = minter
         self._conversations = conversations
         self._deployment = deployment
@@ -61,6 +64,8 @@ class RealtimeSessions:
         agent = self.catalog.get(request.agent)
         conversation_id = self._conversations.resolve(user_id, request.conversation_id)
         session_id = f"vs_{secrets.token_hex(16)}"
+        if self._recall is not None:  # memory as data in the instructions, within the budget
+            agent = (await self._recall.recall(user_id, agent)).agent
         payload = client_secret_request(agent, deployment=self._deployment, ttl_seconds=self._ttl)
         started = time.monotonic()
         try:

@@ -33,6 +33,7 @@ from engram_voice.zep_standin.faults import FaultPlan, Faults
 from engram_voice.zep_standin.gate import Standin, fail_after_store, gate, standin_of
 from engram_voice.zep_standin.gate import decode as _decode
 from engram_voice.zep_standin.store import MessageIn, StandinStore, ZepRuleError
+from engram_voice.zep_standin.v2_context import V2_RECALL_ROUTES, memory_context
 from engram_voice.zep_standin.v4_routes import V4_ROUTES
 from engram_voice.zep_standin.v4_store import V4Store
 
@@ -103,8 +104,9 @@ async def get_memory(request: Request[Any, Any, Any], session_id: FromPath[str])
     standin = await gate(request, "memory.get")
     lastn_text = request.query_params.get("lastn") or ""
     lastn = int(lastn_text) if lastn_text.isdigit() else None
+    context = memory_context(standin.store.messages(unquote(session_id)))
     messages = standin.store.messages(unquote(session_id), lastn)
-    return {"messages": messages, "metadata": {}, "relevant_facts": []}
+    return {"messages": messages, "metadata": {}, "relevant_facts": [], "context": context}
 
 
 @get("/api/v2/sessions/{session_id:str}/messages/{message_uuid:str}")
@@ -219,6 +221,7 @@ def create_standin_app(config: ZepStandinConfig, *, store: StandinStore | None =
             add_memory,
             get_memory,
             get_message,
+            *V2_RECALL_ROUTES,
             *V4_ROUTES,
             healthz,
             set_faults,

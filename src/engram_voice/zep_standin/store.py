@@ -242,6 +242,26 @@ class StandinStore:
             raise ZepRuleError(404, f"message {message_uuid} not found")
         return _message(row)
 
+    def user_sessions(self, user_id: str) -> list[dict[str, Any]]:
+        """Return the user's sessions, oldest first (404 when the user is unknown)."""
+        self.get_user(user_id)
+        rows = self._conn.execute(
+            "SELECT session_id, metadata, created_at, "
+            "(SELECT MAX(created_at) FROM messages m WHERE m.session_id = s.session_id) "
+            "FROM sessions s WHERE user_id=? ORDER BY rowid",
+            (user_id,),
+        ).fetchall()
+        return [
+            {
+                "session_id": session_id,
+                "user_id": user_id,
+                "metadata": json.loads(metadata or "{}"),
+                "created_at": created_at,
+                "updated_at": updated_at or created_at,
+            }
+            for session_id, metadata, created_at, updated_at in rows
+        ]
+
     def counts(self) -> dict[str, int]:
         """Return how many users, sessions and messages are stored."""
         return {

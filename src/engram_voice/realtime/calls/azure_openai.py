@@ -118,6 +118,23 @@ class AzureOpenAICall:
         if sideband.connected.is_set():
             follow("connected" if sideband.state != "lost" else "lost")
 
+    async def update_instructions(self, instructions: str) -> bool:
+        """Send ``session.update`` with new ``instructions`` over the sideband (bounded).
+
+        False when the call has no sideband, it does not connect within its connect
+        timeout, or the call is over.
+        """
+        sideband = self.sideband
+        if sideband is None or self._hangup is not None:
+            return False
+        try:
+            async with asyncio.timeout(self._owner.sideband_timeout):
+                await sideband.connected.wait()
+        except TimeoutError:
+            return False
+        session = {"type": "realtime", "instructions": instructions}
+        return await sideband.send({"type": "session.update", "session": session})
+
     async def wait_closed(self) -> str:
         """Return the reason once the call was hung up or the sideband saw it end upstream."""
         waits = [asyncio.ensure_future(self._closed.wait())]
@@ -167,7 +184,7 @@ class AzureOpenAICalls:
     ) -> None:
         self._sideband = sideband
         self._sideband_session = sideband_session or session
-        self._sideband_timeout = max(connect_timeout, request_timeout)
+        self.sideband_timeout = max(connect_timeout, request_timeout)
         self._on_usage = on_usage
         self._session = session
         self._minter = minter
@@ -209,7 +226,7 @@ class AzureOpenAICalls:
                 endpoint=endpoint,
                 call_id=call_id,
                 credentials=self._credentials,
-                connect_timeout=self._sideband_timeout,
+                connect_timeout=self.sideband_timeout,
                 on_event=capture.feed,
             )
             sideband.start()

@@ -12,6 +12,7 @@ import structlog
 
 from engram_voice.agents import AgentCatalog
 from engram_voice.errors import AppError, UpstreamNotConfiguredError
+from engram_voice.memory.recall import LiveSession, MemoryRecall
 from engram_voice.realtime.calls.capture import CaptureSink
 from engram_voice.realtime.calls.metrics import CALL_SETUP
 from engram_voice.realtime.calls.registry import CallRegistry
@@ -40,8 +41,10 @@ class RealtimeCalls:
         default_upstream: str = DEFAULT_UPSTREAM,
         memory_grants: MemoryGrantIssuer | None = None,
         capture: CaptureSink | None = None,
+        recall: MemoryRecall | None = None,
     ) -> None:
         self._capture = capture
+        self._recall = recall
         self.catalog = catalog
         self.registry = registry
         self._upstreams = dict(upstreams)
@@ -76,9 +79,14 @@ class RealtimeCalls:
         self.registry.reserve(user_id)
         session_id = f"vs_{secrets.token_hex(16)}"
         started = time.monotonic()
+        recalled = None
         try:
+            if self._recall is not None:  # memory as data in the instructions, within the budget
+                recalled = await self._recall.recall(user_id, agent)
             opened = await upstream.open(
-                agent=agent, sdp_offer=request.sdp_offer, session_id=session_id
+                agent=recalled.agent if recalled else agent,
+                sdp_offer=request.sdp_offer,
+                session_id=session_id,
             )
         except AppError as exc:
             self.registry.release(user_id)
@@ -88,6 +96,8 @@ class RealtimeCalls:
             self.registry.release(user_id)
             raise
         setup = time.monotonic() - started
+        if recalled is not None and self._recall is not None and isinstance(opened, LiveSession):
+            self._recall.apply_late(user_id, recalled, opened)  # a read that missed the budget
         live = await self.registry.add(
             user_id=user_id, agent_id=agent.id, upstream=name, session_id=session_id, opened=opened
         )

@@ -117,6 +117,18 @@ class Sideband:
         if self.state not in {"lost", "call_over"}:
             self.state = "closed"
 
+    async def send(self, event: dict[str, Any]) -> bool:
+        """Send one client event (e.g. ``session.update``); False when not connected."""
+        ws = self._ws
+        if ws is None or ws.closed or self.state != "connected":
+            return False
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await ws.send_str(json.dumps(event))
+        except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError):
+            return False
+        return True
+
     def stopping(self) -> bool:
         """Return True once :meth:`close` was called."""
         return self._closing

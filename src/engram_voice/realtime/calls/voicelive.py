@@ -134,6 +134,18 @@ class VoiceLiveCall:
         if capture.heard:
             heard()
 
+    async def update_instructions(self, instructions: str) -> bool:
+        """Send ``session.update`` with new ``instructions`` on the control channel (bounded)."""
+        if self._closed.is_set() or self._hangup is not None or self._ws.closed:
+            return False
+        event = {"type": "session.update", "session": {"instructions": instructions}}
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await self._ws.send_str(json.dumps(event))
+        except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError):
+            return False
+        return True
+
     async def wait_closed(self) -> str:
         """Return once the channel closed: ``upstream_closed``/``upstream_error`` or the hang-up."""
         await self._closed.wait()
