@@ -97,12 +97,10 @@ class PostgresBackend(Backend):
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold an exclusive lock on the queue's tables from another connection."""
+        """Hold every session and counter row, as a stuck writer transaction would."""
         with psycopg.connect(self.server.conninfo(self.database)) as conn:
-            conn.execute(
-                "LOCK TABLE memory_sessions, memory_turns, memory_queue_counters "
-                "IN ACCESS EXCLUSIVE MODE"
-            )
+            conn.execute("SELECT 1 FROM memory_sessions FOR UPDATE")
+            conn.execute("SELECT 1 FROM memory_queue_counters FOR UPDATE")
             yield
             conn.rollback()
 
