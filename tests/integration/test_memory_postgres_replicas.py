@@ -91,7 +91,7 @@ async def _contents(zep: ServiceProcess, session: str) -> list[str]:
 async def test_every_acknowledged_turn_arrives_once_in_order_despite_kill_9(
     postgres_server, zep, tmp_path
 ):
-    """Kill -9 a service and a worker mid-load and restart them: Zep gets each turn once, in order."""
+    """Kill -9 a service and a worker mid-load, restart them: Zep gets each turn once, in order."""
     database = postgres_server.new_database("replicas")
     env = _env(postgres_server, database, zep)
     services = [
