@@ -159,14 +159,23 @@ class PostgresTurnQueue:
         return {} if secret is None else {"password": secret}
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Conn]:
-        """Lend a pooled connection in a transaction; driver errors become neutral ones."""
+    async def _conn(self, *, pipeline: bool = False) -> AsyncIterator[Conn]:
+        """Lend a pooled connection in a transaction; driver errors become neutral ones.
+
+        ``pipeline`` sends statements without waiting for each answer (libpq pipeline
+        mode): BEGIN and the first statements travel together, COMMIT with the last.
+        """
         pool = self._pool
         if pool is None:
             raise QueueClosedError()
         try:
-            async with pool.connection(timeout=self._store_timeout) as conn, conn.transaction():
-                yield conn
+            async with pool.connection(timeout=self._store_timeout) as conn:
+                if pipeline:
+                    async with conn.pipeline(), conn.transaction():
+                        yield conn
+                else:
+                    async with conn.transaction():
+                        yield conn
         except psycopg.Error as exc:
             raise QueueUnavailableError(describe_error(exc)) from exc
 
@@ -238,7 +247,7 @@ class PostgresTurnQueue:
     ) -> None:
         batches = [batch for batch, _ in group]
         try:
-            async with self._conn() as conn:
+            async with self._conn(pipeline=True) as conn:
                 results = await write_group(conn, batches, self._clock())
         except QueueUnavailableError as exc:
             _logger.warning("memory.queue_commit_failed", error=exc.reason, size=len(group))
