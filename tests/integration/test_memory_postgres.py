@@ -143,3 +143,55 @@ def test_the_dead_letters_command_lists_and_replays_on_postgres(postgres_server,
     assert "zep answered 400" in listed
     assert dead_letters_main(["replay", str(letter)], env) == 0
     assert "replayed 2 turns" in capsys.readouterr().out
+
+
+async def test_replicas_share_one_usage_store_that_survives_them(postgres_server):
+    """Two usage stores on one database (two replicas) add up, and a new one reads it all."""
+    from engram_voice.usage.postgres_store import PostgresUsageStore  # noqa: PLC0415
+    from engram_voice.usage.records import CallEnded, CallStarted  # noqa: PLC0415
+
+    conninfo = postgres_server.conninfo(postgres_server.new_database("usage"))
+    replicas = [PostgresUsageStore(conninfo) for _ in range(2)]
+    for store in replicas:
+        await store.start()
+    for n, store in enumerate(replicas):
+        for i in range(3):
+            call = f"call-{n}-{i}"
+            store.record(CallStarted(call, "alice", "elena", "voice-live", "2027-01-15", 1.0))
+            store.record(CallEnded(call, "alice", "2027-01-15", 30.0, "client_hangup", 2.0))
+            store.record(CallEnded(call, "alice", "2027-01-15", 30.0, "client_hangup", 3.0))
+    for store in replicas:
+        await store.flush()
+        await store.close()
+    later = PostgresUsageStore(conninfo)
+    await later.start()
+    try:
+        (day,) = await later.daily(user_id="alice")
+        assert (day.day, day.calls, day.seconds) == ("2027-01-15", 6, 180.0)
+        assert (await later.describe())["backend"] == "postgres"
+    finally:
+        await later.close()
+
+
+def test_the_usage_command_reads_the_shared_store(postgres_server, capsys):
+    """`engram-voice usage` with USAGE_STORE=postgres lists every replica's usage."""
+    import argparse  # noqa: PLC0415
+
+    from engram_voice.usage.cli import usage_main  # noqa: PLC0415
+    from engram_voice.usage.postgres_store import PostgresUsageStore  # noqa: PLC0415
+    from engram_voice.usage.records import CallStarted  # noqa: PLC0415
+
+    database = postgres_server.new_database("usagecli")
+
+    async def record() -> None:
+        store = PostgresUsageStore(postgres_server.conninfo(database))
+        await store.start()
+        store.record(CallStarted("c1", "bob", "elena", "voice-live", "2027-02-01", 1.0))
+        await store.flush()
+        await store.close()
+
+    asyncio.run(record())
+    env = postgres_server.env(database, USAGE_STORE="postgres", LOG_LEVEL="warning")
+    args = argparse.Namespace(user=None, since=None, until=None, json=True)
+    assert usage_main(args, env) == 0
+    assert '"user_id": "bob"' in capsys.readouterr().out

@@ -18,8 +18,16 @@ from typing import Any, Protocol
 import structlog
 
 from engram_voice.credentials.secret import Secret
+from engram_voice.memory.settings import PostgresSettings
 
-__all__ = ["OSSRDBMS_SCOPE", "EntraPassword", "PasswordSource", "StaticPassword", "TokenCredential"]
+__all__ = [
+    "OSSRDBMS_SCOPE",
+    "EntraPassword",
+    "PasswordSource",
+    "StaticPassword",
+    "TokenCredential",
+    "connection_from_settings",
+]
 
 OSSRDBMS_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 _logger = structlog.get_logger("engram_voice.memory.queue")
@@ -105,3 +113,32 @@ class EntraPassword:
     async def aclose(self) -> None:
         """Close the azure-identity credential."""
         await self._credential.close()
+
+
+def connection_from_settings(settings: PostgresSettings) -> tuple[str, PasswordSource]:
+    """Return the libpq connection string (no password) and the password source to use."""
+    from psycopg.conninfo import make_conninfo  # noqa: PLC0415 - PostgreSQL mode only
+
+    password: PasswordSource
+    if settings.auth == "entra":
+        from azure.identity.aio import (  # noqa: PLC0415 - Entra mode only
+            DefaultAzureCredential,
+            ManagedIdentityCredential,
+        )
+
+        credential = (
+            ManagedIdentityCredential(client_id=settings.client_id)
+            if settings.client_id
+            else DefaultAzureCredential()
+        )
+        password = EntraPassword(credential, timeout=settings.connect_timeout_seconds)
+    else:
+        password = StaticPassword(settings.password)
+    conninfo = make_conninfo(
+        host=settings.host,
+        port=settings.port,
+        dbname=settings.database,
+        user=settings.user,
+        sslmode=settings.sslmode,
+    )
+    return conninfo, password

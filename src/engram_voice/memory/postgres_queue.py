@@ -34,7 +34,11 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from engram_voice.memory.postgres_auth import EntraPassword, PasswordSource, StaticPassword
+from engram_voice.memory.postgres_auth import (
+    PasswordSource,
+    StaticPassword,
+    connection_from_settings,
+)
 from engram_voice.memory.postgres_schema import SHARD, migrate
 from engram_voice.memory.postgres_writes import write_group
 from engram_voice.memory.queue import (
@@ -120,28 +124,7 @@ class PostgresTurnQueue:
         clock: Callable[[], float] = time.time,
     ) -> PostgresTurnQueue:
         """Build the queue from ``MEMORY_POSTGRES_*`` (Entra: a managed identity token)."""
-        password: PasswordSource
-        if settings.auth == "entra":
-            from azure.identity.aio import (  # noqa: PLC0415 - Entra mode only
-                DefaultAzureCredential,
-                ManagedIdentityCredential,
-            )
-
-            credential = (
-                ManagedIdentityCredential(client_id=settings.client_id)
-                if settings.client_id
-                else DefaultAzureCredential()
-            )
-            password = EntraPassword(credential, timeout=settings.connect_timeout_seconds)
-        else:
-            password = StaticPassword(settings.password)
-        conninfo = make_conninfo(
-            host=settings.host,
-            port=settings.port,
-            dbname=settings.database,
-            user=settings.user,
-            sslmode=settings.sslmode,
-        )
+        conninfo, password = connection_from_settings(settings)
         return cls(
             conninfo,
             password=password,

@@ -88,8 +88,16 @@ MIGRATIONS: tuple[str, ...] = (
 """Migration N is ``MIGRATIONS[N - 1]``; append only, never edit one that shipped."""
 
 
-async def migrate(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> tuple[int, int]:
-    """Apply the missing migrations under the advisory lock; return (before, after) versions."""
+async def migrate(
+    conn: psycopg.AsyncConnection[tuple[object, ...]],
+    *,
+    component: str = COMPONENT,
+    migrations: tuple[str, ...] = MIGRATIONS,
+) -> tuple[int, int]:
+    """Apply a component's missing migrations under the advisory lock; return versions.
+
+    Every component (the queue, the usage store) shares the lock and the versions table.
+    """
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = '{_LOCK_WAIT}'")
         await conn.execute("SET LOCAL statement_timeout = 0")
@@ -101,19 +109,26 @@ async def migrate(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> tuple[in
         )
         cursor = await conn.execute(
             "SELECT COALESCE(MAX(version), 0) FROM engram_schema_migrations WHERE component = %s",
-            (COMPONENT,),
+            (component,),
         )
         row = await cursor.fetchone()
         current = int(str(row[0])) if row else 0
-        if current > len(MIGRATIONS):
-            _logger.warning("memory.queue_schema_newer", version=current, known=len(MIGRATIONS))
+        if current > len(migrations):
+            _logger.warning(
+                "memory.queue_schema_newer",
+                component=component,
+                version=current,
+                known=len(migrations),
+            )
             return current, current
-        for version in range(current + 1, len(MIGRATIONS) + 1):
-            await conn.execute(MIGRATIONS[version - 1])
+        for version in range(current + 1, len(migrations) + 1):
+            await conn.execute(migrations[version - 1])
             await conn.execute(
                 "INSERT INTO engram_schema_migrations (component, version) VALUES (%s, %s)",
-                (COMPONENT, version),
+                (component, version),
             )
-        if current < len(MIGRATIONS):
-            _logger.info("memory.queue_migrated", before=current, after=len(MIGRATIONS))
-        return current, len(MIGRATIONS)
+        if current < len(migrations):
+            _logger.info(
+                "memory.queue_migrated", component=component, before=current, after=len(migrations)
+            )
+        return current, len(migrations)
