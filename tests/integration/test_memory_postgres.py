@@ -195,3 +195,26 @@ def test_the_usage_command_reads_the_shared_store(postgres_server, capsys):
     args = argparse.Namespace(user=None, since=None, until=None, json=True)
     assert usage_main(args, env) == 0
     assert '"user_id": "bob"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("delivered", [1_000, 50_000])
+async def test_the_figures_never_scan_the_turns_whatever_the_depth(postgres_server, delivered):
+    """The stats query reads the counter rows and seeks one index, at any number of turns."""
+    from engram_voice.memory.postgres_schema import STATS_SQL  # noqa: PLC0415
+
+    database = postgres_server.new_database("plan")
+    queue = PostgresTurnQueue(postgres_server.conninfo(database), pool_size=2)
+    await queue.open()
+    await queue.enqueue(_batch(ids=("pending",)))
+    await queue.close()
+    with psycopg.connect(postgres_server.conninfo(database), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO memory_turns (session_id, message_id, role, accepted_at, state, "
+            "delivered_at) SELECT 'vs_1', 'd' || i, 'user', i, 1, i "
+            "FROM generate_series(1, %s) AS i",
+            (delivered,),
+        )
+        conn.execute("ANALYZE memory_turns")
+        plan = str(conn.execute(f"EXPLAIN {STATS_SQL}").fetchall())
+    assert "Seq Scan on memory_turns" not in plan
+    assert "memory_turns_pending_age" in plan

@@ -39,7 +39,7 @@ from engram_voice.memory.postgres_auth import (
     StaticPassword,
     connection_from_settings,
 )
-from engram_voice.memory.postgres_schema import SHARD, migrate
+from engram_voice.memory.postgres_schema import SHARD, STATS_SQL, migrate
 from engram_voice.memory.postgres_writes import write_group
 from engram_voice.memory.queue import (
     ClaimedSession,
@@ -379,12 +379,7 @@ class PostgresTurnQueue:
     async def stats(self) -> QueueStats:
         """Sum the counter shards and seek the oldest pending turn (MVCC: never blocked)."""
         async with self._conn() as conn:
-            cursor = await conn.execute(
-                "SELECT COALESCE(SUM(pending), 0), COALESCE(SUM(sessions_pending), 0), "
-                "COALESCE(SUM(dead_letters), 0), MAX(last_delivered_at), "
-                "(SELECT MIN(accepted_at) FROM memory_turns WHERE state = 0) "
-                "FROM memory_queue_counters"
-            )
+            cursor = await conn.execute(STATS_SQL)
             row = await cursor.fetchone()
         assert row is not None  # noqa: S101 - an aggregate always returns one row
         depth, sessions, dead, last, oldest = row

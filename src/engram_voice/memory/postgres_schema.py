@@ -20,13 +20,20 @@ from __future__ import annotations
 import psycopg
 import structlog
 
-__all__ = ["COMPONENT", "COUNTER_SHARDS", "MIGRATIONS", "SHARD", "migrate"]
+__all__ = ["COMPONENT", "COUNTER_SHARDS", "MIGRATIONS", "SHARD", "STATS_SQL", "migrate"]
 
 _logger = structlog.get_logger("engram_voice.memory.queue")
 COMPONENT = "memory_queue"
 COUNTER_SHARDS = 16
 SHARD = f"pg_backend_pid() %% {COUNTER_SHARDS}"
 """The counter row this connection writes (SQL expression for parametrised queries)."""
+STATS_SQL = (
+    "SELECT COALESCE(SUM(pending), 0), COALESCE(SUM(sessions_pending), 0), "
+    "COALESCE(SUM(dead_letters), 0), MAX(last_delivered_at), "
+    "(SELECT MIN(accepted_at) FROM memory_turns WHERE state = 0) "
+    "FROM memory_queue_counters"
+)
+"""The figures: the counter shards plus an index seek for the oldest pending turn."""
 _LOCK_KEY = 0x656E6772616D5131  # "engramQ1": the advisory lock serialising migrations
 _LOCK_WAIT = "60s"
 
