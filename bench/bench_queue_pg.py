@@ -11,6 +11,10 @@ the no-op baseline handler and the real service (``engram-voice serve``,
 3. a second service process on the same database: closed-loop throughput across both
    (requests alternate between them) against one process (goal: >= 1.6x).
 
+``--queue-only`` instead drives the two queue backends in this process (no HTTP): 64
+concurrent one-turn enqueues over 200 sessions, SQLite then PostgreSQL, twice: enqueues/s,
+group commits, p50/p99 of one enqueue.
+
 The load generator runs on the same machine; on a small machine its own CPU use caps
 what the services can show (the report prints the core count). Loopback only.
 
@@ -26,6 +30,7 @@ import os
 import secrets
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import aiohttp
@@ -38,6 +43,9 @@ from tests.support.memory_service import memory_service, noop_service
 from tests.support.servers import ServiceProcess
 
 from engram_voice.devpostgres import start_local_postgres
+from engram_voice.memory.postgres_queue import PostgresTurnQueue
+from engram_voice.memory.queue import EnqueueBatch, TurnQueue
+from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 
 
 async def _closed_loop_across(
@@ -99,6 +107,48 @@ async def _run(
             )
 
 
+async def _queue_only(queue: TurnQueue, total: int = 6000, conc: int = 64) -> str:
+    """Enqueue ``total`` one-turn batches with ``conc`` callers; describe the result."""
+    await queue.open()
+    numbers = iter(range(total))
+    latencies: list[float] = []
+
+    async def caller() -> None:
+        for i in numbers:
+            started = time.perf_counter()
+            await queue.enqueue(
+                EnqueueBatch(
+                    session_id=f"vs_{i % 200}",
+                    user_id="u",
+                    agent="elena",
+                    turns=[(f"m{i}", "user", "x" * 160, None)],
+                )
+            )
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(conc)))
+    elapsed = time.perf_counter() - started
+    commits = getattr(queue, "commits", 0)
+    await queue.close()
+    return (
+        f"  {queue.backend:8s} {total / elapsed:7.0f} enqueues/s  {commits} commits  "
+        f"p50 {percentile(latencies, 50):5.1f} ms  p99 {percentile(latencies, 99):5.1f} ms"
+    )
+
+
+def _run_queue_only() -> None:
+    server = start_local_postgres(database="queueonly")
+    try:
+        print(f"queue only, 64 callers, 6000 one-turn enqueues ({os.cpu_count()} cores):")
+        for _ in range(2):
+            with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
+                print(asyncio.run(_queue_only(SqliteTurnQueue(Path(tmp) / "q.sqlite3"))))
+            print(asyncio.run(_queue_only(PostgresTurnQueue(server.conninfo("queueonly")))))
+    finally:
+        server.stop()
+
+
 def main() -> None:
     """Run the benchmark and print its report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -107,7 +157,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--queue-only", action="store_true", help="the backends alone, no HTTP")
     args = parser.parse_args()
+    if args.queue_only:
+        _run_queue_only()
+        return
     secret = secrets.token_hex(32)
     server = start_local_postgres(database="bench")
     try:
