@@ -218,3 +218,29 @@ async def test_the_figures_never_scan_the_turns_whatever_the_depth(postgres_serv
         plan = str(conn.execute(f"EXPLAIN {STATS_SQL}").fetchall())
     assert "Seq Scan on memory_turns" not in plan
     assert "memory_turns_pending_age" in plan
+
+
+@pytest.mark.parametrize("bad", ["nul \x00 inside", "\x00", "end\x00"])
+async def test_an_unstorable_request_fails_alone_in_a_shared_commit(postgres_server, bad):
+    """Text PostgreSQL cannot store fails only its own request, not the others in its commit."""
+    queue = PostgresTurnQueue(
+        postgres_server.conninfo(postgres_server.new_database("poison")), pool_size=3
+    )
+    await queue.open()
+    try:
+        poisoned = EnqueueBatch(
+            session_id="vs_bad", user_id="alice", agent="elena", turns=[("x", "user", bad, None)]
+        )
+        results = await asyncio.gather(
+            *(queue.enqueue(_batch(f"s{i}", ("m",))) for i in range(5)),
+            queue.enqueue(poisoned),
+            *(queue.enqueue(_batch(f"t{i}", ("m",))) for i in range(5)),
+            return_exceptions=True,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert len(failed) == 1
+        assert isinstance(failed[0], QueueUnavailableError)
+        assert bad not in str(failed[0])
+        assert (await queue.stats()).depth == 10
+    finally:
+        await queue.close()

@@ -233,10 +233,21 @@ class PostgresTurnQueue:
             async with self._conn(pipeline=True) as conn:
                 results = await write_group(conn, batches, self._clock())
         except QueueUnavailableError as exc:
-            _logger.warning("memory.queue_commit_failed", error=exc.reason, size=len(group))
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(QueueUnavailableError(exc.reason))
+            if len(group) > 1 and isinstance(exc.__cause__, psycopg.DataError):
+                # One request's data (e.g. a NUL in text) must not fail the others: each
+                # batch is written on its own, so only the unstorable one fails.
+                for entry in group:
+                    await self._commit_group([entry])
+                return
+            self._fail(group, exc.reason)
+            return
+        except Exception as exc:  # noqa: BLE001 - every caller gets the failure; the writer lives on
+            reason = (
+                exc.reason
+                if isinstance(exc, QueueUnavailableError)
+                else f"database error ({type(exc).__name__})"
+            )
+            self._fail(group, reason)
             return
         self.commits += 1
         for (_, future), result in zip(group, results, strict=True):
@@ -246,6 +257,13 @@ class PostgresTurnQueue:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    @staticmethod
+    def _fail(group: list[tuple[EnqueueBatch, asyncio.Future[EnqueueResult]]], reason: str) -> None:
+        _logger.warning("memory.queue_commit_failed", error=reason, size=len(group))
+        for _, future in group:
+            if not future.done():
+                future.set_exception(QueueUnavailableError(reason))
 
     # -- worker side ----------------------------------------------------------------------
 
