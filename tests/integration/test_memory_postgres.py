@@ -244,3 +244,21 @@ async def test_an_unstorable_request_fails_alone_in_a_shared_commit(postgres_ser
         assert (await queue.stats()).depth == 10
     finally:
         await queue.close()
+
+
+async def test_a_session_row_removed_behind_the_queue_is_created_again(postgres_server):
+    """A session this process knew, deleted by another (cleanup), is recreated on enqueue."""
+    database = postgres_server.new_database("known")
+    queue = PostgresTurnQueue(postgres_server.conninfo(database), pool_size=2)
+    await queue.open()
+    try:
+        await queue.enqueue(_batch(ids=("a",)))
+        with psycopg.connect(postgres_server.conninfo(database), autocommit=True) as conn:
+            conn.execute("DELETE FROM memory_turns")
+            conn.execute("DELETE FROM memory_sessions")
+            conn.execute("UPDATE memory_queue_counters SET pending = 0, sessions_pending = 0")
+        assert (await queue.enqueue(_batch(ids=("b",)))).accepted == 1
+        claims = await queue.claim(owner="w", sessions=1, turns=10, lease_seconds=30, now=1.0)
+        assert [(c.user_id, [t.message_id for t in c.turns]) for c in claims] == [("alice", ["b"])]
+    finally:
+        await queue.close()

@@ -60,6 +60,7 @@ _logger = structlog.get_logger("engram_voice.memory.queue")
 _MAX_GROUP = 512
 _WRITERS = 3
 _PURGE_CHUNK = 5000
+_MAX_KNOWN = 100_000
 Conn = psycopg.AsyncConnection[TupleRow]
 
 
@@ -114,6 +115,8 @@ class PostgresTurnQueue:
         self._closing = False
         self.commits = 0
         """Group commits done by this instance (many enqueues share one)."""
+        self._known: set[str] = set()
+        """Sessions whose row this process saw committed (their insert is skipped)."""
 
     @classmethod
     def from_settings(
@@ -231,7 +234,7 @@ class PostgresTurnQueue:
         batches = [batch for batch, _ in group]
         try:
             async with self._conn(pipeline=True) as conn:
-                results = await write_group(conn, batches, self._clock())
+                results = await write_group(conn, batches, self._clock(), self._known)
         except QueueUnavailableError as exc:
             if len(group) > 1 and isinstance(exc.__cause__, psycopg.DataError):
                 # One request's data (e.g. a NUL in text) must not fail the others: each
@@ -250,6 +253,9 @@ class PostgresTurnQueue:
             self._fail(group, reason)
             return
         self.commits += 1
+        if len(self._known) > _MAX_KNOWN:
+            self._known.clear()
+        self._known.update(batch.session_id for batch in batches)  # committed now
         for (_, future), result in zip(group, results, strict=True):
             if future.done():
                 continue

@@ -56,20 +56,48 @@ SELECT session_id, message_id FROM ins
 """  # noqa: S608 - SHARD is a constant expression, every value is a parameter
 
 
-async def write_group(
-    conn: psycopg.AsyncConnection[TupleRow], batches: list[EnqueueBatch], now: float
-) -> list[EnqueueResult | SessionMismatchError]:
-    """Write every batch in the caller's transaction; a mismatched session writes nothing."""
-    first: dict[str, tuple[str, str]] = {}
-    for batch in batches:
-        first.setdefault(batch.session_id, (batch.user_id, batch.agent))
-    ids = sorted(first)
+async def _insert_sessions(
+    conn: psycopg.AsyncConnection[TupleRow],
+    first: dict[str, tuple[str, str]],
+    ids: list[str],
+    now: float,
+) -> None:
     await conn.execute(
         _INSERT_SESSIONS,
         (now, ids, [first[i][0] for i in ids], [first[i][1] for i in ids]),
     )
+
+
+async def _lock(
+    conn: psycopg.AsyncConnection[TupleRow], ids: list[str]
+) -> dict[str, tuple[str, str]]:
     cursor = await conn.execute(_LOCK_SESSIONS, (ids,))
-    owners = {str(row[0]): (str(row[1]), str(row[2])) for row in await cursor.fetchall()}
+    return {str(row[0]): (str(row[1]), str(row[2])) for row in await cursor.fetchall()}
+
+
+async def write_group(
+    conn: psycopg.AsyncConnection[TupleRow],
+    batches: list[EnqueueBatch],
+    now: float,
+    known: frozenset[str] | set[str] = frozenset(),
+) -> list[EnqueueResult | SessionMismatchError]:
+    """Write every batch in the caller's transaction; a mismatched session writes nothing.
+
+    ``known`` names sessions this process saw committed before: their insert is skipped
+    (a session found missing after all is inserted then, so a deleted row is no problem).
+    """
+    first: dict[str, tuple[str, str]] = {}
+    for batch in batches:
+        first.setdefault(batch.session_id, (batch.user_id, batch.agent))
+    ids = sorted(first)
+    new = [i for i in ids if i not in known]
+    if new:
+        await _insert_sessions(conn, first, new, now)
+    owners = await _lock(conn, ids)
+    missing = [i for i in ids if i not in owners]
+    if missing:  # known here, gone from the table: create and lock them now
+        await _insert_sessions(conn, first, missing, now)
+        owners.update(await _lock(conn, missing))
     columns: dict[str, list[Any]] = {"s": [], "m": [], "r": [], "t": [], "a": []}
     accepted_ok: list[bool] = []
     for batch in batches:
