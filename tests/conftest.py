@@ -14,7 +14,10 @@ import pytest
 from engram_voice.app import create_app
 from engram_voice.services import Overrides
 from engram_voice.settings import Settings
+from tests.support.postgres import fixture_postgres_server
 from tests.support.servers import ServiceProcess, serve_app
+
+__all__ = ["fixture_postgres_server"]  # the session's PostgreSQL server (tests/support/postgres.py)
 
 ServiceFactory = Callable[..., AbstractContextManager[str]]
 
@@ -131,7 +134,7 @@ def fixture_make_service() -> ServiceFactory:
 # stack, a browser) are marked ``process`` here, so none can forget it; ``make test-fast``
 # deselects them. A test is one when it uses a fixture that starts such a process, when
 # its module uses a helper that does, or when it drives the browser.
-PROCESS_FIXTURES = frozenset({"emulator", "second_emulator"})
+PROCESS_FIXTURES = frozenset({"emulator", "second_emulator", "postgres_server"})
 PROCESS_HELPERS = frozenset({"ServiceProcess", "run_command", "memory_service", "noop_service"})
 
 

@@ -2,6 +2,8 @@
 
 Starts the Azure emulator (Azure OpenAI realtime and Azure AI Voice Live; agents speak
 through Voice Live by default), the Zep stand-in and the service as child processes
+(with ``MEMORY_QUEUE=postgres`` and no ``MEMORY_POSTGRES_HOST``, also a local PostgreSQL
+server from Debian's binaries, its cluster kept in ``<state>/postgres``)
 on loopback with local defaults, prints the URLs (and the Zep stand-in's local key, so
 the local memory can be read with the SDK), and stops them all on Ctrl-C. When one child
 exits on its own, the others are stopped and the reason is said in plain words. Keys for
@@ -11,6 +13,7 @@ the emulator and the memory token are generated per run (the Zep key too, unless
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import socket
@@ -54,6 +57,8 @@ class DevSettings(msgspec.Struct, frozen=True):
     process: ProcessSettings
     state_dir: str
     zep_key: str | None
+    local_postgres: bool = False
+    """Start a local PostgreSQL for the queue (MEMORY_QUEUE=postgres, no server named)."""
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> DevSettings:
@@ -64,6 +69,8 @@ class DevSettings(msgspec.Struct, frozen=True):
             process=process,
             state_dir=reader.text("ENGRAM_DEV_STATE", "var"),
             zep_key=reader.optional("ZEP_STANDIN_API_KEY"),
+            local_postgres=reader.optional("MEMORY_QUEUE") == "postgres"
+            and reader.optional("MEMORY_POSTGRES_HOST") is None,
         )
 
 
@@ -163,6 +170,20 @@ def _stop(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             child.wait(timeout=_STOP_TIMEOUT_S)
 
 
+def _start_postgres(
+    state: Path, children: list[tuple[str, subprocess.Popen[bytes]]]
+) -> dict[str, str]:
+    """Start the local PostgreSQL (a child like the others); return the queue's settings."""
+    from engram_voice.devpostgres import start_local_postgres  # noqa: PLC0415
+
+    # As root the server runs as nobody, which may not reach a folder inside the checkout.
+    root = state / "postgres" if os.geteuid() != 0 else Path("/tmp/engram-dev-postgres")  # noqa: S108
+    server = start_local_postgres(root, database="engram_voice")
+    children.append(("PostgreSQL", server.process))
+    _say(f"PostgreSQL for the memory queue on 127.0.0.1:{server.port} (cluster in {root})")
+    return server.env("engram_voice")
+
+
 def run_dev_stack(env: Mapping[str, str], port: int | None = None) -> int:
     """Run emulator, Zep stand-in and service until interrupted; return an exit status.
 
@@ -186,7 +207,10 @@ def run_dev_stack(env: Mapping[str, str], port: int | None = None) -> int:
     zep_key = settings.zep_key or secrets.token_hex(16)
     base = {**env, "APP_ENV": "local", "HOST": "127.0.0.1"}
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    queue_env: dict[str, str] = {"MEMORY_SQLITE_PATH": str(state / "memory-queue.sqlite3")}
     try:
+        if settings.local_postgres:
+            queue_env = _start_postgres(state, children)
         emulator = _start(
             ["emulator"],
             {
@@ -223,7 +247,7 @@ def run_dev_stack(env: Mapping[str, str], port: int | None = None) -> int:
                 "AZURE_VOICELIVE_KEY": azure_key,
                 "REALTIME_DEFAULT_UPSTREAM": env.get("REALTIME_DEFAULT_UPSTREAM", "voice-live"),
                 "MEMORY_TOKEN_KEYS": f"dev:{secrets.token_hex(32)}",
-                "MEMORY_SQLITE_PATH": str(state / "memory-queue.sqlite3"),
+                **queue_env,
                 "ZEP_API_URL": f"http://127.0.0.1:{zep_port}",
                 "ZEP_API_KEY": zep_key,
             },

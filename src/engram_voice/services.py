@@ -28,7 +28,8 @@ from engram_voice.realtime.service import RealtimeSessions
 from engram_voice.realtime.settings import VoiceLiveSettings
 from engram_voice.realtime.upstream import UpstreamMinter
 from engram_voice.settings import Settings
-from engram_voice.usage import SqliteUsageStore, UsageMeter, UsageStore
+from engram_voice.usage import UsageMeter, UsageStore
+from engram_voice.usage.factory import build_usage_store
 
 __all__ = ["Overrides", "Services", "VoiceLiveUpstream", "open_services"]
 
@@ -180,8 +181,8 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
 async def _open_usage(
     settings: Settings, overrides: Overrides, stack: AsyncExitStack
 ) -> UsageMeter:
-    """Open the usage store (USAGE_SQLITE_PATH unless overridden) and load today's totals."""
-    store = overrides.usage_store or SqliteUsageStore(settings.usage.sqlite_path)
+    """Open the usage store (USAGE_STORE unless overridden) and load today's totals."""
+    store = overrides.usage_store or build_usage_store(settings.usage)
     meter = UsageMeter(store, settings.usage, clock=overrides.usage_clock or time.time)
     await meter.start()
     stack.push_async_callback(meter.close)

@@ -6,7 +6,8 @@ import signal
 
 import pytest
 
-from engram_voice.devstack import describe_exit
+from engram_voice.devstack import DevSettings, describe_exit
+from engram_voice.envreader import EnvReader
 
 
 @pytest.mark.parametrize(
@@ -28,3 +29,22 @@ from engram_voice.devstack import describe_exit
 def test_every_exit_status_is_put_in_words(status: int, words: str) -> None:
     """Signals are named with their number and meaning; exit codes say what they mean."""
     assert describe_exit(status).startswith(words)
+
+
+@pytest.mark.parametrize(
+    ("env", "starts"),
+    [
+        ({}, False),
+        ({"MEMORY_QUEUE": "sqlite"}, False),
+        ({"MEMORY_QUEUE": "postgres"}, True),
+        ({"MEMORY_QUEUE": "postgres", "MEMORY_POSTGRES_HOST": "db.example"}, False),
+    ],
+)
+def test_the_dev_stack_starts_postgres_only_for_a_postgres_queue_without_a_server(
+    env: dict[str, str], starts: bool
+) -> None:
+    """A local PostgreSQL is started when MEMORY_QUEUE=postgres names no server, else not."""
+    reader = EnvReader(env)
+    settings = DevSettings.from_env(reader)
+    reader.raise_if_invalid()
+    assert settings.local_postgres is starts

@@ -1,7 +1,10 @@
-"""The queue's figures: running totals that match a recount, older files, a locked file."""
+"""SQLite queue figures: older files gain running totals, a locked file keeps status prompt.
+
+That the running totals match a recount is part of the queue contract
+(tests/contract/test_queue_contract.py), for every backend.
+"""
 
 import asyncio
-import random
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -18,7 +21,6 @@ from engram_voice.memory.queue import EnqueueBatch, QueueStats
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from engram_voice.memory.sqlite_schema import SCHEMA
-from tests.support.memory import FakeClock
 
 KEYS = [("k1", Secret("k" * 64))]
 BOUND = 5.0
@@ -45,61 +47,6 @@ def _recount(path: Path) -> QueueStats:
         ).fetchone()
         (last,) = conn.execute("SELECT MAX(delivered_at) FROM turns WHERE state=1").fetchone()
     return QueueStats("sqlite", depth, sessions, oldest, dead, last)
-
-
-async def _random_history(queue: SqliteTurnQueue, clock: FakeClock, seed: int) -> None:
-    """Enqueue, deliver, dead-letter, replay, retry and purge in a seeded random order."""
-    rng = random.Random(seed)
-    letters: list[int] = []
-    for step in range(60):
-        clock.advance(1)
-        action = rng.choice(["enqueue", "enqueue", "deliver", "bury", "replay", "purge"])
-        if action == "enqueue":
-            session = f"s{rng.randint(0, 6)}"
-            ids = [f"m{rng.randint(0, 40)}" for _ in range(rng.randint(1, 5))]
-            await queue.enqueue(_batch(session, ids))
-            continue
-        if action == "replay" and letters:
-            await queue.replay([letters.pop(0)] if rng.random() < 0.5 else None, now=clock())
-            continue
-        if action == "purge":
-            await queue.purge_delivered(older_than=clock() - rng.randint(0, 30))
-            continue
-        claims = await queue.claim(
-            owner="w", sessions=2, turns=rng.randint(1, 6), lease_seconds=15, now=clock()
-        )
-        for claim in claims:
-            seqs = [t.seq for t in claim.turns]
-            if action == "deliver":
-                await queue.mark_delivered(
-                    owner="w", session_id=claim.session_id, seqs=seqs, now=clock()
-                )
-            else:
-                letters.append(
-                    await queue.dead_letter(
-                        owner="w",
-                        session_id=claim.session_id,
-                        seqs=seqs,
-                        reason=f"step {step}",
-                        attempts=1,
-                        now=clock(),
-                    )
-                )
-            await queue.release(owner="w", session_id=claim.session_id)
-
-
-@pytest.mark.parametrize("seed", range(8))
-async def test_the_running_totals_always_match_a_recount(queue, clock, tmp_path, seed):
-    """After any mix of writes, the O(1) figures equal a full COUNT over the tables."""
-    await _random_history(queue, clock, seed)
-    stats = await queue.stats()
-    recount = _recount(tmp_path / "q.sqlite3")
-    assert stats.depth == recount.depth
-    assert stats.sessions_pending == recount.sessions_pending
-    assert stats.oldest_pending_at == recount.oldest_pending_at
-    assert stats.dead_letters == recount.dead_letters
-    if recount.last_delivered_at is not None:  # purge forgets turns, not the last delivery
-        assert stats.last_delivered_at == recount.last_delivered_at
 
 
 def _make_old_file(path: Path) -> None:

@@ -1,5 +1,4 @@
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from engram_voice.envreader import EnvReader
 from engram_voice.errors import ForbiddenError, RateLimitedError
 from engram_voice.memory import MemoryRuntime, MemorySettings, build_memory_runtime
 from engram_voice.memory.delivery import message_uuid
+from engram_voice.memory.queue import QueueUnavailableError
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.sink import SinkMessage, SinkRejectedError, SinkUnavailableError
 from tests.support.clock import FakeClock
@@ -269,7 +269,7 @@ async def test_a_failing_queue_pass_is_reported_and_the_worker_keeps_delivering(
     """A queue error (e.g. the file locked) is logged and shown; the next pass delivers."""
     runtime = await make_runtime(MEMORY_WORKER="inprocess", MEMORY_POLL_SECONDS="0.05")
     real_claim = runtime.queue.claim
-    failures = [sqlite3.OperationalError("database is locked")]
+    failures = [QueueUnavailableError("database locked")]
 
     async def claim_failing_once(**kwargs):
         if failures:
@@ -285,7 +285,7 @@ async def test_a_failing_queue_pass_is_reported_and_the_worker_keeps_delivering(
     status = await runtime.status()
     assert failures == []
     assert status["worker"]["running"] is True
-    assert status["worker"]["last_error"] == "worker error: OperationalError"
+    assert status["worker"]["last_error"] == "worker error: QueueUnavailableError"
 
 
 async def test_a_refused_sink_key_is_not_retried_inline_and_the_turns_stay_queued(

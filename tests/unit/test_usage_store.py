@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engram_voice.usage import MemoryUsageStore, SqliteUsageStore, UsageStore
+from engram_voice.usage.postgres_store import PostgresUsageStore
 from engram_voice.usage.records import TOKEN_KINDS, CallEnded, CallStarted, TokensUsed
 
 DAY = "2027-01-01"
@@ -21,16 +22,22 @@ TOKENS = {
 }
 
 
-@pytest.fixture(name="store", params=["sqlite", "memory"])
+@pytest.fixture(
+    name="store",
+    params=["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.process)],
+)
 async def fixture_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[UsageStore]:
-    """Yield each store implementation, started (the contract suite runs against both)."""
-    store: UsageStore = (
-        SqliteUsageStore(tmp_path / "usage.sqlite3")
-        if request.param == "sqlite"
-        else MemoryUsageStore()
-    )
+    """Yield each store implementation, started (the contract suite runs against each)."""
+    store: UsageStore
+    if request.param == "sqlite":
+        store = SqliteUsageStore(tmp_path / "usage.sqlite3")
+    elif request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        store = PostgresUsageStore(server.conninfo(server.new_database("usage")))
+    else:
+        store = MemoryUsageStore()
     await store.start()
     yield store
     await store.close()

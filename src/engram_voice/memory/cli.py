@@ -24,9 +24,9 @@ from litestar.plugins.prometheus import PrometheusController
 from engram_voice.envreader import EnvReader
 from engram_voice.errors import ConfigurationError
 from engram_voice.logs import configure_logging
+from engram_voice.memory.backends import build_queue
 from engram_voice.memory.runtime import MemoryRuntime, build_memory_runtime
 from engram_voice.memory.settings import MemorySettings
-from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from engram_voice.settings import ProcessSettings, load_settings
 
 __all__ = ["create_worker_app", "dead_letters_main", "run_worker", "worker_main"]
@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _dead_letters(settings: MemorySettings, args: argparse.Namespace) -> int:
-    queue = SqliteTurnQueue(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
+    queue = build_queue(settings)
     await queue.open()
     try:
         if args.action == "replay":

@@ -1,7 +1,10 @@
 """The durable turn queue: data types and the Protocol every backend implements.
 
-SQLite (:mod:`engram_voice.memory.sqlite_queue`) is the default; other engines
-(PostgreSQL, Redis Streams) plug in behind the same :class:`TurnQueue` seam. Guarantees
+SQLite (:mod:`engram_voice.memory.sqlite_queue`) is the default, PostgreSQL
+(:mod:`engram_voice.memory.postgres_queue`) the shared queue of several replicas; both
+plug in behind this :class:`TurnQueue` seam and are built by one factory,
+:func:`engram_voice.memory.backends.build_queue`. Callers see only the errors defined
+here (never a driver's own exception type). Guarantees
 a backend must give: ``enqueue`` returns only after the turns are durable and is
 idempotent on ``(session_id, message_id)``; a session is leased to one worker at a time
 and its turns come back in acceptance order; an expired lease makes the work claimable
@@ -25,6 +28,7 @@ __all__ = [
     "DeadLetter",
     "EnqueueBatch",
     "EnqueueResult",
+    "QueueClosedError",
     "QueueStats",
     "QueueUnavailableError",
     "QueuedTurn",
@@ -44,6 +48,13 @@ class QueueUnavailableError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class QueueClosedError(QueueUnavailableError):
+    """The queue is not open (or shutting down) and takes no more work."""
+
+    def __init__(self, reason: str = "queue closed") -> None:
+        super().__init__(reason)
 
 
 class QueuedTurn(msgspec.Struct, frozen=True):

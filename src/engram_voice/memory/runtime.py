@@ -8,7 +8,6 @@ sink, a temporary queue and a fixed clock, and drive the worker with ``drain()``
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ import structlog
 from engram_voice.credentials.secret import Secret
 from engram_voice.errors import ForbiddenError, StorageUnavailableError
 from engram_voice.memory import metrics
+from engram_voice.memory.backends import build_queue
 from engram_voice.memory.captured import CapturedSessions
 from engram_voice.memory.circuit import CircuitBreaker
 from engram_voice.memory.delivery import Deliverer, InlineRetryPolicy
@@ -34,7 +34,6 @@ from engram_voice.memory.ratelimit import SessionRateLimiter
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.settings import MemorySettings
 from engram_voice.memory.sink import MemorySink
-from engram_voice.memory.sqlite_queue import QueueClosedError, SqliteTurnQueue
 from engram_voice.memory.tokens import MemoryClaims, MemoryTokenSigner
 from engram_voice.memory.worker import DeliveryWorker, DrainReport, WorkerOptions
 
@@ -187,7 +186,7 @@ class MemoryRuntime:
                 "this session's memory belongs to another user or agent",
                 extra={"errors": [{"field": "session_id", "message": "not yours"}]},
             ) from None
-        except (sqlite3.Error, QueueClosedError, QueueUnavailableError, TimeoutError) as exc:
+        except (QueueUnavailableError, TimeoutError) as exc:
             # After a timeout the turns may still land; a retry is safe (idempotent).
             raise StorageUnavailableError(
                 "transcripts cannot be stored right now; retry shortly", retry_after=2
@@ -209,7 +208,7 @@ class MemoryRuntime:
         try:
             async with asyncio.timeout(STATUS_READ_SECONDS):
                 return await self.queue.session_progress(session_id)
-        except (QueueUnavailableError, QueueClosedError, TimeoutError) as exc:
+        except (QueueUnavailableError, TimeoutError) as exc:
             reason = exc.reason if isinstance(exc, QueueUnavailableError) else type(exc).__name__
             _logger.warning("memory.progress_unavailable", session_id=session_id, reason=reason)
             raise StorageUnavailableError(
@@ -227,10 +226,8 @@ class MemoryRuntime:
         try:
             async with asyncio.timeout(STATUS_READ_SECONDS):
                 stats = await self.queue.stats()
-        except (QueueUnavailableError, TimeoutError, QueueClosedError) as exc:
+        except (QueueUnavailableError, TimeoutError) as exc:
             reason = exc.reason if isinstance(exc, QueueUnavailableError) else "no answer in time"
-            if isinstance(exc, QueueClosedError):
-                reason = "queue closed"
             _logger.warning("memory.queue_status_unavailable", reason=reason)
             return (self._last_stats[0] if self._last_stats else None), reason
         self._last_stats = (stats, self._clock())
@@ -293,12 +290,7 @@ def build_memory_runtime(
         from engram_voice.memory.zep_sink import ZepSink  # noqa: PLC0415 - SDK import is heavy
 
         sink = ZepSink(settings.zep)
-    queue = queue or SqliteTurnQueue(
-        settings.sqlite_path,
-        synchronous=settings.sqlite_synchronous,
-        busy_timeout=settings.store_timeout_seconds,
-        clock=clock,
-    )
+    queue = queue or build_queue(settings, clock=clock)
     worker = None
     if sink is not None:
         retry = settings.retry

@@ -13,7 +13,7 @@ import msgspec
 from engram_voice.credentials.secret import Secret
 from engram_voice.envreader import EnvReader
 
-__all__ = ["MemorySettings", "RetrySettings", "ZepSettings"]
+__all__ = ["MemorySettings", "PostgresSettings", "RetrySettings", "ZepSettings"]
 
 _DAY = 86_400
 
@@ -101,6 +101,49 @@ class RetrySettings(msgspec.Struct, frozen=True):
         )
 
 
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+class PostgresSettings(msgspec.Struct, frozen=True):
+    """Where the PostgreSQL queue lives and how the service signs in (password or Entra)."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+    password: Secret | None
+    sslmode: str
+    auth: str
+    """``password`` (``MEMORY_POSTGRES_PASSWORD``) or ``entra`` (a managed identity token)."""
+    client_id: str | None
+    pool_size: int
+    connect_timeout_seconds: float
+
+    @classmethod
+    def from_env(cls, reader: EnvReader, *, required: bool) -> PostgresSettings | None:
+        """Read ``MEMORY_POSTGRES_*``; None unless ``required`` (``MEMORY_QUEUE=postgres``)."""
+        if not required:
+            return None
+        auth = reader.choice("MEMORY_POSTGRES_AUTH", "password", ("password", "entra"))
+        password = reader.optional("MEMORY_POSTGRES_PASSWORD")
+        if auth == "password" and password is None:
+            reader.fail("MEMORY_POSTGRES_PASSWORD is required when MEMORY_POSTGRES_AUTH=password")
+        return cls(
+            host=reader.require("MEMORY_POSTGRES_HOST", "when MEMORY_QUEUE=postgres"),
+            port=reader.integer("MEMORY_POSTGRES_PORT", 5432, minimum=1, maximum=65535),
+            database=reader.text("MEMORY_POSTGRES_DB", "engram_voice"),
+            user=reader.require("MEMORY_POSTGRES_USER", "when MEMORY_QUEUE=postgres"),
+            password=Secret(password) if password and auth == "password" else None,
+            sslmode=reader.choice("MEMORY_POSTGRES_SSLMODE", "require", _SSLMODES),
+            auth=auth,
+            client_id=reader.optional("AZURE_CLIENT_ID"),
+            pool_size=reader.integer("MEMORY_POSTGRES_POOL_SIZE", 10, minimum=2, maximum=200),
+            connect_timeout_seconds=reader.number(
+                "MEMORY_POSTGRES_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=1, maximum=60
+            ),
+        )
+
+
 class MemorySettings(msgspec.Struct, frozen=True):
     """Everything about memory enrichment except the shared signing keys."""
 
@@ -119,13 +162,16 @@ class MemorySettings(msgspec.Struct, frozen=True):
     retain_delivered_seconds: float
     retry: RetrySettings
     zep: ZepSettings
+    postgres: PostgresSettings | None = None
+    """Set when ``queue`` is ``postgres``."""
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> MemorySettings:
         """Read the memory settings (``MEMORY_*`` and ``ZEP_*``)."""
+        queue = reader.choice("MEMORY_QUEUE", "sqlite", ("sqlite", "postgres"))
         return cls(
             enabled=reader.flag("MEMORY_ENABLED", default=True),
-            queue=reader.choice("MEMORY_QUEUE", "sqlite", ("sqlite",)),
+            queue=queue,
             sqlite_path=reader.text("MEMORY_SQLITE_PATH", "var/memory-queue.sqlite3"),
             sqlite_synchronous=reader.choice(
                 "MEMORY_SQLITE_SYNCHRONOUS", "full", ("full", "normal")
@@ -151,4 +197,5 @@ class MemorySettings(msgspec.Struct, frozen=True):
             ),
             retry=RetrySettings.from_env(reader),
             zep=ZepSettings.from_env(reader),
+            postgres=PostgresSettings.from_env(reader, required=queue == "postgres"),
         )

@@ -9,7 +9,8 @@ caller. So many requests share one commit, and a ``202`` still means "on disk".
 write is in progress), from running totals kept by triggers, with a short busy timeout:
 it never queues behind writes and costs the same at any depth (``session_progress`` reads
 there too, one session's turns by an index seek). A write waits at most
-``busy_timeout`` seconds for another process's lock, then fails.
+``busy_timeout`` seconds for another process's lock, then fails. Every ``sqlite3`` error
+leaves this module as the backend-neutral :class:`QueueUnavailableError`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from engram_voice.memory.queue import (
     DeadLetter,
     EnqueueBatch,
     EnqueueResult,
+    QueueClosedError,
     QueuedTurn,
     QueueStats,
     QueueUnavailableError,
@@ -46,10 +48,6 @@ _T = TypeVar("_T")
 _MAX_GROUP = 512
 _READ_BUSY_SECONDS = 0.25
 """How long a status read waits for a lock (WAL readers rarely wait at all)."""
-
-
-class QueueClosedError(RuntimeError):
-    """The queue is closed (shutting down) and takes no more turns."""
 
 
 class SqliteTurnQueue:
@@ -88,8 +86,11 @@ class SqliteTurnQueue:
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         conn = self._conn
         if conn is None:
-            raise QueueClosedError("the memory queue is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+            raise QueueClosedError("queue closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        except sqlite3.Error as exc:
+            raise QueueUnavailableError(describe_error(exc)) from exc
 
     def _connect(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,8 +114,11 @@ class SqliteTurnQueue:
     async def open(self) -> None:
         """Open the database file (creating or migrating its schema) and start the writer."""
         loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._executor, self._connect)
-        self._read_conn = await loop.run_in_executor(self._reader, self._connect_reader)
+        try:
+            self._conn = await loop.run_in_executor(self._executor, self._connect)
+            self._read_conn = await loop.run_in_executor(self._reader, self._connect_reader)
+        except sqlite3.Error as exc:
+            raise QueueUnavailableError(describe_error(exc)) from exc
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="memory-queue-writer")
 
@@ -141,7 +145,7 @@ class SqliteTurnQueue:
     async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
         """Store the batch durably together with whatever else is waiting; return counts."""
         if self._closing or self._conn is None:
-            raise QueueClosedError("the memory queue is shutting down")
+            raise QueueClosedError("queue closed")
         future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
         entry = (batch, future)
         self._waiting.append(entry)
@@ -171,10 +175,8 @@ class SqliteTurnQueue:
         try:
             now = self._clock()
             results = await self._run(lambda conn: write_group(conn, batches, now, self._owners))
-        except sqlite3.Error as exc:
-            _logger.exception(
-                "memory.queue_commit_failed", error=type(exc).__name__, size=len(group)
-            )
+        except QueueUnavailableError as exc:
+            _logger.exception("memory.queue_commit_failed", error=exc.reason, size=len(group))
             for _, future in group:
                 if not future.done():
                     future.set_exception(exc)
@@ -345,7 +347,7 @@ class SqliteTurnQueue:
         """Run ``work`` on the read connection's thread; a cancelled caller interrupts it."""
         conn = self._read_conn
         if conn is None:
-            raise QueueClosedError("the memory queue is not open")
+            raise QueueClosedError("queue closed")
         future = asyncio.get_running_loop().run_in_executor(self._reader, work, conn)
         try:
             return await future

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ from typing import TextIO
 
 from engram_voice.logs import configure_logging
 from engram_voice.settings import ProcessSettings, load_settings
+from engram_voice.usage.factory import build_usage_store
 from engram_voice.usage.records import TOKEN_KINDS, DailyUsage
 from engram_voice.usage.settings import UsageSettings
 from engram_voice.usage.sqlite_store import SqliteUsageStore
@@ -56,10 +58,20 @@ def _table(rows: list[DailyUsage], out: TextIO) -> None:
     )
 
 
+async def _read_shared(settings: UsageSettings, args: argparse.Namespace) -> list[DailyUsage]:
+    """Read the days from the shared (PostgreSQL) store."""
+    store = build_usage_store(settings)
+    await store.start()
+    try:
+        return await store.daily(user_id=args.user, since=args.since, until=args.until)
+    finally:
+        await store.close()
+
+
 def usage_main(
     args: argparse.Namespace, env: Mapping[str, str] | None = None, out: TextIO | None = None
 ) -> int:
-    """List usage per user and day from USAGE_SQLITE_PATH; exit 2 on bad config or days."""
+    """List usage per user and day from USAGE_STORE; exit 2 on bad config or days."""
     process, settings = load_settings(
         os.environ if env is None else env,
         lambda r: (ProcessSettings.from_env(r), UsageSettings.from_env(r)),
@@ -73,7 +85,9 @@ def usage_main(
         return 2
     path = Path(settings.sqlite_path)
     rows: list[DailyUsage] = []
-    if path.exists():
+    if settings.store == "postgres":
+        rows = asyncio.run(_read_shared(settings, args))
+    elif path.exists():
         rows = SqliteUsageStore(path).read_daily(args.user, args.since, args.until)
     else:
         sys.stderr.write(f"engram-voice usage: no usage recorded yet ({path} does not exist)\n")

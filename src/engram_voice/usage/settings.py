@@ -7,16 +7,20 @@ from pathlib import Path
 import msgspec
 
 from engram_voice.envreader import EnvReader
+from engram_voice.memory.settings import PostgresSettings
 
 __all__ = ["UsageSettings"]
 
 
 class UsageSettings(msgspec.Struct, frozen=True):
-    """USAGE_SQLITE_PATH and the per-user daily limits (0 = unlimited)."""
+    """USAGE_STORE, USAGE_SQLITE_PATH and the per-user daily limits (0 = unlimited)."""
 
     sqlite_path: str = "var/usage.sqlite3"
     max_calls_per_day: int = 0
     max_minutes_per_day: int = 0
+    store: str = "sqlite"
+    postgres: PostgresSettings | None = None
+    """The server of ``USAGE_STORE=postgres`` (the ``MEMORY_POSTGRES_*`` settings)."""
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> UsageSettings:
@@ -25,7 +29,10 @@ class UsageSettings(msgspec.Struct, frozen=True):
         The usage file defaults to ``usage.sqlite3`` in the memory queue's directory.
         """
         queue = reader.text("MEMORY_SQLITE_PATH", "var/memory-queue.sqlite3")
+        store = reader.choice("USAGE_STORE", "sqlite", ("sqlite", "postgres"))
         return cls(
+            store=store,
+            postgres=PostgresSettings.from_env(reader, required=store == "postgres"),
             sqlite_path=reader.optional("USAGE_SQLITE_PATH")
             or str(Path(queue).parent / "usage.sqlite3"),
             max_calls_per_day=reader.integer(

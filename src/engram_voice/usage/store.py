@@ -1,8 +1,10 @@
 """The usage store seam and its in-memory implementation (tests, embedding).
 
 A store takes writes without blocking the caller (``record`` returns at once) and
-answers per-user-per-day reads. The SQLite store is the durable one
-(:mod:`engram_voice.usage.sqlite_store`); PostgreSQL can follow through this protocol.
+answers per-user-per-day reads. The durable ones are SQLite
+(:mod:`engram_voice.usage.sqlite_store`) and PostgreSQL
+(:mod:`engram_voice.usage.postgres_store`), built by
+:func:`engram_voice.usage.factory.build_usage_store`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,23 @@
+"""The one place that turns ``USAGE_STORE`` into a :class:`~engram_voice.usage.store.UsageStore`."""
+
+from __future__ import annotations
+
+from engram_voice.errors import ConfigurationError
+from engram_voice.usage.settings import UsageSettings
+from engram_voice.usage.sqlite_store import SqliteUsageStore
+from engram_voice.usage.store import UsageStore
+
+__all__ = ["build_usage_store"]
+
+
+def build_usage_store(settings: UsageSettings) -> UsageStore:
+    """Return the configured usage store (not yet started)."""
+    if settings.store == "postgres":
+        from engram_voice.usage.postgres_store import (  # noqa: PLC0415 - driver only when chosen
+            PostgresUsageStore,
+        )
+
+        if settings.postgres is None:
+            raise ConfigurationError("USAGE_STORE=postgres needs the MEMORY_POSTGRES_* settings")
+        return PostgresUsageStore.from_settings(settings.postgres)
+    return SqliteUsageStore(settings.sqlite_path)
