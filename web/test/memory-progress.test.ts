@@ -1,11 +1,14 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
+import type { CallInfo, ConnectionChange, ConnectionState } from "../src/lib/call-types";
+import { Emitter } from "../src/lib/emitter";
 import {
   type CallMemoryProgress,
   type MemoryProgressWire,
   type ProgressInputs,
   MemoryProgress,
   deriveProgress,
+  followCallMemory,
   progressUrl,
 } from "../src/lib/memory-progress";
 import { type MemoryGrant, MemoryOutbox } from "../src/lib/outbox";
@@ -38,6 +41,31 @@ function setup(): { box: MemoryOutbox; tracker: MemoryProgress; states: CallMemo
   tracker.on("progress", (p) => states.push(p));
   return { box, tracker, states, svc };
 }
+
+/** The part of a VoiceClient that MemoryProgress.follow listens to, driven by the test. */
+class FakeCalls extends Emitter<{ connection: ConnectionChange }> {
+  state: ConnectionState = "idle";
+  call: CallInfo | null = null;
+  constructor(readonly memory: MemoryOutbox | null) {
+    super();
+  }
+  /** The client moved to `state` with `call`. */
+  go(state: ConnectionState, call: CallInfo | null = this.call): void {
+    this.state = state;
+    this.call = call;
+    this.emit("connection", { state, call });
+  }
+}
+
+const callInfo = (sessionId: string, memory = true): CallInfo => ({
+  callId: `rc_${sessionId}`,
+  sessionId,
+  conversationId: "cv_1",
+  agent: { id: "elena", name: "Elena", voice: "alloy" },
+  upstream: "voice-live",
+  expiresAt: null,
+  memory,
+});
 
 describe("deriveProgress", () => {
   const none: ProgressInputs = { server: null, lane: null, unreported: 0 };
@@ -203,5 +231,53 @@ describe("MemoryProgress", () => {
     expect(tracker.current()).toMatchObject({ status: "queued", unsent: 1, saved: 0 });
     tracker.track(null);
     expect(tracker.current().status).toBe("off");
+  });
+});
+
+describe("followCallMemory", () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("is null without an outbox, and otherwise resets at each call, tracks its session (off without memory) and stops on dispose", async () => {
+    expect(followCallMemory(new FakeCalls(null))).toBeNull();
+    const svc = service();
+    const box = new MemoryOutbox({ baseUrl: "http://127.0.0.1:8000", fetch: svc.fetch, storage: null, sendBeacon: null });
+    const calls = new FakeCalls(box);
+    const progress = followCallMemory(calls, { fetch: svc.fetch });
+    expect(progress?.current()).toMatchObject({ sessionId: null, status: "idle" });
+
+    calls.go("microphone", null);
+    box.open(grant("vs_1"));
+    calls.go("connecting", callInfo("vs_1"));
+    box.add("vs_1", { id: "item_1", role: "user", text: "hello" });
+    await vi.advanceTimersByTimeAsync(300);
+    svc.state.answer = json(wire({ delivered: 1 }));
+    calls.go("ended");
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(progress?.current()).toMatchObject({ sessionId: "vs_1", status: "saved", saved: 1 });
+    expect(svc.progress()[0]?.url).toBe("http://127.0.0.1:8000/memory/sessions/vs_1/progress"); // the outbox's base URL
+
+    calls.go("microphone", null);
+    expect(progress?.current()).toMatchObject({ sessionId: null, status: "idle", saved: 0 });
+    calls.go("connecting", callInfo("vs_2", false));
+    expect(progress?.current().status).toBe("off");
+
+    progress?.dispose();
+    calls.go("microphone", null);
+    box.open(grant("vs_3"));
+    calls.go("connecting", callInfo("vs_3"));
+    expect(progress?.current().status).toBe("off"); // no longer following
+  });
+
+  it("starts from the call the client is already in", () => {
+    const box = new MemoryOutbox({ fetch: service().fetch, storage: null, sendBeacon: null });
+    const calls = new FakeCalls(box);
+    box.open(grant("vs_1"));
+    calls.go("connected", callInfo("vs_1"));
+    expect(followCallMemory(calls)?.current()).toMatchObject({ sessionId: "vs_1", status: "idle" });
   });
 });

@@ -4,24 +4,46 @@ import { StrictMode } from "react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { VoiceClient } from "../src/lib/client";
+import type { CallMemoryProgress, MemoryProgressWire } from "../src/lib/memory-progress";
+import type { MemoryOutbox } from "../src/lib/outbox";
 import { type UseVoiceSessionOptions, type VoiceSession, useVoiceSession } from "../src/lib/react";
 import { FakePeerConnection } from "./fake-rtc";
-import { CALL, type Route, created, service } from "./fake-service";
-import { type FakeBrowser, fakeBrowser } from "./harness";
+import { CALL, type Route, created, progressAnswer, progressRequests, progressSession, service } from "./fake-service";
+import { BASE_URL, type FakeBrowser, fakeBrowser } from "./harness";
 import { type Seen, networkDown, problem, trackedClock } from "./helpers";
 
 const posts = (seen: Seen[]): Seen[] => seen.filter((s) => s.method === "POST" && s.url.endsWith("/realtime/calls"));
 const deletes = (seen: Seen[]): Seen[] => seen.filter((s) => s.method === "DELETE");
+/** Poll the call's memory progress every few milliseconds, so tests wait little (never on wall-clock assertions). */
+const FAST: UseVoiceSessionOptions["memoryProgress"] = { minDelayMs: 5, maxDelayMs: 20 };
+
+/** The user said `text` (a final transcript): the client commits the turn to memory. */
+function say(itemId: string, text: string): void {
+  act(() => {
+    FakePeerConnection.last?.channelNamed("voice-live-events")?.receive({
+      type: "conversation.item.input_audio_transcription.completed",
+      item_id: itemId,
+      transcript: text,
+    });
+  });
+}
+
+/** A progress route answering, for the session asked about, whatever `server.now` says at the time. */
+function scriptedProgress(now: Partial<MemoryProgressWire>): { server: { now: Partial<MemoryProgressWire> }; progress: Route } {
+  const server = { now };
+  return { server, progress: (seen) => progressAnswer(progressSession(seen.url) ?? "", server.now) };
+}
 
 /** Render the hook on the fake browser and a scripted service; `overrides` reach the hook's options. */
 function setUp(routes: Parameters<typeof service>[0] = {}, overrides: Partial<UseVoiceSessionOptions> = {}) {
   const fetchPair = service(routes);
   const clock = trackedClock();
   const browser: FakeBrowser = fakeBrowser(fetchPair, clock);
-  const rendered = renderHook((props: Partial<UseVoiceSessionOptions>) => useVoiceSession({ agent: "elena", ...browser.options, ...overrides, ...props }), {
-    initialProps: {},
-  });
-  return { ...rendered, ...browser, seen: fetchPair.seen, clock };
+  const rendered = renderHook(
+    (props: Partial<UseVoiceSessionOptions>) => useVoiceSession({ agent: "elena", ...browser.options, memoryProgress: FAST, ...overrides, ...props }),
+    { initialProps: {} },
+  );
+  return { ...rendered, ...browser, outbox: browser.options.memory as MemoryOutbox, seen: fetchPair.seen, clock };
 }
 
 /** `connect()` inside act, as a click handler would call it. */
@@ -46,7 +68,99 @@ describe("useVoiceSession (React entry)", () => {
     const { result } = setUp();
     expect(result.current.client).toBeInstanceOf(VoiceClient);
     expect(result.current).toMatchObject({ agent: "elena", state: "idle", active: false, call: null, transcript: [], muted: false, error: null });
-    expect(result.current.memory).toMatchObject({ status: "idle", pending: 0 });
+    expect(result.current.memory).toMatchObject({ sessionId: null, status: "idle", saved: 0, queued: 0 });
+    expect(result.current.outbox).toMatchObject({ status: "idle", pending: 0 });
+  });
+
+  it("shows memory off when the client has no memory outbox", () => {
+    const { result, seen } = setUp({}, { memory: false });
+    expect(result.current.memory.status).toBe("off");
+    expect(result.current.outbox).toBeNull();
+    expect(progressRequests(seen)).toHaveLength(0);
+  });
+
+  it("shows the call's memory queued after the 202 and saved only once the service reports the turn delivered", async () => {
+    const { server, progress } = scriptedProgress({ queued: 1 }); // Zep is down: stored on the service, not delivered
+    const { result, seen } = setUp({ progress });
+    await connect(() => result.current);
+    expect(result.current.memory).toMatchObject({ sessionId: CALL.session_id, status: "idle", saved: 0 });
+    say("item_u1", "Hello");
+    await waitFor(() => expect(progressRequests(seen).length).toBeGreaterThanOrEqual(2));
+    expect(result.current.outbox?.status).toBe("saved"); // the browser outbox's 202 …
+    expect(result.current.memory).toMatchObject({ status: "queued", queued: 1, saved: 0, settled: false }); // … is not memory
+    expect(progressRequests(seen)[0]).toMatchObject({ url: `${BASE_URL}/memory/sessions/${CALL.session_id}/progress`, method: "GET" });
+    expect(progressRequests(seen)[0]?.headers["authorization"]).toBe(`Bearer ${CALL.memory?.token}`);
+
+    server.now = { delivered: 1 };
+    await waitFor(() => expect(result.current.memory).toMatchObject({ status: "saved", saved: 1, queued: 0, settled: true }));
+  });
+
+  it.each<[string, Partial<MemoryProgressWire>, Partial<CallMemoryProgress>]>([
+    ["queued, with the service's next attempt, while the service retries the delivery", { queued: 2, retrying: true, next_attempt_at: 1_900_000_000 }, { status: "queued", queued: 2, retryAt: 1_900_000_000_000 }],
+    ["queued while one turn is queued and the other was refused", { queued: 1, dead_lettered: 1 }, { status: "queued", queued: 1, failed: 1 }],
+    ["failed when the service dead-lettered the turns", { dead_lettered: 2 }, { status: "failed", failed: 2, saved: 0, settled: true }],
+    ["failed when one turn was refused and the other saved", { delivered: 1, dead_lettered: 1 }, { status: "failed", failed: 1, saved: 1, settled: true }],
+    ["saved when every turn was delivered", { delivered: 2 }, { status: "saved", saved: 2, failed: 0, settled: true }],
+  ])("reads the call's memory as %s", async (_, answer, expected) => {
+    const { server, progress } = scriptedProgress({ queued: 2 });
+    const { result } = setUp({ progress });
+    await connect(() => result.current);
+    say("item_u1", "One");
+    say("item_u2", "Two");
+    await waitFor(() => expect(result.current.memory).toMatchObject({ status: "queued", unsent: 0, queued: 2 }));
+    server.now = answer;
+    await waitFor(() => expect(result.current.memory).toMatchObject({ sessionId: CALL.session_id, retryAt: null, ...expected }));
+  });
+
+  it("shows retrying while the call's turns are only in this browser because posting them failed", async () => {
+    const { result, seen } = setUp({ enrich: () => problem(503, "storage_unavailable") });
+    await connect(() => result.current);
+    say("item_u1", "Hello");
+    await waitFor(() => expect(result.current.memory).toMatchObject({ status: "retrying", unsent: 1, saved: 0 }));
+    expect(result.current.memory.retryAt).not.toBeNull();
+    expect(progressRequests(seen)).toHaveLength(0); // nothing reached the service to ask about
+  });
+
+  it("starts each call's memory afresh: a new call opens idle on its own session, not with the last call's count", async () => {
+    let calls = 0;
+    const next = { call_id: "rc_2", session_id: "vs_next" };
+    const { result, seen } = setUp({ create: () => ((calls += 1), calls === 1 ? created() : created(next)) });
+    await connect(() => result.current);
+    say("item_u1", "One");
+    say("item_u2", "Two");
+    await waitFor(() => expect(result.current.memory).toMatchObject({ sessionId: CALL.session_id, status: "saved", saved: 2 }));
+    await act(async () => {
+      await result.current.hangUp();
+    });
+    expect(result.current.memory).toMatchObject({ status: "saved", saved: 2 }); // still the ended call's
+
+    await connect(() => result.current);
+    expect(result.current.memory).toMatchObject({ sessionId: "vs_next", status: "idle", saved: 0, queued: 0 });
+    say("item_u3", "Three");
+    await waitFor(() => expect(result.current.memory).toMatchObject({ sessionId: "vs_next", status: "saved", saved: 1 }));
+    expect(progressRequests(seen).at(-1)?.url).toBe(`${BASE_URL}/memory/sessions/vs_next/progress`);
+  });
+
+  it("asks for no progress after unmount: an answer in flight is dropped, the outbox's next ack schedules nothing, no timer is left", async () => {
+    const held: ((response: Response) => void)[] = [];
+    let hold = false;
+    const progress: Route = (seen) =>
+      hold ? new Promise<Response>((resolve) => held.push(resolve)) : progressAnswer(progressSession(seen.url) ?? "", { queued: 1 });
+    const { result, unmount, seen, clock, outbox } = setUp({ progress });
+    await connect(() => result.current);
+    say("item_u1", "Hello");
+    await waitFor(() => expect(result.current.memory).toMatchObject({ status: "queued", queued: 1 }));
+    hold = true;
+    await waitFor(() => expect(held).toHaveLength(1)); // a progress request is in flight
+    unmount();
+    const asked = progressRequests(seen).length;
+
+    held[0]?.(progressAnswer(CALL.session_id, { queued: 1 }));
+    outbox.add(CALL.session_id, { id: "item_u9", role: "user", text: "after unmount" });
+    await waitFor(() => expect(seen.some((s) => s.url.endsWith("/memory/enrich") && s.body.includes("item_u9"))).toBe(true));
+    await waitFor(() => expect(outbox.state()).toMatchObject({ status: "saved", pending: 0 }));
+    expect(clock.pending()).toBe(0);
+    expect(progressRequests(seen)).toHaveLength(asked);
   });
 
   it("goes connecting (no call details yet) while the service sets the call up, then connected with the call's details", async () => {
@@ -213,15 +327,19 @@ describe("useVoiceSession (React entry)", () => {
 
   it("under StrictMode delivers a call's turns through an outbox the host passed in, and mirrors its state", async () => {
     const fetchPair = service();
-    const browser = fakeBrowser(fetchPair);
-    const { result } = renderHook(() => useVoiceSession({ agent: "elena", ...browser.options }), { wrapper: StrictMode });
+    const clock = trackedClock();
+    const browser = fakeBrowser(fetchPair, clock);
+    const { result, unmount } = renderHook(() => useVoiceSession({ agent: "elena", ...browser.options, memoryProgress: FAST }), { wrapper: StrictMode });
     await connect(() => result.current);
     act(() => {
       FakePeerConnection.last?.channel?.receive({ type: "conversation.item.input_audio_transcription.completed", item_id: "item_u1", transcript: "Hi" });
     });
-    await waitFor(() => expect(result.current.memory).toMatchObject({ status: "saved", saved: 1, pending: 0 }));
+    await waitFor(() => expect(result.current.memory).toMatchObject({ sessionId: CALL.session_id, status: "saved", saved: 1 }));
+    expect(result.current.outbox).toMatchObject({ status: "saved", saved: 1, pending: 0 });
     const enrich = fetchPair.seen.filter((s) => s.url.endsWith("/memory/enrich"));
     expect(enrich.map((s) => JSON.parse(s.body).messages.map((m: { id: string }) => m.id))).toEqual([["item_u1"]]);
+    unmount();
+    expect(clock.pending()).toBe(0); // neither the first (StrictMode) mount's progress nor the second's polls on
   });
 
   it("uses a client it is given, and leaves it (and its call) alone on unmount", async () => {
@@ -230,6 +348,7 @@ describe("useVoiceSession (React entry)", () => {
     await client.connect({ agent: "elena" });
     const { result, unmount } = renderHook(() => useVoiceSession({ agent: "elena", client }));
     expect(result.current).toMatchObject({ client, state: "connected", call: { callId: CALL.call_id } });
+    expect(result.current.memory).toMatchObject({ sessionId: CALL.session_id, status: "idle" }); // the running call's memory
     unmount();
     expect(client.state).toBe("connected");
     expect(FakePeerConnection.last?.closed).toBe(false);

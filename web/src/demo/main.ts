@@ -17,13 +17,14 @@
 import "./style.css";
 
 import {
+  CALL_MEMORY_OFF,
   type CallMemoryProgress,
   type ConnectionState,
   type MemoryState,
-  MemoryProgress,
   type TranscriptTurn,
   VoiceClient,
   VoiceError,
+  followCallMemory,
 } from "../lib";
 import { TranscriptView } from "./transcript-view";
 import { AGENTS, type Label, connectionLabel, memoryAnnouncement, memoryLabel, speakingLabel, upstreamLabel, voiceLabel } from "./words";
@@ -60,7 +61,8 @@ const transcript = new TranscriptView($("transcript-region"), $<HTMLOListElement
 
 const client = new VoiceClient({ baseUrl: API_BASE, flow: FLOW });
 document.body.dataset["flow"] = FLOW;
-const progress = client.memory ? new MemoryProgress({ outbox: client.memory, baseUrl: API_BASE }) : null;
+// Reset at each call, tracking the call's session, polling until it settles (null: no memory).
+const progress = followCallMemory(client);
 let agentName = "the agent";
 let outboxState: MemoryState | null = client.memory?.state() ?? null;
 /** Whether the current attempt ever connected ("Call failed" vs "Couldn't connect"). */
@@ -192,7 +194,7 @@ function renderSpeaking(): void {
 
 /** The memory badge: this call's memory only (it starts afresh with each call). */
 function renderMemory(): void {
-  const call = progress?.current() ?? { sessionId: null, status: "off", unsent: 0, queued: 0, saved: 0, failed: 0, retryAt: null, settled: true };
+  const call = progress?.current() ?? CALL_MEMORY_OFF;
   const body = document.body.dataset;
   body["memory"] = call.status;
   body["memoryQueued"] = String(call.unsent + call.queued);
@@ -262,15 +264,13 @@ async function connect(): Promise<void> {
 
 client.on("connection", ({ state, call, reason }) => {
   if (state === "microphone") {
-    // A new call: its memory and its transcript start afresh.
+    // A new call: its transcript starts afresh (its memory too: `progress` follows the client).
     callStarted = false;
-    progress?.reset();
     transcript.follow();
   }
   if (state === "connected") callStarted = true;
   if (call) {
     agentName = call.agent.name;
-    progress?.track(call.memory ? call.sessionId : null);
     writeLocal(CONVERSATION_KEY + call.agent.id, call.conversationId);
     writeLocal(VOICE_KEY + call.agent.id, call.agent.voice);
     renderAgentVoice(call.agent.id);
@@ -287,7 +287,6 @@ client.on("connection", ({ state, call, reason }) => {
   watchAudio(state === "connected" || state === "reconnecting");
   renderConnection(state);
   if (state === "connected") ui.audio.textContent = "Waiting for audio…";
-  if (state === "ended" || state === "failed") progress?.ended();
   const said = connectionLabel(state, agentName, callStarted).text;
   announce(/[.…]$/.test(said) ? said : `${said}.`);
 });

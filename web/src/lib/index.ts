@@ -57,13 +57,17 @@ export {
 export { ALL_EVENT_CHANNELS, EVENT_CHANNELS, eventChannelFor } from "./upstreams.js";
 export type * from "./types.js";
 export {
+  CALL_MEMORY_IDLE,
+  CALL_MEMORY_OFF,
   type CallMemoryProgress,
   type CallMemoryStatus,
+  type CallSource,
   MemoryProgress,
   type MemoryProgressEvents,
   type MemoryProgressOptions,
   type MemoryProgressWire,
   type ProgressInputs,
   deriveProgress,
+  followCallMemory,
   progressUrl,
 } from "./memory-progress.js";

@@ -16,16 +16,13 @@
  * (10 min) after the call ended, or when the token is refused (401/404).
  *
  * ```ts
- * const progress = new MemoryProgress({ outbox: client.memory! });
- * progress.on("progress", (p) => badge(p.status, p.saved, p.queued));
- * client.on("connection", ({ state, call }) => {
- *   if (state === "microphone") progress.reset();
- *   if (call) progress.track(call.memory ? call.sessionId : null);
- *   if (state === "ended" || state === "failed") progress.ended();
- * });
+ * const progress = followCallMemory(client);   // null when the client has no memory
+ * progress?.on("progress", (p) => badge(p.status, p.saved, p.queued));
+ * // … when the page is done with the client: progress?.dispose(); client.dispose();
  * ```
  */
 
+import type { CallInfo, ConnectionChange, ConnectionState } from "./call-types.js";
 import { type Clock, type TimerHandle, systemClock } from "./clock.js";
 import { Emitter } from "./emitter.js";
 import { type FetchLike, fetchWithTimeout, globalFetch, joinUrl, retryAfterMs } from "./http.js";
@@ -77,7 +74,7 @@ export interface MemoryProgressWire {
 export interface MemoryProgressOptions {
   /** The client's outbox (`client.memory`): the grant and what the browser still holds. */
   outbox: MemoryOutbox;
-  /** Base URL relative grant URLs are resolved against (default: this origin). */
+  /** Base URL relative grant URLs are resolved against (default: the outbox's, where it posts them). */
   baseUrl?: string;
   fetch?: FetchLike;
   clock?: Clock;
@@ -129,7 +126,27 @@ export function deriveProgress(sessionId: string, { server, lane, unreported }: 
   return { sessionId, status, unsent, queued, saved, failed, retryAt, settled: outstanding === 0 };
 }
 
-const IDLE: CallMemoryProgress = { sessionId: null, status: "idle", unsent: 0, queued: 0, saved: 0, failed: 0, retryAt: null, settled: true };
+/** No call's memory yet: before the first call, and while a new one is being set up. */
+export const CALL_MEMORY_IDLE: Readonly<CallMemoryProgress> = Object.freeze({
+  sessionId: null,
+  status: "idle",
+  unsent: 0,
+  queued: 0,
+  saved: 0,
+  failed: 0,
+  retryAt: null,
+  settled: true,
+});
+
+/** Memory is off: the client has no outbox, or the service granted none for the call. */
+export const CALL_MEMORY_OFF: Readonly<CallMemoryProgress> = Object.freeze({ ...CALL_MEMORY_IDLE, status: "off" });
+
+/** What {@link MemoryProgress.follow} needs of a {@link VoiceClient}: its call and its `connection` events. */
+export interface CallSource {
+  readonly state: ConnectionState;
+  readonly call: CallInfo | null;
+  on(event: "connection", listener: (change: ConnectionChange) => void): () => void;
+}
 
 /** Tracks the memory of the current call and polls the service while turns are outstanding. */
 export class MemoryProgress extends Emitter<MemoryProgressEvents> {
@@ -141,7 +158,8 @@ export class MemoryProgress extends Emitter<MemoryProgressEvents> {
   readonly #maxDelay: number;
   readonly #settleTimeout: number;
   readonly #requestTimeout: number;
-  readonly #unsubscribe: () => void;
+  /** Removes the outbox listener and the listeners of followed clients. */
+  readonly #unsubscribe: (() => void)[] = [];
   #sessionId: string | null = null;
   #off = false;
   #server: MemoryProgressWire | null = null;
@@ -155,9 +173,10 @@ export class MemoryProgress extends Emitter<MemoryProgressEvents> {
   #inFlight = false;
   #again = false;
   #stopped = false;
+  #disposed = false;
   #endedAt: number | null = null;
   #generation = 0;
-  #last: CallMemoryProgress = IDLE;
+  #last: CallMemoryProgress = CALL_MEMORY_IDLE;
   #fingerprint = "";
 
   constructor(options: MemoryProgressOptions) {
@@ -165,13 +184,13 @@ export class MemoryProgress extends Emitter<MemoryProgressEvents> {
     this.#outbox = options.outbox;
     this.#fetch = options.fetch ?? globalFetch;
     this.#clock = options.clock ?? systemClock;
-    this.#baseUrl = options.baseUrl ?? "";
+    this.#baseUrl = options.baseUrl ?? options.outbox.baseUrl;
     this.#minDelay = options.minDelayMs ?? 1000;
     this.#maxDelay = options.maxDelayMs ?? 15_000;
     this.#settleTimeout = options.settleTimeoutMs ?? 600_000;
     this.#requestTimeout = options.requestTimeoutMs ?? 5000;
     this.#delay = this.#minDelay;
-    this.#unsubscribe = this.#outbox.on("state", () => this.#onOutbox());
+    this.#unsubscribe.push(this.#outbox.on("state", () => this.#onOutbox()));
   }
 
   /** The current call's memory. */
@@ -196,11 +215,29 @@ export class MemoryProgress extends Emitter<MemoryProgressEvents> {
     this.#schedule(this.#minDelay);
   }
 
-  /** Stop polling and listening for good. */
+  /**
+   * Follow `client`'s calls, as every UI of the client does: {@link reset} when a call is
+   * being set up (each call starts from zero), {@link track} its session once the service
+   * answered (`off` when the call has no memory), {@link ended} once it ended or failed.
+   * Starts from the client's current call; {@link dispose} stops following.
+   */
+  follow(client: CallSource): this {
+    const follow = ({ state, call }: { state: ConnectionState; call: CallInfo | null }): void => {
+      if (state === "microphone") this.reset();
+      if (call) this.track(call.memory ? call.sessionId : null);
+      if (state === "ended" || state === "failed") this.ended();
+    };
+    this.#unsubscribe.push(client.on("connection", follow));
+    follow({ state: client.state, call: client.call });
+    return this;
+  }
+
+  /** Stop polling and listening for good (a late answer is dropped, nothing is scheduled). */
   dispose(): void {
     this.#generation += 1;
+    this.#disposed = true;
     this.#cancel();
-    this.#unsubscribe();
+    for (const remove of this.#unsubscribe.splice(0)) remove();
   }
 
   #begin(sessionId: string | null, off: boolean): void {
@@ -236,7 +273,7 @@ export class MemoryProgress extends Emitter<MemoryProgressEvents> {
   }
 
   #schedule(delay: number): void {
-    if (this.#sessionId === null || this.#stopped) return;
+    if (this.#sessionId === null || this.#stopped || this.#disposed) return;
     if (this.#inFlight) {
       this.#again = true;
       return;
@@ -305,7 +342,7 @@ export class MemoryProgress extends Emitter<MemoryProgressEvents> {
 
   #publish(): void {
     let next: CallMemoryProgress;
-    if (this.#sessionId === null) next = this.#off ? { ...IDLE, status: "off" } : IDLE;
+    if (this.#sessionId === null) next = this.#off ? CALL_MEMORY_OFF : CALL_MEMORY_IDLE;
     else {
       const lane = this.#lane();
       const unreported = Math.max(0, (lane?.acknowledged ?? 0) - this.#ackedAtAnswer);
@@ -317,4 +354,16 @@ export class MemoryProgress extends Emitter<MemoryProgressEvents> {
     this.#fingerprint = fingerprint;
     this.emit("progress", next);
   }
+}
+
+/**
+ * A {@link MemoryProgress} following `client`'s calls (see {@link MemoryProgress.follow}),
+ * on the client's outbox; null when the client has no memory (show {@link CALL_MEMORY_OFF}).
+ * Pass the client's `fetch` and `clock` if it was given its own. Dispose it with the client.
+ */
+export function followCallMemory(
+  client: CallSource & { readonly memory: MemoryOutbox | null },
+  options: Omit<MemoryProgressOptions, "outbox"> = {},
+): MemoryProgress | null {
+  return client.memory ? new MemoryProgress({ ...options, outbox: client.memory }).follow(client) : null;
 }

@@ -165,6 +165,11 @@ export class MemoryOutbox extends Emitter<OutboxEvents> {
     this.#random = options.random ?? Math.random;
   }
 
+  /** The base URL relative grant URLs are resolved against (empty: this page's origin). */
+  get baseUrl(): string {
+    return this.#baseUrl;
+  }
+
   /** Convert the `memory` object of a session answer into a {@link MemoryGrant}. */
   static grantFrom(sessionId: string, wire: MemoryGrantWire): MemoryGrant {
     return { sessionId, enrichUrl: wire.enrich_url, token: wire.token, expiresAt: wire.expires_at };

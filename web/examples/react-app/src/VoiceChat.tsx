@@ -6,7 +6,7 @@ export function VoiceChat(props: UseVoiceSessionOptions) {
     <section aria-label={`Voice chat with ${props.agent}`}>
       <button onClick={() => (voice.active ? voice.hangUp() : voice.connect())}>{voice.active ? "Hang up" : "Talk"}</button>
       <button onClick={voice.toggleMuted} disabled={!voice.active}>{voice.muted ? "Unmute" : "Mute"}</button>
-      <p role="status">{voice.error?.message ?? voice.state} · memory {voice.memory?.status ?? "off"}</p>
+      <p role="status">{voice.error?.message ?? voice.state} · memory {voice.memory.status}</p>
       <ol>{voice.transcript.map((turn) => <li key={turn.id}>{turn.role}: {turn.text}</li>)}</ol>
     </section>
   );

@@ -1,12 +1,13 @@
 /**
  * What a {@link useVoiceSession} caller renders: a plain snapshot of a {@link VoiceClient}
- * (call state, call details, transcript, memory, speaking, mute, last error and warning),
- * and the pure reducer that keeps it up to date from the client's events.
+ * (call state, call details, transcript, the call's memory, speaking, mute, last error and
+ * warning), and the pure reducer that keeps it up to date from the client's events.
  */
 
 import type { CallInfo, ConnectionChange, ConnectionState, EndReason, SpeakingState } from "../call-types.js";
 import type { VoiceClient } from "../client.js";
 import type { VoiceError } from "../errors.js";
+import { CALL_MEMORY_IDLE, CALL_MEMORY_OFF, type CallMemoryProgress, type MemoryProgress } from "../memory-progress.js";
 import type { MemoryState } from "../outbox.js";
 import type { TranscriptTurn } from "../types.js";
 
@@ -22,8 +23,14 @@ export interface VoiceSessionSnapshot {
   endReason: EndReason | null;
   /** The current call's turns in conversation order, partial ones included. */
   transcript: TranscriptTurn[];
-  /** The memory outbox's state, or null when memory is off. */
-  memory: MemoryState | null;
+  /**
+   * The current call's memory, as far as the service reports it (`off` | `idle` | `queued` |
+   * `retrying` | `saved` | `failed`, with counts and `retryAt`): `saved` only once every turn
+   * of the call is in the agent's memory. Starts afresh with each call.
+   */
+  memory: CallMemoryProgress;
+  /** The browser's memory outbox across calls (turns this page still has to post), or null when memory is off. */
+  outbox: MemoryState | null;
   speaking: SpeakingState;
   muted: boolean;
   /** Why the last call failed (its message is fit to show as is); cleared by the next connect. */
@@ -35,8 +42,8 @@ export interface VoiceSessionSnapshot {
 /** Connection states in which a call is being set up or running. */
 const ACTIVE: ReadonlySet<ConnectionState> = new Set(["microphone", "connecting", "connected", "reconnecting"]);
 
-/** The snapshot of `client` as it is now (or of no client yet). */
-export function snapshotOf(client: VoiceClient | null): VoiceSessionSnapshot {
+/** The snapshot of `client` and its call's memory `progress` as they are now (or of no client yet). */
+export function snapshotOf(client: VoiceClient | null, progress: MemoryProgress | null = null): VoiceSessionSnapshot {
   const state = client?.state ?? "idle";
   return {
     state,
@@ -44,7 +51,8 @@ export function snapshotOf(client: VoiceClient | null): VoiceSessionSnapshot {
     call: client?.call ?? null,
     endReason: null,
     transcript: client?.transcript() ?? [],
-    memory: client?.memory?.state() ?? null,
+    memory: progress?.current() ?? (client && !client.memory ? CALL_MEMORY_OFF : CALL_MEMORY_IDLE),
+    outbox: client?.memory?.state() ?? null,
     speaking: client?.speaking ?? { user: false, assistant: false },
     muted: client?.muted ?? false,
     error: null,

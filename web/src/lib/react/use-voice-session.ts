@@ -2,13 +2,16 @@
  * `useVoiceSession`: a {@link VoiceClient} owned by a React component. The client is created
  * when the component mounts and disposed when it unmounts (the call is hung up at the
  * service, the peer connection closed, every timer and page listener removed), so a
- * component that renders the hook is the whole call's lifetime.
+ * component that renders the hook is the whole call's lifetime. The current call's memory
+ * comes from a {@link MemoryProgress} following the client (as the demo page's badge does),
+ * disposed with it: no progress request after unmount.
  */
 
 import { useCallback, useEffect, useRef, useState } from "react";
 
 import type { ConnectOptions, VoiceClientOptions } from "../call-types.js";
 import { VoiceClient } from "../client.js";
+import { type MemoryProgress, type MemoryProgressOptions, followCallMemory } from "../memory-progress.js";
 import type { AgentId } from "../types.js";
 import { type VoiceSessionSnapshot, afterConnection, snapshotOf } from "./snapshot.js";
 
@@ -26,6 +29,8 @@ export interface UseVoiceSessionOptions extends VoiceClientOptions {
   conversationId?: string;
   /** Use this client instead of creating one; the hook then never disposes it. */
   client?: VoiceClient;
+  /** How the call's memory progress is polled (defaults: 1 s doubling to 15 s, see {@link MemoryProgress}). */
+  memoryProgress?: Pick<MemoryProgressOptions, "minDelayMs" | "maxDelayMs" | "settleTimeoutMs" | "requestTimeoutMs">;
 }
 
 /** What {@link useVoiceSession} returns: the session's state and what to do with it. */
@@ -60,20 +65,23 @@ export function useVoiceSession(options: UseVoiceSessionOptions): VoiceSession {
   useEffect(() => {
     const owned = external === undefined;
     const current = external ?? createClient(latest);
+    const progress = followMemory(current, latest.current);
     const update = (change: (previous: VoiceSessionSnapshot) => VoiceSessionSnapshot): void => setSnapshot(change);
     const unsubscribe = [
       current.on("connection", (change) => update((s) => afterConnection(s, change))),
       current.on("transcript", (transcript) => update((s) => ({ ...s, transcript }))),
-      current.on("memory", (memory) => update((s) => ({ ...s, memory }))),
+      current.on("memory", (outbox) => update((s) => ({ ...s, outbox }))),
+      ...(progress ? [progress.on("progress", (memory) => update((s) => ({ ...s, memory })))] : []),
       current.on("speaking", (speaking) => update((s) => ({ ...s, speaking }))),
       current.on("muted", (muted) => update((s) => ({ ...s, muted }))),
       current.on("error", (error) => update((s) => ({ ...s, error }))),
       current.on("warning", (warning) => update((s) => ({ ...s, warning }))),
     ];
     setClient(current);
-    setSnapshot(snapshotOf(current));
+    setSnapshot(snapshotOf(current, progress));
     return () => {
       for (const remove of unsubscribe) remove();
+      progress?.dispose();
       if (owned) current.dispose();
     };
   }, [external]);
@@ -99,9 +107,15 @@ export function useVoiceSession(options: UseVoiceSessionOptions): VoiceSession {
 
 /** A client from the hook's options; `getAuthToken` always calls the latest one given. */
 function createClient(latest: { readonly current: UseVoiceSessionOptions }): VoiceClient {
-  const { agent: _agent, conversationId: _conversation, client: _client, ...clientOptions } = latest.current;
+  const { agent: _agent, conversationId: _conversation, client: _client, memoryProgress: _progress, ...clientOptions } = latest.current;
   return new VoiceClient({
     ...clientOptions,
     ...(clientOptions.getAuthToken ? { getAuthToken: () => latest.current.getAuthToken?.() } : {}),
   });
+}
+
+/** The progress of `client`'s calls' memory, polled with the hook's `fetch`, `clock` and timings (null: no memory). */
+function followMemory(client: VoiceClient, options: UseVoiceSessionOptions): MemoryProgress | null {
+  const { fetch, clock, memoryProgress } = options;
+  return followCallMemory(client, { ...memoryProgress, ...(fetch ? { fetch } : {}), ...(clock ? { clock } : {}) });
 }
