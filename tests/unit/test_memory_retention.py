@@ -11,12 +11,14 @@ from structlog.testing import capture_logs
 
 from engram_voice.envreader import EnvReader
 from engram_voice.errors import ConfigurationError
-from engram_voice.memory import MemorySettings
+from engram_voice.memory import MemorySettings, build_memory_runtime
 from engram_voice.memory.queue import EnqueueBatch
 from engram_voice.memory.retention import Retention
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from engram_voice.memory.sqlite_schema import SCHEMA
 from tests.support.clock import FakeClock
+from tests.support.memory import FakeSink
+from tests.support.polling import async_poll_until
 
 HOUR = 3600.0
 TEXT = "We talked about the trip to Lisbon and which museums to see first. " * 3
@@ -381,3 +383,28 @@ def test_a_retention_at_least_the_token_lifetime_is_accepted(retain, ttl):
     """Any retention as long as the token lifetime or longer loads."""
     env = {"MEMORY_RETAIN_DELIVERED_SECONDS": retain, "MEMORY_TOKEN_TTL_SECONDS": ttl}
     assert _memory_settings(env).retain_delivered_seconds == float(retain)
+
+
+async def test_the_running_worker_purges_in_the_background(tmp_path, clock):
+    """A running worker purges from its housekeeping (first at start) and stops it on stop."""
+    path = tmp_path / "q.sqlite3"
+    queue = SqliteTurnQueue(path, clock=clock)
+    await queue.open()
+    await queue.enqueue(_batch("vs_old", ["a", "b"]))
+    await _deliver_all(queue, clock)
+    await queue.close()
+    clock.advance(4 * 86_400)
+    reader = EnvReader({"MEMORY_SQLITE_PATH": str(path), "MEMORY_POLL_SECONDS": "0.05"})
+    settings = MemorySettings.from_env(reader)
+    reader.raise_if_invalid()
+    runtime = build_memory_runtime(settings, sink=FakeSink(), run_worker=True, clock=clock)
+    await runtime.start()
+    try:
+        assert runtime.worker is not None
+        retention = runtime.worker.retention
+        report = await async_poll_until(lambda: retention.last, what="the first purge")
+        assert report.finished
+        assert report.removed >= 3  # two turns and their session
+    finally:
+        await runtime.stop()
+    assert _rows(path, "SELECT * FROM turns") == []
