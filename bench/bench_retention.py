@@ -213,7 +213,8 @@ async def _steady(args: argparse.Namespace, path: Path) -> None:
         await asyncio.gather(*helpers)
         size, free, wal, rows = await asyncio.to_thread(_sizes, path)
         print(
-            f"end: file {size / 2**20:.2f} MiB, {free} free pages, WAL {wal / 2**20:.2f} MiB, {rows} turn rows"
+            f"end: file {size / 2**20:.2f} MiB, {free} free pages, "
+            f"WAL {wal / 2**20:.2f} MiB, {rows} turn rows"
         )
         during = [(e - s) * 1000 for s, e in results if windows.overlaps(s, e)]
         outside = [(e - s) * 1000 for s, e in results if not windows.overlaps(s, e)]
@@ -249,7 +250,7 @@ async def _unbatched(args: argparse.Namespace, path: Path) -> None:
 
         async def purge() -> None:
             await asyncio.sleep(0.5)
-            await _timed(windows, lambda: queue._run(delete_all))()  # noqa: SLF001 - the old statement
+            await _timed(windows, lambda: queue._run(delete_all))()
 
         task = asyncio.create_task(purge())
         with client_gc_paused():
