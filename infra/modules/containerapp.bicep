@@ -670,8 +670,10 @@ module workers 'workerapp.bicep' = if (runWorkers) {
 // Migration from SQLite: one worker delivers what is left in the old file, then goes.
 module sqliteDrainWorker 'workerapp.bicep' = if (runWorkers && sqliteDrain) {
   name: 'memory-sqlite-drain'
+  // After the service's new revision: the old one (in-process worker on the file) is on its way out.
   dependsOn: [
     queueStorage
+    app
   ]
   params: {
     location: location
