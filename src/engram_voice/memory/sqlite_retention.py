@@ -19,9 +19,10 @@ list and new rows reuse them. New files use ``auto_vacuum=INCREMENTAL`` and an e
 file is converted once when it is opened (``PRAGMA user_version`` 0 → 1, a ``VACUUM``);
 after a purge, free pages beyond a reserve of a quarter of the pages in use are handed
 back to the file system, ``limit`` pages per step (so a backlog that was delivered and
-purged shrinks the file again). The WAL is bounded by ``journal_size_limit`` (truncated
-at its next reset) and a passive checkpoint after each purge, which never waits for
-readers or blocks writers.
+purged shrinks the file again). The WAL is bounded by SQLite's automatic checkpoints
+(every 1,000 pages) and ``journal_size_limit`` (truncated at its next reset). No extra
+checkpoint runs here: one would occupy the writer thread that enqueues wait for
+(measured: it put the enqueue p99 during purges at 220 ms instead of 60 ms).
 """
 
 from __future__ import annotations
@@ -150,8 +151,7 @@ def reclaim_step(conn: sqlite3.Connection, *, limit: int) -> int:
 
     The reserve (a quarter of the pages in use, at least 64) stays on the free list for
     the next hours of traffic, so a steady file neither grows nor shrinks back and forth.
-    Returns the pages released; a file without incremental vacuum releases none. After
-    the last step the WAL gets a passive checkpoint (waits for nobody).
+    Returns the pages released; a file without incremental vacuum releases none.
     """
     figures = storage_figures(conn)
     in_use = figures.pages - figures.free
@@ -162,6 +162,4 @@ def reclaim_step(conn: sqlite3.Connection, *, limit: int) -> int:
         # executescript steps the pragma to completion (execute() frees a single page).
         conn.executescript(f"PRAGMA incremental_vacuum({int(step)});")
         released = figures.pages - storage_figures(conn).pages
-    if released < limit:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     return released
