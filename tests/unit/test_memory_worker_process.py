@@ -39,17 +39,3 @@ def test_worker_health_is_ok_while_delivery_runs_and_503_once_it_ended(tmp_path)
         poll_until(lambda: not runtime.worker_running, what="the delivery loop ending")
         answer = client.get("/healthz")
         assert (answer.status_code, answer.json()) == (503, {"status": "worker stopped"})
-
-
-def test_the_worker_process_commits_delivery_state_without_an_fsync_each(tmp_path):
-    """The worker's SQLite connection is synchronous=NORMAL whatever the service's setting is."""
-    settings = _settings(tmp_path)
-    assert settings.sqlite_synchronous == "full"
-    with TestClient(create_worker_app(settings)) as client:
-        queue = client.app.state.memory.queue
-        with client.portal() as portal:
-            level = portal.call(
-                queue._run,
-                lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0],
-            )
-        assert level == 1  # NORMAL (FULL is 2)

@@ -55,19 +55,9 @@ async def _status(state: State) -> dict[str, Any]:
 
 
 def create_worker_app(settings: MemorySettings) -> Litestar:
-    """Build the worker process's app: the worker in its lifespan, health, status, metrics.
-
-    The worker writes only delivery state (leases, delivered marks, retries, dead letters,
-    purges), never an accepted turn, so on SQLite it commits without an fsync each
-    (``synchronous=NORMAL``; WAL keeps the file consistent): a power loss can roll back
-    its last marks, and those turns are delivered again, which the sink recognises by
-    message uuid, exactly as after a crash between a delivery and its mark. Enqueues keep
-    ``MEMORY_SQLITE_SYNCHRONOUS`` in the service. One fsync'd commit per delivered batch
-    was what kept a second worker process on the same file from adding throughput.
-    """
+    """Build the worker process's app: the worker in its lifespan, health, status, metrics."""
     if settings.zep.api_url is None:
         raise ConfigurationError("the memory worker needs ZEP_API_URL and ZEP_API_KEY")
-    settings = msgspec.structs.replace(settings, sqlite_synchronous="normal")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
