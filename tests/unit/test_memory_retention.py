@@ -408,3 +408,17 @@ async def test_the_running_worker_purges_in_the_background(tmp_path, clock):
     finally:
         await runtime.stop()
     assert _rows(path, "SELECT * FROM turns") == []
+
+
+async def test_other_stores_are_purged_with_the_same_cut_off(queue, clock):
+    """A store kept for the same window (the sink's records) is purged once, after the queue."""
+    calls: list[float] = []
+
+    async def purge_records(*, older_than: float) -> int:
+        calls.append(older_than)
+        return 2
+
+    retention = Retention(queue, retain_seconds=HOUR, clock=clock, also=[purge_records])
+    report = await retention.purge()
+    assert calls == [clock.now - HOUR]
+    assert report.removed == 2

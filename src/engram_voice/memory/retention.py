@@ -7,6 +7,8 @@ left, one bounded step (``batch`` rows, one short transaction) at a time, pausin
 steps at least as long as the last step took. Writes (``enqueue``) of this or any other
 process therefore wait behind one step at most, never behind a whole purge, and a
 backend only implements ``purge_delivered``. Delivery goes on while the purge runs.
+Other stores kept for the same window (the sink's delivery records) pass their purge as
+``also``; each runs once per purge, after the queue's steps, with the same cut-off.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 import structlog
@@ -49,8 +51,10 @@ class Retention:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        also: Sequence[Callable[..., Awaitable[int]]] = (),
     ) -> None:
         self._queue = queue
+        self._also = tuple(also)
         self.retain_seconds = retain_seconds
         self._interval = interval
         self._batch = batch
@@ -104,6 +108,8 @@ class Retention:
                 break
             # Leave the queue to writers for at least as long as the step held it.
             await self._sleep(max(self._min_pause, self._monotonic() - step_started))
+        for purge_other in self._also:
+            removed += await purge_other(older_than=older_than)
         self.last = PurgeReport(removed=removed, steps=steps, finished=finished)
         if removed or not finished:
             _logger.info(
