@@ -60,6 +60,8 @@ format: install ## Apply ruff's formatter and safe fixes
 bench: install ## Run the benchmarks (loopback only) and print their reports
 	$(BIN)/python bench/bench_mint.py
 	$(BIN)/python bench/bench_enrich.py
+	$(BIN)/python bench/bench_retention.py
+	$(BIN)/python bench/bench_workers.py
 	$(BIN)/python bench/bench_status.py
 	$(BIN)/python bench/bench_calls.py
 	$(BIN)/python bench/bench_capture.py

@@ -1,6 +1,8 @@
 // engram-voice on Azure: one resource group with the Container App (token vending, calls and
 // memory enrichment), Key Vault, the Azure AI Services account with gpt-realtime (which also
-// serves Azure AI Voice Live), the SQLite queue share, Log Analytics and the Static Web App.
+// serves Azure AI Voice Live), the memory queue (PostgreSQL Flexible Server with Entra sign-in
+// and a separate worker app, or SQLite on an Azure Files share), Log Analytics and the
+// Static Web App.
 //
 //   az deployment sub create --location eastus2 \
 //     --template-file infra/main.bicep --parameters infra/main.parameters.json
@@ -74,11 +76,40 @@ param easyAuthClientId string = ''
 @description('More browser origins allowed to call the API (comma-separated), besides the Static Web App.')
 param extraCorsOrigins string = ''
 
-@description('Memory queue backend. The service supports only sqlite (MEMORY_QUEUE); sqlite means a single replica.')
+@description('Memory queue backend (MEMORY_QUEUE). postgres: Azure Database for PostgreSQL with Entra sign-in, the app scales out and the workers run as their own app. sqlite: one replica on an Azure Files share (WAL on SMB is unsupported by SQLite; see infra/README.md).')
 @allowed([
+  'postgres'
   'sqlite'
 ])
-param memoryQueue string = 'sqlite'
+param memoryQueue string = 'postgres'
+
+@description('postgres: compute size of the server, e.g. Standard_B1ms (Burstable) or Standard_D2ds_v5 (GeneralPurpose).')
+param postgresSkuName string = 'Standard_B1ms'
+
+@description('postgres: compute tier of postgresSkuName.')
+@allowed([
+  'Burstable'
+  'GeneralPurpose'
+  'MemoryOptimized'
+])
+param postgresTier string = 'Burstable'
+
+@description('postgres: storage in GiB (grows automatically).')
+@minValue(32)
+param postgresStorageGiB int = 32
+
+@description('postgres: zone-redundant standby (GeneralPurpose or MemoryOptimized only).')
+param postgresHighAvailability bool = false
+
+@description('postgres: fewest and most delivery worker replicas (engram-voice worker as its own app).')
+@minValue(0)
+param workerMinReplicas int = 1
+
+@minValue(1)
+param workerMaxReplicas int = 3
+
+@description('Migration from sqlite to postgres: also run one worker on the old SQLite file until it is empty, then deploy again without it (docs/operations.md).')
+param sqliteDrain bool = false
 
 @description('Zep base URL (ZEP_API_URL); empty: accepted turns wait in the queue until it is set.')
 param zepApiUrl string = ''
@@ -96,13 +127,13 @@ param zepApiKey string = ''
 ])
 param logLevel string = 'info'
 
-@description('Minimum replicas (1 keeps the in-process memory worker running).')
+@description('Minimum replicas of the service (with sqlite, 1 keeps the in-process memory worker running).')
 @minValue(0)
 param minReplicas int = 1
 
-@description('Maximum replicas (capped at 1 while memoryQueue is sqlite).')
+@description('Maximum replicas of the service, added by the HTTP rule (capped at 1 while memoryQueue is sqlite).')
 @minValue(1)
-param maxReplicas int = 1
+param maxReplicas int = 3
 
 @description('Concurrent requests per replica before scaling out.')
 @minValue(1)
@@ -211,6 +242,23 @@ module memoryKeys 'modules/memorykeys.bicep' = {
   }
 }
 
+module postgres 'modules/postgres.bicep' = if (memoryQueue == 'postgres') {
+  name: 'memory-postgres'
+  scope: group
+  params: {
+    location: location
+    name: 'psql-${name}-${suffix}'
+    skuName: postgresSkuName
+    tier: postgresTier
+    storageSizeGB: postgresStorageGiB
+    highAvailability: postgresHighAvailability
+    appPrincipalId: identity.outputs.appPrincipalId
+    appIdentityName: identity.outputs.appIdentityName
+    tags: tags
+  }
+}
+
+// Kept with postgres too: it holds the SQLite queue while migrating (drain) and for a rollback.
 module queueStorage 'modules/storage.bicep' = {
   name: 'queue-storage'
   scope: group
@@ -257,6 +305,12 @@ module app 'modules/containerapp.bicep' = {
     easyAuthClientId: easyAuthClientId
     corsAllowOrigins: join(concat(['https://${web.outputs.defaultHostname}'], extraOrigins), ',')
     memoryQueue: memoryQueue
+    postgresHost: memoryQueue == 'postgres' ? postgres.outputs.host : ''
+    postgresDatabase: memoryQueue == 'postgres' ? postgres.outputs.databaseName : 'engram_voice'
+    postgresUser: memoryQueue == 'postgres' ? postgres.outputs.user : ''
+    sqliteDrain: sqliteDrain
+    workerMinReplicas: workerMinReplicas
+    workerMaxReplicas: workerMaxReplicas
     storageAccountName: queueStorage.outputs.accountName
     shareName: queueStorage.outputs.shareName
     zepApiUrl: zepApiUrl
@@ -277,3 +331,5 @@ output keyVaultName string = keyVault.outputs.name
 output identityClientId string = identity.outputs.appClientId
 output azureOpenAiEndpoint string = openai.outputs.endpoint
 output voiceLiveEndpoint string = voiceLive ? openai.outputs.voiceLiveEndpoint : ''
+output postgresHost string = memoryQueue == 'postgres' ? postgres.outputs.host : ''
+output workerAppName string = app.outputs.workerName

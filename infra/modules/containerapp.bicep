@@ -1,7 +1,9 @@
 // Container Apps environment and the engram-voice Container App: user-assigned identity,
 // every setting as an environment variable (names as the service reads them, see
 // docs/configuration.md), secrets as Key Vault references, HTTPS-only ingress on PORT 8000,
-// /healthz and /readyz probes, an HTTP scale rule, and the SQLite queue on Azure Files.
+// /healthz and /readyz probes and an HTTP scale rule. The memory queue is PostgreSQL (the
+// service scales out, `engram-voice worker` runs as its own Container App, see
+// workerapp.bicep) or SQLite on Azure Files (one replica with its in-process worker).
 
 @description('Azure region of the environment and the app.')
 param location string
@@ -85,17 +87,38 @@ param easyAuthClientId string = ''
 @description('Browser origins allowed to call the API, comma-separated (CORS_ALLOW_ORIGINS).')
 param corsAllowOrigins string
 
-@description('Memory queue backend (MEMORY_QUEUE). The service supports only sqlite today.')
+@description('Memory queue backend (MEMORY_QUEUE): postgres (several replicas, separate workers) or sqlite (one replica).')
 @allowed([
+  'postgres'
   'sqlite'
 ])
-param memoryQueue string = 'sqlite'
+param memoryQueue string = 'postgres'
 
-@description('Storage account with the queue share (sqlite queue).')
+@description('PostgreSQL server host name (MEMORY_POSTGRES_HOST); postgres queue only.')
+param postgresHost string = ''
+
+@description('PostgreSQL database (MEMORY_POSTGRES_DB).')
+param postgresDatabase string = 'engram_voice'
+
+@description('Entra role the service identity signs in as (MEMORY_POSTGRES_USER): the identity\'s name.')
+param postgresUser string = ''
+
+@description('Storage account with the queue share (sqlite queue, and the drain of an old SQLite queue).')
 param storageAccountName string
 
-@description('File share mounted at /data/memory (sqlite queue).')
+@description('File share mounted at /data/memory (sqlite queue, and the drain of an old SQLite queue).')
 param shareName string
+
+@description('postgres only: also run one worker on the old SQLite file until it is empty (migration).')
+param sqliteDrain bool = false
+
+@description('postgres only: fewest delivery worker replicas.')
+@minValue(0)
+param workerMinReplicas int = 1
+
+@description('postgres only: most delivery worker replicas (a CPU rule adds them).')
+@minValue(1)
+param workerMaxReplicas int = 3
 
 @description('Zep base URL (ZEP_API_URL); empty: turns are queued until a sink is configured.')
 param zepApiUrl string = ''
@@ -136,7 +159,11 @@ param concurrentRequests int = 50
 param tags object = {}
 
 var port = 8000
+var workerPort = 8001
 var memoryMountPath = '/data/memory'
+var postgresQueue = memoryQueue == 'postgres'
+// Workers deliver into Zep: without ZEP_API_URL there is nothing to run (turns stay queued).
+var runWorkers = postgresQueue && !empty(zepApiUrl)
 // SQLite has one writer: with the sqlite queue the app never runs more than one replica.
 var effectiveMaxReplicas = (memoryQueue == 'sqlite') ? 1 : maxReplicas
 var effectiveMinReplicas = min(minReplicas, effectiveMaxReplicas)
@@ -301,18 +328,58 @@ var callerAuthEnv = {
   ]
 }
 
-// Where accepted transcript turns are stored, by memoryQueue.
+// Where accepted transcript turns are stored, by memoryQueue. PostgreSQL: Entra sign-in
+// with the service identity (AZURE_CLIENT_ID), no password; the service scales out and the
+// worker app delivers (MEMORY_WORKER=off in the service).
+var postgresEnv = [
+  {
+    name: 'MEMORY_QUEUE'
+    value: 'postgres'
+  }
+  {
+    name: 'MEMORY_POSTGRES_HOST'
+    value: postgresHost
+  }
+  {
+    name: 'MEMORY_POSTGRES_DB'
+    value: postgresDatabase
+  }
+  {
+    name: 'MEMORY_POSTGRES_USER'
+    value: postgresUser
+  }
+  {
+    name: 'MEMORY_POSTGRES_AUTH'
+    value: 'entra'
+  }
+]
+var sqliteEnv = [
+  {
+    name: 'MEMORY_QUEUE'
+    value: 'sqlite'
+  }
+  {
+    name: 'MEMORY_SQLITE_PATH'
+    value: '${memoryMountPath}/memory-queue.sqlite3'
+  }
+]
+var identityEnv = [
+  {
+    name: 'AZURE_CLIENT_ID'
+    value: identityClientId
+  }
+]
+var serviceWorkerOffEnv = [
+  {
+    name: 'MEMORY_WORKER'
+    value: 'off'
+  }
+]
+// The credential modes key-vault and entra set AZURE_CLIENT_ID already.
+var serviceIdentityEnv = (openAiAuth == 'api-key-secret-ref') ? identityEnv : []
 var memoryEnv = {
-  sqlite: [
-    {
-      name: 'MEMORY_QUEUE'
-      value: 'sqlite'
-    }
-    {
-      name: 'MEMORY_SQLITE_PATH'
-      value: '${memoryMountPath}/memory-queue.sqlite3'
-    }
-  ]
+  postgres: concat(postgresEnv, serviceIdentityEnv, serviceWorkerOffEnv)
+  sqlite: sqliteEnv
 }
 
 var zepSettingsEnv = [
@@ -326,6 +393,32 @@ var zepSettingsEnv = [
   }
 ]
 var zepEnv = empty(zepApiUrl) ? [] : zepSettingsEnv
+
+// The worker app: the shared process settings on its own port, the queue, Zep.
+var workerProcessEnv = [
+  {
+    name: 'APP_ENV'
+    value: 'production'
+  }
+  {
+    name: 'HOST'
+    value: '0.0.0.0'
+  }
+  {
+    name: 'PORT'
+    value: string(workerPort)
+  }
+  {
+    name: 'LOG_LEVEL'
+    value: logLevel
+  }
+  {
+    name: 'LOG_FORMAT'
+    value: 'json'
+  }
+]
+var workerEnv = concat(workerProcessEnv, postgresEnv, identityEnv, zepEnv)
+var drainEnv = concat(workerProcessEnv, sqliteEnv, zepEnv)
 
 // Container App secrets are Key Vault references resolved with the service identity.
 var memorySecrets = [
@@ -359,6 +452,24 @@ var zepKeySecrets = [
   }
 ]
 var zepSecrets = hasZepApiKey ? zepKeySecrets : []
+
+// The SQLite queue's share, mounted by the sqlite service and by the drain worker.
+var sqliteVolumes = [
+  {
+    name: 'memory-queue'
+    storageType: 'AzureFile'
+    storageName: 'memory-queue'
+    // SQLite takes POSIX byte-range locks; SMB enforces them server-side, which SQLite
+    // reports as "database is locked". nobrl keeps locks on the (single) client.
+    mountOptions: 'uid=10001,gid=10001,dir_mode=0700,file_mode=0600,nobrl,mfsymlinks,cache=strict'
+  }
+]
+var sqliteMounts = [
+  {
+    volumeName: 'memory-queue'
+    mountPath: memoryMountPath
+  }
+]
 
 var identityRegistries = [
   {
@@ -408,6 +519,9 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
   name: appName
   location: location
   tags: tags
+  dependsOn: [
+    queueStorage
+  ]
   identity: {
     type: 'UserAssigned'
     userAssignedIdentities: {
@@ -481,24 +595,10 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
               failureThreshold: 3
             }
           ]
-          volumeMounts: [
-            {
-              volumeName: 'memory-queue'
-              mountPath: memoryMountPath
-            }
-          ]
+          volumeMounts: postgresQueue ? [] : sqliteMounts
         }
       ]
-      volumes: [
-        {
-          name: 'memory-queue'
-          storageType: 'AzureFile'
-          storageName: queueStorage.name
-          // SQLite takes POSIX byte-range locks; SMB enforces them server-side, which SQLite
-          // reports as "database is locked". nobrl keeps locks on the (single) client.
-          mountOptions: 'uid=10001,gid=10001,dir_mode=0700,file_mode=0600,nobrl,mfsymlinks,cache=strict'
-        }
-      ]
+      volumes: postgresQueue ? [] : sqliteVolumes
       scale: {
         minReplicas: effectiveMinReplicas
         maxReplicas: effectiveMaxReplicas
@@ -548,6 +648,52 @@ resource easyAuth 'Microsoft.App/containerApps/authConfigs@2024-03-01' = if (aut
   }
 }
 
+// PostgreSQL: the delivery workers as their own app, scaled on their own.
+module workers 'workerapp.bicep' = if (runWorkers) {
+  name: 'memory-workers'
+  params: {
+    location: location
+    appName: '${appName}-worker'
+    environmentId: environment.id
+    identityId: identityId
+    image: image
+    registries: registries
+    secrets: zepSecrets
+    env: workerEnv
+    port: workerPort
+    minReplicas: workerMinReplicas
+    maxReplicas: workerMaxReplicas
+    tags: tags
+  }
+}
+
+// Migration from SQLite: one worker delivers what is left in the old file, then goes.
+module sqliteDrainWorker 'workerapp.bicep' = if (runWorkers && sqliteDrain) {
+  name: 'memory-sqlite-drain'
+  // After the service's new revision: the old one (in-process worker on the file) is on its way out.
+  dependsOn: [
+    queueStorage
+    app
+  ]
+  params: {
+    location: location
+    appName: '${appName}-drain'
+    environmentId: environment.id
+    identityId: identityId
+    image: image
+    registries: registries
+    secrets: zepSecrets
+    env: drainEnv
+    port: workerPort
+    volumes: sqliteVolumes
+    volumeMounts: sqliteMounts
+    minReplicas: 1
+    maxReplicas: 1
+    tags: tags
+  }
+}
+
 output name string = app.name
+output workerName string = runWorkers ? '${appName}-worker' : ''
 output fqdn string = app.properties.configuration.ingress.fqdn
 output url string = 'https://${app.properties.configuration.ingress.fqdn}'

@@ -25,6 +25,7 @@ resource deployerIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023
 }
 
 output appIdentityId string = appIdentity.id
+output appIdentityName string = appIdentity.name
 output appClientId string = appIdentity.properties.clientId
 output appPrincipalId string = appIdentity.properties.principalId
 output deployerIdentityId string = deployerIdentity.id

@@ -248,6 +248,41 @@ async def test_purge_forgets_old_delivered_turns_only(queue, clock):
     assert (await queue.stats()).depth == 1
 
 
+async def test_purge_steps_are_bounded_and_keep_what_is_not_done(queue, clock):
+    """Each purge step removes at most ``limit`` rows; pending turns and unreplayed letters stay."""
+    await queue.enqueue(_batch(session="done", ids=[f"d{i}" for i in range(5)]))
+    claim = (await _claim(queue, clock, sessions=1))[0]
+    await queue.mark_delivered(
+        owner="w", session_id="done", seqs=[t.seq for t in claim.turns], now=clock.now
+    )
+    await queue.release(owner="w", session_id="done")
+    await queue.enqueue(_batch(session="buried", ids=("b1",)))
+    claim = (await _claim(queue, clock, sessions=1))[0]
+    await queue.dead_letter(
+        owner="w",
+        session_id="buried",
+        seqs=[claim.turns[0].seq],
+        reason="400",
+        attempts=1,
+        now=clock.now,
+    )
+    await queue.release(owner="w", session_id="buried")
+    await queue.enqueue(_batch(session="waiting", ids=("w1",)))
+    clock.advance(10)
+    steps = []
+    while (step := await queue.purge_delivered(older_than=clock.now, limit=2)) > 0:
+        steps.append(step)
+        assert len(steps) < 20
+    assert all(step <= 2 for step in steps)
+    assert sum(steps) >= 6  # five delivered turns and the finished session "done"
+    assert await queue.session_progress("done") == SessionProgress()
+    assert (await queue.session_progress("waiting")).queued == 1
+    assert (await queue.session_progress("buried")).dead_lettered == 1
+    assert len(await queue.dead_letters(limit=10, include_replayed=True)) == 1
+    assert (await queue.enqueue(_batch(session="done", ids=("d9",)))).accepted == 1
+    assert (await queue.stats()).depth == 2
+
+
 async def _random_history(queue: TurnQueue, clock: FakeClock, seed: int) -> None:
     """Enqueue, deliver, dead-letter, replay, retry and purge in a seeded random order."""
     rng = random.Random(seed)

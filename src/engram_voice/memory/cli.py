@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import structlog
 import uvicorn
-from litestar import Litestar, get
+from litestar import Litestar, Response, get
 from litestar.datastructures import State
 from litestar.plugins.prometheus import PrometheusController
 
@@ -35,9 +35,16 @@ _logger = structlog.get_logger("engram_voice.memory.cli")
 
 
 @get("/healthz", tags=["health"])
-async def _healthz() -> dict[str, str]:
-    """Answer 200 while the worker process runs."""
-    return {"status": "ok"}
+async def _healthz(state: State) -> Response[dict[str, str]]:
+    """Answer 200 while the delivery loop runs, 503 once it has ended (restart the process).
+
+    Never looks at the queue or Zep: a locked file or a Zep outage shows on ``/status``
+    and in the metrics, and restarting would not cure either.
+    """
+    runtime: MemoryRuntime = state.memory
+    if runtime.worker_running:
+        return Response({"status": "ok"})
+    return Response({"status": "worker stopped"}, status_code=503)
 
 
 @get("/status", tags=["health"])

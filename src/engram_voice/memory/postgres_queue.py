@@ -60,7 +60,21 @@ __all__ = ["PostgresTurnQueue", "describe_error"]
 _logger = structlog.get_logger("engram_voice.memory.queue")
 _MAX_GROUP = 512
 _WRITERS = 3
-_PURGE_CHUNK = 5000
+_PURGE_TURNS = (
+    "DELETE FROM memory_turns WHERE seq IN (SELECT seq FROM memory_turns "
+    "WHERE state = 1 AND delivered_at < %s LIMIT %s)"
+)
+_PURGE_LETTERS = (
+    "DELETE FROM memory_dead_letters WHERE id IN (SELECT id FROM memory_dead_letters "
+    "WHERE replayed_at IS NOT NULL AND replayed_at < %s LIMIT %s)"
+)
+_PURGE_SESSIONS = (
+    "DELETE FROM memory_sessions WHERE session_id IN (SELECT s.session_id "
+    "FROM memory_sessions s WHERE s.created_at < %s AND s.pending = 0 "
+    "AND s.lease_owner IS NULL AND NOT EXISTS "
+    "(SELECT 1 FROM memory_turns t WHERE t.session_id = s.session_id) LIMIT %s) "
+    "AND pending = 0 AND lease_owner IS NULL"
+)
 _MAX_KNOWN = 100_000
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -477,18 +491,26 @@ class PostgresTurnQueue:
                 total += moved.rowcount
             return total
 
-    async def purge_delivered(self, *, older_than: float) -> int:
-        """Delete turns delivered before ``older_than``, in short chunked transactions."""
-        total = 0
-        while True:
-            deleted = await self._changed(
-                "DELETE FROM memory_turns WHERE seq IN (SELECT seq FROM memory_turns "
-                "WHERE state = 1 AND delivered_at < %s LIMIT %s)",
-                (older_than, _PURGE_CHUNK),
-            )
-            total += deleted
-            if deleted < _PURGE_CHUNK:
-                return total
+    async def purge_delivered(self, *, older_than: float, limit: int = 1000) -> int:
+        """Remove one bounded step of what retention no longer needs (one transaction).
+
+        At most ``limit`` rows: turns delivered before ``older_than``, then dead letters
+        replayed before it, then sessions created before it with nothing pending, no
+        lease and no turn left. Pending turns and unreplayed dead letters stay. A session
+        removed here while a replica still caches it is created again by that replica's
+        next write (see :mod:`engram_voice.memory.postgres_writes`); a write racing the
+        delete locks the row first, and the delete re-checks ``pending = 0`` after it.
+        """
+        async with self._conn() as conn:
+            cursor = await conn.execute(_PURGE_TURNS, (older_than, limit))
+            removed = cursor.rowcount
+            if removed < limit:
+                cursor = await conn.execute(_PURGE_LETTERS, (older_than, limit - removed))
+                removed += cursor.rowcount
+            if removed < limit:
+                cursor = await conn.execute(_PURGE_SESSIONS, (older_than, limit - removed))
+                removed += cursor.rowcount
+        return removed
 
     async def _changed(self, sql: str, params: tuple[Any, ...]) -> int:
         async with self._conn() as conn:

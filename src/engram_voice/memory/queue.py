@@ -207,5 +207,14 @@ class TurnQueue(Protocol):
     async def replay(self, ids: Sequence[int] | None, *, now: float) -> int:
         """Put dead letters (all unreplayed when ``ids`` is None) back in the queue."""
 
-    async def purge_delivered(self, *, older_than: float) -> int:
-        """Forget delivered turns accepted before ``older_than`` (ends their dedup window)."""
+    async def purge_delivered(self, *, older_than: float, limit: int = 1000) -> int:
+        """Remove one bounded step of what retention no longer needs; return the work done.
+
+        In one short transaction: at most ``limit`` rows of delivered turns delivered
+        before ``older_than`` (their dedup window ends), dead letters replayed before it,
+        and sessions with nothing left (nothing pending, no turn, no lease). Pending turns
+        and unreplayed dead letters are never removed. A backend may add bounded storage
+        upkeep to the step (SQLite hands free pages back) and count it. A result of at
+        least ``limit`` means there is more: :class:`~engram_voice.memory.retention.Retention`
+        calls again after a pause, so writes never wait behind more than one step.
+        """

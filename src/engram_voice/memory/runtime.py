@@ -93,6 +93,11 @@ class MemoryRuntime:
         if self.sink is None:
             _logger.warning("memory.sink_unconfigured", hint="set ZEP_API_URL and ZEP_API_KEY")
 
+    @property
+    def worker_running(self) -> bool:
+        """Return True while this process's delivery loop runs (False when it has ended)."""
+        return self._worker_task is not None and not self._worker_task.done()
+
     async def stop(self, *, grace_seconds: float = 15.0) -> None:
         """Finish in-flight deliveries (within ``grace_seconds``), keep the rest queued, close."""
         if self.worker is not None:

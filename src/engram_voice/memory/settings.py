@@ -169,6 +169,20 @@ class MemorySettings(msgspec.Struct, frozen=True):
     def from_env(cls, reader: EnvReader) -> MemorySettings:
         """Read the memory settings (``MEMORY_*`` and ``ZEP_*``)."""
         queue = reader.choice("MEMORY_QUEUE", "sqlite", ("sqlite", "postgres"))
+        token_ttl_seconds = reader.integer(
+            "MEMORY_TOKEN_TTL_SECONDS", 2700, minimum=60, maximum=7 * _DAY
+        )
+        retain_delivered_seconds = reader.number(
+            "MEMORY_RETAIN_DELIVERED_SECONDS", 3.0 * _DAY, minimum=60, maximum=365.0 * _DAY
+        )
+        if retain_delivered_seconds < token_ttl_seconds:
+            # A browser may post a turn again as long as its token is valid: the queue must
+            # still know the turn then, or the retry is stored and delivered a second time.
+            reader.fail(
+                f"MEMORY_RETAIN_DELIVERED_SECONDS={retain_delivered_seconds:g} must be at least "
+                f"MEMORY_TOKEN_TTL_SECONDS={token_ttl_seconds} (the dedup window must cover "
+                "a memory token's lifetime)"
+            )
         return cls(
             enabled=reader.flag("MEMORY_ENABLED", default=True),
             queue=queue,
@@ -186,15 +200,11 @@ class MemorySettings(msgspec.Struct, frozen=True):
             poll_seconds=reader.number("MEMORY_POLL_SECONDS", 1.0, minimum=0.05, maximum=60),
             lease_seconds=reader.number("MEMORY_LEASE_SECONDS", 15.0, minimum=1, maximum=3600),
             batch_turns=reader.integer("MEMORY_CLAIM_TURNS", 300, minimum=1, maximum=10_000),
-            token_ttl_seconds=reader.integer(
-                "MEMORY_TOKEN_TTL_SECONDS", 2700, minimum=60, maximum=7 * _DAY
-            ),
+            token_ttl_seconds=token_ttl_seconds,
             rate_per_minute=reader.integer(
                 "MEMORY_RATE_PER_MINUTE", 240, minimum=1, maximum=1_000_000
             ),
-            retain_delivered_seconds=reader.number(
-                "MEMORY_RETAIN_DELIVERED_SECONDS", 7.0 * _DAY, minimum=60, maximum=365.0 * _DAY
-            ),
+            retain_delivered_seconds=retain_delivered_seconds,
             retry=RetrySettings.from_env(reader),
             zep=ZepSettings.from_env(reader),
             postgres=PostgresSettings.from_env(reader, required=queue == "postgres"),

@@ -38,6 +38,14 @@ from engram_voice.memory.queue import (
     SessionMismatchError,
     SessionProgress,
 )
+from engram_voice.memory.sqlite_retention import (
+    StorageFigures,
+    prepare_file,
+    purge_step,
+    reclaim_step,
+    storage_figures,
+    upgrade_file,
+)
 from engram_voice.memory.sqlite_schema import PENDING, PROGRESS_SQL, SCHEMA, STATS_SQL, claim_sql
 from engram_voice.memory.sqlite_writes import describe_error, set_state, transaction, write_group
 
@@ -48,6 +56,8 @@ _T = TypeVar("_T")
 _MAX_GROUP = 512
 _READ_BUSY_SECONDS = 0.25
 """How long a status read waits for a lock (WAL readers rarely wait at all)."""
+_UPGRADE_BUSY_SECONDS = 60.0
+"""How long opening waits for another process's one-time file upgrade (a ``VACUUM``)."""
 
 
 class SqliteTurnQueue:
@@ -97,10 +107,13 @@ class SqliteTurnQueue:
         conn = sqlite3.connect(
             self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
         )
+        prepare_file(conn)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
         conn.executescript(SCHEMA)
+        upgrade_file(conn, busy_seconds=_UPGRADE_BUSY_SECONDS)
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
         return conn
 
     def _connect_reader(self) -> sqlite3.Connection:
@@ -403,10 +416,27 @@ class SqliteTurnQueue:
 
         return await self._run(work)
 
-    async def purge_delivered(self, *, older_than: float) -> int:
-        """Delete turns delivered before ``older_than``; their dedup window ends."""
-        sql = "DELETE FROM turns WHERE state=1 AND delivered_at < ?"
-        return await self._changed(sql, (older_than,))
+    async def purge_delivered(self, *, older_than: float, limit: int = 1000) -> int:
+        """Remove one bounded step of what retention no longer needs; return the work done.
+
+        One transaction deletes at most ``limit`` rows (delivered turns delivered before
+        ``older_than``, then replayed dead letters, then finished sessions: see
+        :mod:`engram_voice.memory.sqlite_retention`). When rows are all gone, the same
+        call hands up to ``limit`` surplus free pages back to the file system. Returns
+        rows deleted plus pages released: at least ``limit`` means "call again".
+        """
+
+        def work(conn: sqlite3.Connection) -> int:
+            removed = purge_step(conn, older_than=older_than, limit=limit)
+            if removed >= limit:
+                return removed
+            return removed + reclaim_step(conn, limit=limit)
+
+        return await self._run(work)
+
+    async def storage(self) -> StorageFigures:
+        """Return the queue file's pages, free pages and page size (SQLite only)."""
+        return await self._run(storage_figures)
 
     async def _changed(self, sql: str, params: tuple[Any, ...]) -> int:
         def work(conn: sqlite3.Connection) -> int:

@@ -4,6 +4,8 @@
 what makes enqueue idempotent. ``state`` is 0 pending, 1 delivered (text dropped, key
 kept for dedup until purged), 2 dead-lettered. ``sessions`` carries per-session
 delivery state: owner identity, pending count, attempts, backoff and the lease.
+Retention (:mod:`engram_voice.memory.sqlite_retention`) removes delivered turns, replayed
+dead letters and finished sessions (``sessions_created`` finds the old ones).
 
 ``queue_counters`` is one row of running totals for ``/status`` (pending turns, sessions
 with pending turns, unreplayed dead letters, last delivery), kept by triggers in the same
@@ -34,6 +36,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     lease_until     REAL
 );
 CREATE INDEX IF NOT EXISTS sessions_ready ON sessions(next_attempt_at) WHERE pending > 0;
+CREATE INDEX IF NOT EXISTS sessions_created ON sessions(created_at);
 
 CREATE TABLE IF NOT EXISTS turns (
     seq            INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -67,6 +67,12 @@ def _session_owner(conn: sqlite3.Connection, batch: EnqueueBatch, now: float) ->
     return user_id, agent
 
 
+def _add_pending(conn: sqlite3.Connection, session_id: str, accepted: int) -> bool:
+    """Count ``accepted`` new pending turns on the session; False when its row is gone."""
+    sql = "UPDATE sessions SET pending=pending+? WHERE session_id=?"
+    return conn.execute(sql, (accepted, session_id)).rowcount > 0
+
+
 def write_group(
     conn: sqlite3.Connection,
     batches: list[EnqueueBatch],
@@ -92,11 +98,11 @@ def write_group(
                     for mid, role, text, at in batch.turns
                 ],
             ).rowcount
-            if accepted:
-                conn.execute(
-                    "UPDATE sessions SET pending=pending+? WHERE session_id=?",
-                    (accepted, batch.session_id),
-                )
+            if accepted and not _add_pending(conn, batch.session_id, accepted):
+                # Retention removed the finished session since this process cached its
+                # owner (maybe in another process): store the row again, then count.
+                _session_owner(conn, batch, now)
+                _add_pending(conn, batch.session_id, accepted)
             results.append(EnqueueResult(accepted=accepted, duplicates=len(batch.turns) - accepted))
     if len(owners) > _MAX_OWNERS:
         owners.clear()

@@ -27,13 +27,13 @@ from engram_voice.memory.circuit import CircuitBreaker
 from engram_voice.memory.delivery import Batch, Deferred, Delivered, Deliverer, pack_batches
 from engram_voice.memory.lease import LeaseLostError, SessionLease
 from engram_voice.memory.queue import ClaimedSession, QueueUnavailableError, TurnQueue
+from engram_voice.memory.retention import Retention
 from engram_voice.memory.settings import MemorySettings
 
 __all__ = ["DeliveryWorker", "DrainReport", "WorkerOptions"]
 
 _logger = structlog.get_logger("engram_voice.memory.worker")
 _GAUGE_INTERVAL = 1.0
-_PURGE_INTERVAL = 3600.0
 
 
 class WorkerOptions(msgspec.Struct, frozen=True):
@@ -48,7 +48,7 @@ class WorkerOptions(msgspec.Struct, frozen=True):
     backoff_max_seconds: float = 300.0
     max_attempts: int = 25
     max_age_seconds: float = 3 * 86_400.0
-    retain_delivered_seconds: float = 7 * 86_400.0
+    retain_delivered_seconds: float = 3 * 86_400.0
 
     @classmethod
     def from_settings(cls, settings: MemorySettings) -> WorkerOptions:
@@ -105,7 +105,10 @@ class DeliveryWorker:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_gauges = 0.0
-        self._next_purge = 0.0
+        self.retention = Retention(
+            queue, retain_seconds=options.retain_delivered_seconds, clock=clock
+        )
+        """Purges delivered turns hourly in the background, in bounded steps."""
         self.last_success_at: float | None = None
         self.last_error: str | None = None
         self.on_delivered: Callable[[str], None] | None = None
@@ -180,6 +183,7 @@ class DeliveryWorker:
             except TimeoutError:
                 pass
             self._wake.clear()
+        await self.retention.stop()
         _logger.info("memory.worker_stopped", owner=self.owner)
 
     async def cancel_in_flight(self) -> None:
@@ -205,12 +209,7 @@ class DeliveryWorker:
                 metrics.QUEUE_DEPTH.set(stats.depth)
                 oldest = stats.oldest_pending_at
                 metrics.QUEUE_OLDEST_AGE.set(max(0.0, now - oldest) if oldest else 0.0)
-        if now >= self._next_purge:
-            self._next_purge = now + _PURGE_INTERVAL
-            older_than = now - self._options.retain_delivered_seconds
-            purged = await self._queue.purge_delivered(older_than=older_than)
-            if purged:
-                _logger.info("memory.delivered_purged", turns=purged)
+        self.retention.start_if_due(now)
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         """Return the delay before attempt ``attempts + 1``: exponential, jittered, capped."""
