@@ -117,7 +117,7 @@ async def test_the_dev_stack_mints_a_key_that_opens_one_webrtc_call(stack: DevSt
         body = minted.json()
         assert body["client_secret"]["value"].startswith("ek_")
         assert body["memory"]["token"]
-        assert status["memory"]["sink"]["kind"] == "zep"
+        assert status["memory"]["sink"]["kind"] == "zep-v2"
         webrtc_url = httpx.URL(body["webrtc_url"])
         emulator = f"{webrtc_url.scheme}://{webrtc_url.host}:{webrtc_url.port}"
         async with httpx.AsyncClient(base_url=emulator, timeout=20) as http:

@@ -84,6 +84,7 @@ def fixture_make_service(
             "AZURE_OPENAI_API_KEY": emulator.keys[0],
             "MEMORY_TOKEN_KEYS": f"k1:{TOKEN_SECRET}",
             "MEMORY_SQLITE_PATH": str(tmp_path / "queue.sqlite3"),
+            "ZEP_API": "v2",
             "ZEP_API_URL": zep_url,
             "ZEP_API_KEY": ZEP_KEY,
             "ZEP_TIMEOUT_SECONDS": "2",

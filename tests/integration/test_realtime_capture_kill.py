@@ -27,6 +27,7 @@ async def test_kill_9_mid_call_loses_no_captured_turn(emulator: Emulator, tmp_pa
     zep = Zep(tmp_path)  # not started yet: nothing can be delivered before the kill
     env = service_env(
         emulator,
+        ZEP_API="v2",
         ZEP_API_URL=zep.url,
         ZEP_API_KEY=ZEP_KEY,
         ZEP_TIMEOUT_SECONDS="1",

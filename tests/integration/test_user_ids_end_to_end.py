@@ -63,6 +63,7 @@ def _env(urls: tuple[str, str, str], **extra: str) -> dict[str, str]:
         "MEMORY_TOKEN_KEYS": f"k1:{'a' * 64}",
         "MEMORY_SQLITE_PATH": str(Path(tempfile.mkdtemp(prefix="engram-ids-")) / "queue.db"),
         "SERVE_WEB": "false",
+        "ZEP_API": "v2",
         "ZEP_API_URL": zep,
         "ZEP_API_KEY": ZEP_KEY,
         "MEMORY_POLL_SECONDS": "0.05",

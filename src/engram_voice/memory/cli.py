@@ -26,6 +26,7 @@ from engram_voice.errors import ConfigurationError
 from engram_voice.logs import configure_logging
 from engram_voice.memory.runtime import MemoryRuntime, build_memory_runtime
 from engram_voice.memory.settings import MemorySettings
+from engram_voice.memory.sinks import sink_configured
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from engram_voice.settings import ProcessSettings, load_settings
 
@@ -49,7 +50,7 @@ async def _status(state: State) -> dict[str, Any]:
 
 def create_worker_app(settings: MemorySettings) -> Litestar:
     """Build the worker process's app: the worker in its lifespan, health, status, metrics."""
-    if settings.zep.api_url is None:
+    if not sink_configured(settings):
         raise ConfigurationError("the memory worker needs ZEP_API_URL and ZEP_API_KEY")
 
     @asynccontextmanager
@@ -87,7 +88,7 @@ def run_worker(settings: MemorySettings, *, host: str = "127.0.0.1", port: int =
 def _worker_settings(reader: EnvReader) -> tuple[ProcessSettings, MemorySettings]:
     process = ProcessSettings.from_env(reader, default_port=8001)
     memory = MemorySettings.from_env(reader)
-    if memory.zep.api_url is None:
+    if not sink_configured(memory):
         reader.fail("ZEP_API_URL and ZEP_API_KEY are required by the memory worker")
     return process, memory
 

@@ -13,9 +13,15 @@ import msgspec
 from engram_voice.credentials.secret import Secret
 from engram_voice.envreader import EnvReader
 
-__all__ = ["MemorySettings", "RetrySettings", "ZepSettings"]
+__all__ = ["ZEP_APIS", "MemorySettings", "RetrySettings", "ZepSettings"]
 
 _DAY = 86_400
+
+
+ZEP_APIS = ("v4", "v2")
+"""``v4``: Zep Cloud through zep-cloud 4.x (threads); ``v2``: self-hosted servers (zep-python)."""
+_DEFAULT_MAX_CHARS = {"v4": 4096, "v2": 2500}
+"""Zep's content limit per message: 4,096 on Zep Cloud v4, 2,500 on small v2 plans."""
 
 
 class ZepSettings(msgspec.Struct, frozen=True):
@@ -26,6 +32,7 @@ class ZepSettings(msgspec.Struct, frozen=True):
     timeout_seconds: float
     connect_timeout_seconds: float
     max_message_chars: int
+    api: str = "v4"
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> ZepSettings:
@@ -38,7 +45,9 @@ class ZepSettings(msgspec.Struct, frozen=True):
                 reader.fail(f"ZEP_API_URL={url!r} must be an http(s) URL, e.g. https://zep.example")
             if key is None:
                 reader.fail("ZEP_API_KEY is required when ZEP_API_URL is set")
+        api = reader.choice("ZEP_API", "v4", ZEP_APIS)
         return cls(
+            api=api,
             api_url=url.rstrip("/") if url else None,
             api_key=Secret(key) if key else None,
             timeout_seconds=reader.number("ZEP_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=120),
@@ -46,7 +55,10 @@ class ZepSettings(msgspec.Struct, frozen=True):
                 "ZEP_CONNECT_TIMEOUT_SECONDS", 3.0, minimum=0.1, maximum=60
             ),
             max_message_chars=reader.integer(
-                "ZEP_MAX_MESSAGE_CHARS", 2500, minimum=100, maximum=100_000
+                "ZEP_MAX_MESSAGE_CHARS",
+                _DEFAULT_MAX_CHARS.get(api, 4096),
+                minimum=1000,
+                maximum=100_000,
             ),
         )
 

@@ -1,0 +1,272 @@
+"""The sink state store in the queue's SQLite file (its own tables, its own schema version).
+
+``schema_versions`` holds one row per component that versions its tables in this file;
+at :meth:`SqliteSinkState.open` every migration newer than the stored ``sink_state``
+version runs, with the version bump, in one ``BEGIN IMMEDIATE`` transaction (so two
+processes opening an old file at once migrate it once). The queue's own tables are not
+touched. One connection on one thread does every read and write; the sink caches ids,
+so a batch costs two short transactions here (begin, complete).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from engram_voice.memory.sink import SinkMessage
+from engram_voice.memory.sink_state import MessageKey, PendingBatch
+
+__all__ = ["MIGRATIONS", "SCHEMA_COMPONENT", "SqliteSinkState"]
+
+_T = TypeVar("_T")
+SCHEMA_COMPONENT = "sink_state"
+MIGRATIONS: tuple[str, ...] = (
+    # 1: id map, batch in flight, delivered records
+    """
+    CREATE TABLE IF NOT EXISTS sink_ids (
+        sink       TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        our_id     TEXT NOT NULL,
+        sink_id    TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (sink, kind, our_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS sink_batches (
+        sink       TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        batch_key  TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        messages   BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (sink, session_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS sink_delivered (
+        sink         TEXT NOT NULL,
+        session_id   TEXT NOT NULL,
+        message_id   TEXT NOT NULL,
+        part         INTEGER NOT NULL,
+        delivered_at REAL NOT NULL,
+        PRIMARY KEY (sink, session_id, message_id, part)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS sink_delivered_age ON sink_delivered(delivered_at);
+    """,
+)
+"""Migration ``n`` (1-based) brings the tables to version ``n``; only ever append."""
+
+_VERSIONS = """
+CREATE TABLE IF NOT EXISTS schema_versions (
+    component TEXT PRIMARY KEY,
+    version   INTEGER NOT NULL
+)
+"""
+_MESSAGES = msgspec.msgpack.Encoder()
+_DECODE_MESSAGES = msgspec.msgpack.Decoder(list[SinkMessage])
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the missing migrations in one transaction; return the resulting version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_VERSIONS)
+        row = conn.execute(
+            "SELECT version FROM schema_versions WHERE component = ?", (SCHEMA_COMPONENT,)
+        ).fetchone()
+        version = row[0] if row else 0
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number > version:
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+        if version < len(MIGRATIONS):
+            conn.execute(
+                "INSERT INTO schema_versions(component, version) VALUES (?, ?) "
+                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                (SCHEMA_COMPONENT, len(MIGRATIONS)),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return max(version, len(MIGRATIONS))
+
+
+class SqliteSinkState:
+    """A :class:`~engram_voice.memory.sink_state.SinkStateStore` in one SQLite file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        sink: str,
+        synchronous: str = "full",
+        busy_timeout: float = 3.0,
+    ) -> None:
+        self._path = Path(path)
+        self._sink = sink
+        self._synchronous = synchronous.upper()
+        self._busy_timeout = busy_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteSinkState(path={str(self._path)!r}, sink={self._sink!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+        migrate(conn)
+        return conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn, executor = self._conn, self._executor
+        if conn is None or executor is None:
+            raise RuntimeError("the sink state store is not open")
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
+
+    async def open(self) -> None:
+        """Open the file and bring the sink tables to the current version."""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-state")
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+
+    async def close(self) -> None:
+        """Close the connection and its thread."""
+        conn, self._conn = self._conn, None
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor.shutdown(wait=True)
+
+    async def get_id(self, kind: str, our_id: str) -> str | None:
+        """Return the sink's id stored for ``(kind, our_id)``, or None."""
+
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT sink_id FROM sink_ids WHERE sink = ? AND kind = ? AND our_id = ?",
+                (self._sink, kind, our_id),
+            ).fetchone()
+            return str(row[0]) if row else None
+
+        return await self._run(read)
+
+    async def put_id(self, kind: str, our_id: str, sink_id: str, *, now: float) -> None:
+        """Store (or replace) the sink's id for ``(kind, our_id)``."""
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO sink_ids(sink, kind, our_id, sink_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(sink, kind, our_id) "
+                "DO UPDATE SET sink_id = excluded.sink_id, created_at = excluded.created_at",
+                (self._sink, kind, our_id, sink_id, now),
+            )
+        )
+
+    async def forget_id(self, kind: str, our_id: str) -> None:
+        """Drop a stored id."""
+        await self._run(
+            lambda conn: conn.execute(
+                "DELETE FROM sink_ids WHERE sink = ? AND kind = ? AND our_id = ?",
+                (self._sink, kind, our_id),
+            )
+        )
+
+    async def pending(self, session_id: str) -> PendingBatch | None:
+        """Return the session's batch in flight, if any."""
+
+        def read(conn: sqlite3.Connection) -> PendingBatch | None:
+            row = conn.execute(
+                "SELECT batch_key, target, messages FROM sink_batches "
+                "WHERE sink = ? AND session_id = ?",
+                (self._sink, session_id),
+            ).fetchone()
+            if row is None:
+                return None
+            return PendingBatch(key=row[0], target=row[1], messages=_DECODE_MESSAGES.decode(row[2]))
+
+        return await self._run(read)
+
+    async def begin(self, session_id: str, batch: PendingBatch, *, now: float) -> None:
+        """Record the batch as in flight before it is sent (replacing an older one)."""
+        blob = _MESSAGES.encode(batch.messages)
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO sink_batches(sink, session_id, batch_key, target, messages, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sink, session_id) DO UPDATE "
+                "SET batch_key = excluded.batch_key, target = excluded.target, "
+                "messages = excluded.messages, created_at = excluded.created_at",
+                (self._sink, session_id, batch.key, batch.target, blob, now),
+            )
+        )
+
+    async def abandon(self, session_id: str, key: str) -> None:
+        """Drop the batch in flight with this key."""
+        await self._run(
+            lambda conn: conn.execute(
+                "DELETE FROM sink_batches WHERE sink = ? AND session_id = ? AND batch_key = ?",
+                (self._sink, session_id, key),
+            )
+        )
+
+    async def complete(
+        self, session_id: str, key: str, delivered: Sequence[MessageKey], *, now: float
+    ) -> None:
+        """Drop the batch in flight and record its messages as delivered, atomically."""
+        rows = [(self._sink, session_id, mid, part, now) for mid, part in delivered]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "DELETE FROM sink_batches WHERE sink = ? AND session_id = ? AND batch_key = ?",
+                    (self._sink, session_id, key),
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO sink_delivered(sink, session_id, message_id, part, "
+                    "delivered_at) VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(write)
+
+    async def delivered(self, session_id: str, keys: Sequence[MessageKey]) -> set[MessageKey]:
+        """Return which of ``keys`` are recorded as delivered."""
+        if not keys:
+            return set()
+        wanted = {mid for mid, _ in keys}
+
+        def read(conn: sqlite3.Connection) -> set[MessageKey]:
+            found = conn.execute(
+                "SELECT message_id, part FROM sink_delivered WHERE sink = ? AND session_id = ? "
+                "AND message_id IN (SELECT value FROM json_each(?))",
+                (self._sink, session_id, json.dumps(sorted(wanted))),
+            ).fetchall()
+            return {(str(mid), int(part)) for mid, part in found} & set(keys)
+
+        return await self._run(read)
+
+    async def purge(self, *, older_than: float) -> int:
+        """Forget delivered records older than ``older_than``; return how many."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM sink_delivered WHERE sink = ? AND delivered_at < ?",
+                (self._sink, older_than),
+            )
+            return cursor.rowcount
+
+        return await self._run(write)
