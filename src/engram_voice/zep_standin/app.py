@@ -1,21 +1,22 @@
-"""The Zep stand-in's HTTP app: the ``/api/v2`` subset zep-python uses, plus an admin API.
+"""The Zep stand-in's HTTP app: the v2 and v4 API subsets the SDKs use, plus an admin API.
 
-API calls need ``Authorization: Api-Key <key>`` (as the SDK sends it) and answer errors
-as Zep does, ``{"message": ...}``. Paths are routed as sent, one id per path segment, and
-each id is percent-decoded after routing, as a server routing on the raw path does: so
-``/users/a%2Fb`` is the user ``a/b``, while ``/users/a/b`` (what an SDK that does not
+``/api/v2`` is what zep-python 2.0.2 uses, ``/api/v4`` what zep-cloud 4.x uses
+(:mod:`.v4_routes`).
+
+API calls need ``Authorization: Api-Key <key>`` (as both SDKs send it) and answer errors
+as Zep does: ``{"message": ...}`` on ``/api/v2``, ``{"error": {code, message, param,
+details, request_id}}`` on ``/api/v4``. Paths are routed as sent, one id per path segment,
+and each id is percent-decoded after routing, as a server routing on the raw path does:
+so ``/users/a%2Fb`` is the user ``a/b``, while ``/users/a/b`` (what an SDK that does not
 encode ids sends) is no route at all, 404. ``/_standin/faults`` injects failures and
 ``/_standin/state`` reports counts; both are for local development and tests only.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
-from collections import Counter
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -29,7 +30,11 @@ from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive
 from engram_voice.gcfreeze import freeze_startup_objects
 from engram_voice.zep_standin.config import ZepStandinConfig
 from engram_voice.zep_standin.faults import FaultPlan, Faults
+from engram_voice.zep_standin.gate import Standin, fail_after_store, gate, standin_of
+from engram_voice.zep_standin.gate import decode as _decode
 from engram_voice.zep_standin.store import MessageIn, StandinStore, ZepRuleError
+from engram_voice.zep_standin.v4_routes import V4_ROUTES
+from engram_voice.zep_standin.v4_store import V4Store
 
 __all__ = ["Standin", "create_standin_app"]
 
@@ -52,49 +57,10 @@ class _MemoryIn(msgspec.Struct, frozen=True):
     messages: list[MessageIn] | None = None
 
 
-@dataclass
-class Standin:
-    """What the stand-in's handlers share: config, store, faults and call counters."""
-
-    config: ZepStandinConfig
-    store: StandinStore
-    faults: Faults
-    calls: Counter[str] = field(default_factory=Counter)
-
-
-def _standin(request: Request[Any, Any, Any]) -> Standin:
-    standin: Standin = request.app.state.standin
-    return standin
-
-
-async def _gate(
-    request: Request[Any, Any, Any], call: str, *, memory_write: bool = False
-) -> Standin:
-    """Apply latency, injected faults and the API key check, in that order; count the call."""
-    standin = _standin(request)
-    standin.calls[call] += 1
-    if standin.faults.latency_ms:
-        await asyncio.sleep(standin.faults.latency_ms / 1000)
-    injected = standin.faults.take(memory_write=memory_write)
-    if injected is not None:
-        raise ZepRuleError(injected.status, injected.message, retry_after=injected.retry_after)
-    expected = f"Api-Key {standin.config.api_key.reveal()}"
-    if not hmac.compare_digest(request.headers.get("authorization", ""), expected):
-        raise ZepRuleError(401, "unauthorized: send Authorization: Api-Key <key>")
-    return standin
-
-
-def _decode(body: bytes, kind: type[Any]) -> Any:
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 raises the latter
-        raise ZepRuleError(400, f"invalid request body: {exc}") from None
-
-
 @post("/api/v2/users", status_code=HTTP_201_CREATED)
 async def add_user(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Create a user (400 when it exists)."""
-    standin = await _gate(request, "users.add")
+    standin = await gate(request, "users.add")
     body: _UserIn = _decode(await request.body(), _UserIn)
     return standin.store.add_user(body.user_id, msgspec.to_builtins(body))
 
@@ -102,14 +68,14 @@ async def add_user(request: Request[Any, Any, Any]) -> dict[str, Any]:
 @get("/api/v2/users/{user_id:str}")
 async def get_user(request: Request[Any, Any, Any], user_id: FromPath[str]) -> dict[str, Any]:
     """Return a user (404 when unknown)."""
-    standin = await _gate(request, "users.get")
+    standin = await gate(request, "users.get")
     return standin.store.get_user(unquote(user_id))
 
 
 @post("/api/v2/sessions", status_code=HTTP_201_CREATED)
 async def add_session(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Create a session (400 for an unknown user or a duplicate)."""
-    standin = await _gate(request, "sessions.add")
+    standin = await gate(request, "sessions.add")
     body: _SessionIn = _decode(await request.body(), _SessionIn)
     return standin.store.add_session(body.session_id, body.user_id, body.metadata)
 
@@ -117,23 +83,24 @@ async def add_session(request: Request[Any, Any, Any]) -> dict[str, Any]:
 @get("/api/v2/sessions/{session_id:str}")
 async def get_session(request: Request[Any, Any, Any], session_id: FromPath[str]) -> dict[str, Any]:
     """Return a session (404 when unknown)."""
-    standin = await _gate(request, "sessions.get")
+    standin = await gate(request, "sessions.get")
     return standin.store.get_session(unquote(session_id))
 
 
 @post("/api/v2/sessions/{session_id:str}/memory", status_code=200)
 async def add_memory(request: Request[Any, Any, Any], session_id: FromPath[str]) -> dict[str, Any]:
     """Append up to 30 messages atomically (400 on any rule, e.g. an existing uuid)."""
-    standin = await _gate(request, "memory.add", memory_write=True)
+    standin = await gate(request, "memory.add", memory_write=True)
     body: _MemoryIn = _decode(await request.body(), _MemoryIn)
     standin.store.add_messages(unquote(session_id), body.messages or [])
+    await fail_after_store(standin)
     return {"message": "OK"}
 
 
 @get("/api/v2/sessions/{session_id:str}/memory")
 async def get_memory(request: Request[Any, Any, Any], session_id: FromPath[str]) -> dict[str, Any]:
     """Return the session's messages in order (``lastn`` limits to the newest)."""
-    standin = await _gate(request, "memory.get")
+    standin = await gate(request, "memory.get")
     lastn_text = request.query_params.get("lastn") or ""
     lastn = int(lastn_text) if lastn_text.isdigit() else None
     messages = standin.store.messages(unquote(session_id), lastn)
@@ -145,7 +112,7 @@ async def get_message(
     request: Request[Any, Any, Any], session_id: FromPath[str], message_uuid: FromPath[str]
 ) -> dict[str, Any]:
     """Return one message by uuid (404 when the session does not hold it)."""
-    standin = await _gate(request, "messages.get")
+    standin = await gate(request, "messages.get")
     return standin.store.message(unquote(session_id), unquote(message_uuid))
 
 
@@ -158,7 +125,7 @@ async def healthz() -> dict[str, str]:
 @post("/_standin/faults", status_code=200)
 async def set_faults(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Install a fault plan, or clear it with ``{"clear": true}``."""
-    standin = _standin(request)
+    standin = standin_of(request)
     plan: FaultPlan = _decode(await request.body(), FaultPlan)
     standin.faults.set(plan)
     return {"mode": standin.faults.plan.mode, "latency_ms": standin.faults.latency_ms}
@@ -167,17 +134,42 @@ async def set_faults(request: Request[Any, Any, Any]) -> dict[str, Any]:
 @get("/_standin/state")
 async def state(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Report stored counts, calls per endpoint and injected faults."""
-    standin = _standin(request)
+    standin = standin_of(request)
     return {
-        "counts": standin.store.counts(),
+        "counts": {**standin.store.counts(), **standin.v4.counts()},
         "calls": dict(standin.calls),
         "faults": {"mode": standin.faults.plan.mode, "injected": standin.faults.injected},
     }
 
 
-def _zep_error(_: Request[Any, Any, Any], exc: ZepRuleError) -> Response[dict[str, str]]:
+def _zep_error(request: Request[Any, Any, Any], exc: ZepRuleError) -> Response[dict[str, Any]]:
+    """Answer a broken rule or an injected fault in the shape of the API that was called."""
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
-    return Response({"message": exc.message}, status_code=exc.status, headers=headers)
+    if exc.retry_after_ms is not None:
+        headers["retry-after-ms"] = str(exc.retry_after_ms)
+    if not request.url.path.startswith("/api/v4/"):
+        return Response({"message": exc.message}, status_code=exc.status, headers=headers)
+    error = {
+        "code": exc.code or _V4_CODES.get(exc.status, "error"),
+        "message": exc.message,
+        "param": exc.param,
+        "details": None,
+        "request_id": str(uuid.uuid4()),
+    }
+    return Response({"error": error}, status_code=exc.status, headers=headers)
+
+
+_V4_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    409: "conflict",
+    422: "unprocessable",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
 
 
 class _RawPathLitestar(Litestar):
@@ -206,13 +198,15 @@ def create_standin_app(config: ZepStandinConfig, *, store: StandinStore | None =
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own = store or StandinStore(config.db_path, max_content_chars=config.max_content_chars)
+        v4 = V4Store(config.db_path, idempotency_ttl_s=config.idempotency_ttl_s)
         app.state.standin = Standin(
-            config=config, store=own, faults=Faults(latency_ms=config.latency_ms)
+            config=config, store=own, v4=v4, faults=Faults(latency_ms=config.latency_ms)
         )
         freeze_startup_objects()  # a steady stand-in: no full-GC stalls in latency runs
         try:
             yield
         finally:
+            v4.close()
             if store is None:
                 own.close()
 
@@ -225,6 +219,7 @@ def create_standin_app(config: ZepStandinConfig, *, store: StandinStore | None =
             add_memory,
             get_memory,
             get_message,
+            *V4_ROUTES,
             healthz,
             set_faults,
             state,

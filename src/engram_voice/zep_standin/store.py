@@ -46,13 +46,29 @@ CREATE INDEX IF NOT EXISTS messages_session ON messages(session_id, seq);
 
 
 class ZepRuleError(Exception):
-    """A request broke one of Zep's rules; ``status`` is what Zep answers."""
+    """A request broke one of Zep's rules; ``status`` is what Zep answers.
 
-    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
+    ``code`` and ``param`` fill the v4 error body (``{"error": {code, message, param}}``);
+    the v2 body carries only the message.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        retry_after_ms: int | None = None,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.retry_after_ms = retry_after_ms
+        self.code = code
+        self.param = param
 
 
 class MessageIn(msgspec.Struct, frozen=True):
