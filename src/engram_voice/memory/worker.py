@@ -161,6 +161,10 @@ class DeliveryWorker:
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 running -= done
+        except asyncio.CancelledError:
+            for task in running:  # cancelled from outside: in-flight sessions stop too
+                task.cancel()
+            raise
         finally:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)

@@ -68,8 +68,16 @@ def _key(*parts: object) -> str:
 
 
 def batch_key(thread: str, session_id: str, messages: Sequence[SinkMessage]) -> str:
-    """Return the deterministic ``Idempotency-Key`` of a batch (non-empty) for a thread."""
+    """Return the deterministic ``Idempotency-Key`` of a batch (non-empty) for a thread.
+
+    Derived from the thread, the session, the first and last (turn id, part), the count
+    and a digest of the contents: the same batch always gets the same key, and a batch
+    cut differently (another content limit) never reuses one.
+    """
     first, last = messages[0], messages[-1]
+    digest = hashlib.sha256()
+    for message in messages:
+        digest.update(message.content.encode("utf-8", "surrogatepass") + b"\x1f")
     return _key(
         "batch",
         thread,
@@ -79,6 +87,7 @@ def batch_key(thread: str, session_id: str, messages: Sequence[SinkMessage]) -> 
         last.message_id,
         last.part,
         len(messages),
+        digest.hexdigest(),
     )
 
 
@@ -246,24 +255,24 @@ class ZepCloudSink:
 
     async def _create_thread(self, session: SinkSession, replacing: str | None) -> str:
         user = await self._user(session.user_id)
-        key = _key("thread", session.session_id, replacing or "")
         try:
-            thread = await self._call(
-                "create thread",
-                lambda: self._client.thread.create(user_uuid=user, idempotency_key=key),
-            )
+            thread = await self._call_create_thread(session.session_id, user, replacing)
         except SinkRejectedError as exc:
             if exc.status != _NOT_FOUND:
                 raise
             user = await self._user(session.user_id, replacing=user)  # the user vanished
-            thread = await self._call(
-                "create thread",
-                lambda: self._client.thread.create(user_uuid=user, idempotency_key=key),
-            )
+            thread = await self._call_create_thread(session.session_id, user, replacing)
         if not thread.uuid_:
             raise SinkRejectedError("create thread: zep answered without a uuid")
         _logger.info("memory.zep_thread_created", session_id=session.session_id)
         return str(thread.uuid_)
+
+    async def _call_create_thread(self, session_id: str, user: str, replacing: str | None) -> Any:
+        key = _key("thread", session_id, user, replacing or "")
+        return await self._call(
+            "create thread",
+            lambda: self._client.thread.create(user_uuid=user, idempotency_key=key),
+        )
 
     async def _forget_thread(self, session_id: str) -> None:
         self._threads.drop(session_id)
