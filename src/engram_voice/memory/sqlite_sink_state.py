@@ -4,19 +4,22 @@
 at :meth:`SqliteSinkState.open` every migration newer than the stored ``sink_state``
 version runs, with the version bump, in one ``BEGIN IMMEDIATE`` transaction (so two
 processes opening an old file at once migrate it once). The queue's own tables are not
-touched. One connection on one thread does every read and write; the sink caches ids,
-so a batch costs two short transactions here (begin, complete).
+touched. One connection on one thread does every read and write. Writes are group
+committed: the writes of every session that arrive while a commit runs share the next
+transaction (each in its own savepoint), so many sessions in flight cost one commit
+(one fsync with ``synchronous=FULL``) together, not two each per batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -96,6 +99,29 @@ def migrate(conn: sqlite3.Connection) -> int:
     return max(version, len(MIGRATIONS))
 
 
+def _commit_group(
+    conn: sqlite3.Connection, writes: list[Callable[[sqlite3.Connection], Any]]
+) -> list[Any]:
+    """Run the writes in one transaction, each in a savepoint; return results or errors."""
+    results: list[Any] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for write in writes:
+            conn.execute("SAVEPOINT one")
+            try:
+                results.append(write(conn))
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK TO one")
+                results.append(exc)
+            conn.execute("RELEASE one")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
 class SqliteSinkState:
     """A :class:`~engram_voice.memory.sink_state.SinkStateStore` in one SQLite file."""
 
@@ -113,6 +139,10 @@ class SqliteSinkState:
         self._busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._waiting: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.commits = 0
+        """Group commits done (many writes share one)."""
 
     def __repr__(self) -> str:
         return f"SqliteSinkState(path={str(self._path)!r}, sink={self._sink!r})"
@@ -134,13 +164,44 @@ class SqliteSinkState:
             raise RuntimeError("the sink state store is not open")
         return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
 
+    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` in the next group commit; return its result once committed."""
+        if self._conn is None:
+            raise RuntimeError("the sink state store is not open")
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._waiting.append((fn, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_groups(), name="sink-state-writer")
+        return await future
+
+    async def _write_groups(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                writes = [fn for fn, _ in group]
+                results = await self._run(functools.partial(_commit_group, writes=writes))
+            except Exception as exc:  # noqa: BLE001 - handed to every caller of the group
+                results = [exc] * len(group)
+            else:
+                self.commits += 1
+            for (_, future), result in zip(group, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
     async def open(self) -> None:
         """Open the file and bring the sink tables to the current version."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-state")
         self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
 
     async def close(self) -> None:
-        """Close the connection and its thread."""
+        """Finish the writes in progress, close the connection and its thread."""
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
         conn, self._conn = self._conn, None
         executor, self._executor = self._executor, None
         if executor is None:
@@ -163,7 +224,7 @@ class SqliteSinkState:
 
     async def put_id(self, kind: str, our_id: str, sink_id: str, *, now: float) -> None:
         """Store (or replace) the sink's id for ``(kind, our_id)``."""
-        await self._run(
+        await self._write(
             lambda conn: conn.execute(
                 "INSERT INTO sink_ids(sink, kind, our_id, sink_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(sink, kind, our_id) "
@@ -174,7 +235,7 @@ class SqliteSinkState:
 
     async def forget_id(self, kind: str, our_id: str) -> None:
         """Drop a stored id."""
-        await self._run(
+        await self._write(
             lambda conn: conn.execute(
                 "DELETE FROM sink_ids WHERE sink = ? AND kind = ? AND our_id = ?",
                 (self._sink, kind, our_id),
@@ -199,7 +260,7 @@ class SqliteSinkState:
     async def begin(self, session_id: str, batch: PendingBatch, *, now: float) -> None:
         """Record the batch as in flight before it is sent (replacing an older one)."""
         blob = _MESSAGES.encode(batch.messages)
-        await self._run(
+        await self._write(
             lambda conn: conn.execute(
                 "INSERT INTO sink_batches(sink, session_id, batch_key, target, messages, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sink, session_id) DO UPDATE "
@@ -211,7 +272,7 @@ class SqliteSinkState:
 
     async def abandon(self, session_id: str, key: str) -> None:
         """Drop the batch in flight with this key."""
-        await self._run(
+        await self._write(
             lambda conn: conn.execute(
                 "DELETE FROM sink_batches WHERE sink = ? AND session_id = ? AND batch_key = ?",
                 (self._sink, session_id, key),
@@ -225,23 +286,17 @@ class SqliteSinkState:
         rows = [(self._sink, session_id, mid, part, now) for mid, part in delivered]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    "DELETE FROM sink_batches WHERE sink = ? AND session_id = ? AND batch_key = ?",
-                    (self._sink, session_id, key),
-                )
-                conn.executemany(
-                    "INSERT OR IGNORE INTO sink_delivered(sink, session_id, message_id, part, "
-                    "delivered_at) VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            conn.execute(
+                "DELETE FROM sink_batches WHERE sink = ? AND session_id = ? AND batch_key = ?",
+                (self._sink, session_id, key),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO sink_delivered(sink, session_id, message_id, part, "
+                "delivered_at) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
 
-        await self._run(write)
+        await self._write(write)
 
     async def delivered(self, session_id: str, keys: Sequence[MessageKey]) -> set[MessageKey]:
         """Return which of ``keys`` are recorded as delivered."""
