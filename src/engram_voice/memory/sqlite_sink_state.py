@@ -139,6 +139,8 @@ class SqliteSinkState:
         self._busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
         self._waiting: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0
@@ -158,8 +160,23 @@ class SqliteSinkState:
         migrate(conn)
         return conn
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        )
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+        conn.execute("PRAGMA query_only=1")
+        return conn
+
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         conn, executor = self._conn, self._executor
+        if conn is None or executor is None:
+            raise RuntimeError("the sink state store is not open")
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a read on the reading connection (WAL: it never waits for a commit)."""
+        conn, executor = self._read_conn, self._reader
         if conn is None or executor is None:
             raise RuntimeError("the sink state store is not open")
         return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
@@ -194,8 +211,11 @@ class SqliteSinkState:
 
     async def open(self) -> None:
         """Open the file and bring the sink tables to the current version."""
+        loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-state")
-        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        self._conn = await loop.run_in_executor(self._executor, self._connect)
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-state-read")
+        self._read_conn = await loop.run_in_executor(self._reader, self._connect_reader)
 
     async def close(self) -> None:
         """Finish the writes in progress, close the connection and its thread."""
@@ -204,11 +224,17 @@ class SqliteSinkState:
             self._writer = None
         conn, self._conn = self._conn, None
         executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
-        executor.shutdown(wait=True)
+        loop = asyncio.get_running_loop()
+        if executor is not None:
+            if conn is not None:
+                await loop.run_in_executor(executor, conn.close)
+            executor.shutdown(wait=True)
+        reader, self._reader = self._reader, None
+        read_conn, self._read_conn = self._read_conn, None
+        if reader is not None:
+            if read_conn is not None:
+                await loop.run_in_executor(reader, read_conn.close)
+            reader.shutdown(wait=True)
 
     async def get_id(self, kind: str, our_id: str) -> str | None:
         """Return the sink's id stored for ``(kind, our_id)``, or None."""
@@ -220,7 +246,7 @@ class SqliteSinkState:
             ).fetchone()
             return str(row[0]) if row else None
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def put_id(self, kind: str, our_id: str, sink_id: str, *, now: float) -> None:
         """Store (or replace) the sink's id for ``(kind, our_id)``."""
@@ -255,7 +281,7 @@ class SqliteSinkState:
                 return None
             return PendingBatch(key=row[0], target=row[1], messages=_DECODE_MESSAGES.decode(row[2]))
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def begin(self, session_id: str, batch: PendingBatch, *, now: float) -> None:
         """Record the batch as in flight before it is sent (replacing an older one)."""
@@ -312,7 +338,7 @@ class SqliteSinkState:
             ).fetchall()
             return {(str(mid), int(part)) for mid, part in found} & set(keys)
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def purge(self, *, older_than: float) -> int:
         """Forget delivered records older than ``older_than``; return how many."""

@@ -141,7 +141,9 @@ class DeliveryWorker:
                     report.circuit_open = True
                     break
                 limit = 1 if state == "half_open" else self._options.concurrency
-                if len(running) < limit:
+                # Claim once a quarter of the slots is free (every claim is a queue write):
+                # the pipeline stays full without a claim per finished session.
+                if len(running) <= limit - max(1, limit // 4):
                     claims = await self._queue.claim(
                         owner=self.owner,
                         sessions=limit - len(running),
