@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from zep_python.base_client import AsyncBaseClient
 from zep_cloud.client import AsyncZep
+from zep_python.base_client import AsyncBaseClient
 from zep_python.core.api_error import ApiError
 
 from engram_voice.credentials.secret import Secret
