@@ -73,9 +73,13 @@ class Zep:
         threads = await client.thread.list(page_size=1000)  # every user's: find ours by metadata
         for thread in threads.items or []:
             pager = await client.thread.list_messages(str(thread.uuid_), page_size=1000)
-            async for message in pager:
-                if (message.metadata or {}).get("session_id") == session_id:
-                    contents.append(message.content or "")
+            contents.extend(
+                [
+                    message.content or ""
+                    async for message in pager
+                    if (message.metadata or {}).get("session_id") == session_id
+                ]
+            )
         return contents
 
 
