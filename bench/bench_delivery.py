@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 import httpx
+from zep_cloud.client import AsyncZep
+from zep_cloud.types import AddMessage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -153,6 +155,31 @@ def _measure(
         _stop(process)
 
 
+async def _ceiling(zep: ServiceProcess, args: argparse.Namespace) -> float:
+    """Return msg/s of bare ``thread.add_messages`` calls (30 each) into the stand-in.
+
+    ``--concurrency`` calls in flight over 100 existing threads, no queue and no worker:
+    what the stand-in itself takes at most, the bound every worker number sits under.
+    """
+    client = AsyncZep(api_key=args.zep_key, base_url=f"{zep.base_url}/api/v4", max_retries=0)
+    threads = []
+    for n in range(100):
+        user = await client.user.create(user_id=f"ceiling-{secrets.token_hex(4)}-{n}")
+        thread = await client.thread.create(user_uuid=str(user.uuid_))
+        threads.append(str(thread.uuid_))
+    batch = [AddMessage(content=_TEXT, role="user", name="user") for _ in range(30)]
+    calls = max(1, args.messages // 30)
+    pending = iter(range(calls))
+
+    async def caller() -> None:
+        for n in pending:
+            await client.thread.add_messages(threads[n % len(threads)], messages=batch)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(args.concurrency)))
+    return calls * 30 / (time.perf_counter() - start)
+
+
 def main() -> None:
     """Run every configuration and print one table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -194,6 +221,11 @@ def main() -> None:
                     for rate, left in _measure(checkout, api, sessions, args, zep):
                         cells.append(f"{rate:9.0f}" + ("*" if left else " "))
                 print(f"  {name:34s}" + " ".join(cells), flush=True)
+            ceiling = asyncio.run(_ceiling(zep, args))
+            print(
+                f"  {'stand-in ceiling (bare SDK calls)':34s}{ceiling:9.0f}  (30 per call, "
+                f"{args.concurrency} in flight, no queue)"
+            )
             print(
                 "  (messages/s; 'new': sessions and users Zep has not seen, 'known': the same\n"
                 "   sessions again, in the same worker; * = not drained within the time bound;\n"
