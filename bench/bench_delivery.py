@@ -185,7 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--messages", type=int, default=6000, help="per configuration")
-    parser.add_argument("--concurrency", type=int, default=16, help="MEMORY_WORKER_CONCURRENCY")
+    parser.add_argument("--concurrency", type=int, default=32, help="MEMORY_WORKER_CONCURRENCY")
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60.0, help="time bound per run")
     parser.add_argument("--baseline", type=Path, default=Path("/work/main"))

@@ -144,7 +144,7 @@ class MemorySettings(msgspec.Struct, frozen=True):
             ),
             worker=reader.choice("MEMORY_WORKER", "inprocess", ("inprocess", "off")),
             worker_concurrency=reader.integer(
-                "MEMORY_WORKER_CONCURRENCY", 4, minimum=1, maximum=64
+                "MEMORY_WORKER_CONCURRENCY", 32, minimum=1, maximum=64
             ),
             poll_seconds=reader.number("MEMORY_POLL_SECONDS", 1.0, minimum=0.05, maximum=60),
             lease_seconds=reader.number("MEMORY_LEASE_SECONDS", 15.0, minimum=1, maximum=3600),

@@ -42,7 +42,7 @@ _PURGE_INTERVAL = 3600.0
 class WorkerOptions(msgspec.Struct, frozen=True):
     """How the worker claims, paces and gives up."""
 
-    concurrency: int = 4
+    concurrency: int = 32
     lease_seconds: float = 15.0
     claim_turns: int = 300
     poll_seconds: float = 1.0
