@@ -159,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     add_arguments(usage)
     usage.set_defaults(handler=_usage)
     standin = commands.add_parser(
-        "zep-standin", help="run the local Zep stand-in (the /api/v2 subset, SQLite)"
+        "zep-standin", help="run the local Zep stand-in (the /api/v2 and /api/v4 subsets, SQLite)"
     )
     standin.set_defaults(handler=_zep_standin)
     check = commands.add_parser(

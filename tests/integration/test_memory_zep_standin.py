@@ -185,3 +185,19 @@ async def test_a_body_that_is_not_utf8_json_is_a_400_like_zep(standin_url, path,
         answer = await http.post(path, content=body)
     assert answer.status_code == 400
     assert "invalid request body" in answer.json()["message"]
+
+
+async def test_store_then_fail_stores_a_v2_batch_and_loses_the_answer(standin_url):
+    """``store_then_fail`` stores the memory batch, answers 500, and a resend is a duplicate."""
+    client = _client(standin_url)
+    await _session(client)
+    async with httpx.AsyncClient(base_url=standin_url) as admin:
+        await admin.post("/_standin/faults", json={"mode": "store_then_fail", "count": 1})
+    batch = [_message("u1", "one"), _message("u2", "two")]
+    with pytest.raises(ApiError) as lost:
+        await client.memory.add(session_id="s1", messages=batch)
+    assert lost.value.status_code == 500
+    assert [m.content for m in (await client.memory.get("s1")).messages] == ["one", "two"]
+    with pytest.raises(ApiError) as resent:
+        await client.memory.add(session_id="s1", messages=batch)
+    assert resent.value.status_code == 400  # the v2 uuids already exist: nothing stored twice

@@ -173,3 +173,30 @@ async def test_the_v2_subset_still_answers_next_to_v4(zep):
     assert "message" in response.json()
     with pytest.raises(ApiError):
         await client.thread.get_context(str(uuid.uuid4()))
+
+
+async def test_v4_data_and_idempotency_keys_persist_across_restarts(tmp_path):
+    """Users, threads, messages and recorded keys survive a restart of the stand-in."""
+    key = "persist-key-0123456789"
+    with zep_v4_standin(tmp_path, api_key=key) as first:
+        client = first.client()
+        _, thread_uuid = await _thread(client)
+        batch = [AddMessage(content="kept", role="user")]
+        await client.thread.add_messages(thread_uuid, messages=batch, idempotency_key="b1")
+    with zep_v4_standin(tmp_path, api_key=key) as second:
+        client = second.client()
+        await client.thread.add_messages(thread_uuid, messages=batch, idempotency_key="b1")
+        page = await client.thread.list_messages(thread_uuid)
+    assert [m.content for m in page.items or []] == ["kept"]
+
+
+async def test_a_users_newest_thread_is_found_with_order_desc(zep):
+    """thread.list(user_uuid=, order="desc", page_size=1) is the user's newest thread only."""
+    client = zep.client()
+    user_uuid, _ = await _thread(client)
+    await _thread(client, "someone-else")
+    newest = await client.thread.create(user_uuid=user_uuid)
+    page = await client.thread.list(user_uuid=user_uuid, order="desc", page_size=1)
+    assert [t.uuid_ for t in page.items or []] == [newest.uuid_]
+    assert page.response is not None
+    assert page.response.total_size == 2

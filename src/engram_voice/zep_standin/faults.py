@@ -6,10 +6,11 @@ batch Zep refuses). ``store_then_fail`` and ``store_then_timeout`` also apply to
 writes only: the batch *is stored*, then the answer is lost, as when Zep commits a batch
 and the connection breaks before the reply arrives. ``store_then_fail`` answers 500;
 ``store_then_timeout`` holds the answer for ``hold_ms`` (the client's read timeout fires
-first), then answers 504. Clearing the plan releases held answers at once. The others
-apply to every call. ``throttle`` answers 429 with ``Retry-After`` (seconds) and, when
-``retry_after_ms`` is set, ``retry-after-ms`` (which the zep-cloud SDK prefers).
-``latency_ms`` delays every call (a slow Zep), with or without a fault.
+first), then answers 504. The others apply to every call. ``throttle`` answers 429 with
+``Retry-After`` (seconds) and, when ``retry_after_ms`` is set, ``retry-after-ms`` (which
+the zep-cloud SDK prefers). ``latency_ms`` delays every call (a slow Zep), with or
+without a fault. Installing or clearing a plan releases held answers and pending delays
+at once (so a test's clean-up is prompt).
 """
 
 from __future__ import annotations
@@ -111,9 +112,16 @@ class Faults:
             504, "stored, then the answer timed out (injected)", hold_ms=self.plan.hold_ms
         )
 
+    async def delay(self) -> None:
+        """Wait ``latency_ms`` before a call, or less when the plan changes (a slow Zep)."""
+        await self._wait(self.latency_ms)
+
     async def hold(self, injected: Injected) -> None:
         """Wait ``hold_ms`` before a held answer, or less when the plan changes."""
-        if injected.hold_ms:
+        await self._wait(injected.hold_ms)
+
+    async def _wait(self, milliseconds: int) -> None:
+        if milliseconds:
             released = self._released
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(released.wait(), injected.hold_ms / 1000)
+                await asyncio.wait_for(released.wait(), milliseconds / 1000)

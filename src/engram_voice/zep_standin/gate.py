@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,8 +41,7 @@ async def gate(
     """Apply latency, injected faults and the API key check, in that order; count the call."""
     standin = standin_of(request)
     standin.calls[call] += 1
-    if standin.faults.latency_ms:
-        await asyncio.sleep(standin.faults.latency_ms / 1000)
+    await standin.faults.delay()
     injected = standin.faults.take(memory_write=memory_write)
     if injected is not None:
         raise ZepRuleError(
