@@ -53,8 +53,10 @@ async def test_ids_batches_and_delivered_records_survive_a_reopen(tmp_path: Path
             ("b", 0),
         }
         assert await state.delivered("vs_2", [("a", 0)]) == set()
+        await state.begin("vs_2", batch, now=2.5)
         assert await state.purge(older_than=3.0) == 2
         assert await state.delivered("vs_1", [("a", 0)]) == set()
+        assert await state.pending("vs_2") is None
     finally:
         await state.close()
 

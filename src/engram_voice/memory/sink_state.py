@@ -77,4 +77,7 @@ class SinkStateStore(Protocol):
         """Return which of ``keys`` are recorded as delivered."""
 
     async def purge(self, *, older_than: float) -> int:
-        """Forget delivered records older than ``older_than``; return how many."""
+        """Forget delivered records (and batches left in flight) older than ``older_than``.
+
+        Returns how many delivered records were forgotten.
+        """

@@ -341,13 +341,17 @@ class SqliteSinkState:
         return await self._read(read)
 
     async def purge(self, *, older_than: float) -> int:
-        """Forget delivered records older than ``older_than``; return how many."""
+        """Forget delivered records (and batches left in flight) older than ``older_than``."""
 
         def write(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "DELETE FROM sink_batches WHERE sink = ? AND created_at < ?",
+                (self._sink, older_than),
+            )
             cursor = conn.execute(
                 "DELETE FROM sink_delivered WHERE sink = ? AND delivered_at < ?",
                 (self._sink, older_than),
             )
             return cursor.rowcount
 
-        return await self._run(write)
+        return await self._write(write)
