@@ -323,6 +323,32 @@ async def test_graceful_shutdown_during_delivery_loses_nothing(zep, make_service
 
 
 @pytest.mark.parametrize("api", ["v4", "v2"])
+async def test_kill_9_after_zep_stored_a_batch_stores_nothing_twice(zep, make_service, api):
+    """SIGKILL while Zep holds the answer to a batch it stored: after restart, and with more
+    turns packed differently, every turn is in Zep exactly once.
+    """
+    zep.api = api
+    zep.process.start()
+    zep.fault(mode="store_then_timeout", hold_ms=60_000)
+    env = {"ZEP_API": api, "ZEP_TIMEOUT_SECONDS": "30"}
+    service = make_service(zep.url, **env)
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+        assert (await _post(client, "vs_held", _turns("vs_held", 0, 5))).status_code == 202
+
+    def stored_and_held() -> bool:
+        faults: dict[str, int] = zep.state()["faults"]  # type: ignore[assignment]
+        return faults["injected"] >= 1
+
+    await async_poll_until(stored_and_held, timeout=20, what="Zep storing the batch")
+    service.kill()
+    zep.fault(clear=True)
+    restarted = make_service(zep.url, **env)
+    async with httpx.AsyncClient(base_url=restarted.base_url, timeout=10) as client:
+        assert (await _post(client, "vs_held", _turns("vs_held", 5, 3))).status_code == 202
+    await _wait_delivered(zep, {"vs_held": _expected("vs_held", 8)})
+
+
+@pytest.mark.parametrize("api", ["v4", "v2"])
 async def test_kill_9_during_a_slow_delivery_resumes_after_the_short_lease(zep, make_service, api):
     """A crash mid-call leaves leased sessions; a restart delivers them once the short lease ends.
 
