@@ -324,9 +324,7 @@ async def test_graceful_shutdown_during_delivery_loses_nothing(zep, make_service
 
 @pytest.mark.parametrize("api", ["v4", "v2"])
 async def test_kill_9_after_zep_stored_a_batch_stores_nothing_twice(zep, make_service, api):
-    """SIGKILL while Zep holds the answer to a batch it stored: after restart, and with more
-    turns packed differently, every turn is in Zep exactly once.
-    """
+    """A SIGKILL while Zep holds the answer to a batch it stored duplicates no turn."""
     zep.api = api
     zep.process.start()
     zep.fault(mode="store_then_timeout", hold_ms=60_000)
