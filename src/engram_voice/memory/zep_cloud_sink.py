@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -97,7 +97,12 @@ def _reference_time(message: SinkMessage) -> str:
     return dt.datetime.fromtimestamp(message.accepted_at, dt.UTC).isoformat()
 
 
-def _add_message(session: SinkSession, message: SinkMessage) -> AddMessage:
+def _add_message(session: SinkSession, message: SinkMessage) -> dict[str, Any]:
+    """Return one ``AddMessage`` as the plain mapping the SDK serialises (its fields only).
+
+    A mapping, not the pydantic model: the SDK encodes it in about 60% of the CPU time,
+    and delivery spends most of its CPU there.
+    """
     metadata: dict[str, Any] = {
         "message_id": message.message_id,
         "session_id": session.session_id,
@@ -105,13 +110,13 @@ def _add_message(session: SinkSession, message: SinkMessage) -> AddMessage:
     }
     if message.parts > 1:
         metadata.update(part=message.part + 1, parts=message.parts)
-    return AddMessage(
-        content=message.content,
-        role=message.role,
-        name=message.name,
-        reference_time=_reference_time(message),
-        metadata=metadata,
-    )
+    return {
+        "content": message.content,
+        "role": message.role,
+        "name": message.name,
+        "reference_time": _reference_time(message),
+        "metadata": metadata,
+    }
 
 
 def _detail(body: object) -> tuple[str | None, str | None]:
@@ -172,7 +177,10 @@ class ZepCloudSink:
         self._state = state
         self._clock = clock
         timeout = httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds)
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        # Keep as many idle connections as sessions can be in flight (MEMORY_WORKER_CONCURRENCY
+        # is at most 64): httpx keeps 20 by default, so 32 parallel calls would reconnect.
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=64)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
         self._client = AsyncZep(
             base_url=f"{settings.api_url}/api/v4",
             api_key=settings.api_key.reveal(),
@@ -355,7 +363,7 @@ class ZepCloudSink:
     async def _post(
         self, session: SinkSession, thread: str, key: str, messages: Sequence[SinkMessage]
     ) -> None:
-        payload = [_add_message(session, m) for m in messages]
+        payload = cast("list[AddMessage]", [_add_message(session, m) for m in messages])
         await self._call(
             "add messages",
             lambda: self._client.thread.add_messages(thread, messages=payload, idempotency_key=key),
