@@ -66,6 +66,7 @@ bench: install ## Run the benchmarks (loopback only) and print their reports
 	$(BIN)/python bench/bench_calls.py
 	$(BIN)/python bench/bench_capture.py
 	$(BIN)/python bench/bench_queue_pg.py
+	$(BIN)/python bench/bench_delivery.py
 
 constraints: ## Re-pin constraints.txt from pyproject.toml (needs the package registry)
 	$(UV) pip compile pyproject.toml --extra dev --extra emulator --no-header --no-annotate --quiet -o constraints.txt

@@ -229,6 +229,7 @@ def main() -> None:
             ["worker"],
             {
                 **env,
+                "ZEP_API": "v2",
                 "ZEP_API_URL": zep.base_url,
                 "ZEP_API_KEY": zep_key,
                 "MEMORY_WORKER_CONCURRENCY": "8",

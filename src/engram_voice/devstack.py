@@ -248,6 +248,7 @@ def run_dev_stack(env: Mapping[str, str], port: int | None = None) -> int:
                 "REALTIME_DEFAULT_UPSTREAM": env.get("REALTIME_DEFAULT_UPSTREAM", "voice-live"),
                 "MEMORY_TOKEN_KEYS": f"dev:{secrets.token_hex(32)}",
                 **queue_env,
+                "ZEP_API": "v4",  # Zep Cloud's API, served by the stand-in under /api/v4
                 "ZEP_API_URL": f"http://127.0.0.1:{zep_port}",
                 "ZEP_API_KEY": zep_key,
             },

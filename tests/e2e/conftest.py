@@ -136,6 +136,7 @@ def service_env(
         "REALTIME_DEFAULT_UPSTREAM": upstream,
         "MEMORY_TOKEN_KEYS": f"k1:{secrets.token_hex(32)}",
         "MEMORY_SQLITE_PATH": str(tmp / f"memory-queue-{upstream}.sqlite3"),
+        "ZEP_API": "v2",
         "ZEP_API_URL": zep.base_url,
         "ZEP_API_KEY": zep_key,
         # Quick retries so "Zep is back" shows within seconds, not minutes.

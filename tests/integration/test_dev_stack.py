@@ -117,7 +117,7 @@ async def test_the_dev_stack_mints_a_key_that_opens_one_webrtc_call(stack: DevSt
         body = minted.json()
         assert body["client_secret"]["value"].startswith("ek_")
         assert body["memory"]["token"]
-        assert status["memory"]["sink"]["kind"] == "zep"
+        assert status["memory"]["sink"]["kind"] == "zep-v4"
         webrtc_url = httpx.URL(body["webrtc_url"])
         emulator = f"{webrtc_url.scheme}://{webrtc_url.host}:{webrtc_url.port}"
         async with httpx.AsyncClient(base_url=emulator, timeout=20) as http:
@@ -195,7 +195,7 @@ def test_the_local_memory_can_be_read_with_the_sdk_as_the_docs_show(
 
     def delivered() -> bool:
         state = httpx.get(f"{zep_url}/_standin/state", timeout=5).json()
-        return bool(state["counts"]["messages"] >= 1)
+        return bool(state["counts"]["v4_messages"] >= 1)
 
     poll(delivered, "the turn did not reach the Zep stand-in")
     script = tmp_path / "read_memory.py"

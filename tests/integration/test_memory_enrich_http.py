@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from zep_cloud.client import AsyncZep
 from zep_python.base_client import AsyncBaseClient
 from zep_python.core.api_error import ApiError
 
@@ -25,7 +26,10 @@ SIGNER = MemoryTokenSigner([("k1", Secret(TOKEN_SECRET))])
 
 
 class Zep:
-    """The Zep stand-in process, read through zep-python."""
+    """The Zep stand-in process, read through the SDK of the API the service speaks."""
+
+    api = "v2"
+    """``ZEP_API`` of the services under test (and so how :meth:`contents` reads)."""
 
     def __init__(self, tmp: Path, port: int | None = None) -> None:
         self.process = ServiceProcess(
@@ -52,6 +56,8 @@ class Zep:
 
     async def contents(self, session_id: str) -> list[str]:
         """Return the contents stored for a session, in order (empty when unknown)."""
+        if self.api == "v4":
+            return await self._contents_v4(session_id)
         client = AsyncBaseClient(base_url=f"{self.url}/api/v2", api_key=ZEP_KEY, timeout=5)
         try:
             memory = await client.memory.get(session_id)
@@ -60,6 +66,21 @@ class Zep:
                 return []
             raise
         return [m.content for m in memory.messages or []]
+
+    async def _contents_v4(self, session_id: str) -> list[str]:
+        client = AsyncZep(api_key=ZEP_KEY, base_url=f"{self.url}/api/v4", max_retries=0)
+        contents: list[str] = []
+        threads = await client.thread.list(page_size=1000)  # every user's: find ours by metadata
+        for thread in threads.items or []:
+            pager = await client.thread.list_messages(str(thread.uuid_), page_size=1000)
+            contents.extend(
+                [
+                    message.content or ""
+                    async for message in pager
+                    if (message.metadata or {}).get("session_id") == session_id
+                ]
+            )
+        return contents
 
 
 @pytest.fixture(name="zep")
@@ -84,6 +105,7 @@ def fixture_make_service(
             "AZURE_OPENAI_API_KEY": emulator.keys[0],
             "MEMORY_TOKEN_KEYS": f"k1:{TOKEN_SECRET}",
             "MEMORY_SQLITE_PATH": str(tmp_path / "queue.sqlite3"),
+            "ZEP_API": "v2",
             "ZEP_API_URL": zep_url,
             "ZEP_API_KEY": ZEP_KEY,
             "ZEP_TIMEOUT_SECONDS": "2",
@@ -170,11 +192,13 @@ async def test_enrich_accepts_while_zep_is_down_and_delivers_once_it_returns(
         zep.process.stop()
 
 
-async def test_kill_9_after_a_burst_loses_and_duplicates_nothing(zep, make_service):
+@pytest.mark.parametrize("api", ["v4", "v2"])
+async def test_kill_9_after_a_burst_loses_and_duplicates_nothing(zep, make_service, api):
     """Every turn acknowledged before a SIGKILL is delivered after restart, none twice."""
+    zep.api = api
     zep.process.start()
     zep.fault(mode="none", latency_ms=50)
-    service = make_service(zep.url)
+    service = make_service(zep.url, ZEP_API=api)
     sessions = [f"vs_kill{i}" for i in range(10)]
     async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
 
@@ -188,7 +212,7 @@ async def test_kill_9_after_a_burst_loses_and_duplicates_nothing(zep, make_servi
     assert sum(a.json()["accepted"] for a in answers) == 300
     service.kill()
     zep.fault(clear=True)
-    make_service(zep.url)
+    make_service(zep.url, ZEP_API=api)
     await _wait_delivered(zep, {s: _expected(s, 30) for s in sessions})
 
 
@@ -298,16 +322,42 @@ async def test_graceful_shutdown_during_delivery_loses_nothing(zep, make_service
     await _wait_delivered(zep, {s: _expected(s, 40) for s in sessions})
 
 
-async def test_kill_9_during_a_slow_delivery_resumes_after_the_short_lease(zep, make_service):
+@pytest.mark.parametrize("api", ["v4", "v2"])
+async def test_kill_9_after_zep_stored_a_batch_stores_nothing_twice(zep, make_service, api):
+    """A SIGKILL while Zep holds the answer to a batch it stored duplicates no turn."""
+    zep.api = api
+    zep.process.start()
+    zep.fault(mode="store_then_timeout", hold_ms=60_000)
+    env = {"ZEP_API": api, "ZEP_TIMEOUT_SECONDS": "30"}
+    service = make_service(zep.url, **env)
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:
+        assert (await _post(client, "vs_held", _turns("vs_held", 0, 5))).status_code == 202
+
+    def stored_and_held() -> bool:
+        faults: dict[str, int] = zep.state()["faults"]  # type: ignore[assignment]
+        return faults["injected"] >= 1
+
+    await async_poll_until(stored_and_held, timeout=20, what="Zep storing the batch")
+    service.kill()
+    zep.fault(clear=True)
+    restarted = make_service(zep.url, **env)
+    async with httpx.AsyncClient(base_url=restarted.base_url, timeout=10) as client:
+        assert (await _post(client, "vs_held", _turns("vs_held", 5, 3))).status_code == 202
+    await _wait_delivered(zep, {"vs_held": _expected("vs_held", 8)})
+
+
+@pytest.mark.parametrize("api", ["v4", "v2"])
+async def test_kill_9_during_a_slow_delivery_resumes_after_the_short_lease(zep, make_service, api):
     """A crash mid-call leaves leased sessions; a restart delivers them once the short lease ends.
 
     The lease (3 s) is shorter than one Zep call (4 s): the live worker must renew it by
     heartbeat while the call runs, and after SIGKILL the new process resumes within seconds
     (it used to wait out a 120 s lease), each turn stored once.
     """
+    zep.api = api
     zep.process.start()
     zep.fault(mode="none", latency_ms=4000)
-    lease = {"MEMORY_LEASE_SECONDS": "3", "ZEP_TIMEOUT_SECONDS": "10"}
+    lease = {"MEMORY_LEASE_SECONDS": "3", "ZEP_TIMEOUT_SECONDS": "10", "ZEP_API": api}
     service = make_service(zep.url, **lease)
     sessions = [f"vs_slow{i}" for i in range(4)]
     async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as client:

@@ -4,10 +4,11 @@ from pathlib import Path
 import httpx
 import pytest
 from zep_python.base_client import AsyncBaseClient
+from zep_python.types.message import Message
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.memory.settings import ZepSettings
-from engram_voice.memory.sink import SinkMessage, SinkRejectedError, SinkUnavailableError
+from engram_voice.memory.sink import SinkRejectedError, SinkUnavailableError
 from engram_voice.memory.zep_sink import ZepSink
 from engram_voice.zep_standin import ZepStandinConfig, create_standin_app
 from tests.support.servers import free_port, serve_app
@@ -41,8 +42,8 @@ async def fixture_sink(standin_url: str) -> AsyncIterator[ZepSink]:
     await sink.aclose()
 
 
-def _message(uuid: str) -> SinkMessage:
-    return SinkMessage(uuid=uuid, role_type="user", role="user", content="hi", metadata={})
+def _message(uuid: str) -> Message:
+    return Message(uuid=uuid, role_type="user", role="user", content="hi", metadata={})
 
 
 async def _fault(url: str, **plan: object) -> None:
@@ -133,7 +134,7 @@ async def test_a_slow_zep_times_out(standin_url):
 def test_describe_never_shows_credentials():
     """The status description keeps scheme, host and port only."""
     sink = ZepSink(_settings("https://user:pw@zep.example:8443/path?key=x"))
-    assert sink.describe() == {"kind": "zep", "url": "https://zep.example:8443"}
+    assert sink.describe() == {"kind": "zep-v2", "url": "https://zep.example:8443"}
 
 
 ODD_USER_IDS = [

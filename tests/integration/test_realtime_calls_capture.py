@@ -90,7 +90,7 @@ def heard_turns(browser: RealtimeTestClient) -> list[tuple[str, str, str]]:
 def stored(sink: FakeSink, session_id: str) -> list[tuple[str, str]]:
     """Return the (turn id, text) pairs the sink holds for ``session_id``, in order."""
     messages = sink.messages.get(session_id, [])
-    return [(str(m.metadata["message_id"]), m.content) for m in messages]
+    return [(m.message_id, m.content) for m in messages]
 
 
 async def enrich(url: str, body: dict[str, Any], messages: list[dict[str, Any]]) -> httpx.Response:

@@ -25,8 +25,10 @@ def queue_depth(url: str) -> int:
 async def test_kill_9_mid_call_loses_no_captured_turn(emulator: Emulator, tmp_path: Path) -> None:
     """Turns queued from the sideband before a SIGKILL reach Zep after restart, each once."""
     zep = Zep(tmp_path)  # not started yet: nothing can be delivered before the kill
+    zep.api = "v4"
     env = service_env(
         emulator,
+        ZEP_API="v4",
         ZEP_API_URL=zep.url,
         ZEP_API_KEY=ZEP_KEY,
         ZEP_TIMEOUT_SECONDS="1",

@@ -13,11 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from zep_cloud.client import AsyncZep
 from zep_python.base_client import AsyncBaseClient
 from zep_python.core.api_error import ApiError
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.emulator import create_emulator_app
+from engram_voice.memory.zep_cloud_sink import zep_user_id
 from engram_voice.memory.zep_sink import zep_id
 from engram_voice.zep_standin import ZepStandinConfig, create_standin_app
 from tests.conftest import ServiceFactory
@@ -63,6 +65,7 @@ def _env(urls: tuple[str, str, str], **extra: str) -> dict[str, str]:
         "MEMORY_TOKEN_KEYS": f"k1:{'a' * 64}",
         "MEMORY_SQLITE_PATH": str(Path(tempfile.mkdtemp(prefix="engram-ids-")) / "queue.db"),
         "SERVE_WEB": "false",
+        "ZEP_API": "v2",
         "ZEP_API_URL": zep,
         "ZEP_API_KEY": ZEP_KEY,
         "MEMORY_POLL_SECONDS": "0.05",
@@ -150,3 +153,43 @@ async def test_a_local_user_id_with_reserved_characters_is_delivered(
     env = _env(urls, AUTH_MODE="none", LOCAL_USER_ID=local_user_id)
     owners = await _two_sessions_delivered(urls, make_service, env, {})
     assert owners == [zep_id(local_user_id)] * 2
+
+
+async def _two_sessions_delivered_v4(
+    urls: tuple[str, str, str], make_service: ServiceFactory, headers: dict[str, bytes]
+) -> dict[str, list[str]]:
+    """Mint two sessions as one caller through the v4 sink; return each Zep user's contents."""
+    zep = AsyncZep(api_key=ZEP_KEY, base_url=f"{urls[1]}/api/v4", max_retries=0)
+
+    async def delivered(count: int) -> dict[str, list[str]]:
+        by_user: dict[str, list[str]] = {}
+        threads = await zep.thread.list(page_size=1000)
+        for thread in threads.items or []:
+            user = await zep.user.get(str(thread.user_uuid))
+            pager = await zep.thread.list_messages(str(thread.uuid_))
+            by_user.setdefault(str(user.user_id), []).extend([m.content or "" async for m in pager])
+        return by_user if sum(map(len, by_user.values())) >= count else {}
+
+    env = _env(urls, ZEP_API="v4")
+    with make_service(env) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            before = sum(map(len, (await delivered(0)).values()))
+            sessions = [await _session(client, headers, f"v4 turn {n}") for n in range(2)]
+            assert len(sessions) == 2
+            contents = await async_poll_until(
+                lambda: delivered(before + 2), timeout=20, what="delivery of both sessions"
+            )
+            status = (await client.get("/status")).json()["memory"]["queue"]
+    assert status["dead_letters"] == 0
+    return contents
+
+
+@pytest.mark.parametrize(("idp", "principal_id"), PRINCIPAL_IDS)
+async def test_every_session_of_any_user_reaches_one_zep_v4_user(
+    urls: tuple[str, str, str], make_service: ServiceFactory, idp: str, principal_id: str
+) -> None:
+    """Through Zep v4 the user id is sent as Zep's user_id: both sessions land in one user."""
+    contents = await _two_sessions_delivered_v4(urls, make_service, _principal(idp, principal_id))
+    as_read = principal_id.encode().decode("latin-1")
+    user_id = as_read if idp == "aad" else f"{idp}:{as_read}"
+    assert sorted(contents[zep_user_id(user_id)]) == ["v4 turn 0", "v4 turn 1"]

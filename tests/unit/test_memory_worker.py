@@ -8,7 +8,6 @@ from engram_voice.credentials.secret import Secret
 from engram_voice.envreader import EnvReader
 from engram_voice.errors import ForbiddenError, RateLimitedError
 from engram_voice.memory import MemoryRuntime, MemorySettings, build_memory_runtime
-from engram_voice.memory.delivery import message_uuid
 from engram_voice.memory.queue import QueueUnavailableError
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.sink import SinkMessage, SinkRejectedError, SinkUnavailableError
@@ -91,16 +90,17 @@ async def test_turns_arrive_in_order_in_batches_of_at_most_30(make_runtime, sink
     assert (await runtime.status())["queue"]["depth"] == 0
 
 
-async def test_long_turns_are_split_with_deterministic_uuids(make_runtime, sink):
-    """A turn over Zep's content limit becomes ordered parts, each with a stable uuid."""
-    runtime = await make_runtime(ZEP_MAX_MESSAGE_CHARS="1000")
+async def test_long_turns_are_split_in_order_at_the_sinks_content_limit(make_runtime, sink):
+    """A turn over the sink's content limit becomes ordered, numbered parts of one turn."""
+    sink.max_chars = 1000
+    runtime = await make_runtime()
     text = " ".join(["word"] * 500)
     await _accept(runtime, "vs_1", [EnrichMessage(id="long", role="user", text=text)])
     await runtime.drain()
     stored = sink.messages["vs_1"]
-    assert [m.uuid for m in stored] == [message_uuid("vs_1", "long", p) for p in range(3)]
+    assert [m.key for m in stored] == [("long", p) for p in range(3)]
+    assert all(m.parts == 3 and len(m.content) <= 1000 for m in stored)
     assert " ".join(m.content for m in stored) == text
-    assert [m.metadata["part"] for m in stored] == [1, 2, 3]
 
 
 async def test_a_down_sink_defers_delivery_until_it_returns(make_runtime, sink, clock):
@@ -174,16 +174,19 @@ async def test_a_rejected_batch_becomes_a_dead_letter_and_replays(make_runtime, 
 
 
 async def test_already_delivered_messages_are_recognised_not_duplicated(make_runtime, sink):
-    """After a crash between delivery and bookkeeping, Zep's uuid 400 is not a failure."""
+    """After a crash between delivery and bookkeeping, the sink's dedupe is not a failure."""
     runtime = await make_runtime()
     await _accept(runtime, "vs_1", _turns("a", "b", "c"))
     sink.messages["vs_1"] = [
         SinkMessage(
-            uuid=message_uuid("vs_1", mid, 0),
-            role_type="user",
+            message_id=mid,
+            part=0,
+            parts=1,
             role="user",
+            name="user",
             content=f"hello {mid}",
-            metadata={"message_id": mid},
+            at=None,
+            accepted_at=0.0,
         )
         for mid in ("a", "b")
     ]
@@ -301,3 +304,38 @@ async def test_a_refused_sink_key_is_not_retried_inline_and_the_turns_stay_queue
     assert (await runtime.status())["worker"]["last_error"].startswith("zep refused the API key")
     clock.advance(11)
     assert (await runtime.drain()).delivered == 1
+
+
+@pytest.mark.parametrize("quick_sessions", [1, 3, 7])
+async def test_a_slow_session_does_not_hold_back_claiming_the_others(
+    make_runtime, sink, quick_sessions
+):
+    """While one session's delivery hangs, the free slots keep claiming and delivering others."""
+    runtime = await make_runtime(MEMORY_WORKER_CONCURRENCY="2")
+    await _accept(runtime, "slow", _turns("a"))
+    quick = [f"q{i}" for i in range(quick_sessions)]
+    for session in quick:
+        await _accept(runtime, session, _turns("a"))
+    release = asyncio.Event()
+    deliver = sink.deliver
+
+    async def slow_for_one(session, messages, keepalive):
+        if session.session_id == "slow":
+            await release.wait()
+        return await deliver(session, messages, keepalive)
+
+    sink.deliver = slow_for_one  # type: ignore[method-assign]
+    drain = asyncio.create_task(runtime.drain())
+    try:
+        await async_poll_until(
+            lambda: all(sink.message_ids(s) == ["a"] for s in quick),
+            timeout=10,
+            interval=0.01,
+            what="the quick sessions delivered while the slow one hangs",
+        )
+        assert sink.message_ids("slow") == []
+    finally:
+        release.set()
+    async with asyncio.timeout(10):
+        report = await drain
+    assert (report.sessions, report.delivered) == (quick_sessions + 1, quick_sessions + 1)

@@ -27,6 +27,7 @@ from engram_voice.logs import configure_logging
 from engram_voice.memory.backends import build_queue
 from engram_voice.memory.runtime import MemoryRuntime, build_memory_runtime
 from engram_voice.memory.settings import MemorySettings
+from engram_voice.memory.sinks import sink_configured
 from engram_voice.settings import ProcessSettings, load_settings
 
 __all__ = ["create_worker_app", "dead_letters_main", "run_worker", "worker_main"]
@@ -56,7 +57,7 @@ async def _status(state: State) -> dict[str, Any]:
 
 def create_worker_app(settings: MemorySettings) -> Litestar:
     """Build the worker process's app: the worker in its lifespan, health, status, metrics."""
-    if settings.zep.api_url is None:
+    if not sink_configured(settings):
         raise ConfigurationError("the memory worker needs ZEP_API_URL and ZEP_API_KEY")
 
     @asynccontextmanager
@@ -94,7 +95,7 @@ def run_worker(settings: MemorySettings, *, host: str = "127.0.0.1", port: int =
 def _worker_settings(reader: EnvReader) -> tuple[ProcessSettings, MemorySettings]:
     process = ProcessSettings.from_env(reader, default_port=8001)
     memory = MemorySettings.from_env(reader)
-    if memory.zep.api_url is None:
+    if not sink_configured(memory):
         reader.fail("ZEP_API_URL and ZEP_API_KEY are required by the memory worker")
     return process, memory
 

@@ -1,19 +1,18 @@
 """Turning queued turns into sink messages and delivering one batch, retries included.
 
-Each message gets a deterministic ``uuid`` derived from (session, message id, part),
-so a repeated delivery is recognisable: when the sink rejects a batch (Zep answers 400
-when any ``uuid`` already exists), the batch is re-sent message by message and a
-message the sink already holds counts as delivered. Transient failures are retried
-inline by stamina (backoff with jitter, bounded by attempts and time, honouring
-``Retry-After``); what is still failing goes back to the worker as an outcome.
+A turn longer than the content limit becomes ordered parts; whole turns are packed, in
+order, into batches of at most the sink's ``batch_limit`` messages. Every vendor rule
+(dedupe, ids, recreating what vanished) lives in the sink behind
+:meth:`~engram_voice.memory.sink.MemorySink.deliver`, which is safe to repeat. Transient
+failures are retried inline by stamina (the whole batch: backoff with jitter, bounded by
+attempts and time, honouring ``Retry-After``); what is still failing goes back to the
+worker as an outcome.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import stamina
@@ -24,14 +23,15 @@ from engram_voice.memory.queue import ClaimedSession, QueuedTurn
 from engram_voice.memory.settings import RetrySettings
 from engram_voice.memory.sink import (
     CREDENTIAL_REFUSED,
+    Keepalive,
     MemorySink,
     SinkMessage,
     SinkRejectedError,
+    SinkSession,
     SinkUnavailableError,
 )
 
 __all__ = [
-    "SINK_BATCH_LIMIT",
     "Batch",
     "Deferred",
     "Delivered",
@@ -39,23 +39,12 @@ __all__ = [
     "DeliveryOutcome",
     "InlineRetryPolicy",
     "Rejected",
-    "message_uuid",
     "pack_batches",
+    "sink_messages",
     "split_text",
 ]
 
 _logger = structlog.get_logger("engram_voice.memory.delivery")
-_T = TypeVar("_T")
-SINK_BATCH_LIMIT = 30
-"""Zep accepts at most 30 messages per ``memory.add`` call."""
-_NAMESPACE = uuid.UUID("6f1c2b1e-9d3a-5c7e-8a41-2f0e4b6d9c53")
-_DUPLICATE_STATUSES = frozenset({400, 409})
-_NOT_FOUND = 404
-
-
-def message_uuid(session_id: str, message_id: str, part: int) -> str:
-    """Return the stable uuid of one part of one turn."""
-    return str(uuid.uuid5(_NAMESPACE, f"{session_id}\x1f{message_id}\x1f{part}"))
 
 
 def split_text(text: str, limit: int) -> list[str]:
@@ -82,35 +71,36 @@ class Batch(msgspec.Struct, frozen=True):
     messages: list[SinkMessage]
 
 
-def _messages(claim: ClaimedSession, turn: QueuedTurn, limit: int) -> list[SinkMessage]:
+def sink_messages(agent: str, turn: QueuedTurn, limit: int) -> list[SinkMessage]:
+    """Return the turn as one message, or as ordered parts when it is over ``limit``."""
     parts = split_text(turn.text, limit)
-    role = "user" if turn.role == "user" else claim.agent
-    messages = []
-    for index, content in enumerate(parts):
-        metadata: dict[str, object] = {"message_id": turn.message_id, "agent": claim.agent}
-        if len(parts) > 1:
-            metadata.update(part=index + 1, parts=len(parts))
-        if turn.at:
-            metadata["at"] = turn.at
-        messages.append(
-            SinkMessage(
-                uuid=message_uuid(claim.session_id, turn.message_id, index),
-                role_type="user" if turn.role == "user" else "assistant",
-                role=role,
-                content=content,
-                metadata=metadata,
-            )
+    user = turn.role == "user"
+    return [
+        SinkMessage(
+            message_id=turn.message_id,
+            part=index,
+            parts=len(parts),
+            role="user" if user else "assistant",
+            name="user" if user else agent,
+            content=content,
+            at=turn.at,
+            accepted_at=turn.accepted_at,
         )
-    return messages
+        for index, content in enumerate(parts)
+    ]
 
 
-def pack_batches(claim: ClaimedSession, *, max_chars: int) -> list[Batch]:
-    """Group the claim's turns, in order, into batches of at most 30 sink messages."""
+def pack_batches(claim: ClaimedSession, *, max_chars: int, batch_limit: int) -> list[Batch]:
+    """Group the claim's turns, in order, into batches of at most ``batch_limit`` messages.
+
+    Whole turns only: the content limit's minimum (1,000 characters, parts of at least
+    half of it) keeps the longest accepted turn under ``batch_limit`` parts.
+    """
     batches: list[Batch] = []
     current = Batch(seqs=[], accepted_at=[], messages=[])
     for turn in claim.turns:
-        messages = _messages(claim, turn, max_chars)
-        if current.seqs and len(current.messages) + len(messages) > SINK_BATCH_LIMIT:
+        messages = sink_messages(claim.agent, turn, max_chars)
+        if current.messages and len(current.messages) + len(messages) > batch_limit:
             batches.append(current)
             current = Batch(seqs=[], accepted_at=[], messages=[])
         current.seqs.append(turn.seq)
@@ -122,7 +112,7 @@ def pack_batches(claim: ClaimedSession, *, max_chars: int) -> list[Batch]:
 
 
 class InlineRetryPolicy(msgspec.Struct, frozen=True):
-    """Stamina's parameters for retrying one call while a batch is being delivered."""
+    """Stamina's parameters for retrying one batch while it is being delivered."""
 
     attempts: int = 3
     timeout: float = 20.0
@@ -171,6 +161,16 @@ class Deliverer:
         self._sink = sink
         self._policy = policy
 
+    @property
+    def batch_limit(self) -> int:
+        """Return the most messages one batch may carry for this sink."""
+        return self._sink.batch_limit
+
+    @property
+    def max_chars(self) -> int:
+        """Return the longest message content the sink takes (longer turns are split)."""
+        return self._sink.max_chars
+
     def _backoff(self, exc: Exception) -> bool | float:
         if not isinstance(exc, SinkUnavailableError) or exc.status in CREDENTIAL_REFUSED:
             return False  # a refused key stays refused within seconds: back off durably
@@ -178,7 +178,7 @@ class Deliverer:
             return True
         return exc.retry_after if exc.retry_after <= self._policy.wait_max else False
 
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+    async def _retrying(self, call: Callable[[], Awaitable[int]]) -> int:
         policy = self._policy
         async for attempt in stamina.retry_context(
             on=self._backoff,
@@ -191,88 +191,32 @@ class Deliverer:
             with attempt:
                 if attempt.num > 1:
                     metrics.RETRIED.labels(kind="inline").inc()
-                    _logger.info("memory.delivery_retry", call=what, attempt=attempt.num)
+                    _logger.info("memory.delivery_retry", attempt=attempt.num)
                 return await call()
         raise AssertionError("stamina ends with a result or the last exception")  # pragma: no cover
 
     async def deliver(
-        self,
-        claim: ClaimedSession,
-        batch: Batch,
-        keepalive: Callable[[], Awaitable[None]],
+        self, claim: ClaimedSession, batch: Batch, keepalive: Keepalive
     ) -> DeliveryOutcome:
         """Deliver one batch; return Delivered, Deferred (transient) or Rejected (permanent).
 
         ``keepalive`` is awaited before each extra call; it raises when the worker's lease
         on the session is lost (its heartbeat renews it meanwhile), which stops sending.
         """
+        session = SinkSession(session_id=claim.session_id, user_id=claim.user_id, agent=claim.agent)
         started = time.perf_counter()
         try:
-            await self._ensure(claim)
-            outcome = await self._add(claim, batch, keepalive)
+            already = await self._retrying(
+                lambda: self._sink.deliver(session, batch.messages, keepalive)
+            )
         except SinkUnavailableError as exc:
             return Deferred(reason=exc.reason, retry_after=exc.retry_after)
         except SinkRejectedError as exc:
             return Rejected(reason=exc.reason)
         finally:
             metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
-        return outcome
-
-    async def _ensure(self, claim: ClaimedSession) -> None:
-        await self._retrying(
-            "ensure session",
-            lambda: self._sink.ensure_session(
-                user_id=claim.user_id, session_id=claim.session_id, agent=claim.agent
-            ),
-        )
-
-    async def _add(
-        self, claim: ClaimedSession, batch: Batch, keepalive: Callable[[], Awaitable[None]]
-    ) -> DeliveryOutcome:
-        session_id = claim.session_id
-        try:
-            await self._send(session_id, batch.messages)
-        except SinkRejectedError as exc:
-            if exc.status == _NOT_FOUND:  # the session vanished from the sink: recreate once
-                self._sink.forget_session(session_id)
-                await self._ensure(claim)
-                await self._send(session_id, batch.messages)
-                return Delivered()
-            if exc.status not in _DUPLICATE_STATUSES:
-                raise
-            return await self._one_by_one(session_id, batch.messages, exc, keepalive)
-        return Delivered()
-
-    async def _one_by_one(
-        self,
-        session_id: str,
-        messages: Sequence[SinkMessage],
-        batch_error: SinkRejectedError,
-        keepalive: Callable[[], Awaitable[None]],
-    ) -> DeliveryOutcome:
-        """Fallback after a rejected batch: send each message, skipping ones already there."""
-        already = 0
-        for message in messages:
-            await keepalive()
-            if len(messages) > 1:
-                try:
-                    await self._send(session_id, [message])
-                    continue
-                except SinkRejectedError as exc:
-                    if exc.status not in _DUPLICATE_STATUSES:
-                        raise
-                    batch_error = exc
-            exists = await self._exists(session_id, message.uuid)
-            if not exists:
-                return Rejected(reason=batch_error.reason)
-            already += 1
-        _logger.info("memory.duplicates_recognised", session_id=session_id, messages=already)
+        if already:
+            _logger.info(
+                "memory.duplicates_recognised", session_id=claim.session_id, messages=already
+            )
         return Delivered(already_there=already)
-
-    async def _exists(self, session_id: str, message_uuid: str) -> bool:
-        return await self._retrying(
-            "check message", lambda: self._sink.message_exists(session_id, message_uuid)
-        )
-
-    async def _send(self, session_id: str, messages: Sequence[SinkMessage]) -> None:
-        await self._retrying("add memory", lambda: self._sink.add_messages(session_id, messages))

@@ -34,6 +34,8 @@ from engram_voice.memory.ratelimit import SessionRateLimiter
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.settings import MemorySettings
 from engram_voice.memory.sink import MemorySink
+from engram_voice.memory.sink_state import SinkStateStore
+from engram_voice.memory.sinks import build_sink, build_sink_state
 from engram_voice.memory.tokens import MemoryClaims, MemoryTokenSigner
 from engram_voice.memory.worker import DeliveryWorker, DrainReport, WorkerOptions
 
@@ -53,6 +55,7 @@ class MemoryRuntime:
         queue: TurnQueue,
         sink: MemorySink | None,
         worker: DeliveryWorker | None,
+        sink_state: SinkStateStore | None = None,
         signer: MemoryTokenSigner | None,
         rate_limiter: SessionRateLimiter,
         run_worker: bool,
@@ -62,6 +65,7 @@ class MemoryRuntime:
     ) -> None:
         self.queue = queue
         self.sink = sink
+        self.sink_state = sink_state
         self.worker = worker
         self.signer = signer
         self._rate = rate_limiter
@@ -76,8 +80,10 @@ class MemoryRuntime:
         """The last figures read and when (shown, with their age, while storage is stuck)."""
 
     async def start(self) -> None:
-        """Open the queue and, when configured, start the in-process worker."""
+        """Open the queue and the sink's state, and, when configured, start the worker."""
         await self.queue.open()
+        if self.sink_state is not None:
+            await self.sink_state.open()
         if self._run_worker and self.worker is not None:
             self._worker_task = asyncio.create_task(self.worker.run(), name="memory-worker")
         stats, error = await self._read_stats()
@@ -111,6 +117,8 @@ class MemoryRuntime:
             await asyncio.gather(self._worker_task, return_exceptions=True)
             self._worker_task = None
         await self.queue.close()
+        if self.sink_state is not None:
+            await self.sink_state.close()
         if self.sink is not None:
             await self.sink.aclose()
         _logger.info("memory.stopped")
@@ -286,15 +294,19 @@ def build_memory_runtime(
     *,
     token_keys: Sequence[tuple[str, Secret]] = (),
     sink: MemorySink | None = None,
+    sink_state: SinkStateStore | None = None,
     queue: TurnQueue | None = None,
     run_worker: bool | None = None,
     clock: Callable[[], float] = time.time,
 ) -> MemoryRuntime:
-    """Build the runtime from settings; tests inject a sink, a queue and a clock."""
-    if sink is None and settings.zep.api_url is not None:
-        from engram_voice.memory.zep_sink import ZepSink  # noqa: PLC0415 - SDK import is heavy
+    """Build the runtime from settings; tests inject a sink, its state, a queue and a clock.
 
-        sink = ZepSink(settings.zep)
+    Without an injected sink, :func:`~engram_voice.memory.sinks.build_sink` builds the
+    configured one (and the state store it needs).
+    """
+    if sink is None:
+        sink_state = sink_state or build_sink_state(settings)
+        sink = build_sink(settings, sink_state)
     queue = queue or build_queue(settings, clock=clock)
     worker = None
     if sink is not None:
@@ -309,6 +321,7 @@ def build_memory_runtime(
             ),
             WorkerOptions.from_settings(settings),
             clock=clock,
+            sink_state=sink_state,
         )
     signer = (
         MemoryTokenSigner(token_keys, ttl_seconds=settings.token_ttl_seconds, clock=clock)
@@ -319,6 +332,7 @@ def build_memory_runtime(
         queue=queue,
         sink=sink,
         worker=worker,
+        sink_state=sink_state,
         signer=signer,
         rate_limiter=SessionRateLimiter(settings.rate_per_minute, clock=time.monotonic),
         # Its own buckets: a page polling its progress never eats into its posting budget.

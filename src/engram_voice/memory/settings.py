@@ -13,9 +13,15 @@ import msgspec
 from engram_voice.credentials.secret import Secret
 from engram_voice.envreader import EnvReader
 
-__all__ = ["MemorySettings", "PostgresSettings", "RetrySettings", "ZepSettings"]
+__all__ = ["ZEP_APIS", "MemorySettings", "PostgresSettings", "RetrySettings", "ZepSettings"]
 
 _DAY = 86_400
+
+
+ZEP_APIS = ("v4", "v2")
+"""``v4``: Zep Cloud through zep-cloud 4.x (threads); ``v2``: self-hosted servers (zep-python)."""
+_DEFAULT_MAX_CHARS = {"v4": 4096, "v2": 2500}
+"""Zep's content limit per message: 4,096 on Zep Cloud v4, 2,500 on small v2 plans."""
 
 
 class ZepSettings(msgspec.Struct, frozen=True):
@@ -40,7 +46,9 @@ class ZepSettings(msgspec.Struct, frozen=True):
                 reader.fail(f"ZEP_API_URL={url!r} must be an http(s) URL, e.g. https://zep.example")
             if key is None:
                 reader.fail("ZEP_API_KEY is required when ZEP_API_URL is set")
+        api = reader.choice("ZEP_API", "v4", ZEP_APIS)
         return cls(
+            api=api,
             api_url=url.rstrip("/") if url else None,
             api_key=Secret(key) if key else None,
             timeout_seconds=reader.number("ZEP_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=120),
@@ -48,9 +56,11 @@ class ZepSettings(msgspec.Struct, frozen=True):
                 "ZEP_CONNECT_TIMEOUT_SECONDS", 3.0, minimum=0.1, maximum=60
             ),
             max_message_chars=reader.integer(
-                "ZEP_MAX_MESSAGE_CHARS", 2500, minimum=100, maximum=100_000
+                "ZEP_MAX_MESSAGE_CHARS",
+                _DEFAULT_MAX_CHARS.get(api, 4096),
+                minimum=1000,
+                maximum=100_000,
             ),
-            api=reader.choice("ZEP_API", "v4", ("v4", "v2")),
         )
 
 
@@ -195,7 +205,7 @@ class MemorySettings(msgspec.Struct, frozen=True):
             ),
             worker=reader.choice("MEMORY_WORKER", "inprocess", ("inprocess", "off")),
             worker_concurrency=reader.integer(
-                "MEMORY_WORKER_CONCURRENCY", 4, minimum=1, maximum=64
+                "MEMORY_WORKER_CONCURRENCY", 32, minimum=1, maximum=64
             ),
             poll_seconds=reader.number("MEMORY_POLL_SECONDS", 1.0, minimum=0.05, maximum=60),
             lease_seconds=reader.number("MEMORY_LEASE_SECONDS", 15.0, minimum=1, maximum=3600),

@@ -1,4 +1,10 @@
-"""The memory sink seam: where delivered turns go (Zep today), and how it may fail.
+"""The memory sink seam: where delivered turns go (Zep v4 or v2), and how it may fail.
+
+The generic delivery code (:mod:`engram_voice.memory.delivery`) turns queued turns into
+:class:`SinkMessage` parts and cuts them into batches of at most ``batch_limit``; a sink
+owns every rule of its vendor (ids, dedupe, recreating what vanished) behind
+:meth:`MemorySink.deliver`, which must be safe to call again with the same batch: a
+redelivery after a crash, a timeout or a lost answer never stores a message twice.
 
 A sink raises :class:`SinkUnavailableError` for failures worth retrying (transport
 errors, timeouts, 408, 429, 5xx) and :class:`SinkRejectedError` for answers that will
@@ -7,17 +13,19 @@ not change by retrying (other 4xx). Nothing else is retried.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol
 
 import msgspec
 
 __all__ = [
     "CREDENTIAL_REFUSED",
+    "Keepalive",
     "MemorySink",
     "SinkError",
     "SinkMessage",
     "SinkRejectedError",
+    "SinkSession",
     "SinkUnavailableError",
 ]
 
@@ -50,32 +58,59 @@ class SinkRejectedError(SinkError):
     """Permanent: the sink refused the request itself; retrying the same call cannot help."""
 
 
-class SinkMessage(msgspec.Struct, frozen=True):
-    """One message as the sink receives it (a turn, or one part of a long turn)."""
+class SinkSession(msgspec.Struct, frozen=True):
+    """Our ids of the conversation a batch belongs to."""
 
-    uuid: str
-    role_type: Literal["user", "assistant"]
-    role: str
+    session_id: str
+    user_id: str
+    agent: str
+
+
+class SinkMessage(msgspec.Struct, frozen=True):
+    """One message as a sink receives it: a whole turn, or one part of a long turn."""
+
+    message_id: str
+    """Our turn id (unique within the session)."""
+    part: int
+    """0-based index of this part within the turn."""
+    parts: int
+    role: Literal["user", "assistant"]
+    name: str
+    """Who spoke: ``user`` or the agent's name."""
     content: str
-    metadata: dict[str, Any]
+    at: str | None
+    """When the turn was spoken (ISO 8601, as the browser or the server said), if known."""
+    accepted_at: float
+    """When we stored the turn (Unix seconds)."""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Return (turn id, part): what identifies the message within its session."""
+        return (self.message_id, self.part)
+
+
+Keepalive = Callable[[], Awaitable[None]]
+"""Awaited by a sink before each extra call; raises once the worker lost the session."""
 
 
 class MemorySink(Protocol):
-    """Long-term memory that accepts ordered messages for a user's session."""
+    """Long-term memory that accepts ordered messages for a user's conversation."""
 
     kind: str
+    batch_limit: int
+    """The most messages one :meth:`deliver` call may carry."""
+    max_chars: int
+    """The longest content of one message (longer turns arrive as ordered parts)."""
 
-    async def ensure_session(self, *, user_id: str, session_id: str, agent: str) -> None:
-        """Make sure the user and the session exist (creating them when missing)."""
+    async def deliver(
+        self, session: SinkSession, messages: Sequence[SinkMessage], keepalive: Keepalive
+    ) -> int:
+        """Store the messages in order, exactly once; return how many were there already.
 
-    async def add_messages(self, session_id: str, messages: Sequence[SinkMessage]) -> None:
-        """Append messages to the session, in order (at most the sink's batch limit)."""
-
-    async def message_exists(self, session_id: str, uuid: str) -> bool:
-        """Tell whether a message with this uuid is already stored in the session."""
-
-    def forget_session(self, session_id: str) -> None:
-        """Drop any cached knowledge that the session exists."""
+        Creates whatever the sink needs first (user, session or thread). Calling it again
+        with the same messages (after a crash, a timeout or a lost answer) stores nothing
+        twice.
+        """
 
     def describe(self) -> dict[str, Any]:
         """Describe the sink for ``/status`` (never a secret)."""

@@ -1,11 +1,13 @@
 """The delivery worker: leases sessions, delivers their turns in order, records outcomes.
 
 ``drain()`` is burst mode (like arq's): deliver everything that is ready now and return
-a report, so tests need no sleeps. ``run()`` drains, then waits for a notification or
-the poll interval, until ``stop()``; stopping lets in-flight batches finish and leaves
-the rest queued. Failures are durable: a transient one schedules the session with
-exponential backoff and jitter (at least ``Retry-After``); too many attempts, too old a
-turn, or a permanent rejection move the batch to dead letters.
+a report, so tests need no sleeps. It keeps up to ``concurrency`` sessions in flight and
+claims more as soon as one finishes (it never waits for a whole round of sessions).
+``run()`` drains, then waits for a notification or the poll interval, until ``stop()``;
+stopping lets in-flight batches finish and leaves the rest queued. Failures are durable:
+a transient one schedules the session with exponential backoff and jitter (at least
+``Retry-After``); too many attempts, too old a turn, or a permanent rejection move the
+batch to dead letters.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from engram_voice.memory.lease import LeaseLostError, SessionLease
 from engram_voice.memory.queue import ClaimedSession, QueueUnavailableError, TurnQueue
 from engram_voice.memory.retention import Retention
 from engram_voice.memory.settings import MemorySettings
+from engram_voice.memory.sink_state import SinkStateStore
 
 __all__ = ["DeliveryWorker", "DrainReport", "WorkerOptions"]
 
@@ -39,11 +42,10 @@ _GAUGE_INTERVAL = 1.0
 class WorkerOptions(msgspec.Struct, frozen=True):
     """How the worker claims, paces and gives up."""
 
-    concurrency: int = 4
+    concurrency: int = 32
     lease_seconds: float = 15.0
     claim_turns: int = 300
     poll_seconds: float = 1.0
-    max_message_chars: int = 2500
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 300.0
     max_attempts: int = 25
@@ -59,7 +61,6 @@ class WorkerOptions(msgspec.Struct, frozen=True):
             lease_seconds=settings.lease_seconds,
             claim_turns=settings.batch_turns,
             poll_seconds=settings.poll_seconds,
-            max_message_chars=settings.zep.max_message_chars,
             backoff_base_seconds=retry.backoff_base_seconds,
             backoff_max_seconds=retry.backoff_max_seconds,
             max_attempts=retry.max_attempts,
@@ -92,8 +93,10 @@ class DeliveryWorker:
         rng: random.Random | None = None,
         owner: str | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sink_state: SinkStateStore | None = None,
     ) -> None:
         self._queue = queue
+        self._sink_state = sink_state
         self._deliverer = deliverer
         self.circuit = circuit
         self._options = options
@@ -106,7 +109,10 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_gauges = 0.0
         self.retention = Retention(
-            queue, retain_seconds=options.retain_delivered_seconds, clock=clock
+            queue,
+            retain_seconds=options.retain_delivered_seconds,
+            clock=clock,
+            also=() if sink_state is None else (sink_state.purge,),
         )
         """Purges delivered turns hourly in the background, in bounded steps."""
         self.last_success_at: float | None = None
@@ -129,32 +135,49 @@ class DeliveryWorker:
         return self._stop.is_set()
 
     async def drain(self) -> DrainReport:
-        """Deliver everything that is ready now; return when nothing is (or on stop)."""
+        """Deliver everything that is ready now; return when nothing is (or on stop).
+
+        Up to ``concurrency`` sessions are in flight (one while the circuit is half open);
+        whenever one finishes, more are claimed. In-flight sessions always finish.
+        """
         report = DrainReport()
-        while not self.stopping:
-            state = self.circuit.state
-            if state == "open":
-                report.circuit_open = True
-                break
-            claims = await self._queue.claim(
-                owner=self.owner,
-                sessions=1 if state == "half_open" else self._options.concurrency,
-                turns=self._options.claim_turns,
-                lease_seconds=self._options.lease_seconds,
-                now=self._clock(),
-            )
-            if not claims:
-                break
-            report.sessions += len(claims)
-            tasks = [
-                asyncio.create_task(self._deliver_session(claim, report), name="memory-deliver")
-                for claim in claims
-            ]
-            self._tasks.update(tasks)
-            try:
-                await asyncio.gather(*tasks)
-            finally:
-                self._tasks.difference_update(tasks)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while not self.stopping:
+                state = self.circuit.state
+                if state == "open":
+                    report.circuit_open = True
+                    break
+                limit = 1 if state == "half_open" else self._options.concurrency
+                # Claim once a quarter of the slots is free (every claim is a queue write):
+                # the pipeline stays full without a claim per finished session.
+                if len(running) <= limit - max(1, limit // 4):
+                    claims = await self._queue.claim(
+                        owner=self.owner,
+                        sessions=limit - len(running),
+                        turns=self._options.claim_turns,
+                        lease_seconds=self._options.lease_seconds,
+                        now=self._clock(),
+                    )
+                    report.sessions += len(claims)
+                    for claim in claims:
+                        task = asyncio.create_task(
+                            self._deliver_session(claim, report), name="memory-deliver"
+                        )
+                        running.add(task)
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                running -= done
+        except asyncio.CancelledError:
+            for task in running:  # cancelled from outside: in-flight sessions stop too
+                task.cancel()
+            raise
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
         metrics.CIRCUIT_OPEN.set(1 if self.circuit.state == "open" else 0)
         return report
 
@@ -258,7 +281,12 @@ class DeliveryWorker:
         async def still_held() -> None:
             lease.ensure_held()
 
-        for batch in pack_batches(claim, max_chars=self._options.max_message_chars):
+        batches = pack_batches(
+            claim,
+            max_chars=self._deliverer.max_chars,
+            batch_limit=self._deliverer.batch_limit,
+        )
+        for batch in batches:
             if self.stopping or self.circuit.state == "open":
                 return
             await lease.check()  # a worker that lost its lease sends no further batch

@@ -1,4 +1,10 @@
-"""The Zep sink: delivery through zep-python (``/api/v2``) with explicit timeouts.
+"""The Zep v2 sink: self-hosted Zep servers through zep-python (``/api/v2``).
+
+Zep v2's rules live here: at most 30 messages per ``memory.add``; every message carries a
+deterministic ``uuid`` derived from (session, turn id, part), and a uuid Zep already
+holds rejects the whole batch with 400 (or 409), so a rejected batch is re-sent message
+by message and a message Zep already holds counts as delivered; a 404 (the session
+vanished) recreates the session once. The session and the user are created on first use.
 
 We build the SDK's ``AsyncBaseClient`` (the class ``AsyncZep`` extends, with the same
 ``memory`` and ``user`` clients) because ``AsyncZep`` silently replaces ``base_url``
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -27,16 +33,17 @@ from zep_python.base_client import AsyncBaseClient
 from zep_python.core.api_error import ApiError
 from zep_python.types.message import Message
 
-from engram_voice.httppolicy import is_transient, parse_retry_after
+from engram_voice.httppolicy import is_transient
+from engram_voice.memory import zep_errors
 from engram_voice.memory.settings import ZepSettings
 from engram_voice.memory.sink import (
-    CREDENTIAL_REFUSED,
+    Keepalive,
     SinkMessage,
     SinkRejectedError,
-    SinkUnavailableError,
+    SinkSession,
 )
 
-__all__ = ["ZepSink", "zep_id"]
+__all__ = ["ZepSink", "message_uuid", "zep_id"]
 
 _logger = structlog.get_logger("engram_voice.memory.zep")
 _T = TypeVar("_T")
@@ -44,6 +51,8 @@ _retry_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "zep_retry_after", default=None
 )
 _NOT_FOUND = 404
+_DUPLICATE_STATUSES = frozenset({400, 409})
+_NAMESPACE = uuid.UUID("6f1c2b1e-9d3a-5c7e-8a41-2f0e4b6d9c53")
 _KNOWN_SESSIONS = 10_000
 _ID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@-")
 _ID_ESCAPE = "~"
@@ -73,24 +82,39 @@ def zep_id(value: str) -> str:
     )
 
 
+def message_uuid(session_id: str, message_id: str, part: int) -> str:
+    """Return the stable Zep v2 uuid of one part of one turn."""
+    return str(uuid.uuid5(_NAMESPACE, f"{session_id}\x1f{message_id}\x1f{part}"))
+
+
+def _metadata(session: SinkSession, message: SinkMessage) -> dict[str, object]:
+    metadata: dict[str, object] = {"message_id": message.message_id, "agent": session.agent}
+    if message.parts > 1:
+        metadata.update(part=message.part + 1, parts=message.parts)
+    if message.at:
+        metadata["at"] = message.at
+    return metadata
+
+
 async def _record_retry_after(response: httpx.Response) -> None:
     if is_transient(response.status_code):
-        _retry_after.set(parse_retry_after(response.headers.get("retry-after"), now=time.time()))
+        _retry_after.set(zep_errors.retry_after(response.headers))
 
 
-def _reason(exc: ApiError) -> str:
+def _message(exc: ApiError) -> str | None:
     body = exc.body
     message = getattr(body, "message", None)
     if message is None and isinstance(body, dict):
         message = body.get("message")
-    text = f": {str(message)[:200]}" if isinstance(message, str) and message else ""
-    return f"zep answered {exc.status_code}{text}"
+    return message if isinstance(message, str) and message else None
 
 
 class ZepSink:
-    """A :class:`~engram_voice.memory.sink.MemorySink` backed by Zep via zep-python."""
+    """A :class:`~engram_voice.memory.sink.MemorySink` backed by Zep v2 via zep-python."""
 
-    kind = "zep"
+    kind = "zep-v2"
+    batch_limit = 30
+    """Zep v2 accepts at most 30 messages per ``memory.add`` call."""
 
     def __init__(
         self, settings: ZepSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -98,6 +122,7 @@ class ZepSink:
         if settings.api_url is None or settings.api_key is None:
             raise ValueError("ZepSink needs ZEP_API_URL and ZEP_API_KEY")
         self._url = settings.api_url
+        self.max_chars = settings.max_message_chars
         self._total = settings.timeout_seconds
         timeout = httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds)
         self._http = httpx.AsyncClient(
@@ -124,25 +149,70 @@ class ZepSink:
             async with asyncio.timeout(self._total + 1.0):
                 return await fn()
         except ApiError as exc:
-            status = exc.status_code or 0
-            if status in CREDENTIAL_REFUSED:
-                raise SinkUnavailableError(
-                    f"{what}: zep refused the API key ({status}); check ZEP_API_KEY",
-                    status=status,
-                ) from None
-            if is_transient(status):
-                raise SinkUnavailableError(
-                    f"{what}: {_reason(exc)}", status=status, retry_after=_retry_after.get()
-                ) from None
-            raise SinkRejectedError(f"{what}: {_reason(exc)}", status=status) from None
-        except (TimeoutError, httpx.TimeoutException):
-            raise SinkUnavailableError(f"{what}: zep timed out") from None
-        except httpx.TransportError as exc:
-            raise SinkUnavailableError(f"{what}: zep unreachable ({type(exc).__name__})") from None
-        except ValueError as exc:  # an unreadable answer (the SDK parses 500 bodies as JSON)
-            raise SinkUnavailableError(
-                f"{what}: unreadable answer ({type(exc).__name__})"
+            raise zep_errors.from_status(
+                what, exc.status_code or 0, message=_message(exc), wait=_retry_after.get()
             ) from None
+        except (TimeoutError, httpx.TransportError, ValueError) as exc:
+            # ValueError: an unreadable answer (the SDK parses 500 bodies as JSON)
+            raise zep_errors.from_transport(what, exc) from None
+
+    async def deliver(
+        self, session: SinkSession, messages: Sequence[SinkMessage], keepalive: Keepalive
+    ) -> int:
+        """Store the batch once: uuid dedupe, message-by-message fallback, 404 recreates."""
+        await self.ensure_session(
+            user_id=session.user_id, session_id=session.session_id, agent=session.agent
+        )
+        session_id = session.session_id
+        payload = [
+            Message(
+                uuid=message_uuid(session_id, m.message_id, m.part),
+                role_type=m.role,
+                role=m.name,
+                content=m.content,
+                metadata=_metadata(session, m),
+            )
+            for m in messages
+        ]
+        try:
+            await self.add_messages(session_id, payload)
+        except SinkRejectedError as exc:
+            if exc.status == _NOT_FOUND:  # the session vanished from Zep: recreate once
+                self.forget_session(session_id)
+                await keepalive()
+                await self.ensure_session(
+                    user_id=session.user_id, session_id=session_id, agent=session.agent
+                )
+                await self.add_messages(session_id, payload)
+                return 0
+            if exc.status not in _DUPLICATE_STATUSES:
+                raise
+            return await self._one_by_one(session_id, payload, exc, keepalive)
+        return 0
+
+    async def _one_by_one(
+        self,
+        session_id: str,
+        payload: Sequence[Message],
+        batch_error: SinkRejectedError,
+        keepalive: Keepalive,
+    ) -> int:
+        """Fallback after a rejected batch: send each message, skipping ones already there."""
+        already = 0
+        for message in payload:
+            await keepalive()
+            if len(payload) > 1:
+                try:
+                    await self.add_messages(session_id, [message])
+                    continue
+                except SinkRejectedError as exc:
+                    if exc.status not in _DUPLICATE_STATUSES:
+                        raise
+                    batch_error = exc
+            if not await self.message_exists(session_id, str(message.uuid_)):
+                raise batch_error
+            already += 1
+        return already
 
     async def ensure_session(self, *, user_id: str, session_id: str, agent: str) -> None:
         """Create the Zep user and session when missing; refuse a session of another user."""
@@ -205,21 +275,11 @@ class ZepSink:
         except SinkRejectedError:
             await self._call("get user", lambda: self._client.user.get(user_id))
 
-    async def add_messages(self, session_id: str, messages: Sequence[SinkMessage]) -> None:
+    async def add_messages(self, session_id: str, messages: Sequence[Message]) -> None:
         """Append messages to the Zep session in one call (at most 30)."""
-        payload = [
-            Message(
-                uuid=m.uuid,
-                role_type=m.role_type,
-                role=m.role,
-                content=m.content,
-                metadata=m.metadata,
-            )
-            for m in messages
-        ]
         await self._call(
             "add memory",
-            lambda: self._client.memory.add(session_id=zep_id(session_id), messages=payload),
+            lambda: self._client.memory.add(session_id=zep_id(session_id), messages=messages),
         )
 
     async def message_exists(self, session_id: str, uuid: str) -> bool:
