@@ -13,6 +13,7 @@ from zep_python.base_client import AsyncBaseClient
 from zep_python.core.api_error import ApiError
 from zep_python.types.message import Message
 
+from engram_voice.memory.zep_cloud_sink import zep_user_id
 from engram_voice.memory.zep_sink import zep_id
 
 __all__ = ["seed_v2", "seed_v4"]
@@ -34,12 +35,16 @@ async def seed_v2(
 
 
 async def seed_v4(base_url: str, api_key: str, user_id: str, said: Sequence[str]) -> str:
-    """Store ``said`` (user turns) in a new v4 thread of ``user_id``; return the thread UUID."""
+    """Store ``said`` (user turns) in a new v4 thread of ``user_id``; return the thread UUID.
+
+    The Zep user is named as the v4 sink names it (:func:`zep_user_id`).
+    """
+    zep_user = zep_user_id(user_id)
     client = AsyncZep(base_url=f"{base_url}/api/v4", api_key=api_key, max_retries=0, timeout=5)
     try:
-        user_uuid = (await client.user.lookup(user_id=user_id)).uuid_
+        user_uuid = (await client.user.lookup(user_id=zep_user)).uuid_
     except Exception:  # noqa: BLE001 - unknown (404): create it
-        user_uuid = (await client.user.create(user_id=user_id)).uuid_
+        user_uuid = (await client.user.create(user_id=zep_user)).uuid_
     assert user_uuid is not None
     thread = await client.thread.create(user_uuid=user_uuid)
     assert thread.uuid_ is not None

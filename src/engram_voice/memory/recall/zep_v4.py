@@ -24,6 +24,7 @@ from zep_cloud.core.api_error import ApiError
 
 from engram_voice.memory.recall.reader import RecallError
 from engram_voice.memory.settings import ZepSettings
+from engram_voice.memory.zep_cloud_sink import zep_user_id
 
 __all__ = ["SdkThreadLocator", "ThreadLocator", "ZepV4Reader"]
 
@@ -93,7 +94,8 @@ class ZepV4Reader:
             max_retries=0,
             httpx_client=self._http,
         )
-        self._locate = locate or SdkThreadLocator(self._client)
+        # The v4 sink names Zep users with zep_user_id (ids over 500 characters hashed).
+        self._locate = locate or SdkThreadLocator(self._client, external_id=zep_user_id)
 
     def __repr__(self) -> str:
         return f"ZepV4Reader(url={self.describe()['url']!r})"
