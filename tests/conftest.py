@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 
 from engram_voice.app import create_app
 from engram_voice.services import Overrides
@@ -20,6 +21,27 @@ from tests.support.servers import ServiceProcess, serve_app
 __all__ = ["fixture_postgres_server"]  # the session's PostgreSQL server (tests/support/postgres.py)
 
 ServiceFactory = Callable[..., AbstractContextManager[str]]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _uncached_loggers() -> Iterator[None]:
+    """Keep structlog from caching loggers while tests run.
+
+    ``configure_logging`` caches each logger on first use (right for a service). In one
+    test process a logger cached by a test that configured production logging would
+    ignore every later ``structlog.testing.capture_logs``, so a test's log assertions
+    would depend on which tests ran before it.
+    """
+    original = structlog.configure
+
+    def configure(*args: object, **kwargs: object) -> None:
+        kwargs["cache_logger_on_first_use"] = False
+        original(*args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(structlog, "configure", configure)
+        structlog.configure(cache_logger_on_first_use=False)
+        yield
 
 
 class Emulator:
