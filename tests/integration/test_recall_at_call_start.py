@@ -105,10 +105,13 @@ def recall_status(url: str) -> dict[str, Any]:
     return recall
 
 
-async def deliver(url: str, zep: ZepV4StandIn, user: str, turns: list[str]) -> None:
+async def deliver(
+    url: str, zep: ZepV4StandIn, user: str, turns: list[str], *, api: str = "v2"
+) -> None:
     """Talk as ``user`` (mint, then post the turns) and wait until the worker delivered them."""
     body = await mint(url, user)
-    before = zep.state()["counts"]["messages"]
+    counter = "v4_messages" if api == "v4" else "messages"
+    before = zep.state()["counts"][counter]
     messages = [
         {"id": f"t{i}", "role": "user" if i % 2 == 0 else "assistant", "text": text}
         for i, text in enumerate(turns)
@@ -121,20 +124,21 @@ async def deliver(url: str, zep: ZepV4StandIn, user: str, turns: list[str]) -> N
         )
     assert response.status_code == 202, response.text
     await async_poll_until(
-        lambda: zep.state()["counts"]["messages"] >= before + len(turns),
+        lambda: zep.state()["counts"][counter] >= before + len(turns),
         timeout=20,
         what=f"{user}'s turns reaching Zep",
     )
 
 
+@pytest.mark.parametrize("api", ["v4", "v2"])
 async def test_after_delivery_the_users_next_sessions_carry_the_memory(
-    emulator: Emulator, zep: ZepV4StandIn, make_service: ServiceFactory
+    emulator: Emulator, zep: ZepV4StandIn, make_service: ServiceFactory, api: str
 ):
     """Alice talks, the worker delivers; her next mint and calls carry it, Bob's carry none."""
-    with make_service(recall_env(emulator, zep, "v2"), _overrides()) as url:
+    with make_service(recall_env(emulator, zep, api), _overrides()) as url:
         await mint(url, "alice")
         assert OPEN_TAG not in minted_instructions(emulator)  # Zep knew nothing yet
-        await deliver(url, zep, "alice", ["My dog is called Rex.", "What a lovely name."])
+        await deliver(url, zep, "alice", ["My dog is called Rex.", "What a lovely name."], api=api)
         await async_poll_until(
             lambda: recall_status(url)["outcomes"].get("refreshed", 0) >= 1,
             timeout=20,
