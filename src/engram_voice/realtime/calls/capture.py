@@ -33,6 +33,7 @@ from engram_voice.memory.schemas import MAX_MESSAGES, MAX_TEXT_CHARS, EnrichMess
 from engram_voice.realtime.calls.metrics import CAPTURED_TURNS
 
 __all__ = [
+    "CAPTURED_EVENTS",
     "CAPTURED_TURNS",
     "MAX_HELD",
     "MAX_ITEMS",
@@ -58,6 +59,17 @@ ASSISTANT_TRANSCRIPTS = frozenset(
     {"response.output_audio_transcript.done", "response.audio_transcript.done"}
 )
 ITEM_EVENTS = frozenset({"conversation.item.added", "conversation.item.created"})
+USAGE_EVENT = "response.done"
+CAPTURED_EVENTS = (
+    ITEM_EVENTS
+    | ASSISTANT_TRANSCRIPTS
+    | {
+        USER_TRANSCRIPT,
+        USER_TRANSCRIPT_FAILED,
+        USAGE_EVENT,
+    }
+)
+"""Every event type :meth:`TurnCapture.feed` reads; an upstream need not decode the others."""
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -209,7 +221,7 @@ class TurnCapture:
             if isinstance(item_id, str) and item_id in self._items:
                 self._items[item_id].failed = True
                 self._release()
-        elif kind == "response.done" and self._on_usage is not None:
+        elif kind == USAGE_EVENT and self._on_usage is not None:
             response = event.get("response")
             usage = response.get("usage") if isinstance(response, dict) else None
             if isinstance(usage, dict):
