@@ -40,6 +40,7 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._load import ProcessCpu, open_loop
 from bench._mint_split import MintLog, SplitProfile, split_profile
-from bench._stack import bench_stack, running
+from bench._stack import BenchStack, bench_stack, running
 from bench.bench_calls import DIRECT, Bench, active_calls, mint_senders
 from bench.bench_calls import release_all as release_calls
 from tests.support.realtime_client import RealtimeTestClient
@@ -59,6 +60,47 @@ GOAL_CPU_MS_PER_TURN = 2.0
 GOAL_MINT_P99_RISE = 0.10
 GOAL_CAPTURED_SHARE = 0.95
 _CAPTURED = "engram_realtime_captured_turns_total{"
+
+
+def run_queue_ms(pid: int) -> float | None:
+    """Return the ms the process's main thread (its event loop) has waited for a CPU so far.
+
+    The second field of ``/proc/<pid>/task/<pid>/schedstat``: time runnable but not
+    running, i.e. taken by other processes (the emulator, this client, the neighbours).
+    """
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    except OSError:
+        return None
+    return int(fields[1]) / 1e6
+
+
+def probe_summary(report: Path, windows: dict[str, tuple[float, float]]) -> None:
+    """Print the service's loop lag and GC pauses (``bench._probe``) in each phase's window."""
+    try:
+        lines = [json.loads(line) for line in report.read_text().splitlines() if line]
+    except OSError:
+        return
+    print("service event loop (bench._probe, per second: lag of a 2 ms timer; GC pauses):")
+    for name, (start, end) in windows.items():
+        seconds = [line for line in lines if start <= line["t"] < end - 1]
+        if not seconds:
+            continue
+        p99s = sorted(line["lag_p99_ms"] for line in seconds)
+        worst = max(line["lag_max_ms"] for line in seconds)
+        gcs = []
+        for gen in ("0", "1", "2"):
+            counts = [line["gc"].get(gen, [0, 0.0, 0.0]) for line in seconds]
+            n, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
+            longest = max(c[2] for c in counts)
+            gcs.append(
+                f"gen{gen} {n / len(seconds):.1f}/s {total / len(seconds):.2f} ms/s "
+                f"max {longest:.1f} ms"
+            )
+        print(
+            f"  {name:<24} lag p99 median {p99s[len(p99s) // 2]:.2f} ms, worst second "
+            f"{p99s[-1]:.2f} ms, max {worst:.1f} ms; " + "; ".join(gcs)
+        )
 
 
 async def captured_turns(bench: Bench) -> dict[str, float]:
@@ -137,8 +179,23 @@ async def capture_window(bench: Bench, args: argparse.Namespace, held: int) -> t
     return cpu_ok, rate_ok
 
 
-async def mint_split(bench: Bench, args: argparse.Namespace, log: MintLog) -> SplitProfile:
+async def mint_split(
+    bench: Bench, args: argparse.Namespace, log: MintLog, name: str
+) -> SplitProfile:
     """Mint at ``args.mint_rate`` through the service and directly, split per request."""
+    assert bench.service.process  # noqa: S101 - started by main()
+    pid = bench.service.process.pid
+    started, waited = time.time(), run_queue_ms(pid)
+    try:
+        return await _split(bench, args, log)
+    finally:
+        ended, waited_after = time.time(), run_queue_ms(pid)
+        args.windows[name] = (started, ended)
+        if waited is not None and waited_after is not None:
+            args.run_queue[name] = (waited_after - waited) / (ended - started)
+
+
+async def _split(bench: Bench, args: argparse.Namespace, log: MintLog) -> SplitProfile:
     assert bench.service.process  # noqa: S101 - started by main()
     return await split_profile(
         session=bench.session,
@@ -188,18 +245,27 @@ async def run(bench: Bench, args: argparse.Namespace) -> None:
     log = MintLog(bench.service.log_path)
     for send in mint_senders(bench).values():  # warm up
         await open_loop(send, total=int(args.mint_rate), rate=args.mint_rate)
-    without = await mint_split(bench, args, log)
+    args.windows, args.run_queue = {}, {}
+    without = await mint_split(bench, args, log, "mint without calls")
     calls: list[tuple[str, dict[str, str]]] = []
     try:
         calls = await open_calls(bench, args)
         await asyncio.sleep(min(10.0, 2 * args.turn_interval))  # sidebands joined, turns flow
         held = await active_calls(bench)
+        started = time.time()
         cpu_ok, rate_ok = await capture_window(bench, args, held)
-        with_calls = await mint_split(bench, args, log)
+        args.windows["capture only"] = (started, time.time())
+        with_calls = await mint_split(bench, args, log, "mint with calls held")
         args.still_held = await active_calls(bench)
     finally:
         await asyncio.wait_for(release_calls(bench, calls), timeout=120)
     mint_ok = report_mint(args, without, with_calls)
+    print(
+        "  the service's event loop waited for a CPU (run queue: the emulator, this client, "
+        "the neighbours): " + ", ".join(f"{k} {v:.0f} ms/s" for k, v in args.run_queue.items())
+    )
+    if args.probe:
+        probe_summary(args.probe, args.windows)
     own_rise = with_calls.p99("own") / without.p99("own") - 1
     print(
         f"goals: CPU <= {GOAL_CPU_MS_PER_TURN:g} ms per turn {'HELD' if cpu_ok else 'MISSED'}; "
@@ -211,11 +277,37 @@ async def run(bench: Bench, args: argparse.Namespace) -> None:
     )
 
 
-def pin(pid: int, cpus: set[int]) -> None:
-    """Pin every thread of ``pid`` (0: this thread) to ``cpus``; later threads inherit it."""
-    tasks = Path(f"/proc/{pid}/task")
-    for tid in [int(t.name) for t in tasks.iterdir()] if pid else [0]:
-        os.sched_setaffinity(tid, cpus)
+def place(pid: int, *, cpus: set[int] | None, nice: int | None) -> None:
+    """Pin every thread of ``pid`` (0: this thread) to ``cpus`` and/or set its nice value.
+
+    Threads started later inherit both from the thread that starts them.
+    """
+    tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()] if pid else [0]
+    for tid in tids:
+        if cpus is not None:
+            os.sched_setaffinity(tid, cpus)
+        if nice is not None:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
+def isolate(stack: BenchStack, args: argparse.Namespace) -> None:
+    """Apply ``--pin`` and ``--nice`` to the service, the emulator and this client."""
+    assert stack.service.process  # noqa: S101 - started
+    assert stack.emulator.process  # noqa: S101
+    nice = args.nice
+    two_cores = len(os.sched_getaffinity(0)) >= 2
+    pinned = ({0}, {1}, {1}) if args.pin and two_cores else (None, None, None)
+    try:
+        place(stack.service.process.pid, cpus=pinned[0], nice=nice)
+        place(stack.emulator.process.pid, cpus=pinned[1], nice=nice)
+        place(0, cpus=pinned[2], nice=nice)
+    except PermissionError:
+        print("(--nice below 0 needs root or CAP_SYS_NICE: left as it was)")
+        return
+    if pinned[0] is not None:
+        print("pinned: the service on CPU 0; the emulator and this client on CPU 1")
+    if nice is not None:
+        print(f"nice {nice}: the service, the emulator and this client (not the neighbours)")
 
 
 async def _main(
@@ -246,7 +338,20 @@ def main() -> None:
     parser.add_argument(
         "--pin", action="store_true", help="service on CPU 0; emulator and this client on CPU 1"
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=None,
+        help="nice value of the three measured processes (e.g. -10 on a shared machine: the "
+        "neighbours' load then stays out of the tail; needs root)",
+    )
+    parser.add_argument(
+        "--probe", action="store_true", help="run the service under bench._probe (loop lag, GC)"
+    )
     args = parser.parse_args()
+    args.probe = (
+        Path(tempfile.mkdtemp(prefix="engram-probe-")) / "probe.jsonl" if args.probe else None
+    )
     stack = bench_stack(
         emulator_env={
             "EMULATOR_MEDIA": "off",
@@ -255,15 +360,10 @@ def main() -> None:
             "EMULATOR_MAX_CALLS": str(min(10_000, args.calls + 200)),
         },
         service_env={"REALTIME_DEFAULT_UPSTREAM": "azure-openai", "MEMORY_WORKER": "off"},
+        probe=args.probe,
     )
     with running(stack):
-        if args.pin:
-            assert stack.service.process  # noqa: S101 - started
-            assert stack.emulator.process  # noqa: S101
-            pin(stack.service.process.pid, {0})
-            pin(stack.emulator.process.pid, {1})
-            pin(0, {1})
-            print("pinned: the service on CPU 0; the emulator and this client on CPU 1")
+        isolate(stack, args)
         asyncio.run(_main(args, stack.emulator, stack.service, stack.key))
 
 

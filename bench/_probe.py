@@ -1,0 +1,99 @@
+"""``engram-voice serve`` with two probes, for the capture bench: event-loop lag and GC pauses.
+
+    python -m bench._probe <report.jsonl> serve
+
+Runs the service exactly as ``python -m engram_voice serve`` does, plus:
+
+- a task on the service's event loop that sleeps :data:`TICK_S` at a time and records how
+  late each wake-up was (the lag every request on the loop waits out at that moment);
+- a ``gc.callbacks`` hook timing each collection by generation.
+
+Every second one JSON line goes to the report: wall time, the lag percentiles of that
+second (libuv's timers have 1 ms steps, so lags below ~1 ms are noise), and per GC
+generation ``[collections, total ms, longest ms]``. The bench reads each phase's lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import engram_voice.app
+from engram_voice.cli import main
+
+__all__ = ["TICK_S"]
+
+TICK_S = 0.002
+_gc_started: list[float] = []
+_gc_pauses: list[tuple[int, float]] = []
+
+
+def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_started.append(time.perf_counter())
+    elif _gc_started:
+        _gc_pauses.append((int(info["generation"]), time.perf_counter() - _gc_started.pop()))
+
+
+async def _lag_probe(report: Path) -> None:
+    lags: list[float] = []
+    second = time.time() // 1
+    with report.open("a") as out:
+        while True:
+            due = time.perf_counter() + TICK_S
+            await asyncio.sleep(TICK_S)
+            lags.append(max(0.0, time.perf_counter() - due) * 1000)
+            now = time.time()
+            if now // 1 == second:
+                continue
+            lags.sort()
+            collections: dict[int, list[float]] = {}
+            for generation, seconds in _gc_pauses:
+                count, total, longest = collections.get(generation, [0, 0.0, 0.0])
+                collections[generation] = [
+                    count + 1,
+                    total + seconds * 1000,
+                    max(longest, seconds * 1000),
+                ]
+            _gc_pauses.clear()
+            line = {
+                "t": second,
+                "ticks": len(lags),
+                "lag_p50_ms": lags[len(lags) // 2],
+                "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+                "lag_max_ms": lags[-1],
+                "gc": {g: [round(v, 3) for v in c] for g, c in sorted(collections.items())},
+            }
+            out.write(json.dumps(line) + "\n")
+            out.flush()
+            lags.clear()
+            second = now // 1
+
+
+def _probed_app_factory(report: Path) -> Any:
+    build = engram_voice.app.create_app_from_env
+    tasks: set[asyncio.Task[None]] = set()
+
+    def create() -> Any:
+        app = build()
+
+        def start() -> None:
+            task = asyncio.get_running_loop().create_task(_lag_probe(report))
+            tasks.add(task)
+
+        app.on_startup.append(start)
+        return app
+
+    return create
+
+
+if __name__ == "__main__":
+    _report = Path(sys.argv[1])
+    gc.callbacks.append(_on_gc)
+    engram_voice.app.create_app_from_env = _probed_app_factory(_report)  # type: ignore[method-assign]
+    raise SystemExit(main(sys.argv[2:]))
