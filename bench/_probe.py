@@ -9,8 +9,10 @@ Runs the service exactly as ``python -m engram_voice serve`` does, plus:
 - a ``gc.callbacks`` hook timing each collection by generation.
 
 Every second one JSON line goes to the report: wall time, the lag percentiles of that
-second (libuv's timers have 1 ms steps, so lags below ~1 ms are noise), and per GC
-generation ``[collections, total ms, longest ms]``. The bench reads each phase's lines.
+second (libuv's timers have 1 ms steps, so lags below ~1 ms are noise), the objects the
+collector tracks, and per GC generation ``[collections, total ms, longest ms, longest
+CPU ms]`` (wall time includes being preempted; CPU time does not). The bench reads each
+phase's lines.
 """
 
 from __future__ import annotations
@@ -29,15 +31,18 @@ from engram_voice.cli import main
 __all__ = ["TICK_S"]
 
 TICK_S = 0.002
-_gc_started: list[float] = []
-_gc_pauses: list[tuple[int, float]] = []
+_gc_started: list[tuple[float, float]] = []
+_gc_pauses: list[tuple[int, float, float]] = []
 
 
 def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    # Wall time counts a collection that was preempted by another process; CPU time not.
     if phase == "start":
-        _gc_started.append(time.perf_counter())
+        _gc_started.append((time.perf_counter(), time.thread_time()))
     elif _gc_started:
-        _gc_pauses.append((int(info["generation"]), time.perf_counter() - _gc_started.pop()))
+        wall, cpu = _gc_started.pop()
+        generation = int(info["generation"])
+        _gc_pauses.append((generation, time.perf_counter() - wall, time.thread_time() - cpu))
 
 
 async def _lag_probe(report: Path) -> None:
@@ -53,12 +58,13 @@ async def _lag_probe(report: Path) -> None:
                 continue
             lags.sort()
             collections: dict[int, list[float]] = {}
-            for generation, seconds in _gc_pauses:
-                count, total, longest = collections.get(generation, [0, 0.0, 0.0])
+            for generation, wall, cpu in _gc_pauses:
+                count, total, longest, longest_cpu = collections.get(generation, [0, 0, 0, 0])
                 collections[generation] = [
                     count + 1,
-                    total + seconds * 1000,
-                    max(longest, seconds * 1000),
+                    total + wall * 1000,
+                    max(longest, wall * 1000),
+                    max(longest_cpu, cpu * 1000),
                 ]
             _gc_pauses.clear()
             line = {
@@ -67,6 +73,7 @@ async def _lag_probe(report: Path) -> None:
                 "lag_p50_ms": lags[len(lags) // 2],
                 "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
                 "lag_max_ms": lags[-1],
+                "tracked": len(gc.get_objects()),
                 "gc": {g: [round(v, 3) for v in c] for g, c in sorted(collections.items())},
             }
             out.write(json.dumps(line) + "\n")

@@ -90,17 +90,18 @@ def probe_summary(report: Path, windows: dict[str, tuple[float, float]]) -> None
         worst = max(line["lag_max_ms"] for line in seconds)
         gcs = []
         for gen in ("0", "1", "2"):
-            counts = [line["gc"].get(gen, [0, 0.0, 0.0]) for line in seconds]
+            counts = [line["gc"].get(gen, [0, 0.0, 0.0, 0.0]) for line in seconds]
             n, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
-            longest = max(c[2] for c in counts)
             gcs.append(
-                f"gen{gen} {n / len(seconds):.1f}/s {total / len(seconds):.2f} ms/s "
-                f"max {longest:.1f} ms"
+                f"gen{gen} {n / len(seconds):.1f}/s {total / len(seconds):.2f} ms/s, longest "
+                f"{max(c[2] for c in counts):.1f} ms ({max(c[3] for c in counts):.1f} ms CPU)"
             )
         print(
-            f"  {name:<24} lag p99 median {p99s[len(p99s) // 2]:.2f} ms, worst second "
-            f"{p99s[-1]:.2f} ms, max {worst:.1f} ms; " + "; ".join(gcs)
+            f"  {name:<20} lag p99 median {p99s[len(p99s) // 2]:.2f} ms, worst second "
+            f"{p99s[-1]:.2f} ms, max {worst:.1f} ms; GC-tracked objects "
+            f"{max(line.get('tracked', 0) for line in seconds):,}"
         )
+        print("    " + "; ".join(gcs))
 
 
 async def captured_turns(bench: Bench) -> dict[str, float]:
