@@ -8,7 +8,8 @@ Runs the service exactly as ``python -m engram_voice serve`` does, plus:
   late each wake-up was (the lag every request on the loop waits out at that moment);
 - a ``gc.callbacks`` hook timing each collection by generation.
 
-Every second one JSON line goes to the report: wall time, the lag percentiles of that
+``SIGUSR1`` appends a census of the tracked objects by type. Every second one JSON line
+goes to the report: wall time, the lag percentiles of that
 second (libuv's timers have 1 ms steps, so lags below ~1 ms are noise), the objects the
 collector tracks, and per GC generation ``[collections, total ms, longest ms, longest
 CPU ms]`` (wall time includes being preempted; CPU time does not). The bench reads each
@@ -18,8 +19,10 @@ phase's lines.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -82,6 +85,13 @@ async def _lag_probe(report: Path) -> None:
             second = now // 1
 
 
+def _census(report: Path) -> None:
+    """Append the 40 commonest types among the tracked objects (on SIGUSR1)."""
+    counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    with report.open("a") as out:
+        out.write(json.dumps({"t": time.time(), "census": counts.most_common(40)}) + "\n")
+
+
 def _probed_app_factory(report: Path) -> Any:
     build = engram_voice.app.create_app_from_env
     tasks: set[asyncio.Task[None]] = set()
@@ -90,8 +100,9 @@ def _probed_app_factory(report: Path) -> Any:
         app = build()
 
         def start() -> None:
-            task = asyncio.get_running_loop().create_task(_lag_probe(report))
-            tasks.add(task)
+            loop = asyncio.get_running_loop()
+            tasks.add(loop.create_task(_lag_probe(report)))
+            loop.add_signal_handler(signal.SIGUSR1, _census, report)
 
         app.on_startup.append(start)
         return app

@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -82,6 +83,13 @@ def probe_summary(report: Path, windows: dict[str, tuple[float, float]]) -> None
     except OSError:
         return
     print("service event loop (bench._probe, per second: lag of a 2 ms timer; GC pauses):")
+    for line in lines:
+        if "census" in line:
+            print(
+                "  tracked objects by type (SIGUSR1 census): "
+                + ", ".join(f"{name} {count:,}" for name, count in line["census"][:25])
+            )
+    lines = [line for line in lines if "census" not in line]
     for name, (start, end) in windows.items():
         seconds = [line for line in lines if start <= line["t"] < end - 1]
         if not seconds:
@@ -254,6 +262,8 @@ async def run(bench: Bench, args: argparse.Namespace) -> None:
         await asyncio.sleep(min(10.0, 2 * args.turn_interval))  # sidebands joined, turns flow
         held = await active_calls(bench)
         started = time.time()
+        if args.probe:  # a census of what the collector tracks with the calls held
+            os.kill(bench.service.process.pid, signal.SIGUSR1)  # type: ignore[union-attr]
         cpu_ok, rate_ok = await capture_window(bench, args, held)
         args.windows["capture only"] = (started, time.time())
         with_calls = await mint_split(bench, args, log, "mint with calls held")
@@ -281,7 +291,10 @@ async def run(bench: Bench, args: argparse.Namespace) -> None:
 def place(pid: int, *, cpus: set[int] | None, nice: int | None) -> None:
     """Pin every thread of ``pid`` (0: this thread) to ``cpus`` and/or set its nice value.
 
-    Threads started later inherit both from the thread that starts them.
+    Threads started later inherit both from the thread that starts them. Where the kernel
+    groups processes by session (``sched_autogroup``; the stack's processes each start
+    one), a thread's nice value only ranks it within its group, so the group's nice
+    (``/proc/<pid>/autogroup``) is set as well.
     """
     tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()] if pid else [0]
     for tid in tids:
@@ -289,6 +302,9 @@ def place(pid: int, *, cpus: set[int] | None, nice: int | None) -> None:
             os.sched_setaffinity(tid, cpus)
         if nice is not None:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
+    autogroup = Path(f"/proc/{pid or os.getpid()}/autogroup")
+    if nice is not None and autogroup.exists():
+        autogroup.write_text(str(nice))
 
 
 def isolate(stack: BenchStack, args: argparse.Namespace) -> None:
@@ -302,7 +318,7 @@ def isolate(stack: BenchStack, args: argparse.Namespace) -> None:
         place(stack.service.process.pid, cpus=pinned[0], nice=nice)
         place(stack.emulator.process.pid, cpus=pinned[1], nice=nice)
         place(0, cpus=pinned[2], nice=nice)
-    except PermissionError:
+    except OSError:
         print("(--nice below 0 needs root or CAP_SYS_NICE: left as it was)")
         return
     if pinned[0] is not None:
