@@ -76,6 +76,16 @@ def run_queue_ms(pid: int) -> float | None:
     return int(fields[1]) / 1e6
 
 
+def loop_thread_cpu(pid: int) -> float | None:
+    """Return the CPU seconds of the process's main thread (its event loop) so far."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def probe_summary(report: Path, windows: dict[str, tuple[float, float]]) -> None:
     """Print the service's loop lag and GC pauses (``bench._probe``) in each phase's window."""
     try:
@@ -160,9 +170,11 @@ async def capture_window(bench: Bench, args: argparse.Namespace, held: int) -> t
     cpu = ProcessCpu(bench.service.process.pid)
     emulator_cpu = ProcessCpu(bench.emulator.process.pid)
     emulator_before = emulator_cpu.seconds() or 0.0
+    loop_before = loop_thread_cpu(bench.service.process.pid)
     before, cpu_before, started = await captured_turns(bench), cpu.seconds(), time.monotonic()
     await asyncio.sleep(args.window)
     after, cpu_after, elapsed = await captured_turns(bench), cpu.seconds(), time.monotonic()
+    loop_after = loop_thread_cpu(bench.service.process.pid)
     elapsed -= started
     emulator_s = (emulator_cpu.seconds() or 0.0) - emulator_before
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
@@ -183,6 +195,13 @@ async def capture_window(bench: Bench, args: argparse.Namespace, held: int) -> t
         f"{per_turn:.2f} ms per conversation turn ({per_turn / 2:.2f} ms per transcript turn); "
         f"emulator {emulator_s / elapsed * 100:.0f} % of a core"
     )
+    if loop_before is not None and loop_after is not None and turns:
+        loop_s = loop_after - loop_before
+        print(
+            f"  of which the event-loop thread {loop_s * 1000 / turns:.2f} ms per conversation "
+            f"turn ({loop_s / elapsed * 100:.0f} % of a core: what shares the loop with minting); "
+            "the rest in the queue's and the usage store's writer threads"
+        )
     cpu_ok = per_turn <= GOAL_CPU_MS_PER_TURN
     rate_ok = bool(expected) and rate >= GOAL_CAPTURED_SHARE * expected
     return cpu_ok, rate_ok
