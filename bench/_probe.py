@@ -114,5 +114,5 @@ def _probed_app_factory(report: Path) -> Any:
 if __name__ == "__main__":
     _report = Path(sys.argv[1])
     gc.callbacks.append(_on_gc)
-    engram_voice.app.create_app_from_env = _probed_app_factory(_report)  # type: ignore[method-assign]
+    engram_voice.app.create_app_from_env = _probed_app_factory(_report)
     raise SystemExit(main(sys.argv[2:]))

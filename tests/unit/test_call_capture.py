@@ -35,7 +35,9 @@ class Store:
         return [(m.id, m.role, m.text) for batch in self.batches for m in batch]
 
 
-def added(item_id: str, role: str, previous: str | None, name: str = "conversation.item.added"):
+def added(
+    item_id: str, role: str, previous: str | None, name: str = "conversation.item.added"
+) -> dict[str, Any]:
     """Return an item event for a message of ``role`` after ``previous``."""
     item = {"id": item_id, "type": "message", "role": role, "content": []}
     return {"type": name, "item": item, "previous_item_id": previous}

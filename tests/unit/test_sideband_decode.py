@@ -93,8 +93,8 @@ class _Upstream:
         return ws
 
 
-def _turn() -> list[dict[str, Any]]:
-    """Return every event the emulator plays for one turn (the full sideband stream)."""
+def _turn() -> list[dict[str, Any] | None]:
+    """Return every event the emulator plays for one turn (None: not in its vocabulary)."""
     events = EventFactory("conv_1")
     user, answer, response = new_id("item"), new_id("item"), new_id("resp")
     done = EventFactory.assistant_item(answer, "Hello there.")
