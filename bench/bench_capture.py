@@ -17,7 +17,9 @@ JSON logs at ``info`` as in production). The SDP offer is made once by an aiortc
    turn is two transcript turns, the user's and the assistant's), and the captured rate
    against the expected ``calls / turn interval`` conversation turns per second.
 4. Mint p99 again with the calls held (capture still running); its rise over part 1.
-5. Every call hung up (``DELETE``), bounded.
+5. Every call hung up (``DELETE``), bounded; with ``--control``, mint p99 once more: the
+   phases run in order, so drift over the run (the service's growing per-user state,
+   the neighbours) would show here too, without any call held.
 
 The emulator is the upstream of every mint *and* plays all the held calls, so its own
 slow-down is part of the end-to-end rise. Each mint's latency is therefore also split
@@ -232,6 +234,15 @@ async def run(bench: Bench, args: argparse.Namespace) -> None:
     finally:
         await asyncio.wait_for(release_calls(bench, calls), timeout=120)
     mint_ok = report_mint(args, without, with_calls)
+    if args.control:  # the calls are gone again: a rise that stays is drift, not capture
+        await asyncio.sleep(2)
+        again = await mint_split(bench, args, log, "mint after hang-up")
+        print(
+            "  control, every call hung up again: p99 "
+            + ", ".join(f"{part} {again.p99(part):.2f} ms" for part, _ in _PARTS)
+            + f" ({(again.p99('total') / without.p99('total') - 1) * 100:+.1f} % end to end "
+            "over the first profile: what the order of the phases alone does)"
+        )
     print(
         "  the service's event loop waited for a CPU (run queue: the emulator, this client, "
         "the neighbours): " + ", ".join(f"{k} {v:.0f} ms/s" for k, v in args.run_queue.items())
@@ -283,6 +294,11 @@ def main() -> None:
         default=None,
         help="nice value of the three measured processes (e.g. -10 on a shared machine: the "
         "neighbours' load then stays out of the tail; needs root)",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="mint once more after the hang-ups (drift over the run, not capture's)",
     )
     parser.add_argument(
         "--probe", action="store_true", help="run the service under bench._probe (loop lag, GC)"
