@@ -33,11 +33,13 @@ def bench_stack(
     emulator_env: Mapping[str, str] | None = None,
     service_env: Mapping[str, str] | None = None,
     voicelive: bool = False,
+    probe: Path | None = None,
 ) -> BenchStack:
     """Return the emulator and the service, configured as the benches run them (unstarted).
 
     ``voicelive`` points Voice Live at the emulator too; the extra mappings add to or
-    override the shared settings.
+    override the shared settings. ``probe`` runs the service under ``bench._probe``
+    (event-loop lag and GC pauses, one JSON line per second to that file).
     """
     keys = (secrets.token_hex(16), secrets.token_hex(16))
     emulator = ServiceProcess(
@@ -60,7 +62,10 @@ def bench_stack(
     if voicelive:
         env |= {"AZURE_VOICELIVE_ENDPOINT": url, "AZURE_VOICELIVE_KEY": keys[0]}
     service = ServiceProcess(
-        ["serve"], env={**env, **(service_env or {})}, log_path=state / "service.log"
+        [str(probe), "serve"] if probe else ["serve"],
+        env={**env, **(service_env or {})},
+        log_path=state / "service.log",
+        module="bench._probe" if probe else "engram_voice",
     )
     return BenchStack(emulator=emulator, service=service, key=keys[0])
 

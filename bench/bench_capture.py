@@ -17,13 +17,22 @@ JSON logs at ``info`` as in production). The SDP offer is made once by an aiortc
    turn is two transcript turns, the user's and the assistant's), and the captured rate
    against the expected ``calls / turn interval`` conversation turns per second.
 4. Mint p99 again with the calls held (capture still running); its rise over part 1.
-5. Every call hung up (``DELETE``), bounded.
+5. Every call hung up (``DELETE``), bounded; with ``--control``, mint p99 once more: the
+   phases run in order, so drift over the run (the service's growing per-user state,
+   the neighbours) would show here too, without any call held.
+
+The emulator is the upstream of every mint *and* plays all the held calls, so its own
+slow-down is part of the end-to-end rise. Each mint's latency is therefore also split
+(``bench/_mint_split.py``) into the upstream time the service awaited (read back from its
+log by session id) and the service's own time (the rest); the rise is reported for both.
+``--pin`` runs the service alone on CPU 0 and the emulator and this client on CPU 1, so
+the emulator's work does not take the service's core.
 
 Goals: <= 2 ms service CPU per conversation turn; the expected turn rate captured; mint
 p99 rise <= 10 %. Loopback only; every wait bounded. On a shared machine latencies swing
-with the neighbours: read them next to the CPU figures.
+with the neighbours: read them next to the CPU figures, and compare medians of runs.
 
-    .venv/bin/python bench/bench_capture.py --calls 500 --turn-interval 3
+    .venv/bin/python bench/bench_capture.py --calls 500 --turn-interval 3 [--pin]
 """
 
 from __future__ import annotations
@@ -31,7 +40,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,8 +52,10 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._load import ProcessCpu, open_loop
+from bench._mint_split import MintLog, SplitProfile, split_profile
+from bench._sched import isolate, loop_thread_cpu, probe_summary, run_queue_ms
 from bench._stack import bench_stack, running
-from bench.bench_calls import DIRECT, THROUGH, Bench, active_calls, mint_profile, mint_senders
+from bench.bench_calls import DIRECT, Bench, active_calls, mint_senders
 from bench.bench_calls import release_all as release_calls
 from tests.support.realtime_client import RealtimeTestClient
 from tests.support.servers import ServiceProcess
@@ -100,9 +114,11 @@ async def capture_window(bench: Bench, args: argparse.Namespace, held: int) -> t
     cpu = ProcessCpu(bench.service.process.pid)
     emulator_cpu = ProcessCpu(bench.emulator.process.pid)
     emulator_before = emulator_cpu.seconds() or 0.0
+    loop_before = loop_thread_cpu(bench.service.process.pid)
     before, cpu_before, started = await captured_turns(bench), cpu.seconds(), time.monotonic()
     await asyncio.sleep(args.window)
     after, cpu_after, elapsed = await captured_turns(bench), cpu.seconds(), time.monotonic()
+    loop_after = loop_thread_cpu(bench.service.process.pid)
     elapsed -= started
     emulator_s = (emulator_cpu.seconds() or 0.0) - emulator_before
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
@@ -123,56 +139,123 @@ async def capture_window(bench: Bench, args: argparse.Namespace, held: int) -> t
         f"{per_turn:.2f} ms per conversation turn ({per_turn / 2:.2f} ms per transcript turn); "
         f"emulator {emulator_s / elapsed * 100:.0f} % of a core"
     )
+    if loop_before is not None and loop_after is not None and turns:
+        loop_s = loop_after - loop_before
+        print(
+            f"  of which the event-loop thread {loop_s * 1000 / turns:.2f} ms per conversation "
+            f"turn ({loop_s / elapsed * 100:.0f} % of a core: what shares the loop with minting); "
+            "the rest in the queue's and the usage store's writer threads"
+        )
     cpu_ok = per_turn <= GOAL_CPU_MS_PER_TURN
     rate_ok = bool(expected) and rate >= GOAL_CAPTURED_SHARE * expected
     return cpu_ok, rate_ok
 
 
+async def mint_split(
+    bench: Bench, args: argparse.Namespace, log: MintLog, name: str
+) -> SplitProfile:
+    """Mint at ``args.mint_rate`` through the service and directly, split per request."""
+    assert bench.service.process  # noqa: S101 - started by main()
+    pid = bench.service.process.pid
+    started, waited = time.time(), run_queue_ms(pid)
+    try:
+        return await _split(bench, args, log)
+    finally:
+        ended, waited_after = time.time(), run_queue_ms(pid)
+        args.windows[name] = (started, ended)
+        if waited is not None and waited_after is not None:
+            args.run_queue[name] = (waited_after - waited) / (ended - started)
+
+
+async def _split(bench: Bench, args: argparse.Namespace, log: MintLog) -> SplitProfile:
+    assert bench.service.process  # noqa: S101 - started by main()
+    return await split_profile(
+        session=bench.session,
+        service_url=bench.service.base_url,
+        service_pid=bench.service.process.pid,
+        log=log,
+        caller=bench.caller,
+        direct=mint_senders(bench)[DIRECT],
+        rate=args.mint_rate,
+        seconds=args.mint_seconds,
+        rounds=args.mint_rounds,
+    )
+
+
+_PARTS = (
+    ("total", "end to end (through the service)"),
+    ("upstream", "upstream as the service awaited it"),
+    ("own", "the service's own (total - upstream)"),
+    ("direct", "straight at the emulator"),
+)
+
+
+def report_mint(args: argparse.Namespace, without: SplitProfile, with_calls: SplitProfile) -> bool:
+    """Print the mint profiles part by part; return whether the end-to-end goal held."""
+    still = getattr(args, "still_held", 0)
+    print(
+        f"mint p99 at {args.mint_rate:g}/s ({args.mint_rounds} interleaved rounds), without -> "
+        f"with {still} calls held and capturing (median of the rounds' p99 in brackets):"
+    )
+    for part, label in _PARTS:
+        before, after = without.p99(part), with_calls.p99(part)
+        print(
+            f"  {label:<38} {before:6.2f} -> {after:6.2f} ms ({(after / before - 1) * 100:+6.1f} %)"
+            f"   [{without.median_round_p99(part):.2f} -> {with_calls.median_round_p99(part):.2f}]"
+        )
+    print(
+        f"  service CPU per mint {without.service_cpu_ms:.2f} / {with_calls.service_cpu_ms:.2f} ms "
+        f"(with the calls held it includes their capture); errors "
+        f"{without.errors}/{with_calls.errors}"
+    )
+    return with_calls.p99("total") / without.p99("total") - 1 <= GOAL_MINT_P99_RISE
+
+
 async def run(bench: Bench, args: argparse.Namespace) -> None:
     """Run the parts in order and print the goals."""
+    assert bench.service.log_path  # noqa: S101 - bench_stack() sets it
+    log = MintLog(bench.service.log_path)
     for send in mint_senders(bench).values():  # warm up
         await open_loop(send, total=int(args.mint_rate), rate=args.mint_rate)
-    without = await mint_profile(bench, args)
+    args.windows, args.run_queue = {}, {}
+    without = await mint_split(bench, args, log, "mint without calls")
     calls: list[tuple[str, dict[str, str]]] = []
     try:
         calls = await open_calls(bench, args)
         await asyncio.sleep(min(10.0, 2 * args.turn_interval))  # sidebands joined, turns flow
         held = await active_calls(bench)
+        started = time.time()
+        if args.probe:  # a census of what the collector tracks with the calls held
+            os.kill(bench.service.process.pid, signal.SIGUSR1)  # type: ignore[union-attr]
         cpu_ok, rate_ok = await capture_window(bench, args, held)
-        with_calls = await mint_profile(bench, args)
-        still = await active_calls(bench)
+        args.windows["capture only"] = (started, time.time())
+        with_calls = await mint_split(bench, args, log, "mint with calls held")
+        args.still_held = await active_calls(bench)
     finally:
         await asyncio.wait_for(release_calls(bench, calls), timeout=120)
-    rise = with_calls.p99(THROUGH) / without.p99(THROUGH) - 1
-    print(
-        f"mint p99 at {args.mint_rate:g}/s ({args.mint_rounds} interleaved rounds): through the "
-        f"service {without.p99(THROUGH):.2f} ms without, {with_calls.p99(THROUGH):.2f} ms with "
-        f"{still} calls held and capturing ({rise * 100:+.1f} %); straight at the emulator "
-        f"{without.p99(DIRECT):.2f} / {with_calls.p99(DIRECT):.2f} ms; service CPU per mint "
-        f"{without.service_cpu_ms:.2f} / {with_calls.service_cpu_ms:.2f} ms; errors "
-        f"{without.errors}/{with_calls.errors}"
-    )
-    for label, profile in (("without", without), ("with", with_calls)):
+    mint_ok = report_mint(args, without, with_calls)
+    if args.control:  # the calls are gone again: a rise that stays is drift, not capture
+        await asyncio.sleep(2)
+        again = await mint_split(bench, args, log, "mint after hang-up")
         print(
-            f"  per round p99 {label:<7} through/direct (ms): "
-            + "  ".join(
-                f"{t:.1f}/{d:.1f}"
-                for t, d in zip(profile.rounds, profile.direct_rounds, strict=True)
-            )
-            + f"   median p99 overhead {profile.overhead():+.2f} ms"
+            "  control, every call hung up again: p99 "
+            + ", ".join(f"{part} {again.p99(part):.2f} ms" for part, _ in _PARTS)
+            + f" ({(again.p99('total') / without.p99('total') - 1) * 100:+.1f} % end to end "
+            "over the first profile: what the order of the phases alone does)"
         )
     print(
-        "  (the emulator, which also mints for the service, plays every call's events: its "
-        "own slow-down is part of the rise through the service; the service's share is "
-        f"{without.p99(THROUGH) - without.p99(DIRECT):+.2f} ms without, "
-        f"{with_calls.p99(THROUGH) - with_calls.p99(DIRECT):+.2f} ms with)"
+        "  the service's event loop waited for a CPU (run queue: the emulator, this client, "
+        "the neighbours): " + ", ".join(f"{k} {v:.0f} ms/s" for k, v in args.run_queue.items())
     )
-    mint_ok = rise <= GOAL_MINT_P99_RISE
+    if args.probe:
+        probe_summary(args.probe, args.windows)
+    own_rise = with_calls.p99("own") / without.p99("own") - 1
     print(
         f"goals: CPU <= {GOAL_CPU_MS_PER_TURN:g} ms per turn {'HELD' if cpu_ok else 'MISSED'}; "
         f">= {GOAL_CAPTURED_SHARE * 100:g} % of the expected turns captured "
         f"{'HELD' if rate_ok else 'MISSED'}; mint p99 rise <= {GOAL_MINT_P99_RISE * 100:g} % "
-        f"{'HELD' if mint_ok else 'MISSED'}"
+        f"end to end {'HELD' if mint_ok else 'MISSED'}, the service's own "
+        f"{'HELD' if own_rise <= GOAL_MINT_P99_RISE else 'MISSED'} ({own_rise * 100:+.1f} %)"
         + ("" if held >= args.calls else f" (measured with {held} calls, not {args.calls})")
     )
 
@@ -202,7 +285,28 @@ def main() -> None:
     parser.add_argument("--mint-rate", type=float, default=200.0)
     parser.add_argument("--mint-seconds", type=float, default=10.0)
     parser.add_argument("--mint-rounds", type=int, default=4)
+    parser.add_argument(
+        "--pin", action="store_true", help="service on CPU 0; emulator and this client on CPU 1"
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=None,
+        help="nice value of the three measured processes (e.g. -10 on a shared machine: the "
+        "neighbours' load then stays out of the tail; needs root)",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="mint once more after the hang-ups (drift over the run, not capture's)",
+    )
+    parser.add_argument(
+        "--probe", action="store_true", help="run the service under bench._probe (loop lag, GC)"
+    )
     args = parser.parse_args()
+    args.probe = (
+        Path(tempfile.mkdtemp(prefix="engram-probe-")) / "probe.jsonl" if args.probe else None
+    )
     stack = bench_stack(
         emulator_env={
             "EMULATOR_MEDIA": "off",
@@ -211,8 +315,10 @@ def main() -> None:
             "EMULATOR_MAX_CALLS": str(min(10_000, args.calls + 200)),
         },
         service_env={"REALTIME_DEFAULT_UPSTREAM": "azure-openai", "MEMORY_WORKER": "off"},
+        probe=args.probe,
     )
     with running(stack):
+        isolate(stack, args)
         asyncio.run(_main(args, stack.emulator, stack.service, stack.key))
 
 

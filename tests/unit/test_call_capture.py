@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engram_voice.memory.schemas import EnrichMessage
+from engram_voice.realtime.calls import capture as capture_module
 from engram_voice.realtime.calls.capture import MAX_READY, TurnCapture
 
 
@@ -31,7 +35,9 @@ class Store:
         return [(m.id, m.role, m.text) for batch in self.batches for m in batch]
 
 
-def added(item_id: str, role: str, previous: str | None, name: str = "conversation.item.added"):
+def added(
+    item_id: str, role: str, previous: str | None, name: str = "conversation.item.added"
+) -> dict[str, Any]:
     """Return an item event for a message of ``role`` after ``previous``."""
     item = {"id": item_id, "type": "message", "role": role, "content": []}
     return {"type": name, "item": item, "previous_item_id": previous}
@@ -225,3 +231,48 @@ async def test_turns_are_not_kept_when_there_is_nowhere_to_store_them() -> None:
         capture.feed(event)
     assert capture.counts == {}
     await capture.close()
+
+
+def _live_items() -> list[Any]:
+    """Return every capture item object alive in this process (what the collector scans)."""
+    gc.collect()
+    return [o for o in gc.get_objects() if type(o) is capture_module._Item]
+
+
+@pytest.mark.parametrize("turns", [1, 7, 300])
+async def test_released_turns_leave_no_object_or_transcript_behind(turns: int) -> None:
+    """Once stored, a turn keeps only its id: no per-item object and no transcript in memory."""
+    store = Store()
+    capture = TurnCapture(upstream="test", call_id="rtc_1", session_id="vs_1", store=store)
+    before = len(_live_items())
+    for event in itertools.chain.from_iterable(conversation(turns)):
+        capture.feed(event)
+    capture.feed(added("item_pending", "user", f"item_a{turns - 1}"))  # still waiting
+    live = _live_items()
+    assert len(live) - before == 1
+    assert all(item.text is None for item in live)
+    await capture.close()
+    assert store.turns() == expected(turns)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+async def test_repeated_and_late_events_store_each_turn_once_in_order(data: st.DataObject) -> None:
+    """Repeats (before or after release) change nothing; a failed transcription drops one turn."""
+    turns = data.draw(st.integers(1, 6))
+    stream = list(itertools.chain.from_iterable(conversation(turns)))
+    for _ in range(data.draw(st.integers(0, 12))):
+        original = data.draw(st.integers(0, len(stream) - 1))
+        stream.insert(data.draw(st.integers(original + 1, len(stream))), stream[original])
+    failed = set(data.draw(st.lists(st.integers(0, turns - 1), max_size=2)))
+    for n in failed:
+        failure = {"type": "conversation.item.input_audio_transcription.failed"}
+        stream.insert(data.draw(st.integers(0, len(stream))), {**failure, "item_id": f"item_u{n}"})
+    store = Store()
+    capture = TurnCapture(upstream="test", call_id="rtc_1", session_id="vs_1", store=store)
+    for event in stream:
+        capture.feed(event)
+    await capture.close()
+    left_out = [turn for turn in expected(turns) if turn not in store.turns()]
+    assert store.turns() == [turn for turn in expected(turns) if turn not in left_out]
+    assert {turn[0] for turn in left_out} <= {f"item_u{n}" for n in failed}

@@ -40,7 +40,12 @@ from engram_voice.errors import (
     ValidationError,
 )
 from engram_voice.httppolicy import is_transient, parse_retry_after
-from engram_voice.realtime.calls.capture import CaptureSink, TurnCapture, UsageHook
+from engram_voice.realtime.calls.capture import (
+    CAPTURED_EVENTS,
+    CaptureSink,
+    TurnCapture,
+    UsageHook,
+)
 from engram_voice.realtime.calls.sideband import UPSTREAM_CLOSED, Sideband
 from engram_voice.realtime.endpoints import Endpoint
 from engram_voice.realtime.session_config import client_secret_request
@@ -228,6 +233,7 @@ class AzureOpenAICalls:
                 credentials=self._credentials,
                 connect_timeout=self.sideband_timeout,
                 on_event=capture.feed,
+                events=CAPTURED_EVENTS,
             )
             sideband.start()
         return AzureOpenAICall(

@@ -33,6 +33,7 @@ from engram_voice.memory.schemas import MAX_MESSAGES, MAX_TEXT_CHARS, EnrichMess
 from engram_voice.realtime.calls.metrics import CAPTURED_TURNS
 
 __all__ = [
+    "CAPTURED_EVENTS",
     "CAPTURED_TURNS",
     "MAX_HELD",
     "MAX_ITEMS",
@@ -58,6 +59,17 @@ ASSISTANT_TRANSCRIPTS = frozenset(
     {"response.output_audio_transcript.done", "response.audio_transcript.done"}
 )
 ITEM_EVENTS = frozenset({"conversation.item.added", "conversation.item.created"})
+USAGE_EVENT = "response.done"
+CAPTURED_EVENTS = (
+    ITEM_EVENTS
+    | ASSISTANT_TRANSCRIPTS
+    | {
+        USER_TRANSCRIPT,
+        USER_TRANSCRIPT_FAILED,
+        USAGE_EVENT,
+    }
+)
+"""Every event type :meth:`TurnCapture.feed` reads; an upstream need not decode the others."""
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -121,7 +133,8 @@ class TurnCapture:
         self._store = store
         self._on_usage = on_usage
         self._retry = retry_seconds
-        self._items: dict[str, _Item] = {}
+        self._items: dict[str, _Item | None] = {}
+        """Tracked items by id; None once released (stored or skipped): only the id is kept."""
         self._order: list[str] = []
         self._next = 0
         self._ready: deque[EnrichMessage] = deque()
@@ -206,10 +219,11 @@ class TurnCapture:
             self._transcript(event.get("item_id"), "assistant", event.get("transcript"))
         elif kind == USER_TRANSCRIPT_FAILED:
             item_id = event.get("item_id")
-            if isinstance(item_id, str) and item_id in self._items:
-                self._items[item_id].failed = True
+            item = self._items.get(item_id) if isinstance(item_id, str) else None
+            if item is not None:
+                item.failed = True
                 self._release()
-        elif kind == "response.done" and self._on_usage is not None:
+        elif kind == USAGE_EVENT and self._on_usage is not None:
             response = event.get("response")
             usage = response.get("usage") if isinstance(response, dict) else None
             if isinstance(usage, dict):
@@ -235,13 +249,14 @@ class TurnCapture:
     def _transcript(self, item_id: Any, role: str, text: Any) -> None:
         if not isinstance(item_id, str) or not isinstance(text, str):
             return
-        item = self._items.get(item_id)
-        if item is None:  # a transcript whose item event this channel did not carry
-            item = self._items[item_id] = _Item(role)
+        if item_id not in self._items:  # a transcript whose item event this channel did not carry
+            self._items[item_id] = _Item(role)
             self._order.append(item_id)
-        if item.role is None:
-            item.role = role
-        item.text = text
+        item = self._items[item_id]
+        if item is not None:  # None: released already, a repeat changes nothing
+            if item.role is None:
+                item.role = role
+            item.text = text
         if not self.heard:
             self.heard = True
             if self.on_heard is not None:
@@ -250,22 +265,34 @@ class TurnCapture:
 
     def _release(self, *, final: bool = False) -> None:
         while self._next < len(self._order):
-            item = self._items[self._order[self._next]]
-            if item.role is None or item.failed or (item.text is not None and not item.text):
-                self._next += 1
+            item_id = self._order[self._next]
+            item = self._items[item_id]
+            if item is None or item.role is None or item.failed or item.text == "":
+                self._advance(item_id)
                 continue
             if item.text is None:
-                later = sum(
-                    1 for i in self._order[self._next + 1 :] if self._items[i].text is not None
-                )
-                if not final and later < MAX_HELD:
+                if not final and self._complete_after(self._next) < MAX_HELD:
                     return
                 self._count("skipped")
-                self._next += 1
+                self._advance(item_id)
                 continue
-            self._emit(self._order[self._next], item)
-            self._next += 1
+            self._emit(item_id, item)
+            self._advance(item_id)
         self._wake.set()
+
+    def _advance(self, item_id: str) -> None:
+        # Only the id of a released item is kept (to ignore its repeats): no object per
+        # item for the collector to scan on long calls, and no transcript held in memory.
+        self._items[item_id] = None
+        self._next += 1
+
+    def _complete_after(self, index: int) -> int:
+        count = 0
+        for item_id in self._order[index + 1 :]:
+            item = self._items[item_id]
+            if item is not None and item.text is not None:
+                count += 1
+        return count
 
     def _emit(self, item_id: str, item: _Item) -> None:
         if not self.keep_turns:

@@ -4,7 +4,12 @@
 server's credential (the minter's :class:`CredentialSource`: ``api-key`` or Entra
 ``Authorization: Bearer``; one 401/403 makes the source re-read, as minting does), each
 upgrade bounded by the connect timeout. It does not wait for ``session.created`` (the
-sideband may never send it): every text message is decoded and handed to ``on_event``.
+sideband may never send it): each text message whose ``type`` is in ``events`` (every
+type when ``events`` is None) is decoded and handed to ``on_event``. The sideband carries
+the call's full event stream, about 15 messages per conversation turn, of which capture
+reads 5, so :func:`decode_event` reads the ``type`` first (msgspec, no objects built) and
+decodes the rest only for the wanted ones. ``permessage-deflate`` is not offered: the
+events are small, and inflating each one costs service CPU on the event loop that mints.
 If the socket drops while the call lives it reconnects once; a reconnect refused with
 404 means the call is over upstream (:attr:`ended` is set with ``upstream_closed``).
 :meth:`close` (the call's hang-up) closes it within a bound. Failures are logged as
@@ -17,18 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import msgspec
 import structlog
 
 from engram_voice.credentials import CredentialSource, UpstreamCredential
 from engram_voice.realtime.calls.metrics import SIDEBAND_EVENTS
 from engram_voice.realtime.endpoints import Endpoint
 
-__all__ = ["SIDEBAND_EVENTS", "Sideband", "sideband_url"]
+__all__ = ["SIDEBAND_EVENTS", "Sideband", "decode_event", "sideband_url"]
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 HEARTBEAT_SECONDS = 30.0
@@ -38,6 +44,46 @@ _AUTH_STATUSES = frozenset({401, 403})
 _NOT_FOUND = 404
 _CLOSING = frozenset({aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED})
 _logger = structlog.get_logger("engram_voice.realtime.calls")
+
+
+class _Head(msgspec.Struct):
+    """An event's ``type`` alone: decoding it skips the rest without building objects."""
+
+    type: Any = None
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+_EVENT = msgspec.json.Decoder(dict[str, Any])
+
+
+def decode_event(data: str | bytes, events: Container[str] | None = None) -> dict[str, Any] | None:
+    """Return the JSON object in ``data`` if its ``type`` is in ``events`` (None: any), else None.
+
+    Never raises: what is not a JSON object, or not wanted, is None. msgspec refuses a
+    few inputs ``json`` accepts (``NaN``, numbers beyond a float, escaped lone
+    surrogates); those take the ``json`` path, so the result never depends on the parser.
+    """
+    try:
+        if events is not None:
+            kind = _HEAD.decode(data).type
+            if not isinstance(kind, str) or kind not in events:
+                return None
+        return _EVENT.decode(data)
+    except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
+        return _decode_with_json(data, events)
+
+
+def _decode_with_json(data: str | bytes, events: Container[str] | None) -> dict[str, Any] | None:
+    try:
+        event = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(event, dict):
+        return None
+    kind = event.get("type")
+    if events is not None and (not isinstance(kind, str) or kind not in events):
+        return None
+    return event
 
 
 def sideband_url(endpoint: Endpoint, call_id: str) -> str:
@@ -64,6 +110,7 @@ class Sideband:
         credentials: CredentialSource,
         connect_timeout: float,
         on_event: Callable[[dict[str, Any]], None],
+        events: Container[str] | None = None,
         reconnects: int = 1,
     ) -> None:
         self._http = http
@@ -72,6 +119,7 @@ class Sideband:
         self._credentials = credentials
         self._connect_timeout = connect_timeout
         self._on_event = on_event
+        self._events = events
         self._reconnects = reconnects
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
@@ -212,18 +260,20 @@ class Sideband:
                     headers=credential.headers(),
                     heartbeat=HEARTBEAT_SECONDS,
                     max_msg_size=MAX_MESSAGE_BYTES,
+                    compress=0,
                     timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_SECONDS),
                 )
         except aiohttp.WSServerHandshakeError as exc:
             raise _RefusedError(exc.status) from None
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> int | None:
+        receive, deliver, text = ws.receive, self._deliver, aiohttp.WSMsgType.TEXT
         try:
             while True:
-                message = await ws.receive()
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    self._deliver(message.data)
-                elif message.type in _CLOSING or message.type == aiohttp.WSMsgType.ERROR:
+                message = await receive()
+                if message.type is text:
+                    deliver(message.data)
+                elif message.type in _CLOSING or message.type is aiohttp.WSMsgType.ERROR:
                     break
         except (aiohttp.ClientError, OSError):
             pass
@@ -233,9 +283,6 @@ class Sideband:
         return ws.close_code
 
     def _deliver(self, data: str) -> None:
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return
-        if isinstance(event, dict):
+        event = decode_event(data, self._events)
+        if event is not None:
             self._on_event(event)
