@@ -130,7 +130,6 @@ class SessionLease:
         await self._sleep(interval)
         return not stopped.is_set() and await self.renew()
 
-
     def _lose(self, why: str) -> None:
         # Logged by whoever acts on it: a renewal racing the end of the work is harmless.
         if self.lost_reason is None:
