@@ -1,4 +1,7 @@
-"""The queue backends every contract test runs against: SQLite and a real PostgreSQL."""
+"""The backends every contract test runs against: SQLite and a real PostgreSQL.
+
+Queues (``backend``, ``queue``) and sink state stores (``state_backend``, ``state``).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,11 @@ import psycopg
 import pytest
 
 from engram_voice.memory.postgres_queue import PostgresTurnQueue
+from engram_voice.memory.postgres_sink_state import PostgresSinkState
 from engram_voice.memory.queue import QueueStats, TurnQueue
+from engram_voice.memory.sink_state import SinkStateStore
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
+from engram_voice.memory.sqlite_sink_state import SqliteSinkState
 from tests.support.clock import FakeClock
 from tests.support.postgres import PostgresServer
 
@@ -145,3 +151,65 @@ async def fixture_queue(backend: Backend, clock: FakeClock) -> AsyncIterator[Tur
     await queue.open()
     yield queue
     await queue.close()
+
+
+class StateBackend:
+    """One backend's storage for a sink state test: make stores on it, as replicas would."""
+
+    name: str
+
+    def make(self, sink: str = "zep-v4") -> SinkStateStore:
+        """Return a new (unopened) store for ``sink`` on this test's storage."""
+        raise NotImplementedError
+
+
+class SqliteStateBackend(StateBackend):
+    """The sink tables in a queue file in the test's temporary directory."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def make(self, sink: str = "zep-v4") -> SinkStateStore:
+        """Return a store on the test's file."""
+        return SqliteSinkState(self.path, sink=sink, busy_timeout=STORE_TIMEOUT)
+
+
+class PostgresStateBackend(StateBackend):
+    """The sink tables in a fresh database on the session's PostgreSQL server."""
+
+    name = "postgres"
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.server = server
+        self.database = server.new_database("sinkstate")
+
+    def make(self, sink: str = "zep-v4") -> SinkStateStore:
+        """Return a store on the test's database (password auth, small pool)."""
+        return PostgresSinkState(
+            self.server.conninfo(self.database),
+            sink=sink,
+            pool_size=4,
+            store_timeout=STORE_TIMEOUT,
+        )
+
+
+@pytest.fixture(
+    name="state_backend",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.process)],
+)
+def fixture_state_backend(request: pytest.FixtureRequest, tmp_path: Path) -> StateBackend:
+    """Return the sink state storage of one backend (a queue file, or a fresh database)."""
+    if request.param == "sqlite":
+        return SqliteStateBackend(tmp_path / "q.sqlite3")
+    return PostgresStateBackend(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture(name="state")
+async def fixture_state(state_backend: StateBackend) -> AsyncIterator[SinkStateStore]:
+    """Yield an open sink state store of the backend (closed afterwards)."""
+    store = state_backend.make()
+    await store.open()
+    yield store
+    await store.close()

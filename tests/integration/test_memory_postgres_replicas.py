@@ -5,6 +5,11 @@ one worker killed (SIGKILL) and restarted, every acknowledged turn reaches the Z
 stand-in exactly once and in order per session. Each session's batches alternate between
 the two services, so per-session order is kept across replicas; a batch whose request
 died with its service is sent again to the other one (as a browser retries).
+
+The sink is Zep v4 (the default): each process has a SQLite file of its own, as replicas
+on different machines would, so the sink state (thread UUIDs, batch in flight, delivered
+records) must come from the shared PostgreSQL database: each session ends in ONE Zep
+thread, the one stored there.
 """
 
 import asyncio
@@ -13,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
-from zep_python.base_client import AsyncBaseClient
-from zep_python.core.api_error import ApiError
+from zep_cloud.client import AsyncZep
+from zep_cloud.core.api_error import ApiError
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.memory.tokens import MemoryTokenSigner
@@ -77,15 +83,56 @@ def _turns(session: str, batch: int) -> list[dict[str, str]]:
     ]
 
 
-async def _contents(zep: ServiceProcess, session: str) -> list[str]:
-    client = AsyncBaseClient(base_url=f"{zep.base_url}/api/v2", api_key=ZEP_KEY, timeout=5)
+async def _threads(zep: ServiceProcess) -> dict[str, dict[str, list[str]]]:
+    """Return, per session, the Zep v4 threads holding its messages and their contents."""
+    client = AsyncZep(base_url=f"{zep.base_url}/api/v4", api_key=ZEP_KEY, max_retries=0, timeout=5)
     try:
-        memory = await client.memory.get(session, lastn=1000)
+        user = await client.user.lookup(user_id="alice")
     except ApiError as exc:
         if exc.status_code == 404:
-            return []
+            return {}
         raise
-    return [m.content for m in memory.messages or []]
+    found: dict[str, dict[str, list[str]]] = {}
+    threads = await client.thread.list(user_uuid=str(user.uuid_), page_size=1000)
+    for thread in threads.items or []:
+        pager = await client.thread.list_messages(str(thread.uuid_), page_size=1000)
+        async for message in pager:
+            session = str((message.metadata or {})["session_id"])
+            found.setdefault(session, {}).setdefault(str(thread.uuid_), []).append(
+                message.content or ""
+            )
+    return found
+
+
+def _stored_threads(server: PostgresServer, database: str) -> dict[str, str]:
+    """Return the thread UUID each session has in the shared sink state."""
+    with psycopg.connect(server.conninfo(database)) as conn:
+        rows = conn.execute(
+            "SELECT our_id, sink_id FROM memory_sink_ids WHERE sink = 'zep-v4' AND kind = 'thread'"
+        ).fetchall()
+    return {str(our): str(theirs) for our, theirs in rows}
+
+
+def _start(
+    env: dict[str, str], tmp_path: Path
+) -> tuple[list[ServiceProcess], list[ServiceProcess]]:
+    """Start two services (no worker) and two workers, each with a SQLite file of its own."""
+    services = [
+        memory_service(
+            {**env, "MEMORY_WORKER": "off", "MEMORY_SQLITE_PATH": str(tmp_path / f"s{i}.db")},
+            tmp_path / f"service{i}.log",
+        ).start()
+        for i in range(2)
+    ]
+    workers = [
+        ServiceProcess(
+            ["worker"],
+            {**env, "MEMORY_SQLITE_PATH": str(tmp_path / f"w{i}.db")},
+            log_path=tmp_path / f"worker{i}.log",
+        ).start()
+        for i in range(2)
+    ]
+    return services, workers
 
 
 async def test_every_acknowledged_turn_arrives_once_in_order_despite_kill_9(
@@ -94,14 +141,7 @@ async def test_every_acknowledged_turn_arrives_once_in_order_despite_kill_9(
     """Kill -9 a service and a worker mid-load, restart them: Zep gets each turn once, in order."""
     database = postgres_server.new_database("replicas")
     env = _env(postgres_server, database, zep)
-    services = [
-        memory_service({**env, "MEMORY_WORKER": "off"}, tmp_path / f"service{i}.log").start()
-        for i in range(2)
-    ]
-    workers = [
-        ServiceProcess(["worker"], env, log_path=tmp_path / f"worker{i}.log").start()
-        for i in range(2)
-    ]
+    services, workers = _start(env, tmp_path)
     acknowledged = 0
     kill_now = asyncio.Event()
     try:
@@ -149,14 +189,18 @@ async def test_every_acknowledged_turn_arrives_once_in_order_despite_kill_9(
                 await asyncio.gather(crash_and_restart(), *map(conversation, sessions))
         assert acknowledged == SESSIONS * BATCHES
         expected = {s: [f"{s} turn {i}" for i in range(BATCHES * TURNS)] for s in sessions}
-        got: dict[str, list[str]] = {}
+        got: dict[str, dict[str, list[str]]] = {}
 
         async def all_delivered() -> bool:
-            got.update({s: await _contents(zep, s) for s in sessions})
-            return all(len(got[s]) >= len(expected[s]) for s in sessions)
+            got.clear()
+            got.update(await _threads(zep))
+            return all(sum(map(len, got.get(s, {}).values())) >= len(expected[s]) for s in sessions)
 
         await async_poll_until(all_delivered, timeout=90, interval=0.25, what="delivery")
-        assert got == expected
+        stored = _stored_threads(postgres_server, database)
+        # One thread per session (the one every replica found in the shared state), all
+        # of the session's turns in it once, in order.
+        assert got == {s: {stored[s]: expected[s]} for s in sessions}
     finally:
         for process in (*services, *workers):
             process.stop()

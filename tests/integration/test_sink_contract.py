@@ -1,8 +1,9 @@
 """One contract for every memory sink, run against each through its real SDK and the stand-in.
 
 Parametrised over the Zep v4 sink (``zep-cloud`` 4.x against the stand-in's ``/api/v4``)
-and the Zep v2 sink (``zep-python`` against ``/api/v2``). The runtime is the real one
-(SQLite queue, worker driven by ``drain()``, sink built by ``build_sink``) on a fake
+and the Zep v2 sink (``zep-python`` against ``/api/v2``), and the v4 sink once more with
+the queue and its sink state in PostgreSQL (``v4+postgres``). The runtime is the real one
+(its queue, worker driven by ``drain()``, sink built by ``build_sink``) on a fake
 clock; the stand-in injects the faults. Every test reads back what Zep holds.
 """
 
@@ -24,10 +25,12 @@ from engram_voice.memory import MemoryRuntime, MemorySettings, build_memory_runt
 from engram_voice.memory.schemas import EnrichMessage
 from tests.support.clock import FakeClock
 from tests.support.polling import async_poll_until
+from tests.support.postgres import PostgresServer
 from tests.support.zep_v4 import ZepV4StandIn, zep_v4_standin
 
 KEYS = [("k1", Secret("c" * 64))]
-SINKS = ["v4", "v2"]
+SINKS = ["v4", "v2", pytest.param("v4+postgres", marks=pytest.mark.process)]
+"""The sinks; ``v4+postgres`` is the v4 sink with the queue and its state in PostgreSQL."""
 _ADD_CALLS = {"v4": "v4.messages.add", "v2": "memory.add"}
 
 Stored = list[tuple[str, str]]
@@ -40,6 +43,7 @@ class Zep:
 
     api: str
     standin: ZepV4StandIn
+    queue: str = "sqlite"
 
     def fault(self, **plan: Any) -> None:
         """Inject a fault plan (or ``clear=True``)."""
@@ -96,7 +100,8 @@ def fixture_standin(tmp_path: Path) -> Iterator[ZepV4StandIn]:
 @pytest.fixture(name="zep", params=SINKS)
 def fixture_zep(request: pytest.FixtureRequest, standin: ZepV4StandIn) -> Zep:
     """Return the stand-in as seen by the sink under test (``ZEP_API`` v4 or v2)."""
-    return Zep(api=request.param, standin=standin)
+    api, _, queue = str(request.param).partition("+")
+    return Zep(api=api, standin=standin, queue=queue or "sqlite")
 
 
 @pytest.fixture(name="clock")
@@ -110,10 +115,14 @@ MakeRuntime = Callable[..., Awaitable[MemoryRuntime]]
 
 @pytest.fixture(name="make_runtime")
 async def fixture_make_runtime(
-    tmp_path: Path, zep: Zep, clock: FakeClock
+    request: pytest.FixtureRequest, tmp_path: Path, zep: Zep, clock: FakeClock
 ) -> AsyncIterator[MakeRuntime]:
-    """Build started runtimes on one queue file with the configured sink; stop them after."""
+    """Build started runtimes on one queue (file or database) with the sink; stop them after."""
     started: list[MemoryRuntime] = []
+    queue_env: dict[str, str] = {}
+    if zep.queue == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        queue_env = server.env(server.new_database("sinks"))
 
     async def make(**env: str) -> MemoryRuntime:
         reader = EnvReader(
@@ -128,6 +137,7 @@ async def fixture_make_runtime(
                 "ZEP_API_URL": zep.standin.base_url,
                 "ZEP_API_KEY": zep.standin.api_key,
                 "ZEP_TIMEOUT_SECONDS": "5",
+                **queue_env,
                 **env,
             }
         )

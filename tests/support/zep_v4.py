@@ -74,14 +74,20 @@ def zep_v4_standin(
     api_key: str | None = None,
     v4_max_content_chars: int = 4096,
     latency_ms: int = 0,
+    idempotency_ttl_s: int = 86_400,
 ) -> Iterator[ZepV4StandIn]:
-    """Serve the stand-in on 127.0.0.1 with its SQLite file in ``directory``; stop it after."""
+    """Serve the stand-in on 127.0.0.1 with its SQLite file in ``directory``; stop it after.
+
+    ``idempotency_ttl_s=0``: the stand-in forgets every ``Idempotency-Key`` at once (a Zep
+    whose idempotency window has passed).
+    """
     key = api_key or secrets.token_hex(16)
     config = ZepStandinConfig(
         api_key=Secret(key),
         db_path=str(directory / "zep-standin.sqlite3"),
         v4_max_content_chars=v4_max_content_chars,
         latency_ms=latency_ms,
+        idempotency_ttl_s=idempotency_ttl_s,
     )
     with serve_app(create_standin_app(config), ready_path="/healthz") as url:
         standin = ZepV4StandIn(base_url=url, api_key=key)

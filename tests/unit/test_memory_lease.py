@@ -12,6 +12,7 @@ from engram_voice.envreader import EnvReader
 from engram_voice.memory import MemorySettings
 from engram_voice.memory.circuit import CircuitBreaker
 from engram_voice.memory.delivery import Deliverer, InlineRetryPolicy
+from engram_voice.memory.lease import SessionLease
 from engram_voice.memory.queue import EnqueueBatch
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from engram_voice.memory.worker import DeliveryWorker, WorkerOptions
@@ -151,3 +152,51 @@ async def test_a_worker_that_lost_its_lease_sends_no_further_batch(queue, clock,
     assert len(sink.messages["vs_1"]) == 30
     assert (await queue.stats()).depth == 30
     assert REGISTRY.get_sample_value("engram_memory_leases_lost_total") == lost_before + 1
+
+
+class _RenewSwallowingCancel:
+    """A queue whose renewal waits, and may swallow a cancellation as 3.11's wait_for can."""
+
+    def __init__(self, *, swallow: bool) -> None:
+        self.swallow = swallow
+        self.calls = 0
+        self.waiting = asyncio.Event()
+
+    async def renew(self, **_: Any) -> bool:
+        """Wait until cancelled; then either re-raise or answer 'held' anyway."""
+        self.calls += 1
+        self.waiting.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if not self.swallow:
+                raise
+        return True
+
+
+@pytest.mark.parametrize("swallow", [True, False])
+async def test_the_heartbeat_stops_when_the_block_ends_even_if_a_cancel_is_swallowed(swallow):
+    """Leaving kept_alive ends the heartbeat although a renewal swallowed its cancellation."""
+    queue = _RenewSwallowingCancel(swallow=swallow)
+    lease = SessionLease(
+        queue,  # type: ignore[arg-type]
+        owner="w",
+        session_id="vs_1",
+        lease_seconds=LEASE,
+        clock=FakeClock(),
+        sleep=lambda _: asyncio.sleep(0),
+    )
+
+    async def block() -> None:
+        async with lease.kept_alive():
+            await queue.waiting.wait()
+
+    # Watched from outside: kept_alive swallows a cancellation of its own, so the old
+    # heartbeat (renewing for ever) kept the block from ever ending, timeout or not.
+    task = asyncio.create_task(block())
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done
+    calls = queue.calls
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert queue.calls == calls == 1

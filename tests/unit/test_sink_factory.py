@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from engram_voice.envreader import EnvReader
+from engram_voice.memory.postgres_sink_state import PostgresSinkState
 from engram_voice.memory.settings import MemorySettings
 from engram_voice.memory.sinks import build_sink, build_sink_state, sink_configured
+from engram_voice.memory.sqlite_sink_state import SqliteSinkState
 
 
 def _settings(tmp: Path, **env: str) -> tuple[MemorySettings, list[str]]:
@@ -40,6 +42,31 @@ async def test_the_factory_builds_the_configured_sink(tmp_path, env, kind, max_c
         assert (sink.kind, sink.max_chars, sink.batch_limit) == (kind, max_chars, 30)
     finally:
         await sink.aclose()
+
+
+@pytest.mark.parametrize(
+    ("env", "store"),
+    [
+        ({}, SqliteSinkState),
+        ({"MEMORY_QUEUE": "sqlite"}, SqliteSinkState),
+        (
+            {
+                "MEMORY_QUEUE": "postgres",
+                "MEMORY_POSTGRES_HOST": "127.0.0.1",
+                "MEMORY_POSTGRES_USER": "engram",
+                "MEMORY_POSTGRES_PASSWORD": "pw-not-logged",
+            },
+            PostgresSinkState,
+        ),
+    ],
+)
+def test_the_v4_sink_state_lives_where_the_queue_lives(tmp_path, env, store):
+    """The v4 sink's state store is the queue backend's: SQLite file, or the shared database."""
+    settings, problems = _settings(tmp_path, **ZEP, **env)
+    assert problems == []
+    state = build_sink_state(settings)
+    assert type(state) is store
+    assert "pw-not-logged" not in repr(state)
 
 
 def test_no_url_means_no_sink(tmp_path):

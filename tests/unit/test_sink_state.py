@@ -1,4 +1,7 @@
-"""The sink state store in the queue's SQLite file, and the v4 sink's pure helpers."""
+"""The SQLite sink state store's own traits (schema, group commit), and the v4 sink's helpers.
+
+What every store guarantees is in ``tests/contract/test_sink_state_contract.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engram_voice.memory.sink import SinkMessage
-from engram_voice.memory.sink_state import PendingBatch
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from engram_voice.memory.sqlite_sink_state import MIGRATIONS, SqliteSinkState, migrate
 from engram_voice.memory.zep_cloud_sink import batch_key, zep_user_id
@@ -29,50 +31,6 @@ def _message(mid: str, part: int = 0, content: str = "hi") -> SinkMessage:
         at=None,
         accepted_at=1.0,
     )
-
-
-async def test_ids_batches_and_delivered_records_survive_a_reopen(tmp_path: Path):
-    """What the store keeps is durable: a new instance on the same file reads it back."""
-    path = tmp_path / "queue.sqlite3"
-    state = SqliteSinkState(path, sink="zep-v4")
-    await state.open()
-    await state.put_id("user", "alice", "u-1", now=1.0)
-    batch = PendingBatch(key="k1", target="t-1", messages=[_message("a"), _message("b")])
-    await state.begin("vs_1", batch, now=1.0)
-    await state.close()
-    state = SqliteSinkState(path, sink="zep-v4")
-    await state.open()
-    try:
-        assert await state.get_id("user", "alice") == "u-1"
-        assert await state.get_id("thread", "vs_1") is None
-        assert await state.pending("vs_1") == batch
-        await state.complete("vs_1", "k1", [("a", 0), ("b", 0)], now=2.0)
-        assert await state.pending("vs_1") is None
-        assert await state.delivered("vs_1", [("a", 0), ("b", 0), ("b", 1), ("c", 0)]) == {
-            ("a", 0),
-            ("b", 0),
-        }
-        assert await state.delivered("vs_2", [("a", 0)]) == set()
-        await state.begin("vs_2", batch, now=2.5)
-        assert await state.purge(older_than=3.0) == 2
-        assert await state.delivered("vs_1", [("a", 0)]) == set()
-        assert await state.pending("vs_2") is None
-    finally:
-        await state.close()
-
-
-async def test_two_sink_kinds_never_see_each_others_state(tmp_path: Path):
-    """Rows are namespaced by sink: a v4 id is not another sink's id."""
-    path = tmp_path / "queue.sqlite3"
-    one, other = SqliteSinkState(path, sink="zep-v4"), SqliteSinkState(path, sink="other")
-    await one.open()
-    await other.open()
-    try:
-        await one.put_id("user", "alice", "u-1", now=1.0)
-        assert await other.get_id("user", "alice") is None
-    finally:
-        await one.close()
-        await other.close()
 
 
 async def test_the_schema_is_versioned_and_lives_beside_the_queue(tmp_path: Path):

@@ -103,23 +103,32 @@ class SessionLease:
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[SessionLease]:
-        """Renew in the background while the block runs; stop renewing when it ends."""
-        task = asyncio.create_task(self._beat(), name="memory-lease-heartbeat")
+        """Renew in the background while the block runs; stop renewing when it ends.
+
+        The heartbeat stops on a flag as well as on cancellation: on Python 3.11
+        ``asyncio.wait_for`` (used by the PostgreSQL pool while a renewal waits for a
+        connection) can swallow a cancellation that arrives as the connection is handed
+        over; the heartbeat then went on renewing for ever, the block's end never came,
+        and the session stayed leased but undelivered (and shutdown waited for it).
+        """
+        stopped = asyncio.Event()
+        task = asyncio.create_task(self._beat(stopped), name="memory-lease-heartbeat")
         try:
             yield self
         finally:
+            stopped.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _beat(self) -> None:
+    async def _beat(self, stopped: asyncio.Event) -> None:
         interval = heartbeat_interval(self._lease_seconds)
-        while await self._sleep_then_renew(interval):
+        while not stopped.is_set() and await self._sleep_then_renew(interval, stopped):
             pass
 
-    async def _sleep_then_renew(self, interval: float) -> bool:
+    async def _sleep_then_renew(self, interval: float, stopped: asyncio.Event) -> bool:
         await self._sleep(interval)
-        return await self.renew()
+        return not stopped.is_set() and await self.renew()
 
     def _lose(self, why: str) -> None:
         # Logged by whoever acts on it: a renewal racing the end of the work is harmless.

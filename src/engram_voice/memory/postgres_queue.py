@@ -55,7 +55,7 @@ from engram_voice.memory.queue import (
 )
 from engram_voice.memory.settings import PostgresSettings
 
-__all__ = ["PostgresTurnQueue", "describe_error"]
+__all__ = ["PostgresTurnQueue", "describe_error", "session_conninfo"]
 
 _logger = structlog.get_logger("engram_voice.memory.queue")
 _MAX_GROUP = 512
@@ -94,6 +94,19 @@ def describe_error(exc: BaseException) -> str:
     return f"database error ({type(exc).__name__})"
 
 
+def session_conninfo(conninfo: str, *, store_timeout: float, connect_timeout: float) -> str:
+    """Return ``conninfo`` with the bounds every connection of ours has (locks, statements)."""
+    lock_ms = int(store_timeout * 1000)
+    statement_ms = int(max(10.0, store_timeout * 3) * 1000)
+    return make_conninfo(
+        conninfo,
+        connect_timeout=max(1, int(connect_timeout)),
+        application_name="engram-voice",
+        options=f"-c lock_timeout={lock_ms} -c statement_timeout={statement_ms} "
+        "-c idle_in_transaction_session_timeout=60000",
+    )
+
+
 class PostgresTurnQueue:
     """A :class:`~engram_voice.memory.queue.TurnQueue` in a PostgreSQL database."""
 
@@ -110,14 +123,8 @@ class PostgresTurnQueue:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._password = password or StaticPassword(None)
-        lock_ms = int(store_timeout * 1000)
-        statement_ms = int(max(10.0, store_timeout * 3) * 1000)
-        self._conninfo = make_conninfo(
-            conninfo,
-            connect_timeout=max(1, int(connect_timeout)),
-            application_name="engram-voice",
-            options=f"-c lock_timeout={lock_ms} -c statement_timeout={statement_ms} "
-            "-c idle_in_transaction_session_timeout=60000",
+        self._conninfo = session_conninfo(
+            conninfo, store_timeout=store_timeout, connect_timeout=connect_timeout
         )
         self._pool_size = pool_size
         self._store_timeout = store_timeout

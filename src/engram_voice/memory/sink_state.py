@@ -13,7 +13,8 @@ so the v4 sink keeps, next to the queue:
   after the queue forgot the turn).
 
 :class:`SinkStateStore` is the seam; :mod:`engram_voice.memory.sqlite_sink_state` keeps
-it in the queue's SQLite file.
+it in the queue's SQLite file, :mod:`engram_voice.memory.postgres_sink_state` in the
+PostgreSQL queue's database (shared by every replica); the queue backend picks which.
 """
 
 from __future__ import annotations
@@ -53,8 +54,14 @@ class SinkStateStore(Protocol):
     async def get_id(self, kind: str, our_id: str) -> str | None:
         """Return the sink's id stored for ``(kind, our_id)``, or None."""
 
-    async def put_id(self, kind: str, our_id: str, sink_id: str, *, now: float) -> None:
-        """Store (or replace) the sink's id for ``(kind, our_id)``."""
+    async def put_id(
+        self, kind: str, our_id: str, sink_id: str, *, now: float, replacing: str | None = None
+    ) -> str:
+        """Store ``sink_id`` for ``(kind, our_id)`` unless one is stored; return the one stored.
+
+        An id stored already is kept (the first of two racing writers wins; both use its
+        id) unless it is ``replacing`` (the id the caller found gone), which is replaced.
+        """
 
     async def forget_id(self, kind: str, our_id: str) -> None:
         """Drop a stored id (the sink no longer knows it)."""
@@ -79,5 +86,6 @@ class SinkStateStore(Protocol):
     async def purge(self, *, older_than: float) -> int:
         """Forget delivered records (and batches left in flight) older than ``older_than``.
 
-        Returns how many delivered records were forgotten.
+        In bounded steps (short transactions; a bounded number per call, the rest at the
+        next purge). Returns how many delivered records were forgotten.
         """

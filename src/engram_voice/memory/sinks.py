@@ -8,6 +8,7 @@ pays only for the SDK it uses.
 
 from __future__ import annotations
 
+from engram_voice.errors import ConfigurationError
 from engram_voice.memory.settings import MemorySettings
 from engram_voice.memory.sink import MemorySink
 from engram_voice.memory.sink_state import SinkStateStore
@@ -21,9 +22,24 @@ def sink_configured(settings: MemorySettings) -> bool:
 
 
 def build_sink_state(settings: MemorySettings) -> SinkStateStore | None:
-    """Return the state store the configured sink needs (None for sinks that need none)."""
+    """Return the state store the configured sink needs (None for sinks that need none).
+
+    It lives where the queue lives: the queue's SQLite file, or its PostgreSQL database
+    (``MEMORY_QUEUE=postgres``: shared by every replica).
+    """
     if not sink_configured(settings) or settings.zep.api != "v4":
         return None
+    if settings.queue == "postgres":
+        # Beside the shared queue, so every replica sees the same ids and records.
+        from engram_voice.memory.postgres_sink_state import (  # noqa: PLC0415 - driver when chosen
+            PostgresSinkState,
+        )
+
+        if settings.postgres is None:
+            raise ConfigurationError("MEMORY_QUEUE=postgres needs the MEMORY_POSTGRES_* settings")
+        return PostgresSinkState.from_settings(
+            settings.postgres, sink="zep-v4", store_timeout=settings.store_timeout_seconds
+        )
     from engram_voice.memory.sqlite_sink_state import SqliteSinkState  # noqa: PLC0415
 
     return SqliteSinkState(

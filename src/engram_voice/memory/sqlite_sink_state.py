@@ -248,16 +248,26 @@ class SqliteSinkState:
 
         return await self._read(read)
 
-    async def put_id(self, kind: str, our_id: str, sink_id: str, *, now: float) -> None:
-        """Store (or replace) the sink's id for ``(kind, our_id)``."""
-        await self._write(
-            lambda conn: conn.execute(
+    async def put_id(
+        self, kind: str, our_id: str, sink_id: str, *, now: float, replacing: str | None = None
+    ) -> str:
+        """Store ``sink_id`` unless another id is stored (other than ``replacing``); return it."""
+
+        def write(conn: sqlite3.Connection) -> str:
+            conn.execute(
                 "INSERT INTO sink_ids(sink, kind, our_id, sink_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(sink, kind, our_id) "
-                "DO UPDATE SET sink_id = excluded.sink_id, created_at = excluded.created_at",
-                (self._sink, kind, our_id, sink_id, now),
+                "DO UPDATE SET sink_id = excluded.sink_id, created_at = excluded.created_at "
+                "WHERE sink_ids.sink_id = ?",
+                (self._sink, kind, our_id, sink_id, now, replacing),
             )
-        )
+            row = conn.execute(
+                "SELECT sink_id FROM sink_ids WHERE sink = ? AND kind = ? AND our_id = ?",
+                (self._sink, kind, our_id),
+            ).fetchone()
+            return str(row[0])
+
+        return await self._write(write)
 
     async def forget_id(self, kind: str, our_id: str) -> None:
         """Drop a stored id."""
@@ -340,18 +350,33 @@ class SqliteSinkState:
 
         return await self._read(read)
 
-    async def purge(self, *, older_than: float) -> int:
-        """Forget delivered records (and batches left in flight) older than ``older_than``."""
+    async def purge(self, *, older_than: float, limit: int = 1000, max_steps: int = 1000) -> int:
+        """Forget delivered records (and batches left in flight) older than ``older_than``.
 
-        def write(conn: sqlite3.Connection) -> int:
-            conn.execute(
-                "DELETE FROM sink_batches WHERE sink = ? AND created_at < ?",
-                (self._sink, older_than),
-            )
-            cursor = conn.execute(
-                "DELETE FROM sink_delivered WHERE sink = ? AND delivered_at < ?",
-                (self._sink, older_than),
-            )
-            return cursor.rowcount
+        In steps of at most ``limit`` rows, each its own short write (the queue's writers
+        wait behind one step at most), at most ``max_steps`` per call (the rest goes at the
+        next purge). Returns how many delivered records were forgotten.
+        """
 
-        return await self._write(write)
+        def step(conn: sqlite3.Connection) -> tuple[int, int]:
+            batches = conn.execute(
+                "DELETE FROM sink_batches WHERE (sink, session_id) IN (SELECT sink, session_id "
+                "FROM sink_batches WHERE sink = ? AND created_at < ? LIMIT ?)",
+                (self._sink, older_than, limit),
+            ).rowcount
+            records = conn.execute(
+                "DELETE FROM sink_delivered WHERE (sink, session_id, message_id, part) IN "
+                "(SELECT sink, session_id, message_id, part FROM sink_delivered "
+                "WHERE sink = ? AND delivered_at < ? LIMIT ?)",
+                (self._sink, older_than, limit),
+            ).rowcount
+            return batches, records
+
+        removed = 0
+        for _ in range(max_steps):
+            batches, records = await self._write(step)
+            removed += records
+            if batches < limit and records < limit:
+                break
+            await asyncio.sleep(0)
+        return removed

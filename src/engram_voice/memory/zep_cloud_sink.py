@@ -219,8 +219,11 @@ class ZepCloudSink:
             return cached
         stored = await self._state.get_id("user", user_id) if replacing is None else None
         if stored is None:
-            stored = await self._create_user(user_id, replacing)
-            await self._state.put_id("user", user_id, stored, now=self._clock())
+            created = await self._create_user(user_id, replacing)
+            # Another replica may have stored its user first: every replica uses that one.
+            stored = await self._state.put_id(
+                "user", user_id, created, now=self._clock(), replacing=replacing
+            )
         self._users.put(user_id, stored)
         return stored
 
@@ -256,8 +259,12 @@ class ZepCloudSink:
             return cached
         stored = await self._state.get_id("thread", session_id) if replacing is None else None
         if stored is None:
-            stored = await self._create_thread(session, replacing)
-            await self._state.put_id("thread", session_id, stored, now=self._clock())
+            created = await self._create_thread(session, replacing)
+            # A replica that took the session over mid-call may have stored its thread
+            # first: the first stored wins, and this one's (empty) thread is never written.
+            stored = await self._state.put_id(
+                "thread", session_id, created, now=self._clock(), replacing=replacing
+            )
         self._threads.put(session_id, stored)
         return stored
 

@@ -1,0 +1,330 @@
+"""The sink state store in the PostgreSQL queue's database, shared by every replica.
+
+With ``MEMORY_QUEUE=postgres`` the v4 sink's id map, batch in flight and delivered records
+live next to the queue's tables (same server, database, sign-in and pool settings), so a
+session delivered by one replica today and by another after a crash finds the same Zep
+thread UUID, the same batch in flight and the same delivered records.
+
+The tables are the component ``sink_state`` of
+:func:`~engram_voice.memory.postgres_schema.migrate` (same advisory lock and versions
+table as the queue: replicas starting at once migrate once). Primary keys make every
+mapping unique: :meth:`PostgresSinkState.put_id` inserts with ``ON CONFLICT`` and reads
+back, so two replicas that created a Zep user or thread for the same id at once both end
+with the one stored first. Every wait is bounded (pool timeout, ``lock_timeout``,
+``statement_timeout``); driver errors leave as
+:class:`~engram_voice.memory.queue.QueueUnavailableError` with a short, secret-free reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from engram_voice.memory.postgres_auth import (
+    PasswordSource,
+    StaticPassword,
+    connection_from_settings,
+)
+from engram_voice.memory.postgres_queue import describe_error, session_conninfo
+from engram_voice.memory.postgres_schema import migrate
+from engram_voice.memory.queue import QueueClosedError, QueueUnavailableError
+from engram_voice.memory.settings import PostgresSettings
+from engram_voice.memory.sink import SinkMessage
+from engram_voice.memory.sink_state import MessageKey, PendingBatch
+
+__all__ = ["COMPONENT", "MIGRATIONS", "PostgresSinkState"]
+
+COMPONENT = "sink_state"
+MIGRATIONS: tuple[str, ...] = (
+    # 1: id map, batch in flight, delivered records
+    """
+    CREATE TABLE memory_sink_ids (
+        sink       text NOT NULL,
+        kind       text NOT NULL,
+        our_id     text NOT NULL,
+        sink_id    text NOT NULL,
+        created_at double precision NOT NULL,
+        PRIMARY KEY (sink, kind, our_id)
+    );
+    CREATE TABLE memory_sink_batches (
+        sink       text NOT NULL,
+        session_id text NOT NULL,
+        batch_key  text NOT NULL,
+        target     text NOT NULL,
+        messages   bytea NOT NULL,
+        created_at double precision NOT NULL,
+        PRIMARY KEY (sink, session_id)
+    );
+    CREATE INDEX memory_sink_batches_age ON memory_sink_batches (created_at);
+    CREATE TABLE memory_sink_delivered (
+        sink         text NOT NULL,
+        session_id   text NOT NULL,
+        message_id   text NOT NULL,
+        part         integer NOT NULL,
+        delivered_at double precision NOT NULL,
+        PRIMARY KEY (sink, session_id, message_id, part)
+    );
+    CREATE INDEX memory_sink_delivered_age ON memory_sink_delivered (delivered_at);
+    """,
+)
+"""Migration N is ``MIGRATIONS[N - 1]``; append only, never edit one that shipped."""
+
+_MESSAGES = msgspec.msgpack.Encoder()
+_DECODE_MESSAGES = msgspec.msgpack.Decoder(list[SinkMessage])
+_PUT_ID = (
+    "INSERT INTO memory_sink_ids (sink, kind, our_id, sink_id, created_at) "
+    "VALUES (%(sink)s, %(kind)s, %(our)s, %(id)s, %(now)s) "
+    "ON CONFLICT (sink, kind, our_id) DO UPDATE SET sink_id = EXCLUDED.sink_id, "
+    "created_at = EXCLUDED.created_at WHERE memory_sink_ids.sink_id = %(replacing)s "
+    "RETURNING sink_id"
+)
+_GET_ID = "SELECT sink_id FROM memory_sink_ids WHERE sink = %s AND kind = %s AND our_id = %s"
+_PURGE_BATCHES = (
+    "DELETE FROM memory_sink_batches WHERE (sink, session_id) IN (SELECT sink, session_id "
+    "FROM memory_sink_batches WHERE sink = %s AND created_at < %s LIMIT %s)"
+)
+_PURGE_DELIVERED = (
+    "DELETE FROM memory_sink_delivered WHERE ctid IN (SELECT ctid FROM memory_sink_delivered "
+    "WHERE sink = %s AND delivered_at < %s LIMIT %s)"
+)
+_PUT_TRIES = 3
+Conn = psycopg.AsyncConnection[TupleRow]
+
+
+class PostgresSinkState:
+    """A :class:`~engram_voice.memory.sink_state.SinkStateStore` in a PostgreSQL database."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        sink: str,
+        password: PasswordSource | None = None,
+        pool_size: int = 10,
+        store_timeout: float = 3.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._sink = sink
+        self._password = password or StaticPassword(None)
+        self._conninfo = session_conninfo(
+            conninfo, store_timeout=store_timeout, connect_timeout=connect_timeout
+        )
+        self._pool_size = pool_size
+        self._store_timeout = store_timeout
+        self._connect_timeout = connect_timeout
+        self._pool: AsyncConnectionPool[Conn] | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: PostgresSettings, *, sink: str, store_timeout: float
+    ) -> PostgresSinkState:
+        """Build the store on the queue's database (``MEMORY_POSTGRES_*``, Entra or password)."""
+        conninfo, password = connection_from_settings(settings)
+        return cls(
+            conninfo,
+            sink=sink,
+            password=password,
+            pool_size=settings.pool_size,
+            store_timeout=store_timeout,
+            connect_timeout=settings.connect_timeout_seconds,
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresSinkState(sink={self._sink!r}, pool_size={self._pool_size})"
+
+    async def _kwargs(self) -> dict[str, Any]:
+        secret = await self._password.password()
+        return {} if secret is None else {"password": secret}
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        """Lend a pooled connection in a transaction; driver errors become neutral ones."""
+        pool = self._pool
+        if pool is None:
+            raise QueueClosedError()
+        try:
+            async with pool.connection(timeout=self._store_timeout) as conn, conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            raise QueueUnavailableError(describe_error(exc)) from exc
+
+    async def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> int:
+        async with self._conn() as conn:
+            cursor = await conn.execute(sql, params)
+            return cursor.rowcount
+
+    async def open(self) -> None:
+        """Connect the pool and apply the missing migrations (under the advisory lock)."""
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self._conninfo,
+            kwargs=self._kwargs,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            timeout=self._store_timeout,
+            name="memory-sink-state",
+        )
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout)
+            async with pool.connection(timeout=self._connect_timeout) as conn:
+                await migrate(conn, component=COMPONENT, migrations=MIGRATIONS)
+        except (psycopg.Error, TimeoutError) as exc:
+            await pool.close()
+            raise QueueUnavailableError(describe_error(exc)) from exc
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Close the pool and the password source."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        await self._password.aclose()
+
+    async def get_id(self, kind: str, our_id: str) -> str | None:
+        """Return the sink's id stored for ``(kind, our_id)``, or None."""
+        async with self._conn() as conn:
+            cursor = await conn.execute(_GET_ID, (self._sink, kind, our_id))
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    async def put_id(
+        self, kind: str, our_id: str, sink_id: str, *, now: float, replacing: str | None = None
+    ) -> str:
+        """Store ``sink_id`` unless another id is stored (other than ``replacing``); return it.
+
+        Two replicas storing different ids for one key at once: the first insert wins and
+        both get its id back.
+        """
+        params = {
+            "sink": self._sink,
+            "kind": kind,
+            "our": our_id,
+            "id": sink_id,
+            "now": now,
+            "replacing": replacing,
+        }
+        for _ in range(_PUT_TRIES):
+            async with self._conn() as conn:
+                cursor = await conn.execute(_PUT_ID, params)
+                row = await cursor.fetchone()
+                if row is None:  # another id is stored: read it (a new snapshot)
+                    cursor = await conn.execute(_GET_ID, (self._sink, kind, our_id))
+                    row = await cursor.fetchone()
+            if row is not None:
+                return str(row[0])
+            # Forgotten between the two statements: insert again (bounded).
+        raise QueueUnavailableError("sink id kept changing")
+
+    async def forget_id(self, kind: str, our_id: str) -> None:
+        """Drop a stored id."""
+        await self._execute(
+            "DELETE FROM memory_sink_ids WHERE sink = %s AND kind = %s AND our_id = %s",
+            (self._sink, kind, our_id),
+        )
+
+    async def pending(self, session_id: str) -> PendingBatch | None:
+        """Return the session's batch in flight, if any."""
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                "SELECT batch_key, target, messages FROM memory_sink_batches "
+                "WHERE sink = %s AND session_id = %s",
+                (self._sink, session_id),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        key, target, blob = row
+        return PendingBatch(
+            key=str(key),
+            target=str(target),
+            messages=_DECODE_MESSAGES.decode(bytes(blob)),
+        )
+
+    async def begin(self, session_id: str, batch: PendingBatch, *, now: float) -> None:
+        """Record the batch as in flight before it is sent (replacing an older one)."""
+        await self._execute(
+            "INSERT INTO memory_sink_batches (sink, session_id, batch_key, target, messages, "
+            "created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sink, session_id) "
+            "DO UPDATE SET batch_key = EXCLUDED.batch_key, target = EXCLUDED.target, "
+            "messages = EXCLUDED.messages, created_at = EXCLUDED.created_at",
+            (
+                self._sink,
+                session_id,
+                batch.key,
+                batch.target,
+                _MESSAGES.encode(batch.messages),
+                now,
+            ),
+        )
+
+    async def abandon(self, session_id: str, key: str) -> None:
+        """Drop the batch in flight with this key."""
+        await self._execute(
+            "DELETE FROM memory_sink_batches WHERE sink = %s AND session_id = %s "
+            "AND batch_key = %s",
+            (self._sink, session_id, key),
+        )
+
+    async def complete(
+        self, session_id: str, key: str, delivered: Sequence[MessageKey], *, now: float
+    ) -> None:
+        """Drop the batch in flight and record its messages as delivered, atomically."""
+        async with self._conn() as conn:
+            await conn.execute(
+                "DELETE FROM memory_sink_batches WHERE sink = %s AND session_id = %s "
+                "AND batch_key = %s",
+                (self._sink, session_id, key),
+            )
+            await conn.execute(
+                "INSERT INTO memory_sink_delivered (sink, session_id, message_id, part, "
+                "delivered_at) SELECT %s, %s, m, p, %s "
+                "FROM unnest(%s::text[], %s::integer[]) AS d(m, p) "
+                "ORDER BY m, p ON CONFLICT DO NOTHING",
+                (
+                    self._sink,
+                    session_id,
+                    now,
+                    [mid for mid, _ in delivered],
+                    [part for _, part in delivered],
+                ),
+            )
+
+    async def delivered(self, session_id: str, keys: Sequence[MessageKey]) -> set[MessageKey]:
+        """Return which of ``keys`` are recorded as delivered (one index range read)."""
+        if not keys:
+            return set()
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                "SELECT message_id, part FROM memory_sink_delivered WHERE sink = %s "
+                "AND session_id = %s AND message_id = ANY(%s)",
+                (self._sink, session_id, sorted({mid for mid, _ in keys})),
+            )
+            found = await cursor.fetchall()
+        return {(str(mid), int(str(part))) for mid, part in found} & set(keys)
+
+    async def purge(self, *, older_than: float, limit: int = 1000, max_steps: int = 1000) -> int:
+        """Forget delivered records (and batches left in flight) older than ``older_than``.
+
+        In steps of at most ``limit`` rows, each its own short transaction (writers of
+        other replicas wait behind one step at most), at most ``max_steps`` steps per call
+        (the rest goes at the next purge). Returns how many delivered records went.
+        """
+        removed = 0
+        for _ in range(max_steps):
+            async with self._conn() as conn:
+                cursor = await conn.execute(_PURGE_BATCHES, (self._sink, older_than, limit))
+                batches = cursor.rowcount
+                cursor = await conn.execute(_PURGE_DELIVERED, (self._sink, older_than, limit))
+                records = cursor.rowcount
+            removed += records
+            if batches < limit and records < limit:
+                break
+            await asyncio.sleep(0)
+        return removed
