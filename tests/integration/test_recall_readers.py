@@ -12,6 +12,7 @@ import pytest
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.memory.recall import MemoryReader, RecallError
+from engram_voice.memory.recall.block import memory_block
 from engram_voice.memory.recall.zep_v2 import ZepV2Reader
 from engram_voice.memory.recall.zep_v4 import ZepV4Reader
 from engram_voice.memory.settings import ZepSettings
@@ -145,3 +146,13 @@ async def test_a_refused_key_is_a_recall_error_without_the_key(zep, api, seed):
     assert raised.value.status == 401
     assert "wrong-key" not in raised.value.reason
     assert "wrong-key" not in repr(reader)
+
+
+async def test_what_the_user_said_last_survives_the_cap(reader, seed):
+    """With more history than the data block holds, the newest memory is the part kept."""
+    for i in range(15):
+        await seed("alice", [f"Old story number {i}: " + "and then " * 20])
+    await seed("alice", ["I moved to Lisbon last spring."])
+    block = memory_block(await reader.read("alice"), max_chars=2000)
+    assert block is not None
+    assert "Lisbon" in block

@@ -69,7 +69,7 @@ async def test_a_user_without_messages_has_an_empty_context(zep):
 
 
 async def test_the_context_keeps_the_newest_messages_and_cuts_long_ones(zep):
-    """Only the newest messages appear, oldest first, each cut to a bounded fact line."""
+    """Only the newest messages appear, newest first, each cut to a bounded fact line."""
     client = zep.client()
     thread_uuid = await _thread(client, await _user(client, "ada"))
     total = CONTEXT_MESSAGES + 5
@@ -80,8 +80,13 @@ async def test_the_context_keeps_the_newest_messages_and_cuts_long_ones(zep):
         thread_uuid, messages=[AddMessage(content="y" * 2 * FACT_CHARS, role="user")]
     )
     context = await _context(client, thread_uuid)
-    shown = [f"fact {i:03d}" for i in range(total) if f"fact {i:03d}" in context]
-    assert shown == [f"fact {i:03d}" for i in range(total - CONTEXT_MESSAGES + 1, total)]
+    shown = sorted(
+        (context.index(f"fact {i:03d}"), f"fact {i:03d}")
+        for i in range(total)
+        if f"fact {i:03d}" in context
+    )
+    newest = [f"fact {i:03d}" for i in range(total - CONTEXT_MESSAGES + 1, total)]
+    assert [fact for _, fact in shown] == newest[::-1]
     assert "y" * FACT_CHARS not in context
     assert "y" * (FACT_CHARS - 1) + "\u2026" in context
 

@@ -85,6 +85,19 @@ def test_long_memory_is_cut_at_a_word_break_and_marked():
     assert len(inside) <= 300
 
 
+@pytest.mark.parametrize("max_chars", [200, 333, 1000, 2000])
+def test_memory_of_fact_lines_is_cut_between_whole_lines(max_chars):
+    """A context of fact lines over the cap keeps whole lines, never a dangling fragment."""
+    facts = [f"  - (2026-11-{day:02d}) the user said: fact number {day}" for day in range(1, 90)]
+    block = memory_block("<FACTS>\n" + "\n".join(facts) + "\n</FACTS>", max_chars=max_chars)
+    assert block is not None
+    inside = block.removeprefix(f"{OPEN_TAG}\n").removesuffix(f"\n{CLOSE_TAG}")
+    kept = inside.removesuffix(f"\n{TRUNCATED}").splitlines()
+    assert inside.endswith(TRUNCATED)
+    assert len(inside) <= max_chars
+    assert kept[1:] == facts[: len(kept) - 1]  # the first lines, each whole
+
+
 @pytest.mark.parametrize("empty", [None, "", "   \n\t", "\x00\x01"])
 def test_no_memory_adds_nothing_to_the_instructions(empty):
     """Zep knowing nothing leaves the agent's instructions exactly as the catalog has them."""

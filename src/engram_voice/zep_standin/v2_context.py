@@ -31,7 +31,7 @@ def memory_context(messages: list[dict[str, Any]]) -> str:
     if not said:
         return ""
     lines = []
-    for message in said:
+    for message in reversed(said):  # newest first: a reader that must cut keeps the latest
         text = " ".join(str(message.get("content") or "").split())
         if len(text) > FACT_CHARS:
             text = text[: FACT_CHARS - 1] + "\u2026"
@@ -40,7 +40,7 @@ def memory_context(messages: list[dict[str, Any]]) -> str:
     body = "\n".join(lines)
     return (
         "FACTS and ENTITIES represent relevant context to the current conversation.\n"
-        "# Zep stand-in: a summary of the session's newest messages, oldest first\n"
+        "# Zep stand-in: a summary of the session's newest messages, newest first\n"
         f"<FACTS>\n{body}\n</FACTS>"
     )
 

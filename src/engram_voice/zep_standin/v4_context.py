@@ -34,11 +34,12 @@ def context_block(store: V4Store, user_uuid: str) -> str:
     messages = store.user_messages(user_uuid, roles=_ROLES, last=CONTEXT_MESSAGES)
     if not messages:
         return ""
-    facts = "\n".join(_fact(message) for message in messages)
+    # Newest first, as a recall summary should read: a reader that must cut keeps the latest.
+    facts = "\n".join(_fact(message) for message in reversed(messages))
     return (
         "FACTS and ENTITIES represent relevant context to the current conversation.\n"
         "# These are facts from earlier conversations with this user (Zep stand-in: "
-        f"a summary of the newest {len(messages)} stored messages, oldest first)\n"
+        f"a summary of the newest {len(messages)} stored messages, newest first)\n"
         "# format: FACT (reference time) speaker (role) said: content\n"
         f"<FACTS>\n{facts}\n</FACTS>"
     )

@@ -41,12 +41,16 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
 
 
 def _cap(text: str, max_chars: int) -> str:
-    """Return ``text`` within ``max_chars``, cut at a line or word break and marked."""
+    """Return ``text`` within ``max_chars``, cut at a line (else word) break and marked.
+
+    The start is kept: Zep orders its context by relevance, newest first in the stand-in.
+    """
     if len(text) <= max_chars:
         return text
     room = max(0, max_chars - len(TRUNCATED) - 1)
     head = text[:room]
-    cut = max(head.rfind("\n"), head.rfind(" "))
+    line = head.rfind("\n")
+    cut = line if line >= room // 2 else head.rfind(" ")  # whole lines (facts) first
     if cut >= room // 2:
         head = head[:cut]
     return f"{head.rstrip()}\n{TRUNCATED}"

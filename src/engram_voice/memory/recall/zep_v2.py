@@ -45,18 +45,22 @@ def memory_context(memory: Any) -> str | None:
 
 
 def _latest(sessions: Any) -> str | None:
-    """Return the id of the session updated (else created) last, from Zep's JSON list."""
+    """Return the id of the session updated (else created) last, from Zep's JSON list.
+
+    Equal times (a clock's resolution) go to the session listed later: Zep lists a user's
+    sessions in creation order.
+    """
     if not isinstance(sessions, list):
         return None
-    best: tuple[str, str] | None = None
-    for session in sessions:
+    best: tuple[str, int, str] | None = None
+    for position, session in enumerate(sessions):
         if not isinstance(session, dict) or not isinstance(session.get("session_id"), str):
             continue
         when = session.get("updated_at") or session.get("created_at") or ""
-        key = (str(when), session["session_id"])
+        key = (str(when), position, session["session_id"])
         if best is None or key > best:
             best = key
-    return best[1] if best else None
+    return best[2] if best else None
 
 
 class ZepV2Reader:
