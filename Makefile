@@ -61,6 +61,7 @@ bench: install ## Run the benchmarks (loopback only) and print their reports
 	$(BIN)/python bench/bench_mint.py
 	$(BIN)/python bench/bench_enrich.py
 	$(BIN)/python bench/bench_retention.py
+	$(BIN)/python bench/bench_retention_pg.py
 	$(BIN)/python bench/bench_workers.py
 	$(BIN)/python bench/bench_status.py
 	$(BIN)/python bench/bench_calls.py
