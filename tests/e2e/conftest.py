@@ -7,15 +7,13 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
-from zep_python.client import Zep
-from zep_python.core.api_error import ApiError
+from zep_cloud.client import Zep as ZepCloud
 
 from engram_voice.web.routes import built_client_dir
 from tests.support.polling import poll_until
@@ -90,16 +88,22 @@ class Stack:
         self.zep.start()
 
     def zep_messages(self, session_id: str) -> list[Any]:
-        """Read a session's messages through the real zep-python SDK ([] if none yet)."""
+        """Read a session's messages through the real zep-cloud SDK ([] if none yet).
+
+        Zep v4 threads carry no id of ours: the session's messages are found by the
+        ``session_id`` the v4 sink puts in each message's metadata.
+        """
         # The synchronous client: Playwright's sync API already runs a loop in this thread.
-        client = Zep(base_url=self.zep.base_url, api_key=self.zep_key, timeout=5)
-        try:
-            memory = client.memory.get(session_id)
-        except ApiError as exc:
-            if exc.status_code == HTTPStatus.NOT_FOUND:  # until the worker creates it
-                return []
-            raise
-        return list(memory.messages or [])
+        client = ZepCloud(
+            base_url=f"{self.zep.base_url}/api/v4", api_key=self.zep_key, timeout=5, max_retries=0
+        )
+        threads = [t.uuid_ for t in client.thread.list(page_size=100) if t.uuid_ is not None]
+        return [
+            message
+            for thread in threads
+            for message in client.thread.list_messages(thread, page_size=100)
+            if (message.metadata or {}).get("session_id") == session_id
+        ]
 
     def wait_for_zep(self, session_id: str, message_ids: set[str], *, timeout: float) -> list[Any]:
         """Poll Zep until every message id is stored; return the session's messages."""
@@ -136,7 +140,7 @@ def service_env(
         "REALTIME_DEFAULT_UPSTREAM": upstream,
         "MEMORY_TOKEN_KEYS": f"k1:{secrets.token_hex(32)}",
         "MEMORY_SQLITE_PATH": str(tmp / f"memory-queue-{upstream}.sqlite3"),
-        "ZEP_API": "v2",
+        "ZEP_API": "v4",  # as make run: Zep Cloud's API, served by the stand-in
         "ZEP_API_URL": zep.base_url,
         "ZEP_API_KEY": zep_key,
         # Quick retries so "Zep is back" shows within seconds, not minutes.

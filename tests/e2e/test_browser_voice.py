@@ -133,7 +133,7 @@ def _assert_delivered_once(stack: Stack, session_id: str, turns: list[dict[str, 
     for turn in turns:
         stored = by_id[turn["id"]]
         assert stored.content == turn["text"]
-        assert stored.role_type == turn["role"]
+        assert stored.role == turn["role"]
 
 
 def test_a_live_call_shows_the_transcript_and_saves_each_turn_to_zep_once(
