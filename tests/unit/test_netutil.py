@@ -10,7 +10,7 @@ import pytest
 from engram_voice.auth import AuthSettings
 from engram_voice.emulator.loopback import loopback_candidates_only
 from engram_voice.envreader import EnvReader
-from engram_voice.netutil import is_loopback_host
+from engram_voice.netutil import is_loopback_host, public_origin
 from engram_voice.realtime.settings import RealtimeSettings
 
 HOSTS = [
@@ -82,3 +82,19 @@ def test_no_module_keeps_its_own_loopback_list() -> None:
         if path.name != "netutil.py" and own.search(path.read_text())
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://api.getzep.com", "https://api.getzep.com"),
+        ("https://user:secret@zep.example:8443/api/v4?key=k#f", "https://zep.example:8443"),
+        ("http://127.0.0.1:8001/", "http://127.0.0.1:8001"),
+        ("http://[::1]:8001/api/v2", "http://[::1]:8001"),
+        ("http://user:pw@[2001:db8::7]/x", "http://[2001:db8::7]"),
+        ("HTTP://Zep.Example", "http://zep.example"),
+    ],
+)
+def test_public_origin_keeps_scheme_host_and_port_only(url: str, origin: str) -> None:
+    """A shown origin drops credentials, path, query and fragment, and brackets IPv6."""
+    assert public_origin(url) == origin

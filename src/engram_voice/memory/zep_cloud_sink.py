@@ -27,7 +27,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -39,6 +38,7 @@ from engram_voice.memory import zep_errors
 from engram_voice.memory.settings import ZepSettings
 from engram_voice.memory.sink import Keepalive, SinkMessage, SinkRejectedError, SinkSession
 from engram_voice.memory.sink_state import PendingBatch, SinkStateStore
+from engram_voice.netutil import public_origin
 
 __all__ = ["ZepCloudSink", "batch_key", "zep_user_id"]
 
@@ -378,10 +378,7 @@ class ZepCloudSink:
 
     def describe(self) -> dict[str, Any]:
         """Return the sink kind and its URL without credentials, path or query."""
-        parts = urlsplit(self._url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return {"kind": self.kind, "url": f"{parts.scheme}://{host}{port}"}
+        return {"kind": self.kind, "url": public_origin(self._url)}
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""

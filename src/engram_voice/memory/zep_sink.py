@@ -25,7 +25,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -42,6 +41,7 @@ from engram_voice.memory.sink import (
     SinkRejectedError,
     SinkSession,
 )
+from engram_voice.netutil import public_origin
 
 __all__ = ["ZepSink", "message_uuid", "zep_id"]
 
@@ -301,10 +301,7 @@ class ZepSink:
 
     def describe(self) -> dict[str, Any]:
         """Return the sink kind and its URL without credentials, path or query."""
-        parts = urlsplit(self._url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return {"kind": self.kind, "url": f"{parts.scheme}://{host}{port}"}
+        return {"kind": self.kind, "url": public_origin(self._url)}
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 from zep_python.base_client import AsyncBaseClient
@@ -21,6 +21,7 @@ from zep_python.core.api_error import ApiError
 from engram_voice.memory.recall.reader import RecallError
 from engram_voice.memory.settings import ZepSettings
 from engram_voice.memory.zep_sink import zep_id
+from engram_voice.netutil import public_origin
 
 __all__ = ["ZepV2Reader", "memory_context"]
 
@@ -120,9 +121,7 @@ class ZepV2Reader:
 
     def describe(self) -> dict[str, Any]:
         """Return the reader kind and Zep's URL without credentials, path or query."""
-        parts = urlsplit(self._url)
-        port = f":{parts.port}" if parts.port else ""
-        return {"kind": self.kind, "url": f"{parts.scheme}://{parts.hostname or ''}{port}"}
+        return {"kind": self.kind, "url": public_origin(self._url)}
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""

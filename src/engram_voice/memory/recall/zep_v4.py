@@ -16,7 +16,6 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from zep_cloud.client import AsyncZep
@@ -25,6 +24,7 @@ from zep_cloud.core.api_error import ApiError
 from engram_voice.memory.recall.reader import RecallError
 from engram_voice.memory.settings import ZepSettings
 from engram_voice.memory.zep_cloud_sink import zep_user_id
+from engram_voice.netutil import public_origin
 
 __all__ = ["SdkThreadLocator", "ThreadLocator", "ZepV4Reader"]
 
@@ -123,9 +123,7 @@ class ZepV4Reader:
 
     def describe(self) -> dict[str, Any]:
         """Return the reader kind and Zep's URL without credentials, path or query."""
-        parts = urlsplit(self._url)
-        port = f":{parts.port}" if parts.port else ""
-        return {"kind": self.kind, "url": f"{parts.scheme}://{parts.hostname or ''}{port}"}
+        return {"kind": self.kind, "url": public_origin(self._url)}
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
