@@ -10,6 +10,7 @@ in production, where the server is Azure Database for PostgreSQL.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import secrets
@@ -22,12 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LocalPostgres", "postgres_bin", "start_local_postgres"]
+__all__ = ["LocalPostgres", "dev_cluster_dir", "postgres_bin", "start_local_postgres"]
 
 _START_SECONDS = 30.0
 _STOP_SECONDS = 15.0
 _UNPRIVILEGED = "nobody"
 SUPERUSER = "engram"
+_SHARED_TMP = Path("/tmp")  # noqa: S108 - world-reachable for nobody, unlike $TMPDIR may be
 
 
 def postgres_bin() -> Path | None:
@@ -37,6 +39,20 @@ def postgres_bin() -> Path | None:
         key=lambda p: int(p.parts[4]) if p.parts[4].isdigit() else 0,
     )
     return found[-1].parent if found else None
+
+
+def dev_cluster_dir(state: Path, *, as_root: bool) -> Path:
+    """Return where the dev stack keeps its cluster for the state folder ``state``.
+
+    Normally ``<state>/postgres``. As root the server runs as ``nobody``, which may not
+    reach a folder inside the checkout, so the cluster goes under ``/tmp`` instead, in a
+    folder named after the state folder's resolved path: every clone (every state folder)
+    has its own cluster, and the same clone finds its cluster again on the next run.
+    """
+    if not as_root:
+        return state / "postgres"
+    key = hashlib.sha256(os.fsencode(state.resolve())).hexdigest()[:16]
+    return _SHARED_TMP / f"engram-dev-postgres-{key}"
 
 
 def _free_port() -> int:

@@ -174,10 +174,9 @@ def _start_postgres(
     state: Path, children: list[tuple[str, subprocess.Popen[bytes]]]
 ) -> dict[str, str]:
     """Start the local PostgreSQL (a child like the others); return the queue's settings."""
-    from engram_voice.devpostgres import start_local_postgres  # noqa: PLC0415
+    from engram_voice.devpostgres import dev_cluster_dir, start_local_postgres  # noqa: PLC0415
 
-    # As root the server runs as nobody, which may not reach a folder inside the checkout.
-    root = state / "postgres" if os.geteuid() != 0 else Path("/tmp/engram-dev-postgres")  # noqa: S108
+    root = dev_cluster_dir(state, as_root=os.geteuid() == 0)
     server = start_local_postgres(root, database="engram_voice")
     children.append(("PostgreSQL", server.process))
     _say(f"PostgreSQL for the memory queue on 127.0.0.1:{server.port} (cluster in {root})")

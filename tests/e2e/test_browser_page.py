@@ -11,6 +11,8 @@ service), at a phone (390x844) and a desktop (1280x800) viewport:
   polite live region announces the call's states; the focus ring is at least 3:1;
 - the memory badge reads "queued" while the Zep stand-in fails and "saved" only after
   the turns are in Zep; turns Zep refuses read "failed"; each call starts afresh;
+- an answer cut off by hanging up reads "Interrupted, not saved to memory", no longer in
+  italics, and the badge's count is the transcript's final turns;
 - screenshots of every state land in artifacts/ (gitignored) for a human to look at.
 
 Every wait is bounded.
@@ -270,3 +272,49 @@ def test_turns_zep_refuses_read_failed_not_saved(
     expect(page.locator("#memory")).to_contain_text("couldn't be saved")
     _audit(page, "memory failed")
     page.screenshot(path=str(artifacts / "page-memory-failed.png"))
+
+
+HANG_UP_MID_ANSWER = """() => new Promise((resolve) => {
+  // Hang up in the very event that shows the agent mid-answer (after a completed user
+  // turn), so the cut is certain, not a race against the answer's end.
+  const voice = window.__engramVoice;
+  const off = voice.client.on("transcript", (turns) => {
+    const answering = turns.find((t) => t.role === "assistant" && !t.final && t.text);
+    const users = turns.filter((t) => t.role === "user");
+    if (answering && users.length > 0 && users.every((t) => t.final)) {
+      off();
+      void voice.client.hangUp();
+      resolve(answering.id);
+    }
+  });
+})"""
+
+
+def test_an_answer_cut_off_by_hanging_up_reads_interrupted_and_not_saved(
+    stack: Stack, page: Page, artifacts: Path
+) -> None:
+    """An answer cut off reads "interrupted", upright; the badge counts only the final turns."""
+    page.goto(stack.url)
+    page.get_by_role("button", name="Connect").click()
+    expect(page.locator("body")).to_have_attribute(
+        "data-connection", "connected", timeout=CONNECT_TIMEOUT_MS
+    )
+    item_id: str = page.evaluate(HANG_UP_MID_ANSWER)
+    expect(page.locator("#connection")).to_have_text("Call ended")
+
+    cut = page.locator(f"#transcript li[data-item-id='{item_id}']")
+    expect(cut).to_have_attribute("data-state", "interrupted")
+    expect(cut.locator(".turn-note")).to_be_visible()
+    expect(cut.locator(".turn-note")).to_have_text("Interrupted, not saved to memory")
+    assert cut.locator(".turn-text").evaluate("p => getComputedStyle(p).fontStyle") == "normal"
+    expect(page.locator("#transcript li[data-state='partial']")).to_have_count(0)
+
+    expect(page.locator("body")).to_have_attribute("data-memory", "saved", timeout=30_000)
+    final = page.locator("#transcript li[data-state='final']").count()
+    assert final >= 1
+    expect(page.locator("body")).to_have_attribute("data-memory-saved", str(final))
+    expect(page.locator("#memory")).to_have_text(
+        f"Saved to memory ({final} turn{'' if final == 1 else 's'})"
+    )
+    _audit(page, "ended, answer interrupted")
+    page.screenshot(path=str(artifacts / "page-interrupted-answer.png"))

@@ -19,7 +19,7 @@ from zep_python.core.api_error import ApiError
 
 from engram_voice.credentials.secret import Secret
 from engram_voice.emulator import create_emulator_app
-from engram_voice.memory.zep_cloud_sink import zep_user_id
+from engram_voice.memory.zep_cloud_wire import zep_user_id
 from engram_voice.memory.zep_sink import zep_id
 from engram_voice.zep_standin import ZepStandinConfig, create_standin_app
 from tests.conftest import ServiceFactory

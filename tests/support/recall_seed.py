@@ -13,7 +13,7 @@ from zep_python.base_client import AsyncBaseClient
 from zep_python.core.api_error import ApiError
 from zep_python.types.message import Message
 
-from engram_voice.memory.zep_cloud_sink import zep_user_id
+from engram_voice.memory.zep_cloud_wire import zep_user_id
 from engram_voice.memory.zep_sink import zep_id
 
 __all__ = ["seed_v2", "seed_v4"]

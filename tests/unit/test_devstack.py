@@ -1,11 +1,16 @@
-"""How `engram-voice dev` words a child's exit status, for every kind of status."""
+"""How `engram-voice dev` words a child's exit status and where it keeps its local PostgreSQL."""
 
 from __future__ import annotations
 
 import signal
+import string
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from engram_voice.devpostgres import dev_cluster_dir
 from engram_voice.devstack import DevSettings, describe_exit
 from engram_voice.envreader import EnvReader
 
@@ -48,3 +53,41 @@ def test_the_dev_stack_starts_postgres_only_for_a_postgres_queue_without_a_serve
     settings = DevSettings.from_env(reader)
     reader.raise_if_invalid()
     assert settings.local_postgres is starts
+
+
+@pytest.mark.parametrize("as_root", [False, True], ids=["user", "root"])
+@given(
+    clones=st.lists(
+        st.text(alphabet=string.ascii_letters + string.digits + "-_. ", min_size=1, max_size=12)
+        .map(str.strip)
+        .filter(lambda name: name not in {"", ".", ".."}),
+        min_size=2,
+        max_size=5,
+        unique=True,
+    )
+)
+def test_every_clone_gets_its_own_dev_cluster_found_again_next_run(
+    as_root: bool, clones: list[str]
+) -> None:
+    """Distinct clones' state folders give distinct cluster folders; one clone always the same."""
+    states = [Path("/srv/checkouts") / name / "var" for name in clones]
+    roots = [dev_cluster_dir(state, as_root=as_root) for state in states]
+    assert len(set(roots)) == len(states)
+    assert roots == [dev_cluster_dir(state, as_root=as_root) for state in states]
+    for state, root in zip(states, roots, strict=True):
+        if as_root:  # nobody must reach it: directly under the world-reachable /tmp
+            assert root.parent == Path("/tmp")  # noqa: S108
+            assert root.name.startswith("engram-dev-postgres-")
+        else:
+            assert root == state / "postgres"
+
+
+def test_a_clone_reached_by_another_spelling_keeps_its_dev_cluster(tmp_path: Path) -> None:
+    """The root cluster folder follows the state folder's resolved path, not its spelling."""
+    state = tmp_path / "clone" / "var"
+    state.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "clone")
+    spellings = [state, tmp_path / "clone" / ".." / "clone" / "var", tmp_path / "link" / "var"]
+    assert {dev_cluster_dir(path, as_root=True) for path in spellings} == {
+        dev_cluster_dir(state, as_root=True)
+    }

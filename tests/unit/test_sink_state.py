@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from engram_voice.memory.sink import SinkMessage
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from engram_voice.memory.sqlite_sink_state import MIGRATIONS, SqliteSinkState, migrate
-from engram_voice.memory.zep_cloud_sink import batch_key, zep_user_id
+from engram_voice.memory.zep_cloud_wire import batch_key, zep_user_id
 from engram_voice.memory.zep_errors import retry_after
 
 

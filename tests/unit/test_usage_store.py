@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from engram_voice.usage import MemoryUsageStore, SqliteUsageStore, UsageStore
 from engram_voice.usage.postgres_store import PostgresUsageStore
@@ -112,3 +113,60 @@ async def test_a_full_write_queue_drops_and_counts_instead_of_blocking(tmp_path:
     described = await store.describe()
     assert described["dropped_writes"] == 1
     assert described["healthy"] is False
+
+
+def _durable(kind: str, path: Path, *, max_pending: int, conninfo: str = "") -> UsageStore:
+    if kind == "sqlite":
+        return SqliteUsageStore(path / "usage.sqlite3", max_pending=max_pending)
+    return PostgresUsageStore(conninfo or "host=127.0.0.1 dbname=usage", max_pending=max_pending)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("extra", [1, 999, 1000, 1001, 2500])
+async def test_every_durable_store_drops_a_write_the_full_queue_cannot_take(
+    kind: str, extra: int, tmp_path: Path
+) -> None:
+    """Each write past a full queue is refused at once and counted; one log line per thousand."""
+    store = _durable(kind, tmp_path, max_pending=2)  # not started: nothing drains the queue
+    start = CallStarted("c1", "alice", "elena", "azure-openai", DAY, 1.0)
+    with capture_logs() as logs:
+        assert [store.record(start) for _ in range(2 + extra)] == [True] * 2 + [False] * extra
+    described = await store.describe()
+    assert (described["pending_writes"], described["dropped_writes"], described["written"]) == (
+        2,
+        extra,
+        0,
+    )
+    assert (described["healthy"], described["last_error"]) == (False, None)
+    dropped = [e for e in logs if e["event"] == "usage.write_dropped"]
+    assert [e["dropped"] for e in dropped] == list(range(1, extra + 1, 1000))
+    assert all(e["kind"] == "CallStarted" and e["log_level"] == "warning" for e in dropped)
+    await store.flush()  # nothing to wait for before the writer runs: returns at once
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.process)])
+async def test_every_durable_store_counts_what_its_writer_committed(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """After a flush every write is counted as written, none pending or dropped, and healthy."""
+    conninfo = ""
+    if kind == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        conninfo = server.conninfo(server.new_database("usage"))
+    store = _durable(kind, tmp_path, max_pending=100, conninfo=conninfo)
+    await store.start()
+    try:
+        _call(store, "c1", "alice")
+        _call(store, "c2", "bob")
+        await store.flush()
+        described = await store.describe()
+    finally:
+        await store.close()
+    assert described == {
+        "backend": kind,
+        "healthy": True,
+        "pending_writes": 0,
+        "written": 8,
+        "dropped_writes": 0,
+        "last_error": None,
+    }

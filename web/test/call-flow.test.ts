@@ -6,6 +6,8 @@ import { EXPIRES_AT, type Route, created, service } from "./fake-service";
 import { type Seen, networkDown, problem } from "./helpers";
 import { MemoryOutbox } from "../src/lib/outbox";
 import { MemoryStorage } from "../src/lib/storage";
+import type { VoiceClient } from "../src/lib/client";
+import type { TranscriptTurn } from "../src/lib/types";
 
 const deletes = (seen: Seen[]): Seen[] => seen.filter((s) => s.method === "DELETE");
 
@@ -330,6 +332,31 @@ describe("VoiceClient, default flow through POST /realtime/calls", () => {
     // The service is told too (it answers 404 when it ended the call itself): no call is left behind.
     expect(deletes(seen)).toHaveLength(1);
     expect(FakePeerConnection.last?.closed).toBe(true);
+  });
+
+  it.each<[string, (client: VoiceClient) => Promise<void>]>([
+    ["the user hangs up", (client) => client.hangUp()],
+    ["the call's channel closes", async () => FakePeerConnection.last?.channel?.remoteClose()],
+    ["another call starts", async (client) => void client.connect({ agent: "marcus" })],
+  ])("shows an answer cut off when %s as interrupted and sends only the completed turns to memory", async (_, end) => {
+    const { client, seen } = harness(service());
+    const shown: TranscriptTurn[][] = [];
+    client.on("transcript", (turns) => shown.push(turns));
+    await client.connect({ agent: "elena" });
+    const channel = FakePeerConnection.last?.channel;
+    channel?.receive({ type: "conversation.item.created", previous_item_id: null, item: { id: "item_u1", type: "message", role: "user" } });
+    channel?.receive({ type: "conversation.item.input_audio_transcription.completed", item_id: "item_u1", transcript: "Tell me a story" });
+    channel?.receive({ type: "response.audio_transcript.delta", item_id: "item_a1", delta: "Once upon" });
+    await end(client);
+    await vi.advanceTimersByTimeAsync(300);
+
+    const cut = shown.filter((turns) => turns.some((t) => t.interrupted)).at(-1);
+    expect(cut).toEqual([
+      { id: "item_u1", role: "user", text: "Tell me a story", final: true, at: expect.any(String) },
+      { id: "item_a1", role: "assistant", text: "Once upon", final: false, interrupted: true },
+    ]);
+    const posted = seen.filter((s) => s.url.endsWith("/memory/enrich")).flatMap((s) => JSON.parse(s.body ?? "{}").messages);
+    expect(posted.map((m: { id: string }) => m.id)).toEqual(["item_u1"]);
   });
 
   it("ignores the dropped channel closing: only the kept channel's end ends the call", async () => {

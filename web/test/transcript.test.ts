@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { TranscriptAssembler, type ServerEvent } from "../src/lib/transcript";
-import type { TranscriptTurn } from "../src/lib/types";
+import type { Role, TranscriptTurn } from "../src/lib/types";
 
 const added = (id: string, role: string, previous: string | null, type = "message"): ServerEvent => ({
   type: "conversation.item.added",
@@ -147,6 +147,73 @@ describe("TranscriptAssembler", () => {
     assembler.handle(assistantDone("item_a1", "Bye"));
     assembler.flush();
     expect(texts(commits)).toEqual(["assistant:Bye"]);
+  });
+
+  const userDelta = (id: string, delta: string): ServerEvent => ({
+    type: "conversation.item.input_audio_transcription.delta",
+    item_id: id,
+    delta,
+  });
+  const responseDone = (status: string, ...ids: string[]): ServerEvent => ({
+    type: "response.done",
+    response: { status, output: ids.map((id) => ({ id })) },
+  });
+  const voiceLive = (event: ServerEvent): ServerEvent =>
+    event.type === "response.output_audio_transcript.delta" ? { ...event, type: "response.audio_transcript.delta" } : event;
+
+  // Every way a turn in progress can be cut off, for both roles where it applies.
+  const cuts: [string, Role, (assembler: TranscriptAssembler, id: string) => void][] = [
+    ["the call ends during the answer", "assistant", (assembler) => assembler.end()],
+    ["the call ends during the user's transcription", "user", (assembler) => assembler.end()],
+    ["the response is cancelled (barge-in)", "assistant", (assembler, id) => assembler.handle(responseDone("cancelled", id))],
+    ["the response ends incomplete", "assistant", (assembler, id) => assembler.handle(responseDone("incomplete", "item_other", id))],
+    ["the response fails", "assistant", (assembler, id) => assembler.handle(responseDone("failed", id))],
+  ];
+
+  it.each(cuts)("marks a turn interrupted when %s: text kept, not final, never committed, later turns released", (_, role, cut) => {
+    const { assembler, commits } = assemble();
+    const seen: TranscriptTurn[] = [];
+    assembler.on("turn", (turn) => seen.push(turn));
+    assembler.handle(added("item_x", role, null));
+    assembler.handle(role === "user" ? userDelta("item_x", "Half a sen") : voiceLive(assistantDelta("item_x", "Half a sen")));
+    assembler.handle(added("item_u2", "user", "item_x"));
+    assembler.handle(userDone("item_u2", "Next"));
+    expect(commits).toEqual([]); // held behind the turn in progress
+    cut(assembler, "item_x");
+
+    expect(assembler.turns()[0]).toEqual({ id: "item_x", role, text: "Half a sen", final: false, interrupted: true });
+    expect(seen.filter((turn) => turn.interrupted).map((turn) => turn.id)).toEqual(["item_x"]);
+    expect(texts(commits)).toEqual(["user:Next"]); // committed at once, not after holdMs
+    assembler.handle(role === "user" ? userDone("item_x", "Half a sentence") : assistantDone("item_x", "Half a sentence"));
+    assembler.end();
+    expect(assembler.turns()[0]).toMatchObject({ text: "Half a sen", interrupted: true });
+    expect(texts(commits)).toEqual(["user:Next"]);
+  });
+
+  it.each(["completed", "in_progress", ""])("leaves turns alone when a response ends %j, and end() never touches final turns", (status) => {
+    const { assembler, commits } = assemble();
+    assembler.handle(added("item_a1", "assistant", null));
+    assembler.handle(assistantDone("item_a1", "Done"));
+    assembler.handle(added("item_a2", "assistant", "item_a1"));
+    assembler.handle(assistantDelta("item_a2", "Still"));
+    assembler.handle(responseDone(status, "item_a1", "item_a2"));
+    expect(assembler.turns().map((t) => t.interrupted ?? false)).toEqual([false, false]);
+
+    assembler.end();
+    expect(assembler.turns()).toEqual([
+      { id: "item_a1", role: "assistant", text: "Done", final: true, at: "2026-05-01T10:00:00.000Z" },
+      { id: "item_a2", role: "assistant", text: "Still", final: false, interrupted: true },
+    ]);
+    expect(texts(commits)).toEqual(["assistant:Done"]);
+  });
+
+  it("end() leaves failed turns and items that carry no transcript as they are", () => {
+    const { assembler } = assemble();
+    assembler.handle(added("item_f1", "", null, "function_call"));
+    assembler.handle(added("item_u1", "user", "item_f1"));
+    assembler.handle({ type: "conversation.item.input_audio_transcription.failed", item_id: "item_u1" });
+    assembler.end();
+    expect(assembler.turns()).toEqual([{ id: "item_u1", role: "user", text: "", final: true, failed: true }]);
   });
 
   it("ignores events that are not about the transcript", () => {

@@ -3,7 +3,8 @@
 Zep v4 addresses users and threads by UUIDs it generates and has no client message id.
 So this sink creates the Zep user (our user id as its ``user_id``) and one thread per
 session once, keeps their UUIDs in the sink state store (and a bounded cache), and makes
-delivery exactly-once with two mechanisms together:
+delivery exactly-once with two mechanisms together (the ids and keys it derives are in
+:mod:`engram_voice.memory.zep_cloud_wire`):
 
 - every call that writes sends a deterministic ``Idempotency-Key`` (user: our user id;
   thread: our session id; batch: thread, session, first/last turn id and part, count),
@@ -20,10 +21,7 @@ only one. Each call is bounded by ``ZEP_TIMEOUT_SECONDS`` (connect:
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import hashlib
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -38,100 +36,22 @@ from engram_voice.memory import zep_errors
 from engram_voice.memory.settings import ZepSettings
 from engram_voice.memory.sink import Keepalive, SinkMessage, SinkRejectedError, SinkSession
 from engram_voice.memory.sink_state import PendingBatch, SinkStateStore
+from engram_voice.memory.zep_cloud_wire import (
+    add_message,
+    batch_key,
+    error_detail,
+    idempotency_key,
+    zep_user_id,
+)
 from engram_voice.netutil import public_origin
 
-__all__ = ["ZepCloudSink", "batch_key", "zep_user_id"]
+__all__ = ["ZepCloudSink"]
 
 _logger = structlog.get_logger("engram_voice.memory.zep_v4")
 _T = TypeVar("_T")
-_NAMESPACE = uuid.UUID("0b9e7c8e-3f59-5a51-9d0c-4c2f1f6a7e21")
 _NOT_FOUND = 404
 _ALREADY_EXISTS = frozenset({400, 409})
 _CACHED = 10_000
-_MAX_USER_ID = 500
-_HASHED = "sha256:"
-
-
-def zep_user_id(user_id: str) -> str:
-    """Return the ``user_id`` we give Zep v4 for our user id (injective, ≤ 500 characters).
-
-    Zep v4 takes at most 500 characters; our ids may have 512. Ids that fit (and do not
-    start with ``sha256:``) stay as they are; the others become ``sha256:<hex>``.
-    """
-    if len(user_id) <= _MAX_USER_ID and not user_id.startswith(_HASHED):
-        return user_id
-    return _HASHED + hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _key(*parts: object) -> str:
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(str(p) for p in parts)))
-
-
-def batch_key(thread: str, session_id: str, messages: Sequence[SinkMessage]) -> str:
-    """Return the deterministic ``Idempotency-Key`` of a batch (non-empty) for a thread.
-
-    Derived from the thread, the session, the first and last (turn id, part), the count
-    and a digest of the contents: the same batch always gets the same key, and a batch
-    cut differently (another content limit) never reuses one.
-    """
-    first, last = messages[0], messages[-1]
-    digest = hashlib.sha256()
-    for message in messages:
-        digest.update(message.content.encode("utf-8", "surrogatepass") + b"\x1f")
-    return _key(
-        "batch",
-        thread,
-        session_id,
-        first.message_id,
-        first.part,
-        last.message_id,
-        last.part,
-        len(messages),
-        digest.hexdigest(),
-    )
-
-
-def _reference_time(message: SinkMessage) -> str:
-    if message.at:
-        return message.at
-    return dt.datetime.fromtimestamp(message.accepted_at, dt.UTC).isoformat()
-
-
-def _add_message(session: SinkSession, message: SinkMessage) -> dict[str, Any]:
-    """Return one ``AddMessage`` as the plain mapping the SDK serialises (its fields only).
-
-    A mapping, not the pydantic model: the SDK encodes it in about 60% of the CPU time,
-    and delivery spends most of its CPU there.
-    """
-    metadata: dict[str, Any] = {
-        "message_id": message.message_id,
-        "session_id": session.session_id,
-        "agent": session.agent,
-    }
-    if message.parts > 1:
-        metadata.update(part=message.part + 1, parts=message.parts)
-    return {
-        "content": message.content,
-        "role": message.role,
-        "name": message.name,
-        "reference_time": _reference_time(message),
-        "metadata": metadata,
-    }
-
-
-def _detail(body: object) -> tuple[str | None, str | None]:
-    """Return Zep's error code and message from an error body (model or mapping)."""
-    error = getattr(body, "error", None)
-    if error is None and isinstance(body, dict):
-        error = body.get("error")
-    if isinstance(error, dict):
-        code, message = error.get("code"), error.get("message")
-    else:
-        code, message = getattr(error, "code", None), getattr(error, "message", None)
-    return (
-        code if isinstance(code, str) and code else None,
-        message if isinstance(message, str) and message else None,
-    )
 
 
 class _Lru:
@@ -199,7 +119,7 @@ class ZepCloudSink:
             async with asyncio.timeout(self._total + 1.0):
                 return await fn()
         except ApiError as exc:
-            code, message = _detail(exc.body)
+            code, message = error_detail(exc.body)
             raise zep_errors.from_status(
                 what,
                 exc.status_code or 0,
@@ -229,12 +149,11 @@ class ZepCloudSink:
 
     async def _create_user(self, user_id: str, replacing: str | None) -> str:
         external = zep_user_id(user_id)
+        key = idempotency_key("user", user_id, replacing or "")
         try:
             user = await self._call(
                 "create user",
-                lambda: self._client.user.create(
-                    user_id=external, idempotency_key=_key("user", user_id, replacing or "")
-                ),
+                lambda: self._client.user.create(user_id=external, idempotency_key=key),
             )
         except SinkRejectedError as exc:
             if exc.status not in _ALREADY_EXISTS:
@@ -283,7 +202,7 @@ class ZepCloudSink:
         return str(thread.uuid_)
 
     async def _call_create_thread(self, session_id: str, user: str, replacing: str | None) -> Any:
-        key = _key("thread", session_id, user, replacing or "")
+        key = idempotency_key("thread", session_id, user, replacing or "")
         return await self._call(
             "create thread",
             lambda: self._client.thread.create(user_uuid=user, idempotency_key=key),
@@ -370,7 +289,7 @@ class ZepCloudSink:
     async def _post(
         self, session: SinkSession, thread: str, key: str, messages: Sequence[SinkMessage]
     ) -> None:
-        payload = cast("list[AddMessage]", [_add_message(session, m) for m in messages])
+        payload = cast("list[AddMessage]", [add_message(session, m) for m in messages])
         await self._call(
             "add messages",
             lambda: self._client.thread.add_messages(thread, messages=payload, idempotency_key=key),

@@ -1,8 +1,9 @@
 """Usage in the shared PostgreSQL database (``USAGE_STORE=postgres``), written in batches.
 
-The same contract as the SQLite store: ``record`` only puts the write on a bounded
-queue (call setup never waits for the database), a writer task takes everything queued
-and applies it in one transaction, a full queue drops and counts the write. Every
+The same contract as the SQLite store (its rules in :mod:`engram_voice.usage.buffered`):
+``record`` only puts the write on a bounded queue (call setup never waits for the
+database), a writer task takes everything queued and applies it in one transaction, a full
+queue drops and counts the write. Every
 replica writes to the same tables, so ``engram-voice usage`` sees all of them. The
 tables are created by a numbered migration (component ``usage``) under the same
 advisory lock as the memory queue's. Connection settings are ``MEMORY_POSTGRES_*``.
@@ -28,6 +29,13 @@ from engram_voice.memory.postgres_auth import (
 )
 from engram_voice.memory.postgres_schema import migrate
 from engram_voice.memory.settings import PostgresSettings
+from engram_voice.usage.buffered import (
+    BATCH,
+    FLUSH_TIMEOUT,
+    WriteCounts,
+    daily_query,
+    daily_rows,
+)
 from engram_voice.usage.records import (
     TOKEN_KINDS,
     CallEnded,
@@ -40,9 +48,6 @@ from engram_voice.usage.records import (
 __all__ = ["PostgresUsageStore"]
 
 _logger = structlog.get_logger("engram_voice.usage")
-_BATCH = 500
-_FLUSH_TIMEOUT = 5.0
-_LOG_EVERY_DROP = 1000
 _TOKENS = ", ".join(f"{k} bigint NOT NULL DEFAULT 0" for k in TOKEN_KINDS)
 MIGRATIONS: tuple[str, ...] = (
     f"""
@@ -84,9 +89,7 @@ class PostgresUsageStore:
         )
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._writer: asyncio.Task[None] | None = None
-        self.dropped = 0
-        self.written = 0
-        self.error: str | None = None
+        self.counts = WriteCounts()
 
     @classmethod
     def from_settings(cls, settings: PostgresSettings) -> PostgresUsageStore:
@@ -102,7 +105,7 @@ class PostgresUsageStore:
         """Connect, apply the usage migrations and start the writer task."""
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._conninfo, kwargs=self._kwargs, min_size=1, max_size=2, open=False,
-            timeout=_FLUSH_TIMEOUT, name="usage",
+            timeout=FLUSH_TIMEOUT, name="usage",
         )  # fmt: skip
         await pool.open(wait=True, timeout=self._connect_timeout)
         async with pool.connection() as conn:
@@ -115,7 +118,7 @@ class PostgresUsageStore:
         writer, self._writer = self._writer, None
         if writer is not None:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_FLUSH_TIMEOUT):
+                async with asyncio.timeout(FLUSH_TIMEOUT):
                     await self._queue.put(None)
                     await writer
             writer.cancel()
@@ -130,12 +133,7 @@ class PostgresUsageStore:
         try:
             self._queue.put_nowait(write)
         except asyncio.QueueFull:
-            self.dropped += 1
-            if self.dropped % _LOG_EVERY_DROP == 1:
-                _logger.warning(
-                    "usage.write_dropped", kind=type(write).__name__, dropped=self.dropped
-                )
-            return False
+            return self.counts.queue_full(write)
         return True
 
     async def flush(self) -> None:
@@ -144,7 +142,7 @@ class PostgresUsageStore:
             return
         marker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_FLUSH_TIMEOUT):
+            async with asyncio.timeout(FLUSH_TIMEOUT):
                 await self._queue.put(marker)
                 await marker
 
@@ -155,49 +153,21 @@ class PostgresUsageStore:
         pool = self._pool
         if pool is None:
             return []
-        where, args = ["TRUE"], []
-        for clause, value in (
-            ("user_id = %s", user_id),
-            ("day >= %s", since),
-            ("day <= %s", until),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        sql = (
-            f"SELECT user_id, day, calls, seconds, {', '.join(TOKEN_KINDS)} FROM usage_daily "  # noqa: S608 - fixed column names
-            f"WHERE {' AND '.join(where)} ORDER BY day, user_id"
-        )
+        sql, args = daily_query("%s", user_id, since, until)
         async with pool.connection() as conn:
             cursor = await conn.execute(sql, args)
             rows = await cursor.fetchall()
-        return [
-            DailyUsage(
-                user_id=str(r[0]),
-                day=str(r[1]),
-                calls=int(str(r[2])),
-                seconds=float(str(r[3])),
-                tokens={k: int(str(v)) for k, v in zip(TOKEN_KINDS, r[4:], strict=True)},
-            )
-            for r in rows
-        ]
+        return daily_rows(rows)
 
     async def describe(self) -> dict[str, Any]:
         """Describe the store's health: writer alive, pending and dropped writes, last error."""
         alive = self._writer is not None and not self._writer.done()
-        return {
-            "backend": "postgres",
-            "healthy": alive and self.error is None,
-            "pending_writes": self._queue.qsize(),
-            "written": self.written,
-            "dropped_writes": self.dropped,
-            "last_error": self.error,
-        }
+        return self.counts.describe("postgres", alive=alive, pending=self._queue.qsize())
 
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < _BATCH and not self._queue.empty():
+            while len(batch) < BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._commit(batch)
             if None in batch:
@@ -212,11 +182,9 @@ class PostgresUsageStore:
                 async with pool.connection() as conn, conn.transaction():
                     for write in writes:
                         await _apply(conn, write)
-                self.written += len(writes)
-                self.error = None
+                self.counts.committed(len(writes))
             except psycopg.Error as exc:
-                self.error = type(exc).__name__
-                self.dropped += len(writes)
+                self.counts.failed(exc, len(writes))
                 _logger.warning(
                     "usage.write_failed",
                     error=type(exc).__name__,

@@ -5,7 +5,8 @@ disk; the writer thread takes everything queued, applies it in one transaction a
 commits, then waits for the next write (at most ``flush_seconds``). A crash of the
 process loses only writes not yet committed: those of the last batch (well under a
 second). When the queue is full the write is dropped, counted and logged, never waited
-for. Reads (``/status``, the CLI) open their own connection off the event loop.
+for (the rules both durable stores share are in :mod:`engram_voice.usage.buffered`).
+Reads (``/status``, the CLI) open their own connection off the event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from typing import Any
 
 import structlog
 
+from engram_voice.usage.buffered import (
+    BATCH,
+    FLUSH_TIMEOUT,
+    WriteCounts,
+    daily_query,
+    daily_rows,
+)
 from engram_voice.usage.records import (
     TOKEN_KINDS,
     CallEnded,
@@ -31,9 +39,6 @@ from engram_voice.usage.records import (
 __all__ = ["SqliteUsageStore"]
 
 _logger = structlog.get_logger("engram_voice.usage")
-_BATCH = 500
-_FLUSH_TIMEOUT = 5.0
-_LOG_EVERY_DROP = 1000
 _TOKENS = ", ".join(f"{k} INTEGER NOT NULL DEFAULT 0" for k in TOKEN_KINDS)
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS usage_calls (
@@ -65,9 +70,7 @@ class SqliteUsageStore:
         self._queue: queue.Queue[UsageWrite | _Flush | None] = queue.Queue(max_pending)
         self._flush_seconds = flush_seconds
         self._thread: threading.Thread | None = None
-        self.dropped = 0
-        self.written = 0
-        self.error: str | None = None
+        self.counts = WriteCounts()
 
     async def start(self) -> None:
         """Create the file and schema (off the loop) and start the writer thread."""
@@ -80,20 +83,15 @@ class SqliteUsageStore:
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        await asyncio.to_thread(self._queue.put, None, timeout=_FLUSH_TIMEOUT)
-        await asyncio.to_thread(thread.join, _FLUSH_TIMEOUT)
+        await asyncio.to_thread(self._queue.put, None, timeout=FLUSH_TIMEOUT)
+        await asyncio.to_thread(thread.join, FLUSH_TIMEOUT)
 
     def record(self, write: UsageWrite) -> bool:
         """Queue ``write`` for the writer thread; drop (and count) it when the queue is full."""
         try:
             self._queue.put_nowait(write)
         except queue.Full:
-            self.dropped += 1
-            if self.dropped % _LOG_EVERY_DROP == 1:  # the first drop, then one line per thousand
-                _logger.warning(
-                    "usage.write_dropped", kind=type(write).__name__, dropped=self.dropped
-                )
-            return False
+            return self.counts.queue_full(write)
         return True
 
     async def flush(self) -> None:
@@ -101,8 +99,8 @@ class SqliteUsageStore:
         if self._thread is None:
             return
         marker = _Flush()
-        await asyncio.to_thread(self._queue.put, marker, timeout=_FLUSH_TIMEOUT)
-        await asyncio.to_thread(marker.done.wait, _FLUSH_TIMEOUT)
+        await asyncio.to_thread(self._queue.put, marker, timeout=FLUSH_TIMEOUT)
+        await asyncio.to_thread(marker.done.wait, FLUSH_TIMEOUT)
 
     async def daily(
         self, *, user_id: str | None = None, since: str | None = None, until: str | None = None
@@ -114,39 +112,15 @@ class SqliteUsageStore:
         self, user_id: str | None = None, since: str | None = None, until: str | None = None
     ) -> list[DailyUsage]:
         """Read usage per user and day synchronously (the CLI's path)."""
-        where, args = ["1 = 1"], []
-        for clause, value in (("user_id = ?", user_id), ("day >= ?", since), ("day <= ?", until)):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        sql = (
-            f"SELECT user_id, day, calls, seconds, {', '.join(TOKEN_KINDS)} FROM usage_daily "  # noqa: S608 - fixed column names
-            f"WHERE {' AND '.join(where)} ORDER BY day, user_id"
-        )
+        sql, args = daily_query("?", user_id, since, until)
         with self._connect() as db:
             rows = db.execute(sql, args).fetchall()
-        return [
-            DailyUsage(
-                user_id=r[0],
-                day=r[1],
-                calls=r[2],
-                seconds=r[3],
-                tokens=dict(zip(TOKEN_KINDS, r[4:], strict=True)),
-            )
-            for r in rows
-        ]
+        return daily_rows(rows)
 
     async def describe(self) -> dict[str, Any]:
         """Describe the store's health: writer alive, pending and dropped writes, last error."""
         alive = self._thread is not None and self._thread.is_alive()
-        return {
-            "backend": "sqlite",
-            "healthy": alive and self.error is None,
-            "pending_writes": self._queue.qsize(),
-            "written": self.written,
-            "dropped_writes": self.dropped,
-            "last_error": self.error,
-        }
+        return self.counts.describe("sqlite", alive=alive, pending=self._queue.qsize())
 
     # -- the writer thread ------------------------------------------------------------------
 
@@ -174,7 +148,7 @@ class SqliteUsageStore:
                 except queue.Empty:
                     continue
                 batch = [first]
-                while len(batch) < _BATCH:
+                while len(batch) < BATCH:
                     try:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
@@ -192,13 +166,11 @@ class SqliteUsageStore:
             for write in writes:
                 _apply(db, write)
             db.execute("COMMIT")
-            self.written += len(writes)
-            self.error = None
+            self.counts.committed(len(writes))
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self.error = type(exc).__name__
-            self.dropped += len(writes)
+            self.counts.failed(exc, len(writes))
             _logger.exception("usage.write_failed", error=type(exc).__name__, writes=len(writes))
         for item in batch:
             if isinstance(item, _Flush):

@@ -343,7 +343,7 @@ export class VoiceClient extends Emitter<VoiceClientEvents> {
    * its upstream dropping. Resolves once the peer is closed.
    */
   #teardown(call: Call): Promise<void> {
-    call.assembler.flush();
+    call.assembler.end();
     call.assembler.dispose();
     call.clearTimers();
     for (const track of call.microphone?.getTracks() ?? []) track.stop();

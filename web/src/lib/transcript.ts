@@ -14,6 +14,12 @@
  * Final turns are *committed* (handed to memory) in conversation order: a final turn waits
  * while an earlier turn is still being transcribed, for at most `holdMs`; after that the
  * late turn is committed whenever it completes, so nothing is lost.
+ *
+ * A turn that will never be completed is marked *interrupted*: its response ended
+ * cancelled or incomplete (`response.done`, where the channel carries it: the user spoke
+ * over the agent), or the call ended ({@link TranscriptAssembler.end}) while it was still
+ * being spoken or transcribed. It keeps the text that arrived, later turns stop waiting for
+ * it, and it is never committed: memory holds only what Azure completed.
  */
 
 import { type Clock, type TimerHandle, systemClock } from "./clock.js";
@@ -27,6 +33,7 @@ export interface ServerEvent {
   item_id?: string;
   previous_item_id?: string | null;
   item?: { id?: string; type?: string; role?: string };
+  response?: { status?: string; output?: { id?: string }[] };
   delta?: string;
   transcript?: string;
   text?: string;
@@ -35,7 +42,7 @@ export interface ServerEvent {
 
 /** Events of a {@link TranscriptAssembler}. */
 export interface TranscriptEvents extends Record<string, unknown> {
-  /** A turn appeared or changed (new text, became final or failed). */
+  /** A turn appeared or changed (new text, became final, failed or was interrupted). */
   turn: TranscriptTurn;
   /** A final, non-empty turn is ready for memory; emitted once per turn, in order. */
   commit: TranscriptTurn;
@@ -56,6 +63,8 @@ interface Item {
   text: string;
   final: boolean;
   failed: boolean;
+  /** Will never be completed (see the module comment); never committed. */
+  interrupted: boolean;
   committed: boolean;
   /** Waited for longer than `holdMs`: later turns no longer wait for it. */
   overdue: boolean;
@@ -68,6 +77,9 @@ const USER_FAILED = "conversation.item.input_audio_transcription.failed";
 const ASSISTANT_DONE = new Set(["response.output_audio_transcript.done", "response.output_text.done"]);
 const ASSISTANT_DELTA = new Set(["response.output_audio_transcript.delta", "response.output_text.delta"]);
 const ITEM_ADDED = "conversation.item.added";
+const RESPONSE_DONE = "response.done";
+/** `response.done` statuses whose unfinished output items will never be completed. */
+const RESPONSE_CUT = new Set(["cancelled", "incomplete", "failed"]);
 
 /**
  * Voice Live's event names (those of the Realtime beta, which every dated Voice Live
@@ -121,6 +133,8 @@ export class TranscriptAssembler extends Emitter<TranscriptEvents> {
       this.#text(event.item_id, "assistant", event.delta ?? "", false);
     } else if (event.type === "conversation.item.deleted") {
       this.#deleted(event.item_id);
+    } else if (event.type === RESPONSE_DONE) {
+      this.#responseDone(event);
     } else {
       return false;
     }
@@ -147,6 +161,18 @@ export class TranscriptAssembler extends Emitter<TranscriptEvents> {
     this.#clearTimer();
   }
 
+  /**
+   * The call ended: every turn still being spoken or transcribed becomes interrupted (and is
+   * shown as such), then every final turn is committed, as {@link flush} does.
+   */
+  end(): void {
+    for (const id of this.#order) {
+      const item = this.#items.get(id);
+      if (item) this.#interrupt(item);
+    }
+    this.flush();
+  }
+
   /** Stop the hold timer; the assembler emits nothing afterwards unless fed again. */
   dispose(): void {
     this.#clearTimer();
@@ -170,7 +196,7 @@ export class TranscriptAssembler extends Emitter<TranscriptEvents> {
     if (!this.#order.includes(id)) this.#order.push(id);
     item.role ??= role;
     item.awaited = true;
-    if (item.final) return; // a late delta after the final text changes nothing
+    if (item.final || item.interrupted) return; // a late delta after the end changes nothing
     if (final) {
       item.text = text.trim();
       item.final = true;
@@ -191,6 +217,23 @@ export class TranscriptAssembler extends Emitter<TranscriptEvents> {
     this.emit("turn", toTurn(item));
   }
 
+  /** A response that ended cancelled or incomplete interrupts its unfinished output items. */
+  #responseDone(event: ServerEvent): void {
+    const response = event.response;
+    if (!response?.status || !RESPONSE_CUT.has(response.status)) return;
+    for (const output of response.output ?? []) {
+      const item = output.id === undefined ? undefined : this.#items.get(output.id);
+      if (item) this.#interrupt(item);
+    }
+  }
+
+  /** Mark a turn that is still in progress as interrupted (shown, never committed). */
+  #interrupt(item: Item): void {
+    if (item.final || item.interrupted || !item.awaited || !item.role) return;
+    item.interrupted = true;
+    this.emit("turn", toTurn(item));
+  }
+
   #deleted(id: string | undefined): void {
     if (!id) return;
     const item = this.#items.get(id);
@@ -207,6 +250,7 @@ export class TranscriptAssembler extends Emitter<TranscriptEvents> {
         text: "",
         final: false,
         failed: false,
+        interrupted: false,
         committed: false,
         overdue: false,
         at: undefined,
@@ -238,7 +282,7 @@ export class TranscriptAssembler extends Emitter<TranscriptEvents> {
     const now = this.#clock.now();
     const pending = this.#order
       .map((id) => this.#items.get(id))
-      .filter((item): item is Item => item !== undefined && item.awaited && !item.committed);
+      .filter((item): item is Item => item !== undefined && item.awaited && !item.interrupted && !item.committed);
     for (let i = 0; i < pending.length; i += 1) {
       const item = pending[i] as Item;
       if (item.final) {
@@ -281,6 +325,7 @@ export class TranscriptAssembler extends Emitter<TranscriptEvents> {
 function toTurn(item: Item): TranscriptTurn {
   const turn: TranscriptTurn = { id: item.id, role: item.role ?? "user", text: item.text, final: item.final };
   if (item.failed) turn.failed = true;
+  if (item.interrupted) turn.interrupted = true;
   if (item.at) turn.at = item.at;
   return turn;
 }

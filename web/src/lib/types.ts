@@ -100,6 +100,12 @@ export interface TranscriptTurn {
   final: boolean;
   /** True when Azure reported that it could not transcribe the item. */
   failed?: boolean;
+  /**
+   * True when the turn will never be completed: the response was cancelled (the user spoke
+   * over the agent) or the call ended while it was still being spoken or transcribed. Its
+   * `text` is what arrived until then; it stays `final: false` and is never sent to memory.
+   */
+  interrupted?: boolean;
   /** When the turn became final, ISO 8601. */
   at?: string;
 }

@@ -23,7 +23,7 @@ from zep_cloud.core.api_error import ApiError
 
 from engram_voice.memory.recall.reader import RecallError
 from engram_voice.memory.settings import ZepSettings
-from engram_voice.memory.zep_cloud_sink import zep_user_id
+from engram_voice.memory.zep_cloud_wire import zep_user_id
 from engram_voice.netutil import public_origin
 
 __all__ = ["SdkThreadLocator", "ThreadLocator", "ZepV4Reader"]
