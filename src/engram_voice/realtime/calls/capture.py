@@ -86,7 +86,15 @@ class CaptureSink(Protocol):
         """Store ``messages`` durably for the session, keyed by (session id, item id)."""
         ...
 
-    def mark_captured(self, session_id: str, *, captured: bool) -> None:
+    async def expect_capture(
+        self, session_id: str, user_id: str, agent: str, *, window: float | None
+    ) -> bool:
+        """Mark the session at set-up (before its memory token exists); False if unstored."""
+        ...
+
+    def mark_captured(
+        self, session_id: str, *, captured: bool, user_id: str = "", agent: str = ""
+    ) -> None:
         """Mark the session heard server-side (or fallen back to the browser's posts)."""
         ...
 

@@ -121,7 +121,11 @@ class RealtimeCalls:
             setup_ms=round(setup * 1000, 1),
             max_seconds=self.registry.max_seconds(name),
         )
-        memory = self._memory_grants(session_id, user_id, agent.id) if self._memory_grants else None
+        memory = None
+        if self._memory_grants is not None and await self._capture_marked(
+            opened, session_id, user_id, agent.id
+        ):
+            memory = self._memory_grants(session_id, user_id, agent.id)
         return CallCreated(
             call_id=live.call_id,
             session_id=session_id,
@@ -133,6 +137,24 @@ class RealtimeCalls:
             sdp_answer=opened.sdp_answer,
             expires_at=live.expires_at,
             memory=memory,
+        )
+
+    async def _capture_marked(
+        self, opened: object, session_id: str, user_id: str, agent_id: str
+    ) -> bool:
+        """Record that the server may hear this session, before its memory token exists.
+
+        True when nothing needs recording (the call has no capture, or memory is off) or
+        the record is stored. False (the mark could not be stored in time) means the call
+        goes on without a memory token: the browser cannot post turns the server's record
+        would have refused, and the server still captures what it hears.
+        """
+        if self._capture is None or getattr(opened, "capture", None) is None:
+            return True
+        window = getattr(opened, "capture_window", None)
+        seconds = window() if callable(window) else None
+        return await self._capture.expect_capture(
+            session_id, user_id, agent_id, window=seconds if isinstance(seconds, float) else None
         )
 
     def describe(self) -> dict[str, Any]:

@@ -128,7 +128,7 @@ class VoiceLiveCall:
             return
 
         def heard() -> None:
-            sink.mark_captured(session_id, captured=True)
+            sink.mark_captured(session_id, captured=True, user_id=user_id, agent=agent_id)
 
         capture.on_heard = heard
         if capture.heard:
