@@ -43,16 +43,10 @@ async def test_a_session_never_marked_has_no_capture_state(queue):
         *(tuple(random.Random(seed).choices(CAPTURE_STATES, k=6)) for seed in range(6)),
     ],
 )
-async def test_capture_states_only_move_forward_whatever_order_marks_arrive_in(
-    queue, clock, order
-):
+async def test_capture_states_only_move_forward_whatever_order_marks_arrive_in(queue, clock, order):
     """After any sequence of marks the stored state is the latest in the state order."""
-    answers = []
-    for state in order:
-        answers.append(await _mark(queue, clock, state))
-    expected = [
-        max(order[: n + 1], key=CAPTURE_STATES.index) for n in range(len(order))
-    ]
+    answers = [await _mark(queue, clock, state) for state in order]
+    expected = [max(order[: n + 1], key=CAPTURE_STATES.index) for n in range(len(order))]
     assert answers == expected
     found = await queue.capture_state("vs_1")
     assert found is not None
@@ -68,16 +62,12 @@ async def test_the_first_expectation_deadline_is_kept(queue, clock):
     assert (found.state, found.expected_until) == ("expected", clock.now + 10)
 
 
-async def test_capture_state_names_the_asked_ids_stored_for_that_session_in_any_state(
-    queue, clock
-):
+async def test_capture_state_names_the_asked_ids_stored_for_that_session_in_any_state(queue, clock):
     """Stored ids count whether pending, delivered or dead-lettered; other sessions' never."""
     await _mark(queue, clock, "captured")
     await queue.enqueue(_batch(ids=("m1", "m2", "m3")))
     await queue.enqueue(_batch(session="vs_2", ids=("x1",)))
-    (claim,) = await queue.claim(
-        owner="w", sessions=1, turns=2, lease_seconds=30, now=clock.now
-    )
+    (claim,) = await queue.claim(owner="w", sessions=1, turns=2, lease_seconds=30, now=clock.now)
     seqs = [t.seq for t in claim.turns]
     await queue.mark_delivered(owner="w", session_id="vs_1", seqs=seqs[:1], now=clock.now)
     await queue.dead_letter(

@@ -34,7 +34,7 @@ class Marks:
     async def accept_captured(self, *args: Any) -> None:
         """Store nothing (no turns are heard here)."""
 
-    async def expect_capture(self, *args: Any, **kwargs: Any) -> bool:
+    async def expect_capture(self, *args: Any, **kwargs: Any) -> bool:  # noqa: ARG002
         """Accept the set-up mark."""
         return True
 
@@ -110,7 +110,7 @@ async def test_a_hang_up_before_the_sideband_is_up_hands_the_session_to_the_brow
         call.bind_owner(sink, session_id="vs_1", user_id="alice", agent_id="elena")
         if connected:
             ready.set()
-            await async_poll_until(lambda: sideband.connected.is_set(), timeout=10, what="up")
+            await async_poll_until(sideband.connected.is_set, timeout=10, what="up")
         assert call.capture_window() == pytest.approx(2 * 2 * 30.0 + 1.0)
         await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
     if connected:

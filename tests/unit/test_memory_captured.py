@@ -237,7 +237,7 @@ async def test_a_session_without_a_record_is_read_once_then_answered_from_the_ca
 async def test_a_record_that_cannot_be_read_refuses_the_post_as_retryable(
     replicas: Replicas, sink: FakeSink
 ) -> None:
-    """When the record cannot be read the post is 503 storage_unavailable, never stored unchecked."""
+    """When the record cannot be read the post is 503 storage_unavailable, never stored."""
     a = await replicas.start()
     await mark(a, "vs_1", captured=True)
     claims = a.verify(a.grant("vs_1", "alice", "elena")["token"])

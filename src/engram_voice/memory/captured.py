@@ -147,7 +147,7 @@ class CaptureAuthority:
                 reason = exc.reason if isinstance(exc, QueueUnavailableError) else "timeout"
                 if attempt + 1 == MARK_ATTEMPTS:
                     self.marks_failed += 1
-                    _logger.error(
+                    _logger.error(  # noqa: TRY400 - a neutral reason, no traceback wanted
                         "memory.capture_mark_failed",
                         session_id=session_id,
                         state=state,
@@ -160,12 +160,12 @@ class CaptureAuthority:
                     self._remember_browser(session_id)
                 return
 
-    async def settle(self, timeout: float) -> None:
-        """Wait (at most ``timeout``) for marks still being written; cancel the rest."""
+    async def settle(self, bound: float) -> None:
+        """Wait (at most ``bound`` seconds) for marks still being written; cancel the rest."""
         marks = set(self._marks)
         if not marks:
             return
-        _, late = await asyncio.wait(marks, timeout=timeout)
+        _, late = await asyncio.wait(marks, timeout=bound)
         for task in late:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
