@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engram_voice.errors import CapturePendingError, StorageUnavailableError
+from engram_voice.errors import CapturePendingError, RateLimitedError, StorageUnavailableError
 from engram_voice.memory import MemoryRuntime, build_memory_runtime
 from engram_voice.memory.captured import CaptureAuthority
 from engram_voice.memory.queue import CAPTURE_STATES, CaptureState
@@ -246,3 +246,31 @@ async def test_a_record_that_cannot_be_read_refuses_the_post_as_retryable(
         await a.accept_browser(claims, turns("item_forged"))
     assert refused.value.code == "storage_unavailable"
     assert sink.message_ids("vs_1") == []
+
+
+async def test_posts_over_the_session_rate_are_refused_before_any_read(
+    tmp_path: Path, sink: FakeSink, clock: FakeClock
+) -> None:
+    """The per-session rate limit comes first: a flood for a captured session costs no reads."""
+    queue = CountingQueue(tmp_path / "queue.sqlite3", clock=clock)
+    runtime = build_memory_runtime(
+        _settings(tmp_path, MEMORY_RATE_PER_MINUTE="3"),
+        token_keys=KEYS,
+        sink=sink,
+        queue=queue,
+        clock=clock,
+    )
+    await runtime.start()
+    try:
+        await mark(runtime, "vs_1", captured=True)
+        answers = []
+        for _ in range(10):
+            try:
+                answers.append(await post(runtime, "vs_1", ["item_x"]))
+            except RateLimitedError:
+                answers.append(None)
+    finally:
+        await runtime.stop()
+    assert answers[:3] == [(0, 0, 1)] * 3
+    assert answers[3:] == [None] * 7
+    assert queue.reads == 3

@@ -171,6 +171,13 @@ class CaptureAuthority:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*late, return_exceptions=True)
 
+    def known_browser(self, session_id: str) -> bool:
+        """Return True when this replica knows the browser is the session's source for good."""
+        if session_id not in self._browser:
+            return False
+        self._browser.move_to_end(session_id)
+        return True
+
     async def decide(self, session_id: str, message_ids: Sequence[str]) -> CaptureDecision:
         """Return what a browser's post of ``message_ids`` for ``session_id`` gets.
 
@@ -178,8 +185,7 @@ class CaptureAuthority:
         the shared record. Raises :class:`QueueUnavailableError` or ``TimeoutError``
         when the record cannot be read (the post must not be stored unchecked).
         """
-        if session_id in self._browser:
-            self._browser.move_to_end(session_id)
+        if self.known_browser(session_id):
             return _BROWSER
         async with asyncio.timeout(self._timeout):
             found = await self._queue.capture_state(session_id, message_ids)

@@ -566,7 +566,7 @@ class PostgresTurnQueue:
         self, session_id: str, message_ids: Sequence[str] = ()
     ) -> CaptureState | None:
         """Read a session's capture state and which of ``message_ids`` are stored (one read)."""
-        async with self._conn() as conn:
+        async with self._conn(pipeline=True) as conn:  # BEGIN, the read, COMMIT: one trip
             cursor = await conn.execute(
                 CAPTURE_STATE_SQL, {"s": session_id, "ids": list(dict.fromkeys(message_ids))}
             )

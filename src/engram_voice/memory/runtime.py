@@ -147,6 +147,9 @@ class MemoryRuntime:
         the memory store). While capture is expected (the sideband is connecting) the
         post is 503 ``capture_pending``: the browser posts it again.
         """
+        self._rate.check(claims.session_id)  # before any read: a flood costs no queries
+        if self.captured.known_browser(claims.session_id):  # the common case: no read at all
+            return await self.accept(claims, messages, rate_limited=False), 0
         try:
             decision = await self.captured.decide(claims.session_id, [m.id for m in messages])
         except (QueueUnavailableError, TimeoutError) as exc:
@@ -154,8 +157,7 @@ class MemoryRuntime:
                 "transcripts cannot be stored right now; retry shortly", retry_after=2
             ) from exc
         if decision.kind == "browser":
-            return await self.accept(claims, messages), 0
-        self._rate.check(claims.session_id)
+            return await self.accept(claims, messages, rate_limited=False), 0
         if decision.kind == "pending":
             metrics.TURNS_CAPTURE_PENDING.inc(len(messages))
             raise CapturePendingError(
