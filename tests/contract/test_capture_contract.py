@@ -16,7 +16,7 @@ async def _mark(queue: TurnQueue, clock: FakeClock, state: str, session="vs_1", 
         agent="elena",
         state=state,
         now=clock.now,
-        expected_until=until,
+        state_until=until,
     )
 
 
@@ -53,13 +53,46 @@ async def test_capture_states_only_move_forward_whatever_order_marks_arrive_in(q
     assert found.state == expected[-1]
 
 
-async def test_the_first_expectation_deadline_is_kept(queue, clock):
-    """``expected_until`` is the first one stored; a later mark never extends it."""
-    await _mark(queue, clock, "expected", until=clock.now + 10)
-    await _mark(queue, clock, "expected", until=clock.now + 99)
+@pytest.mark.parametrize(
+    ("marks", "state", "until"),
+    [
+        ([("expected", 10), ("captured", 60)], "captured", 60),
+        ([("captured", 60), ("expected", 10)], "captured", 60),
+        ([("captured", 60), ("captured", 90)], "captured", 90),
+        ([("captured", 60), ("captured", None)], "captured", None),
+        ([("captured", None), ("captured", 90)], "captured", None),
+        ([("expected", 10), ("captured", None), ("captured", 60)], "captured", None),
+        ([("captured", 60), ("lost", None), ("captured", 90)], "lost", None),
+        ([("browser", None), ("captured", 60)], "captured", 60),
+    ],
+)
+async def test_a_mark_sets_the_deadline_but_never_reopens_a_capture_ended_for_good(
+    queue, clock, marks, state, until
+):
+    """A later or equal state takes the mark's deadline, except over None (for good)."""
+    for mark, seconds in marks:
+        await _mark(queue, clock, mark, until=None if seconds is None else clock.now + seconds)
     found = await queue.capture_state("vs_1")
     assert found is not None
-    assert (found.state, found.expected_until) == ("expected", clock.now + 10)
+    assert found.state == state
+    assert found.state_until == (None if until is None else clock.now + until)
+
+
+async def test_renewal_extends_only_live_captures(queue, clock):
+    """``renew_capture`` moves leases of captured sessions only: never ended, lost or expected."""
+    await _mark(queue, clock, "captured", session="live", until=clock.now + 60)
+    await _mark(queue, clock, "captured", session="ended", until=None)
+    await _mark(queue, clock, "captured", session="gone", until=clock.now + 60)
+    await _mark(queue, clock, "lost", session="gone")
+    await _mark(queue, clock, "expected", session="coming", until=clock.now + 10)
+    ids = ["live", "ended", "gone", "coming", "unknown"]
+    assert await queue.renew_capture(ids, until=clock.now + 500, now=clock.now) == 1
+    found = {s: await queue.capture_state(s) for s in ids}
+    assert found["live"].state_until == clock.now + 500
+    assert found["ended"].state_until is None
+    assert (found["gone"].state, found["gone"].state_until) == ("lost", None)
+    assert found["coming"].state_until == clock.now + 10
+    assert found["unknown"] is None
 
 
 async def test_capture_state_names_the_asked_ids_stored_for_that_session_in_any_state(queue, clock):

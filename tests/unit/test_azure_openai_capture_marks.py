@@ -29,7 +29,7 @@ class Marks:
     """Records the marks a call sends, as the memory runtime would receive them."""
 
     def __init__(self) -> None:
-        self.marks: list[tuple[str, bool, str, str]] = []
+        self.marks: list[tuple[str, bool, bool]] = []
 
     async def accept_captured(self, *args: Any) -> None:
         """Store nothing (no turns are heard here)."""
@@ -39,10 +39,17 @@ class Marks:
         return True
 
     def mark_captured(
-        self, session_id: str, *, captured: bool, user_id: str = "", agent: str = ""
+        self,
+        session_id: str,
+        *,
+        captured: bool,
+        user_id: str = "",
+        agent: str = "",
+        final: bool = False,
     ) -> None:
-        """Record the mark."""
-        self.marks.append((session_id, captured, user_id, agent))
+        """Record the mark (for alice's elena calls only)."""
+        assert (user_id, agent) == ("alice", "elena")
+        self.marks.append((session_id, captured, final))
 
 
 class Owner:
@@ -84,7 +91,7 @@ async def fixture_upstream() -> AsyncIterator[tuple[str, asyncio.Event]]:
 async def test_a_hang_up_before_the_sideband_is_up_hands_the_session_to_the_browser(
     upstream: tuple[str, asyncio.Event], *, connected: bool
 ) -> None:
-    """Hung up before capture came up: ``lost``; hung up while captured: no fallback mark."""
+    """Hung up before capture came up: ``lost``; hung up while captured: captured for good."""
     url, ready = upstream
     sink = Marks()
     async with aiohttp.ClientSession() as http:
@@ -114,6 +121,6 @@ async def test_a_hang_up_before_the_sideband_is_up_hands_the_session_to_the_brow
         assert call.capture_window() == pytest.approx(2 * 2 * 30.0 + 1.0)
         await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
     if connected:
-        assert sink.marks == [("vs_1", True, "alice", "elena")]
+        assert sink.marks == [("vs_1", True, False), ("vs_1", True, True)]
     else:
-        assert sink.marks == [("vs_1", False, "alice", "elena")]
+        assert sink.marks == [("vs_1", False, False)]

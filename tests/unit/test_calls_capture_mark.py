@@ -106,7 +106,7 @@ async def stored_state(path: Path, session_id: str) -> tuple[str, float | None] 
         found = await queue.capture_state(session_id)
     finally:
         await queue.close()
-    return None if found is None else (found.state, found.expected_until)
+    return None if found is None else (found.state, found.state_until)
 
 
 @pytest.mark.parametrize(("window", "state"), [(WINDOW, "expected"), (None, "browser")])

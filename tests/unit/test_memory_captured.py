@@ -15,7 +15,7 @@ import pytest
 
 from engram_voice.errors import CapturePendingError, RateLimitedError, StorageUnavailableError
 from engram_voice.memory import MemoryRuntime, build_memory_runtime
-from engram_voice.memory.captured import CaptureAuthority
+from engram_voice.memory.captured import LEASE_SECONDS, CaptureAuthority
 from engram_voice.memory.queue import CAPTURE_STATES, CaptureState
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
@@ -208,7 +208,7 @@ async def test_the_replica_cache_never_answers_other_than_the_store(
                 agent="elena",
                 state=state,
                 now=clock.now,
-                expected_until=clock.now + 10,
+                state_until=clock.now + 10,
             )
             cold = CaptureAuthority(writer, clock=clock, timeout=5)
             got = await warm.decide("vs_1", ["m1"])
@@ -274,3 +274,42 @@ async def test_posts_over_the_session_rate_are_refused_before_any_read(
     assert answers[:3] == [(0, 0, 1)] * 3
     assert answers[3:] == [None] * 7
     assert queue.reads == 3
+
+
+@pytest.mark.parametrize("ended", [False, True])
+async def test_a_capture_whose_replica_stops_renewing_falls_back_after_its_lease(
+    replicas: Replicas, sink: FakeSink, clock: FakeClock, *, ended: bool
+) -> None:
+    """A replica that died mid-call hands the session to the browser once its lease lapses.
+
+    A call that ended while captured stays captured for good: its lease never lapses.
+    """
+    a, b = await replicas.start(), await replicas.start()
+    await mark(a, "vs_1", captured=True)
+    if ended:
+        a.mark_captured("vs_1", captured=True, user_id="alice", agent="elena", final=True)
+        await a.captured.settle(5)
+    clock.advance(LEASE_SECONDS / 2)
+    assert await post(b, "vs_1", ["item_x"]) == (0, 0, 1)
+    clock.advance(LEASE_SECONDS)
+    after = await post(b, "vs_1", ["item_x"])
+    await b.drain()
+    if ended:
+        assert after == (0, 0, 1)
+        assert sink.message_ids("vs_1") == []
+    else:
+        assert after == (1, 0, 0)
+        assert sink.message_ids("vs_1") == ["item_x"]
+
+
+async def test_the_replica_holding_a_call_keeps_its_lease_alive(
+    replicas: Replicas, clock: FakeClock
+) -> None:
+    """Renewing moves the lease on, so a long call stays captured on every replica."""
+    a, b = await replicas.start(), await replicas.start()
+    await mark(a, "vs_1", captured=True)
+    for _ in range(5):
+        clock.advance(LEASE_SECONDS / 2)
+        await a.captured.renew()
+        assert await post(b, "vs_1", ["item_x"]) == (0, 0, 1)
+    assert (await a.status())["captured_sessions"]["captured"] == 1

@@ -14,11 +14,17 @@ The states (:data:`~engram_voice.memory.queue.CAPTURE_STATES`) only move forward
   ``expected`` (the sideband is being opened) or ``browser`` (Voice Live: captured only
   from the first transcript its control channel carries). If that mark cannot be stored,
   the call gets no memory token (:class:`CaptureAuthority.expect` raises).
-- ``captured`` once the sideband is up; ``lost`` once it is lost for good, or the call
-  ended before it ever came up. Then the browser's posts are the source again.
+- ``captured`` once the sideband is up, with a lease (:data:`LEASE_SECONDS`) the replica
+  holding the call renews; when the call ends while captured the record stays
+  ``captured`` for good (no lease). A lease that lapses means the replica died mid-call:
+  nobody hears the call any more, so the browser's posts are the source again rather
+  than lost. A restarted replica (or any other) still treats a session as captured
+  while its lease holds, and for good once its call ended.
+- ``lost`` once the sideband is lost for good, or the call ended before it ever came up.
+  Then the browser's posts are the source again.
 - While ``expected``, a browser's post gets 503 ``capture_pending`` with ``Retry-After``:
   the browser keeps its turns and posts them again, so no turn is lost and none unheard
-  is admitted. The expectation lapses at ``expected_until`` (the sideband's connect
+  is admitted. The expectation lapses at ``state_until`` (the sideband's connect
   bounds), so a replica that died while connecting never holds the browser back for long.
 
 The one per-replica cache holds only *final* answers: a session with no record (its
@@ -43,6 +49,7 @@ from engram_voice.memory.queue import QueueUnavailableError, TurnQueue
 
 __all__ = [
     "CAPTURED_UPSTREAMS",
+    "LEASE_SECONDS",
     "MARK_ATTEMPTS",
     "MAX_SESSIONS",
     "CaptureAuthority",
@@ -59,6 +66,8 @@ MAX_SESSIONS = 50_000
 """Most sessions whose final answer ("the browser is the source") one replica caches."""
 MARK_ATTEMPTS = 5
 """Tries to store a mark from a sideband state change (backoff 0.5, 1, 2, 4 s)."""
+LEASE_SECONDS = 60.0
+"""How long a live capture holds without its replica renewing it (renewed every third)."""
 _logger = structlog.get_logger("engram_voice.memory")
 
 
@@ -93,8 +102,8 @@ class CaptureAuthority:
         self._browser: OrderedDict[str, None] = OrderedDict()
         """Sessions whose browser is the source for good (no record, or capture lost)."""
         self._marks: set[asyncio.Task[None]] = set()
-        self._held: OrderedDict[str, str] = OrderedDict()
-        """Sessions this replica marked captured (``/status``), the most recent ``max``."""
+        self._live: OrderedDict[str, None] = OrderedDict()
+        """Sessions this replica captures now (leases it renews), the most recent ``max``."""
         self.fallbacks = 0
         self.marks_failed = 0
 
@@ -114,25 +123,58 @@ class CaptureAuthority:
                 agent=agent,
                 state="expected" if window is not None else "browser",
                 now=now,
-                expected_until=now + window if window is not None else None,
+                state_until=now + window if window is not None else None,
             )
 
-    def mark(self, session_id: str, user_id: str, agent: str, *, captured: bool) -> None:
-        """Store ``captured`` (sideband up) or ``lost`` (gone for good) in the background."""
-        state = "captured" if captured else "lost"
-        if captured:
-            self._held[session_id] = state
-            while len(self._held) > self._max:
-                self._held.popitem(last=False)
-        elif self._held.pop(session_id, None) is not None:
-            self.fallbacks += 1
+    def mark(
+        self, session_id: str, user_id: str, agent: str, *, captured: bool, final: bool = False
+    ) -> None:
+        """Store a capture change in the background (bounded retries).
+
+        ``captured`` with a lease this replica renews while it holds the call (sideband
+        up); ``captured`` and ``final``: the call ended while captured, for good; not
+        ``captured``: ``lost`` (the browser's posts are the source again).
+        """
+        state, until = ("captured" if captured else "lost"), None
+        if captured and not final:
+            self._live[session_id] = None
+            self._live.move_to_end(session_id)
+            while len(self._live) > self._max:
+                self._live.popitem(last=False)
+            until = self._clock() + LEASE_SECONDS
+        elif session_id in self._live:
+            del self._live[session_id]
+            if not captured:
+                self.fallbacks += 1
         task = asyncio.create_task(
-            self._write_mark(session_id, user_id, agent, state), name="memory-capture-mark"
+            self._write_mark(session_id, user_id, agent, state, until), name="memory-capture-mark"
         )
         self._marks.add(task)
         task.add_done_callback(self._marks.discard)
 
-    async def _write_mark(self, session_id: str, user_id: str, agent: str, state: str) -> None:
+    async def renew(self) -> None:
+        """Extend the leases of the captures this replica holds (one bounded write)."""
+        if not self._live:
+            return
+        now = self._clock()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._queue.renew_capture(
+                    list(self._live), until=now + LEASE_SECONDS, now=now
+                )
+        except (QueueUnavailableError, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, QueueUnavailableError) else "timeout"
+            _logger.warning("memory.capture_renew_failed", sessions=len(self._live), error=reason)
+
+    async def run_renewals(self) -> None:
+        """Renew every third of the lease until cancelled (the runtime's background task)."""
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            await self.renew()
+
+    async def _write_mark(
+        self, session_id: str, user_id: str, agent: str, state: str, until: float | None
+    ) -> None:
         for attempt in range(MARK_ATTEMPTS):
             try:
                 async with asyncio.timeout(self._timeout):
@@ -142,6 +184,7 @@ class CaptureAuthority:
                         agent=agent,
                         state=state,
                         now=self._clock(),
+                        state_until=until,
                     )
             except (QueueUnavailableError, TimeoutError) as exc:
                 reason = exc.reason if isinstance(exc, QueueUnavailableError) else "timeout"
@@ -193,9 +236,11 @@ class CaptureAuthority:
             self._remember_browser(session_id)  # final: no record can appear after the token
             return _BROWSER
         if found.state == "captured":
-            return CaptureDecision("captured", stored=found.stored)
+            if found.state_until is None or found.state_until > self._clock():
+                return CaptureDecision("captured", stored=found.stored)
+            return _BROWSER  # its replica stopped renewing (it died): no one hears the call
         if found.state == "expected":
-            left = (found.expected_until or 0.0) - self._clock()
+            left = (found.state_until or 0.0) - self._clock()
             if left > 0:
                 return CaptureDecision("pending", retry_after=max(1, min(5, round(left))))
         return _BROWSER  # "browser", or an expectation that lapsed: the browser is the source
@@ -211,7 +256,7 @@ class CaptureAuthority:
         return {
             "which": CAPTURED_UPSTREAMS,
             "shared": True,
-            "captured": sum(1 for state in self._held.values() if state == "captured"),
+            "captured": len(self._live),
             "fell_back_to_browser": self.fallbacks,
             "marks_failed": self.marks_failed,
             "remembered": len(self._browser),

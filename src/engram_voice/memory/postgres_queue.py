@@ -43,6 +43,7 @@ from engram_voice.memory.postgres_schema import (
     CAPTURE_STATE_SQL,
     MARK_CAPTURE_SQL,
     PROGRESS_SQL,
+    RENEW_CAPTURE_SQL,
     SHARD,
     STATS_SQL,
     migrate,
@@ -545,7 +546,7 @@ class PostgresTurnQueue:
         agent: str,
         state: str,
         now: float,
-        expected_until: float | None = None,
+        state_until: float | None = None,
     ) -> str:
         """Record a session's capture state (only ever forward); return the stored one."""
         params = {
@@ -553,7 +554,7 @@ class PostgresTurnQueue:
             "u": user_id,
             "a": agent,
             "state": CAPTURE_STATES.index(state),
-            "until": expected_until,
+            "until": state_until,
             "now": now,
         }
         async with self._conn() as conn:
@@ -561,6 +562,14 @@ class PostgresTurnQueue:
             row = await cursor.fetchone()
         assert row is not None  # noqa: S101 - an upsert with RETURNING returns its row
         return CAPTURE_STATES[int(str(row[0]))]
+
+    async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
+        """Extend the leases of live captures in one statement; return how many."""
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                RENEW_CAPTURE_SQL, {"until": until, "now": now, "ids": list(session_ids)}
+            )
+            return cursor.rowcount
 
     async def capture_state(
         self, session_id: str, message_ids: Sequence[str] = ()
@@ -576,7 +585,7 @@ class PostgresTurnQueue:
         state, until, stored = row
         return CaptureState(
             state=CAPTURE_STATES[int(str(state))],
-            expected_until=float(str(until)) if until is not None else None,
+            state_until=float(str(until)) if until is not None else None,
             stored=frozenset(str(found) for found in stored or ()),
         )
 

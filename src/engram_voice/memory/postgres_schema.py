@@ -28,6 +28,7 @@ __all__ = [
     "MARK_CAPTURE_SQL",
     "MIGRATIONS",
     "PROGRESS_SQL",
+    "RENEW_CAPTURE_SQL",
     "SHARD",
     "STATS_SQL",
     "migrate",
@@ -55,15 +56,25 @@ PROGRESS_SQL = (
 """One session's turns by state plus its retry schedule, in one statement (one snapshot),
 through the ``(session_id, message_id)`` unique index: only that session's turns are read."""
 MARK_CAPTURE_SQL = (
-    "INSERT INTO memory_captured AS c (session_id, user_id, agent, state, expected_until, "
+    "INSERT INTO memory_captured AS c (session_id, user_id, agent, state, state_until, "
     "updated_at) VALUES (%(s)s, %(u)s, %(a)s, %(state)s, %(until)s, %(now)s) "
     "ON CONFLICT (session_id) DO UPDATE SET state = GREATEST(c.state, excluded.state), "
-    "expected_until = COALESCE(c.expected_until, excluded.expected_until), "
+    "state_until = CASE WHEN excluded.state > c.state THEN excluded.state_until "
+    "WHEN excluded.state = c.state AND c.state_until IS NOT NULL THEN excluded.state_until "
+    "ELSE c.state_until END, "
     "updated_at = excluded.updated_at RETURNING state"
 )
-"""Insert or move a session's capture state forward (never back); returns the stored one."""
+"""Insert or move a session's capture state forward (never back); returns the stored one.
+
+A mark in the same state replaces ``state_until`` unless it is NULL (for good): a late
+lease can never reopen a capture that ended for good."""
+RENEW_CAPTURE_SQL = (
+    "UPDATE memory_captured SET state_until = %(until)s, updated_at = %(now)s "
+    "WHERE session_id = ANY(%(ids)s) AND state = 2 AND state_until IS NOT NULL"
+)
+"""Extend live captures' leases (never one that ended for good or moved on)."""
 CAPTURE_STATE_SQL = (
-    "SELECT c.state, c.expected_until, ARRAY(SELECT t.message_id FROM memory_turns t "
+    "SELECT c.state, c.state_until, ARRAY(SELECT t.message_id FROM memory_turns t "
     "WHERE t.session_id = c.session_id AND t.message_id = ANY(%(ids)s)) "
     "FROM memory_captured c WHERE c.session_id = %(s)s"
 )
@@ -133,7 +144,7 @@ MIGRATIONS: tuple[str, ...] = (
         user_id        text NOT NULL,
         agent          text NOT NULL,
         state          smallint NOT NULL,
-        expected_until double precision,
+        state_until double precision,
         updated_at     double precision NOT NULL
     );
     CREATE INDEX memory_captured_updated ON memory_captured (updated_at);

@@ -155,8 +155,10 @@ class CaptureState(msgspec.Struct, frozen=True):
 
     state: str
     """One of :data:`CAPTURE_STATES`."""
-    expected_until: float | None
-    """While ``expected``: when the expectation lapses (unix seconds)."""
+    state_until: float | None
+    """Unix seconds. While ``expected``: when the expectation lapses. While ``captured``:
+    when the lease of the replica holding the sideband lapses (None: the call ended while
+    captured, so for good)."""
     stored: frozenset[str] = frozenset()
     """Of the ids asked about, those already stored for the session (any state)."""
 
@@ -251,13 +253,18 @@ class TurnQueue(Protocol):
         agent: str,
         state: str,
         now: float,
-        expected_until: float | None = None,
+        state_until: float | None = None,
     ) -> str:
         """Record ``state`` (one of :data:`CAPTURE_STATES`) for a session; return the stored one.
 
         Durable when it returns. States only move forward (the stored one is the later
-        of the two), so marks written late or out of order never undo a later one.
+        of the two), so marks written late or out of order never undo a later one. A
+        later state takes the mark's ``state_until``; the same state takes it unless the
+        stored one is None (for good).
         """
+
+    async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
+        """Extend the leases of live captures (``captured`` with a lease); return how many."""
 
     async def capture_state(
         self, session_id: str, message_ids: Sequence[str] = ()

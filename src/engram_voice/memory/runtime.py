@@ -74,6 +74,7 @@ class MemoryRuntime:
         self._clock = clock
         self._store_timeout = store_timeout
         self._worker_task: asyncio.Task[None] | None = None
+        self._renewals: asyncio.Task[None] | None = None
         self.captured = CaptureAuthority(queue, clock=clock, timeout=store_timeout)
         """Sessions whose transcripts the server hears itself (shared, in the queue)."""
         self._last_stats: tuple[QueueStats, float] | None = None
@@ -86,6 +87,9 @@ class MemoryRuntime:
             await self.sink_state.open()
         if self._run_worker and self.worker is not None:
             self._worker_task = asyncio.create_task(self.worker.run(), name="memory-worker")
+        self._renewals = asyncio.create_task(
+            self.captured.run_renewals(), name="memory-capture-renewals"
+        )
         stats, error = await self._read_stats()
         _logger.info(
             "memory.started",
@@ -116,6 +120,10 @@ class MemoryRuntime:
                 self._worker_task.cancel()
             await asyncio.gather(self._worker_task, return_exceptions=True)
             self._worker_task = None
+        if self._renewals is not None:
+            self._renewals.cancel()
+            await asyncio.gather(self._renewals, return_exceptions=True)
+            self._renewals = None
         await self.captured.settle(self._store_timeout)
         await self.queue.close()
         if self.sink_state is not None:
@@ -193,11 +201,22 @@ class MemoryRuntime:
         return True
 
     def mark_captured(
-        self, session_id: str, *, captured: bool, user_id: str = "", agent: str = ""
+        self,
+        session_id: str,
+        *,
+        captured: bool,
+        user_id: str = "",
+        agent: str = "",
+        final: bool = False,
     ) -> None:
-        """Mark ``session_id`` heard server-side (True) or fallen back to the browser (False)."""
-        self.captured.mark(session_id, user_id, agent, captured=captured)
-        _logger.info("memory.session_captured", session_id=session_id, captured=captured)
+        """Mark ``session_id`` heard server-side (True) or fallen back to the browser (False).
+
+        ``final``: the call ended while captured (the record holds for good, no lease).
+        """
+        self.captured.mark(session_id, user_id, agent, captured=captured, final=final)
+        _logger.info(
+            "memory.session_captured", session_id=session_id, captured=captured, final=final
+        )
 
     async def accept_captured(
         self, session_id: str, user_id: str, agent: str, messages: Sequence[EnrichMessage]

@@ -53,6 +53,7 @@ from engram_voice.memory.sqlite_schema import (
     PENDING,
     PROGRESS_SQL,
     PURGE_CAPTURED_SQL,
+    RENEW_CAPTURE_SQL,
     SCHEMA,
     STATS_SQL,
     claim_sql,
@@ -459,10 +460,10 @@ class SqliteTurnQueue:
         agent: str,
         state: str,
         now: float,
-        expected_until: float | None = None,
+        state_until: float | None = None,
     ) -> str:
         """Record a session's capture state (only ever forward); return the stored one."""
-        params = (session_id, user_id, agent, CAPTURE_STATES.index(state), expected_until, now)
+        params = (session_id, user_id, agent, CAPTURE_STATES.index(state), state_until, now)
 
         def work(conn: sqlite3.Connection) -> int:
             with transaction(conn):
@@ -470,6 +471,18 @@ class SqliteTurnQueue:
             return int(row[0])
 
         return CAPTURE_STATES[await self._run(work)]
+
+    async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
+        """Extend the leases of live captures in one transaction; return how many."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            with transaction(conn):
+                return sum(
+                    conn.execute(RENEW_CAPTURE_SQL, (until, now, session_id)).rowcount
+                    for session_id in session_ids
+                )
+
+        return await self._run(work)
 
     async def capture_state(
         self, session_id: str, message_ids: Sequence[str] = ()
@@ -481,7 +494,7 @@ class SqliteTurnQueue:
             conn.execute("BEGIN")  # one snapshot for both statements
             try:
                 row = conn.execute(
-                    "SELECT state, expected_until FROM captured_sessions WHERE session_id = ?",
+                    "SELECT state, state_until FROM captured_sessions WHERE session_id = ?",
                     (session_id,),
                 ).fetchone()
                 if row is None:
@@ -501,7 +514,7 @@ class SqliteTurnQueue:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")  # a read: nothing to keep
             return CaptureState(
-                state=CAPTURE_STATES[int(row[0])], expected_until=row[1], stored=stored
+                state=CAPTURE_STATES[int(row[0])], state_until=row[1], stored=stored
             )
 
         return await self._read(work)

@@ -28,6 +28,7 @@ __all__ = [
     "PENDING",
     "PROGRESS_SQL",
     "PURGE_CAPTURED_SQL",
+    "RENEW_CAPTURE_SQL",
     "SCHEMA",
     "STATS_SQL",
     "claim_sql",
@@ -133,7 +134,7 @@ CREATE TABLE IF NOT EXISTS captured_sessions (
     user_id        TEXT NOT NULL,
     agent          TEXT NOT NULL,
     state          INTEGER NOT NULL,
-    expected_until REAL,
+    state_until REAL,
     updated_at     REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS captured_sessions_updated ON captured_sessions(updated_at);
@@ -161,13 +162,23 @@ enqueue pays nothing for it."""
 
 
 MARK_CAPTURE_SQL = (
-    "INSERT INTO captured_sessions (session_id, user_id, agent, state, expected_until, "
+    "INSERT INTO captured_sessions (session_id, user_id, agent, state, state_until, "
     "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (session_id) DO UPDATE SET "
     "state = MAX(state, excluded.state), "
-    "expected_until = COALESCE(expected_until, excluded.expected_until), "
+    "state_until = CASE WHEN excluded.state > state THEN excluded.state_until "
+    "WHEN excluded.state = state AND state_until IS NOT NULL THEN excluded.state_until "
+    "ELSE state_until END, "
     "updated_at = excluded.updated_at RETURNING state"
 )
-"""Insert or move a session's capture state forward (never back); returns the stored one."""
+"""Insert or move a session's capture state forward (never back); returns the stored one.
+
+A mark in the same state replaces ``state_until`` unless it is NULL (for good): a late
+lease can never reopen a capture that ended for good."""
+RENEW_CAPTURE_SQL = (
+    "UPDATE captured_sessions SET state_until = ?, updated_at = ? "
+    "WHERE session_id = ? AND state = 2 AND state_until IS NOT NULL"
+)
+"""Extend a live capture's lease (never one that ended for good or moved on)."""
 PURGE_CAPTURED_SQL = (
     "DELETE FROM captured_sessions WHERE session_id IN (SELECT session_id "
     "FROM captured_sessions WHERE updated_at < ? LIMIT ?)"

@@ -83,7 +83,7 @@ class AzureOpenAICall:
         self._closed = asyncio.Event()
         self._reason = "hangup"
         self._hangup: asyncio.Task[None] | None = None
-        self._never_heard: Callable[[], None] | None = None
+        self._on_end: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -128,7 +128,16 @@ class AzureOpenAICall:
         sideband.on_state = follow
         if sideband.connected.is_set():
             follow("connected" if sideband.state != "lost" else "lost")
-        self._never_heard = lambda: follow("lost")
+
+        def ended() -> None:
+            if not sideband.connected.is_set():
+                follow("lost")  # ended before capture came up: the browser's turns count
+            elif sideband.state != "lost":  # captured until the end: for good
+                sink.mark_captured(
+                    session_id, captured=True, user_id=user_id, agent=agent_id, final=True
+                )
+
+        self._on_end = ended
 
     def capture_window(self) -> float | None:
         """Return how long the sideband may take to come up (None: this call has none).
@@ -179,8 +188,8 @@ class AzureOpenAICall:
         finally:
             if self.sideband is not None:
                 await self.sideband.finish()
-                if not self.sideband.connected.is_set() and self._never_heard is not None:
-                    self._never_heard()  # ended before capture came up: the browser's turns count
+                if self._on_end is not None:
+                    self._on_end()
             if self.capture is not None:
                 await self.capture.close()
             self._closed.set()

@@ -93,9 +93,18 @@ class CaptureSink(Protocol):
         ...
 
     def mark_captured(
-        self, session_id: str, *, captured: bool, user_id: str = "", agent: str = ""
+        self,
+        session_id: str,
+        *,
+        captured: bool,
+        user_id: str = "",
+        agent: str = "",
+        final: bool = False,
     ) -> None:
-        """Mark the session heard server-side (or fallen back to the browser's posts)."""
+        """Mark the session heard server-side (or fallen back to the browser's posts).
+
+        ``final``: the call ended while captured (the record holds for good).
+        """
         ...
 
 

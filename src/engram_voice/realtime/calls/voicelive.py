@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -95,6 +96,7 @@ class VoiceLiveCall:
         self._closed = asyncio.Event()
         self._reason: str | None = None
         self._hangup: asyncio.Task[None] | None = None
+        self._on_end: Callable[[], None] | None = None
         self._reader = asyncio.create_task(self._read(), name="voicelive-control-reader")
 
     def __repr__(self) -> str:
@@ -134,6 +136,14 @@ class VoiceLiveCall:
         if capture.heard:
             heard()
 
+        def ended() -> None:
+            if capture.heard:  # captured until the end: the record holds for good
+                sink.mark_captured(
+                    session_id, captured=True, user_id=user_id, agent=agent_id, final=True
+                )
+
+        self._on_end = ended
+
     async def update_instructions(self, instructions: str) -> bool:
         """Send ``session.update`` with new ``instructions`` on the control channel (bounded)."""
         if self._closed.is_set() or self._hangup is not None or self._ws.closed:
@@ -161,6 +171,8 @@ class VoiceLiveCall:
                 async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                     await self._ws.close()
         finally:
+            if self._on_end is not None:
+                self._on_end()
             if self.capture is not None:
                 await self.capture.close()
             self._closed.set()
