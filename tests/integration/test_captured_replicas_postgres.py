@@ -53,13 +53,21 @@ def _stored(server: PostgresServer, database: str, session_id: str) -> list[str]
     return [str(row[0]) for row in rows]
 
 
-def _state(server: PostgresServer, database: str, session_id: str) -> int | None:
-    """Return the stored capture state's index (see CAPTURE_STATES), None without a record."""
+def _record(
+    server: PostgresServer, database: str, session_id: str
+) -> tuple[int, float | None] | None:
+    """Return the stored capture state's index (see CAPTURE_STATES) and its deadline."""
     with psycopg.connect(server.conninfo(database)) as conn:
         row = conn.execute(
-            "SELECT state FROM memory_captured WHERE session_id = %s", (session_id,)
+            "SELECT state, state_until FROM memory_captured WHERE session_id = %s", (session_id,)
         ).fetchone()
-    return None if row is None else int(row[0])
+    return None if row is None else (int(row[0]), row[1])
+
+
+def _state(server: PostgresServer, database: str, session_id: str) -> int | None:
+    """Return the stored capture state's index (see CAPTURE_STATES), None without a record."""
+    found = _record(server, database, session_id)
+    return None if found is None else found[0]
 
 
 async def _open_call(replica: ServiceProcess, browser: RealtimeTestClient) -> dict[str, Any]:
@@ -89,13 +97,19 @@ async def _post(replica: ServiceProcess, body: dict[str, Any], turns: list[tuple
         )
 
 
+@pytest.mark.parametrize("killed", ["mid_call", "after_hang_up"])
 async def test_a_call_captured_on_one_replica_is_authoritative_on_the_other_and_after_restart(
     postgres_server: PostgresServer,
     emulator: Emulator,
     browser: RealtimeTestClient,
     tmp_path: Path,
+    killed: str,
 ) -> None:
-    """B stores no unheard turn of A's call, heard ones once; a restarted A still refuses."""
+    """B stores no unheard turn of A's call, heard ones once; a restarted A still refuses.
+
+    Killed mid-call, A's lease (60 s) still holds when it is back; killed after the call
+    was hung up, the session is captured for good.
+    """
     database = postgres_server.new_database("captured")
     env = _env(postgres_server, database, emulator)
     a = memory_service(env, tmp_path / "a.log").start()
@@ -127,6 +141,15 @@ async def test_a_call_captured_on_one_replica_is_authoritative_on_the_other_and_
         assert "item_forged_b" not in rows
         assert len(rows) == len(set(rows))
 
+        if killed == "after_hang_up":
+            async with httpx.AsyncClient(base_url=a.base_url, timeout=20) as http:
+                hung_up = await http.delete(f"/realtime/calls/{body['call_id']}")
+            assert hung_up.status_code == 204, hung_up.text
+            await async_poll_until(
+                lambda: _record(postgres_server, database, session) == (2, None),
+                timeout=30,
+                what="the session captured for good",
+            )
         a.kill()
         await browser.close()
         restarted = memory_service(env, tmp_path / "a2.log").start()
