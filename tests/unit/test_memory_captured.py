@@ -313,3 +313,23 @@ async def test_the_replica_holding_a_call_keeps_its_lease_alive(
         await a.captured.renew()
         assert await post(b, "vs_1", ["item_x"]) == (0, 0, 1)
     assert (await a.status())["captured_sessions"]["captured"] == 1
+
+
+async def test_the_replica_cache_is_bounded_and_an_evicted_session_is_read_again(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Beyond its size the least recently used answers are forgotten (and read again)."""
+    queue = CountingQueue(tmp_path / "q.sqlite3", clock=clock)
+    await queue.open()
+    authority = CaptureAuthority(queue, clock=clock, timeout=5, max_sessions=3)
+    try:
+        for n in range(5):
+            await authority.decide(f"vs_{n}", ["m"])
+        remembered = authority.describe()["remembered"]
+        kept = [authority.known_browser(f"vs_{n}") for n in range(5)]
+        await authority.decide("vs_0", ["m"])
+    finally:
+        await queue.close()
+    assert remembered == 3
+    assert kept == [False, False, True, True, True]
+    assert queue.reads == 6
