@@ -11,6 +11,8 @@ PostgreSQL (``engram_voice.devpostgres``, skipped with ``--sqlite-only``), answe
   (state plus which posted ids are stored), nothing written.
 - ``first``: a browser session's first post (one read that finds no record, then the
   enqueue).
+- ``expect_capture``: the record a call set-up writes before its memory token (one
+  durable write, awaited by ``POST /realtime/calls``).
 
 Reports CPU time per post of this process (``time.process_time``: neighbours on a shared
 machine do not count; PostgreSQL's own backend CPU is not included; the median of
@@ -129,6 +131,9 @@ async def _run(name: str, env: dict[str, str], posts: int, rounds: int) -> None:
                     first[n], msg("f", n)
                 ),
                 "accept_browser: captured": lambda _: runtime.accept_browser(captured, posted),
+                "expect_capture (call set-up)": lambda n: runtime.expect_capture(
+                    f"vs_call{n}", "alice", "elena", window=21.0
+                ),
             },
             posts,
             rounds,
