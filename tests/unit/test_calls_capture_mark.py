@@ -26,6 +26,8 @@ from engram_voice.settings import Settings
 from tests.support.calls import MINIMAL_OFFER, HeaderUsers
 
 WINDOW = 12.0
+CALLS: list[StandInCall] = []
+"""Every call the stand-in upstream opened (the test reads what the service told it)."""
 
 
 class StandInCall:
@@ -37,6 +39,12 @@ class StandInCall:
         self.capture = object()
         self._window = window
         self._closed = asyncio.Event()
+        self.authority = True
+        CALLS.append(self)
+
+    def forgo_authority(self) -> None:
+        """Never claim the session (as Voice Live's call does)."""
+        self.authority = False
 
     def capture_window(self) -> float | None:
         """Return how long capture may take to come up (None: from the first transcript)."""
@@ -128,14 +136,24 @@ def test_a_call_is_recorded_before_its_memory_token_is_handed_out(
         assert started + window <= found[1] <= time.time() + window
 
 
-def test_a_call_whose_record_cannot_be_stored_gets_no_memory_token(
+def test_a_sideband_call_whose_record_cannot_be_stored_gets_no_memory_token(
     app_env: dict[str, str],
 ) -> None:
-    """With the queue locked past its bound the call goes on without a memory token.
+    """With the queue locked past its bound a call the server hears goes on without a token.
 
     (The write may still land once the lock is gone: harmless, no post can name the session.)
     """
     env = {**app_env, "MEMORY_STORE_TIMEOUT_SECONDS": "0.2"}
     body = create_call(env, WINDOW, locked=True)
     assert body["memory"] is None
-    assert body["session_id"].startswith("vs_")
+    assert CALLS[-1].authority is True
+
+
+def test_a_voice_live_call_whose_record_cannot_be_stored_stays_the_browsers(
+    app_env: dict[str, str],
+) -> None:
+    """A call that may never carry transcripts keeps its token and never claims the session."""
+    env = {**app_env, "MEMORY_STORE_TIMEOUT_SECONDS": "0.2"}
+    body = create_call(env, None, locked=True)
+    assert body["memory"]["token"]
+    assert CALLS[-1].authority is False

@@ -145,17 +145,27 @@ class RealtimeCalls:
         """Record that the server may hear this session, before its memory token exists.
 
         True when nothing needs recording (the call has no capture, or memory is off) or
-        the record is stored. False (the mark could not be stored in time) means the call
-        goes on without a memory token: the browser cannot post turns the server's record
-        would have refused, and the server still captures what it hears.
+        the record is stored. When it cannot be stored in time:
+
+        - a call the server hears from the start (the Azure OpenAI sideband) goes on
+          without a memory token (False): no browser post can escape the record, and the
+          server still stores what it hears;
+        - a call whose upstream may never carry transcripts (Voice Live) keeps the token,
+          and the call never claims authority over its session (True): the browser stays
+          its source, as no replica could have known the session was captured.
         """
         if self._capture is None or getattr(opened, "capture", None) is None:
             return True
         window = getattr(opened, "capture_window", None)
         seconds = window() if callable(window) else None
-        return await self._capture.expect_capture(
-            session_id, user_id, agent_id, window=seconds if isinstance(seconds, float) else None
-        )
+        expected = seconds if isinstance(seconds, float) else None
+        if await self._capture.expect_capture(session_id, user_id, agent_id, window=expected):
+            return True
+        forgo = getattr(opened, "forgo_authority", None)
+        if expected is None and callable(forgo):
+            forgo()
+            return True
+        return False
 
     def describe(self) -> dict[str, Any]:
         """Return the ``calls`` section of ``/status``: live calls, limits, setup outcomes."""
