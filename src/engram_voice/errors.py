@@ -29,6 +29,7 @@ __all__ = [
     "AppError",
     "AuthenticationError",
     "CallNotFoundError",
+    "CapturePendingError",
     "ClientError",
     "ConfigurationError",
     "CredentialTimeoutError",
@@ -167,6 +168,13 @@ class StorageUnavailableError(AppError):
     status = 503
     code = "storage_unavailable"
     title = "Storage unavailable"
+
+
+class CapturePendingError(StorageUnavailableError):
+    """The server is about to hear the session itself: post again after ``Retry-After``."""
+
+    code = "capture_pending"
+    title = "Capture pending"
 
 
 class UpstreamError(AppError):

@@ -20,6 +20,7 @@ __all__ = [
     "QUEUE_OLDEST_AGE",
     "RETRIED",
     "TURNS_ACCEPTED",
+    "TURNS_CAPTURE_PENDING",
     "TURNS_DUPLICATE",
     "TURNS_NOT_HEARD",
     "TURN_LAG_SECONDS",
@@ -50,6 +51,11 @@ TURNS_NOT_HEARD = Counter(
     "engram_memory_turns_not_heard_total",
     "Turns a browser posted for a session captured server-side that the server never heard "
     "(not stored).",
+)
+TURNS_CAPTURE_PENDING = Counter(
+    "engram_memory_turns_capture_pending_total",
+    "Turns a browser posted while the server's capture of the session was still coming up "
+    "(answered 503 capture_pending; the browser posts them again).",
 )
 DELIVERED = Counter(
     "engram_memory_turns_delivered_total", "Transcript turns delivered into the memory sink."

@@ -39,9 +39,19 @@ from engram_voice.memory.postgres_auth import (
     StaticPassword,
     connection_from_settings,
 )
-from engram_voice.memory.postgres_schema import PROGRESS_SQL, SHARD, STATS_SQL, migrate
+from engram_voice.memory.postgres_schema import (
+    CAPTURE_STATE_SQL,
+    MARK_CAPTURE_SQL,
+    PROGRESS_SQL,
+    RENEW_CAPTURE_SQL,
+    SHARD,
+    STATS_SQL,
+    migrate,
+)
 from engram_voice.memory.postgres_writes import write_group
 from engram_voice.memory.queue import (
+    CAPTURE_STATES,
+    CaptureState,
     ClaimedSession,
     DeadLetter,
     EnqueueBatch,
@@ -74,6 +84,10 @@ _PURGE_SESSIONS = (
     "AND s.lease_owner IS NULL AND NOT EXISTS "
     "(SELECT 1 FROM memory_turns t WHERE t.session_id = s.session_id) LIMIT %s) "
     "AND pending = 0 AND lease_owner IS NULL"
+)
+_PURGE_CAPTURED = (
+    "DELETE FROM memory_captured WHERE session_id IN (SELECT session_id FROM memory_captured "
+    "WHERE updated_at < %s LIMIT %s)"
 )
 _MAX_KNOWN = 100_000
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -517,7 +531,63 @@ class PostgresTurnQueue:
             if removed < limit:
                 cursor = await conn.execute(_PURGE_SESSIONS, (older_than, limit - removed))
                 removed += cursor.rowcount
+            if removed < limit:
+                cursor = await conn.execute(_PURGE_CAPTURED, (older_than, limit - removed))
+                removed += cursor.rowcount
         return removed
+
+    # -- captured sessions (shared by every replica) --------------------------------------
+
+    async def mark_capture(
+        self,
+        *,
+        session_id: str,
+        user_id: str,
+        agent: str,
+        state: str,
+        now: float,
+        state_until: float | None = None,
+    ) -> str:
+        """Record a session's capture state (only ever forward); return the stored one."""
+        params = {
+            "s": session_id,
+            "u": user_id,
+            "a": agent,
+            "state": CAPTURE_STATES.index(state),
+            "until": state_until,
+            "now": now,
+        }
+        async with self._conn() as conn:
+            cursor = await conn.execute(MARK_CAPTURE_SQL, params)
+            row = await cursor.fetchone()
+        assert row is not None  # noqa: S101 - an upsert with RETURNING returns its row
+        return CAPTURE_STATES[int(str(row[0]))]
+
+    async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
+        """Extend the leases of live captures in one statement; return how many."""
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                RENEW_CAPTURE_SQL, {"until": until, "now": now, "ids": list(session_ids)}
+            )
+            return cursor.rowcount
+
+    async def capture_state(
+        self, session_id: str, message_ids: Sequence[str] = ()
+    ) -> CaptureState | None:
+        """Read a session's capture state and which of ``message_ids`` are stored (one read)."""
+        async with self._conn(pipeline=True) as conn:  # BEGIN, the read, COMMIT: one trip
+            cursor = await conn.execute(
+                CAPTURE_STATE_SQL, {"s": session_id, "ids": list(dict.fromkeys(message_ids))}
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        state, until, stored = row
+        return CaptureState(
+            state=CAPTURE_STATES[int(str(state))],
+            state_until=float(str(until)) if until is not None else None,
+            stored=frozenset(str(found) for found in stored or ()),
+        )
 
     async def _changed(self, sql: str, params: tuple[Any, ...]) -> int:
         async with self._conn() as conn:

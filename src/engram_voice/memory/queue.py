@@ -13,7 +13,9 @@ and renewed by a heartbeat, see :mod:`engram_voice.memory.lease`). ``stats`` cos
 same at any queue depth (running totals kept with the writes, an index seek for the
 oldest turn), never waits behind writes, and raises :class:`QueueUnavailableError`
 when storage cannot answer; ``session_progress`` reads the same way and costs only the
-session's own turns (an index seek by session id).
+session's own turns (an index seek by session id). ``mark_capture`` and
+``capture_state`` hold which sessions the server captures itself (shared by every
+replica, durable across restarts; see :mod:`engram_voice.memory.captured`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Protocol
 import msgspec
 
 __all__ = [
+    "CAPTURE_STATES",
+    "CaptureState",
     "ClaimedSession",
     "DeadLetter",
     "EnqueueBatch",
@@ -137,6 +141,28 @@ class SessionProgress(msgspec.Struct, frozen=True):
     next_attempt_at: float | None = None
 
 
+CAPTURE_STATES = ("browser", "expected", "captured", "lost")
+"""A session's capture states in the only order they may change (a later one never goes
+back): ``browser`` (the browser's posts are the source; the server may start hearing the
+session, as Voice Live does from its first mirrored transcript), ``expected`` (set up for
+capture, the sideband not up yet), ``captured`` (the server's record is authoritative),
+``lost`` (capture ended for good: the browser's posts are the source again). Stored as
+the index in this tuple, so a mark is ``GREATEST(stored, new)``."""
+
+
+class CaptureState(msgspec.Struct, frozen=True):
+    """A session's stored capture state and which of the asked turn ids are stored."""
+
+    state: str
+    """One of :data:`CAPTURE_STATES`."""
+    state_until: float | None
+    """Unix seconds. While ``expected``: when the expectation lapses. While ``captured``:
+    when the lease of the replica holding the sideband lapses (None: the call ended while
+    captured, so for good)."""
+    stored: frozenset[str] = frozenset()
+    """Of the ids asked about, those already stored for the session (any state)."""
+
+
 class TurnQueue(Protocol):
     """A durable, idempotent, per-session ordered queue of transcript turns."""
 
@@ -217,4 +243,34 @@ class TurnQueue(Protocol):
         upkeep to the step (SQLite hands free pages back) and count it. A result of at
         least ``limit`` means there is more: :class:`~engram_voice.memory.retention.Retention`
         calls again after a pause, so writes never wait behind more than one step.
+        """
+
+    async def mark_capture(
+        self,
+        *,
+        session_id: str,
+        user_id: str,
+        agent: str,
+        state: str,
+        now: float,
+        state_until: float | None = None,
+    ) -> str:
+        """Record ``state`` (one of :data:`CAPTURE_STATES`) for a session; return the stored one.
+
+        Durable when it returns. States only move forward (the stored one is the later
+        of the two), so marks written late or out of order never undo a later one. A
+        later state takes the mark's ``state_until``; the same state takes it unless the
+        stored one is None (for good).
+        """
+
+    async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
+        """Extend the leases of live captures (``captured`` with a lease); return how many."""
+
+    async def capture_state(
+        self, session_id: str, message_ids: Sequence[str] = ()
+    ) -> CaptureState | None:
+        """Return the session's capture state (None: never marked) with the stored ids.
+
+        One read off the write path (a key lookup plus an index seek per id asked);
+        raises :class:`QueueUnavailableError` when storage cannot answer.
         """

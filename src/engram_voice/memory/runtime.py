@@ -15,10 +15,10 @@ from typing import Any
 import structlog
 
 from engram_voice.credentials.secret import Secret
-from engram_voice.errors import ForbiddenError, StorageUnavailableError
+from engram_voice.errors import CapturePendingError, ForbiddenError, StorageUnavailableError
 from engram_voice.memory import metrics
 from engram_voice.memory.backends import build_queue
-from engram_voice.memory.captured import CapturedSessions
+from engram_voice.memory.captured import CaptureAuthority
 from engram_voice.memory.circuit import CircuitBreaker
 from engram_voice.memory.delivery import Deliverer, InlineRetryPolicy
 from engram_voice.memory.queue import (
@@ -74,8 +74,9 @@ class MemoryRuntime:
         self._clock = clock
         self._store_timeout = store_timeout
         self._worker_task: asyncio.Task[None] | None = None
-        self.captured = CapturedSessions()
-        """Sessions whose transcripts the server hears itself (its record is authoritative)."""
+        self._renewals: asyncio.Task[None] | None = None
+        self.captured = CaptureAuthority(queue, clock=clock, timeout=store_timeout)
+        """Sessions whose transcripts the server hears itself (shared, in the queue)."""
         self._last_stats: tuple[QueueStats, float] | None = None
         """The last figures read and when (shown, with their age, while storage is stuck)."""
 
@@ -86,6 +87,9 @@ class MemoryRuntime:
             await self.sink_state.open()
         if self._run_worker and self.worker is not None:
             self._worker_task = asyncio.create_task(self.worker.run(), name="memory-worker")
+        self._renewals = asyncio.create_task(
+            self.captured.run_renewals(), name="memory-capture-renewals"
+        )
         stats, error = await self._read_stats()
         _logger.info(
             "memory.started",
@@ -116,6 +120,11 @@ class MemoryRuntime:
                 self._worker_task.cancel()
             await asyncio.gather(self._worker_task, return_exceptions=True)
             self._worker_task = None
+        if self._renewals is not None:
+            self._renewals.cancel()
+            await asyncio.gather(self._renewals, return_exceptions=True)
+            self._renewals = None
+        await self.captured.settle(self._store_timeout)
         await self.queue.close()
         if self.sink_state is not None:
             await self.sink_state.close()
@@ -143,12 +152,27 @@ class MemoryRuntime:
         Returns the queue's result and the number of turns ignored as ``not_heard``. For a
         captured session nothing is stored: the server's record is authoritative (a turn
         it stored counts as a duplicate, any other turn is not heard and never reaches
-        the memory store).
+        the memory store). While capture is expected (the sideband is connecting) the
+        post is 503 ``capture_pending``: the browser posts it again.
         """
-        if not self.captured.is_captured(claims.session_id):
-            return await self.accept(claims, messages), 0
-        self._rate.check(claims.session_id)
-        heard = self.captured.count_heard(claims.session_id, (m.id for m in messages))
+        self._rate.check(claims.session_id)  # before any read: a flood costs no queries
+        if self.captured.known_browser(claims.session_id):  # the common case: no read at all
+            return await self.accept(claims, messages, rate_limited=False), 0
+        try:
+            decision = await self.captured.decide(claims.session_id, [m.id for m in messages])
+        except (QueueUnavailableError, TimeoutError) as exc:
+            raise StorageUnavailableError(
+                "transcripts cannot be stored right now; retry shortly", retry_after=2
+            ) from exc
+        if decision.kind == "browser":
+            return await self.accept(claims, messages, rate_limited=False), 0
+        if decision.kind == "pending":
+            metrics.TURNS_CAPTURE_PENDING.inc(len(messages))
+            raise CapturePendingError(
+                "the server is about to hear this session itself; post again shortly",
+                retry_after=decision.retry_after,
+            )
+        heard = sum(1 for m in messages if m.id in decision.stored)
         not_heard = len(messages) - heard
         if not_heard:
             metrics.TURNS_NOT_HEARD.inc(not_heard)
@@ -159,10 +183,40 @@ class MemoryRuntime:
             metrics.TURNS_DUPLICATE.inc(heard)
         return EnqueueResult(accepted=0, duplicates=heard), not_heard
 
-    def mark_captured(self, session_id: str, *, captured: bool) -> None:
-        """Mark ``session_id`` heard server-side (True) or fallen back to the browser (False)."""
-        self.captured.mark(session_id, captured=captured)
-        _logger.info("memory.session_captured", session_id=session_id, captured=captured)
+    async def expect_capture(
+        self, session_id: str, user_id: str, agent: str, *, window: float | None
+    ) -> bool:
+        """Mark a call's session at set-up, before its memory token exists; False if unstored.
+
+        ``window``: seconds the sideband may take to come up (None: captured only once
+        the upstream carries a transcript). False means the mark could not be stored
+        (bounded): the caller must not hand out a memory token for the session.
+        """
+        try:
+            await self.captured.expect(session_id, user_id, agent, window=window)
+        except (QueueUnavailableError, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, QueueUnavailableError) else "timeout"
+            _logger.warning("memory.capture_expect_failed", session_id=session_id, error=reason)
+            return False
+        return True
+
+    def mark_captured(
+        self,
+        session_id: str,
+        *,
+        captured: bool,
+        user_id: str = "",
+        agent: str = "",
+        final: bool = False,
+    ) -> None:
+        """Mark ``session_id`` heard server-side (True) or fallen back to the browser (False).
+
+        ``final``: the call ended while captured (the record holds for good, no lease).
+        """
+        self.captured.mark(session_id, user_id, agent, captured=captured, final=final)
+        _logger.info(
+            "memory.session_captured", session_id=session_id, captured=captured, final=final
+        )
 
     async def accept_captured(
         self, session_id: str, user_id: str, agent: str, messages: Sequence[EnrichMessage]
@@ -171,9 +225,7 @@ class MemoryRuntime:
         claims = MemoryClaims(
             session_id=session_id, user_id=user_id, agent=agent, expires_at=0, key_id="server"
         )
-        result = await self.accept(claims, messages, rate_limited=False)
-        self.captured.heard(session_id, (m.id for m in messages))
-        return result
+        return await self.accept(claims, messages, rate_limited=False)
 
     async def accept(
         self,

@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 import structlog
 
 from engram_voice.memory.queue import (
+    CAPTURE_STATES,
+    CaptureState,
     ClaimedSession,
     DeadLetter,
     EnqueueBatch,
@@ -46,7 +48,16 @@ from engram_voice.memory.sqlite_retention import (
     storage_figures,
     upgrade_file,
 )
-from engram_voice.memory.sqlite_schema import PENDING, PROGRESS_SQL, SCHEMA, STATS_SQL, claim_sql
+from engram_voice.memory.sqlite_schema import (
+    MARK_CAPTURE_SQL,
+    PENDING,
+    PROGRESS_SQL,
+    PURGE_CAPTURED_SQL,
+    RENEW_CAPTURE_SQL,
+    SCHEMA,
+    STATS_SQL,
+    claim_sql,
+)
 from engram_voice.memory.sqlite_writes import describe_error, set_state, transaction, write_group
 
 __all__ = ["QueueClosedError", "SqliteTurnQueue"]
@@ -428,11 +439,85 @@ class SqliteTurnQueue:
 
         def work(conn: sqlite3.Connection) -> int:
             removed = purge_step(conn, older_than=older_than, limit=limit)
+            if removed < limit:
+                with transaction(conn):
+                    removed += conn.execute(
+                        PURGE_CAPTURED_SQL, (older_than, limit - removed)
+                    ).rowcount
             if removed >= limit:
                 return removed
             return removed + reclaim_step(conn, limit=limit)
 
         return await self._run(work)
+
+    # -- captured sessions (shared by every process on the file) --------------------------
+
+    async def mark_capture(
+        self,
+        *,
+        session_id: str,
+        user_id: str,
+        agent: str,
+        state: str,
+        now: float,
+        state_until: float | None = None,
+    ) -> str:
+        """Record a session's capture state (only ever forward); return the stored one."""
+        params = (session_id, user_id, agent, CAPTURE_STATES.index(state), state_until, now)
+
+        def work(conn: sqlite3.Connection) -> int:
+            with transaction(conn):
+                row = conn.execute(MARK_CAPTURE_SQL, params).fetchone()
+            return int(row[0])
+
+        return CAPTURE_STATES[await self._run(work)]
+
+    async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
+        """Extend the leases of live captures in one transaction; return how many."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            with transaction(conn):
+                return sum(
+                    conn.execute(RENEW_CAPTURE_SQL, (until, now, session_id)).rowcount
+                    for session_id in session_ids
+                )
+
+        return await self._run(work)
+
+    async def capture_state(
+        self, session_id: str, message_ids: Sequence[str] = ()
+    ) -> CaptureState | None:
+        """Read a session's capture state and which of ``message_ids`` are stored (one read)."""
+        ids = list(dict.fromkeys(message_ids))
+
+        def work(conn: sqlite3.Connection) -> CaptureState | None:
+            conn.execute("BEGIN")  # one snapshot for both statements
+            try:
+                row = conn.execute(
+                    "SELECT state, state_until FROM captured_sessions WHERE session_id = ?",
+                    (session_id,),
+                ).fetchone()
+                if row is None:
+                    return None
+                stored: frozenset[str] = frozenset()
+                if ids:
+                    marks = ",".join("?" * len(ids))
+                    stored = frozenset(
+                        str(found)
+                        for (found,) in conn.execute(
+                            "SELECT message_id FROM turns WHERE session_id = ? "  # noqa: S608
+                            f"AND message_id IN ({marks})",
+                            (session_id, *ids),
+                        )
+                    )
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")  # a read: nothing to keep
+            return CaptureState(
+                state=CAPTURE_STATES[int(row[0])], state_until=row[1], stored=stored
+            )
+
+        return await self._read(work)
 
     async def storage(self) -> StorageFigures:
         """Return the queue file's pages, free pages and page size (SQLite only)."""

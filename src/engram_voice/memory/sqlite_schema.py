@@ -13,11 +13,26 @@ transactions as the writes, so reading them costs the same at any queue depth. T
 script is additive and idempotent (``IF NOT EXISTS``): a file from an earlier version
 gets the table, its figures computed once from the rows already there, and the triggers,
 all in one transaction.
+
+``captured_sessions`` (schema step 2) holds which sessions the server captures itself
+(:data:`~engram_voice.memory.queue.CAPTURE_STATES`, stored as their index), shared by
+every process on the file; :data:`MARK_CAPTURE_SQL` only ever moves a state forward.
 """
 
 from __future__ import annotations
 
-__all__ = ["DEAD", "DELIVERED", "PENDING", "PROGRESS_SQL", "SCHEMA", "STATS_SQL", "claim_sql"]
+__all__ = [
+    "DEAD",
+    "DELIVERED",
+    "MARK_CAPTURE_SQL",
+    "PENDING",
+    "PROGRESS_SQL",
+    "PURGE_CAPTURED_SQL",
+    "RENEW_CAPTURE_SQL",
+    "SCHEMA",
+    "STATS_SQL",
+    "claim_sql",
+]
 
 PENDING, DELIVERED, DEAD = 0, 1, 2
 
@@ -112,6 +127,17 @@ CREATE TRIGGER IF NOT EXISTS counters_letter_removed AFTER DELETE ON dead_letter
 WHEN old.replayed_at IS NULL BEGIN
     UPDATE queue_counters SET dead_letters = dead_letters - 1 WHERE id = 1;
 END;
+
+-- step 2: which sessions the server captures itself (issue 11, shared by replicas)
+CREATE TABLE IF NOT EXISTS captured_sessions (
+    session_id     TEXT PRIMARY KEY,
+    user_id        TEXT NOT NULL,
+    agent          TEXT NOT NULL,
+    state          INTEGER NOT NULL,
+    state_until REAL,
+    updated_at     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS captured_sessions_updated ON captured_sessions(updated_at);
 COMMIT;
 """
 
@@ -133,6 +159,32 @@ PROGRESS_SQL = (
 It seeks the ``UNIQUE (session_id, message_id)`` index, so it reads only that session's
 turns (a call has tens to a few hundred), never the whole queue; no extra index, so
 enqueue pays nothing for it."""
+
+
+MARK_CAPTURE_SQL = (
+    "INSERT INTO captured_sessions (session_id, user_id, agent, state, state_until, "
+    "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (session_id) DO UPDATE SET "
+    "state = MAX(state, excluded.state), "
+    "state_until = CASE WHEN excluded.state > state THEN excluded.state_until "
+    "WHEN excluded.state = state AND state_until IS NOT NULL THEN excluded.state_until "
+    "ELSE state_until END, "
+    "updated_at = excluded.updated_at RETURNING state"
+)
+"""Insert or move a session's capture state forward (never back); returns the stored one.
+
+A mark in the same state replaces ``state_until`` unless it is NULL (for good): a late
+lease can never reopen a capture that ended for good."""
+RENEW_CAPTURE_SQL = (
+    "UPDATE captured_sessions SET state_until = ?, updated_at = ? "
+    "WHERE session_id = ? AND state = 2 AND state_until IS NOT NULL"
+)
+"""Extend a live capture's lease (never one that ended for good or moved on)."""
+PURGE_CAPTURED_SQL = (
+    "DELETE FROM captured_sessions WHERE session_id IN (SELECT session_id "
+    "FROM captured_sessions WHERE updated_at < ? LIMIT ?)"
+)
+"""One bounded retention step: capture records untouched for the whole window (every
+memory token of theirs expired long before: retention is never shorter than a token)."""
 
 
 def claim_sql() -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -54,6 +55,8 @@ from engram_voice.realtime.upstream import UpstreamMinter
 __all__ = ["AzureOpenAICall", "AzureOpenAICalls"]
 
 NAME = "azure-openai"
+SIDEBAND_RECONNECTS = 1
+"""The sideband reopens once if it drops while the call lives."""
 _logger = structlog.get_logger("engram_voice.realtime.calls")
 _AUTH_STATUSES = frozenset({401, 403})
 
@@ -80,6 +83,7 @@ class AzureOpenAICall:
         self._closed = asyncio.Event()
         self._reason = "hangup"
         self._hangup: asyncio.Task[None] | None = None
+        self._on_end: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -117,11 +121,33 @@ class AzureOpenAICall:
             return
 
         def follow(state: str) -> None:
-            sink.mark_captured(session_id, captured=state == "connected")
+            sink.mark_captured(
+                session_id, captured=state == "connected", user_id=user_id, agent=agent_id
+            )
 
         sideband.on_state = follow
         if sideband.connected.is_set():
             follow("connected" if sideband.state != "lost" else "lost")
+
+        def ended() -> None:
+            if not sideband.connected.is_set():
+                follow("lost")  # ended before capture came up: the browser's turns count
+            elif sideband.state != "lost":  # captured until the end: for good
+                sink.mark_captured(
+                    session_id, captured=True, user_id=user_id, agent=agent_id, final=True
+                )
+
+        self._on_end = ended
+
+    def capture_window(self) -> float | None:
+        """Return how long the sideband may take to come up (None: this call has none).
+
+        Each of its attempts (one reconnect) may re-read the credential once and wait the
+        connect bound for each upgrade; the session's browser posts wait at most this long.
+        """
+        if self.sideband is None:
+            return None
+        return 2 * (1 + SIDEBAND_RECONNECTS) * self._owner.sideband_timeout + 1.0
 
     async def update_instructions(self, instructions: str) -> bool:
         """Send ``session.update`` with new ``instructions`` over the sideband (bounded).
@@ -162,6 +188,8 @@ class AzureOpenAICall:
         finally:
             if self.sideband is not None:
                 await self.sideband.finish()
+                if self._on_end is not None:
+                    self._on_end()
             if self.capture is not None:
                 await self.capture.close()
             self._closed.set()
@@ -234,6 +262,7 @@ class AzureOpenAICalls:
                 connect_timeout=self.sideband_timeout,
                 on_event=capture.feed,
                 events=CAPTURED_EVENTS,
+                reconnects=SIDEBAND_RECONNECTS,
             )
             sideband.start()
         return AzureOpenAICall(

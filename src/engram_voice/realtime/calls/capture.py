@@ -86,8 +86,25 @@ class CaptureSink(Protocol):
         """Store ``messages`` durably for the session, keyed by (session id, item id)."""
         ...
 
-    def mark_captured(self, session_id: str, *, captured: bool) -> None:
-        """Mark the session heard server-side (or fallen back to the browser's posts)."""
+    async def expect_capture(
+        self, session_id: str, user_id: str, agent: str, *, window: float | None
+    ) -> bool:
+        """Mark the session at set-up (before its memory token exists); False if unstored."""
+        ...
+
+    def mark_captured(
+        self,
+        session_id: str,
+        *,
+        captured: bool,
+        user_id: str = "",
+        agent: str = "",
+        final: bool = False,
+    ) -> None:
+        """Mark the session heard server-side (or fallen back to the browser's posts).
+
+        ``final``: the call ended while captured (the record holds for good).
+        """
         ...
 
 

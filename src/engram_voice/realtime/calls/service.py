@@ -121,7 +121,11 @@ class RealtimeCalls:
             setup_ms=round(setup * 1000, 1),
             max_seconds=self.registry.max_seconds(name),
         )
-        memory = self._memory_grants(session_id, user_id, agent.id) if self._memory_grants else None
+        memory = None
+        if self._memory_grants is not None and await self._capture_marked(
+            opened, session_id, user_id, agent.id
+        ):
+            memory = self._memory_grants(session_id, user_id, agent.id)
         return CallCreated(
             call_id=live.call_id,
             session_id=session_id,
@@ -134,6 +138,34 @@ class RealtimeCalls:
             expires_at=live.expires_at,
             memory=memory,
         )
+
+    async def _capture_marked(
+        self, opened: object, session_id: str, user_id: str, agent_id: str
+    ) -> bool:
+        """Record that the server may hear this session, before its memory token exists.
+
+        True when nothing needs recording (the call has no capture, or memory is off) or
+        the record is stored. When it cannot be stored in time:
+
+        - a call the server hears from the start (the Azure OpenAI sideband) goes on
+          without a memory token (False): no browser post can escape the record, and the
+          server still stores what it hears;
+        - a call whose upstream may never carry transcripts (Voice Live) keeps the token,
+          and the call never claims authority over its session (True): the browser stays
+          its source, as no replica could have known the session was captured.
+        """
+        if self._capture is None or getattr(opened, "capture", None) is None:
+            return True
+        window = getattr(opened, "capture_window", None)
+        seconds = window() if callable(window) else None
+        expected = seconds if isinstance(seconds, float) else None
+        if await self._capture.expect_capture(session_id, user_id, agent_id, window=expected):
+            return True
+        forgo = getattr(opened, "forgo_authority", None)
+        if expected is None and callable(forgo):
+            forgo()
+            return True
+        return False
 
     def describe(self) -> dict[str, Any]:
         """Return the ``calls`` section of ``/status``: live calls, limits, setup outcomes."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -95,6 +96,9 @@ class VoiceLiveCall:
         self._closed = asyncio.Event()
         self._reason: str | None = None
         self._hangup: asyncio.Task[None] | None = None
+        self._on_end: Callable[[], None] | None = None
+        self._authority = True
+        """False once :meth:`forgo_authority` ran: the session stays the browser's."""
         self._reader = asyncio.create_task(self._read(), name="voicelive-control-reader")
 
     def __repr__(self) -> str:
@@ -128,11 +132,28 @@ class VoiceLiveCall:
             return
 
         def heard() -> None:
-            sink.mark_captured(session_id, captured=True)
+            if self._authority:
+                sink.mark_captured(session_id, captured=True, user_id=user_id, agent=agent_id)
 
         capture.on_heard = heard
         if capture.heard:
             heard()
+
+        def ended() -> None:
+            if capture.heard and self._authority:  # captured until the end: for good
+                sink.mark_captured(
+                    session_id, captured=True, user_id=user_id, agent=agent_id, final=True
+                )
+
+        self._on_end = ended
+
+    def forgo_authority(self) -> None:
+        """Never mark the session captured (its set-up record could not be stored).
+
+        Transcripts the channel carries are still stored (same key as the browser's
+        posts); the browser's posts stay the session's source.
+        """
+        self._authority = False
 
     async def update_instructions(self, instructions: str) -> bool:
         """Send ``session.update`` with new ``instructions`` on the control channel (bounded)."""
@@ -161,6 +182,8 @@ class VoiceLiveCall:
                 async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                     await self._ws.close()
         finally:
+            if self._on_end is not None:
+                self._on_end()
             if self.capture is not None:
                 await self.capture.close()
             self._closed.set()
