@@ -69,12 +69,16 @@ _PURGE_LETTERS = (
     "WHERE replayed_at IS NOT NULL AND replayed_at < %s LIMIT %s)"
 )
 _PURGE_SESSIONS = (
-    "DELETE FROM memory_sessions WHERE session_id IN (SELECT s.session_id "
+    "DELETE FROM memory_sessions WHERE ctid = ANY(ARRAY(SELECT s.ctid "
     "FROM memory_sessions s WHERE s.created_at < %s AND s.pending = 0 "
     "AND s.lease_owner IS NULL AND NOT EXISTS "
-    "(SELECT 1 FROM memory_turns t WHERE t.session_id = s.session_id) LIMIT %s) "
+    "(SELECT 1 FROM memory_turns t WHERE t.session_id = s.session_id) "
+    "LIMIT %s FOR UPDATE OF s SKIP LOCKED)) "
     "AND pending = 0 AND lease_owner IS NULL"
 )
+"""Old idle sessions through ``memory_sessions_idle`` (migration 2), locked (a session a
+writer holds is skipped, never waited for) and deleted by row address: no step reads the
+whole table, whatever its size."""
 _MAX_KNOWN = 100_000
 Conn = psycopg.AsyncConnection[TupleRow]
 

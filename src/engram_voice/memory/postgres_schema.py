@@ -108,6 +108,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO memory_queue_counters (shard) SELECT generate_series(0, {COUNTER_SHARDS - 1});
     """,
+    # 2: retention's sessions step seeks idle sessions by age instead of scanning them all
+    """
+    CREATE INDEX memory_sessions_idle ON memory_sessions (created_at)
+        WHERE pending = 0 AND lease_owner IS NULL;
+    """,
 )
 """Migration N is ``MIGRATIONS[N - 1]``; append only, never edit one that shipped."""
 
