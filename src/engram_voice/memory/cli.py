@@ -39,13 +39,17 @@ _logger = structlog.get_logger("engram_voice.memory.cli")
 async def _healthz(state: State) -> Response[dict[str, str]]:
     """Answer 200 while the delivery loop runs, 503 once it has ended (restart the process).
 
-    Never looks at the queue or Zep: a locked file or a Zep outage shows on ``/status``
-    and in the metrics, and restarting would not cure either.
+    Never looks at the queue or Zep: a locked file, a database that is not reachable yet
+    (200 ``waiting for the queue`` while it is retried) or a Zep outage shows on
+    ``/status`` and in the metrics, and restarting would not cure any of them.
     """
     runtime: MemoryRuntime = state.memory
-    if runtime.worker_running:
-        return Response({"status": "ok"})
-    return Response({"status": "worker stopped"}, status_code=503)
+    if not runtime.worker_running:
+        return Response({"status": "worker stopped"}, status_code=503)
+    if not runtime.connected:
+        # Not a reason to restart: the queue is retried in the background (see /status).
+        return Response({"status": "waiting for the queue"})
+    return Response({"status": "ok"})
 
 
 @get("/status", tags=["health"])

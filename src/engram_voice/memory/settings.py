@@ -174,6 +174,8 @@ class MemorySettings(msgspec.Struct, frozen=True):
     zep: ZepSettings
     postgres: PostgresSettings | None = None
     """Set when ``queue`` is ``postgres``."""
+    connect_retry_max_seconds: float = 30.0
+    """Longest wait between attempts to reach a shared queue that is not answering."""
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> MemorySettings:
@@ -218,4 +220,7 @@ class MemorySettings(msgspec.Struct, frozen=True):
             retry=RetrySettings.from_env(reader),
             zep=ZepSettings.from_env(reader),
             postgres=PostgresSettings.from_env(reader, required=queue == "postgres"),
+            connect_retry_max_seconds=reader.number(
+                "MEMORY_CONNECT_RETRY_MAX_SECONDS", 30.0, minimum=0.1, maximum=600
+            ),
         )

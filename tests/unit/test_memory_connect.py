@@ -1,0 +1,161 @@
+"""Opening a shared queue in the background: retried with backoff, reported, logged sparingly."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+from structlog.testing import capture_logs
+
+from engram_voice.envreader import EnvReader
+from engram_voice.memory import MemorySettings
+from engram_voice.memory.cli import create_worker_app
+from engram_voice.memory.connect import StorageConnector
+from engram_voice.memory.queue import QueueUnavailableError
+from tests.support.clock import FakeClock
+from tests.support.servers import free_port
+
+FAST = {"wait_initial": 0.001, "wait_max": 0.002}
+
+
+def _failing(
+    times: int, calls: list[str], name: str, clock: FakeClock | None = None
+) -> Callable[[], Awaitable[None]]:
+    """Return an opener that fails ``times`` times with the same reason, then opens."""
+
+    async def open_step() -> None:
+        calls.append(name)
+        if clock is not None:
+            clock.advance(1.0)
+        if calls.count(name) <= times:
+            raise QueueUnavailableError("database unreachable")
+
+    return open_step
+
+
+@pytest.mark.parametrize(("first_fails", "second_fails"), [(0, 0), (3, 0), (0, 4), (2, 5)])
+async def test_steps_open_in_order_and_an_opened_step_is_never_opened_again(
+    first_fails, second_fails
+):
+    """Each step is retried until it opens, in order; a step that opened is not repeated."""
+    calls: list[str] = []
+    connector = StorageConnector(
+        [
+            ("queue", _failing(first_fails, calls, "queue")),
+            ("sink_state", _failing(second_fails, calls, "sink_state")),
+        ],
+        **FAST,
+    )
+    await connector.run()
+    assert connector.ready
+    assert calls == ["queue"] * (first_fails + 1) + ["sink_state"] * (second_fails + 1)
+    assert connector.attempts == first_fails + second_fails + 1
+    assert connector.describe() == {"state": "connected", "attempts": connector.attempts}
+
+
+@pytest.mark.parametrize("error", [RuntimeError("bug"), ValueError("bad"), KeyError("x")])
+async def test_only_unavailable_storage_is_retried(error):
+    """Anything but QueueUnavailableError (a bug, a bad value) ends the attempts at once."""
+    attempts = 0
+
+    async def open_step() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise error
+
+    connector = StorageConnector([("queue", open_step)], **FAST)
+    with pytest.raises(type(error)):
+        await connector.run()
+    assert (attempts, connector.ready) == (1, False)
+
+
+@pytest.mark.parametrize(
+    ("failures", "log_every"), [(1, 60.0), (59, 60.0), (100, 60.0), (250, 7.0)]
+)
+async def test_a_long_outage_logs_one_line_per_interval_with_the_count_held_back(
+    failures, log_every
+):
+    """The same failure is logged once per ``log_every`` seconds (one attempt per second here)."""
+    clock = FakeClock(0.0)
+    calls: list[str] = []
+    connector = StorageConnector(
+        [("queue", _failing(failures, calls, "queue", clock))],
+        log_every=log_every,
+        clock=clock,
+        **FAST,
+    )
+    with capture_logs() as logs:
+        await connector.run()
+    failed = [e for e in logs if e["event"] == "memory.queue_connect_failed"]
+    expected = len(range(0, failures, int(log_every)))
+    assert len(failed) == expected
+    assert [e["attempt"] for e in failed] == [1 + i * int(log_every) for i in range(expected)]
+    assert sum(e["held_back"] for e in failed) == (expected - 1) * (int(log_every) - 1)
+    assert all(e["reason"] == "database unreachable" for e in failed)
+    assert [e["event"] for e in logs].count("memory.queue_connected") == 1
+
+
+async def test_a_changed_reason_is_logged_at_once():
+    """A different failure is news: it is logged even within the quiet interval."""
+    reasons = iter(["database unreachable", "database unreachable", "database locked"])
+
+    async def open_step() -> None:
+        reason = next(reasons, None)
+        if reason is not None:
+            raise QueueUnavailableError(reason)
+
+    connector = StorageConnector([("queue", open_step)], clock=FakeClock(), **FAST)
+    with capture_logs() as logs:
+        await connector.run()
+    failed = [e["reason"] for e in logs if e["event"] == "memory.queue_connect_failed"]
+    assert failed == ["database unreachable", "database locked"]
+
+
+@pytest.mark.parametrize("wait_max", [0.5, 3.0, 30.0, 600.0])
+async def test_retry_after_is_a_whole_second_within_the_backoff_bound(wait_max):
+    """Retry-After offered to clients is at least 1 s and never beyond the longest wait."""
+    clock = FakeClock(0.0)
+    connector = StorageConnector(
+        [("queue", _failing(10**6, [], "queue"))], wait_max=wait_max, clock=clock
+    )
+    assert connector.retry_after() == 1
+    for attempt in range(1, 40):
+        connector.attempts = attempt
+        connector._failed("queue", "database unreachable")
+        assert 1 <= connector.retry_after() <= max(1, int(wait_max + 0.999))
+
+
+def _worker_settings(tmp: Path) -> MemorySettings:
+    reader = EnvReader(
+        {
+            "MEMORY_QUEUE": "postgres",
+            "MEMORY_POSTGRES_HOST": "127.0.0.1",
+            "MEMORY_POSTGRES_PORT": str(free_port()),  # nothing listens there
+            "MEMORY_POSTGRES_USER": "engram",
+            "MEMORY_POSTGRES_PASSWORD": "never-accepted",
+            "MEMORY_POSTGRES_SSLMODE": "disable",
+            "MEMORY_POSTGRES_CONNECT_TIMEOUT_SECONDS": "1",
+            "MEMORY_CONNECT_RETRY_MAX_SECONDS": "0.5",
+            "MEMORY_SQLITE_PATH": str(tmp / "unused.sqlite3"),
+            "ZEP_API": "v2",
+            "ZEP_API_URL": "http://127.0.0.1:9",
+            "ZEP_API_KEY": "never-sent",
+        }
+    )
+    settings = MemorySettings.from_env(reader)
+    reader.raise_if_invalid()
+    return settings
+
+
+def test_a_worker_whose_database_is_down_starts_and_stays_alive_while_it_waits(tmp_path):
+    """`engram-voice worker` starts without its database: /healthz 200 waiting, /status why."""
+    with TestClient(create_worker_app(_worker_settings(tmp_path))) as client:
+        health = client.get("/healthz")
+        assert (health.status_code, health.json()) == (200, {"status": "waiting for the queue"})
+        memory = client.get("/status").json()["memory"]
+        assert memory["queue"]["available"] is False
+        assert memory["queue"]["connection"]["state"] == "connecting"
+        assert memory["worker"]["waiting_for_queue"] is True
+        assert "never-accepted" not in client.get("/status").text
