@@ -39,6 +39,7 @@ from engram_voice.memory.postgres_auth import (
     StaticPassword,
     connection_from_settings,
 )
+from engram_voice.memory.postgres_notify import NOTIFY_SQL, TurnListener
 from engram_voice.memory.postgres_schema import PROGRESS_SQL, SHARD, STATS_SQL, migrate
 from engram_voice.memory.postgres_writes import write_group
 from engram_voice.memory.queue import (
@@ -143,6 +144,8 @@ class PostgresTurnQueue:
         """Group commits done by this instance (many enqueues share one)."""
         self._known: set[str] = set()
         """Sessions whose row this process saw committed (their insert is skipped)."""
+        self.listener: TurnListener | None = None
+        """Wakes this process's worker when another process stores turns (LISTEN)."""
 
     @classmethod
     def from_settings(
@@ -216,8 +219,27 @@ class PostgresTurnQueue:
             for i in range(min(_WRITERS, max(1, self._pool_size - 1)))
         ]
 
+    def listen(self, on_turns: Callable[[], None]) -> None:
+        """Call ``on_turns`` whenever any process commits new turns (LISTEN/NOTIFY).
+
+        A dedicated connection listens in the background and reconnects when lost; the
+        caller keeps polling as the fallback (see :mod:`~engram_voice.memory.postgres_notify`).
+        """
+        if self.listener is None:
+            self.listener = TurnListener(
+                self._conninfo,
+                self._password,
+                on_turns,
+                connect_timeout=self._connect_timeout,
+                describe_error=describe_error,
+            )
+            self.listener.start()
+
     async def close(self) -> None:
-        """Commit what is waiting, stop the writers and close the pool."""
+        """Commit what is waiting, stop the writers and the listener, close the pool."""
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            await listener.close()
         self._closing = True
         self._wake.set()
         writers, self._writers = self._writers, []
@@ -261,6 +283,8 @@ class PostgresTurnQueue:
         try:
             async with self._conn(pipeline=True) as conn:
                 results = await write_group(conn, batches, self._clock(), self._known)
+                if any(isinstance(r, EnqueueResult) and r.accepted for r in results):
+                    await conn.execute(NOTIFY_SQL)  # once per transaction, sent by COMMIT
         except QueueUnavailableError as exc:
             if len(group) > 1 and isinstance(exc.__cause__, psycopg.DataError):
                 # One request's data (e.g. a NUL in text) must not fail the others: each
@@ -500,6 +524,8 @@ class PostgresTurnQueue:
                     dead=-1,
                 )
                 total += moved.rowcount
+            if total:
+                await conn.execute(NOTIFY_SQL)  # wake the workers of every process
             return total
 
     async def purge_delivered(self, *, older_than: float, limit: int = 1000) -> int:

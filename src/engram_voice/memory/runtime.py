@@ -137,6 +137,10 @@ class MemoryRuntime:
     def _start_worker(self) -> None:
         if self._run_worker and self.worker is not None and not self.worker.stopping:
             self._worker_task = asyncio.create_task(self.worker.run(), name="memory-worker")
+            # A shared queue wakes the worker when any process stores turns (polling stays).
+            listen = getattr(self.queue, "listen", None)
+            if callable(listen):
+                listen(self.worker.notify)
 
     @property
     def connected(self) -> bool:
@@ -354,10 +358,18 @@ class MemoryRuntime:
                 "mode": "inprocess" if self._run_worker else "off",
                 "running": self._worker_task is not None and not self._worker_task.done(),
                 "waiting_for_queue": self._run_worker and not self.connected,
+                # LISTEN/NOTIFY wake-up on a shared queue (None: polling only)
+                "notify": _describe_listener(self.queue),
                 **(self.worker.describe() if self.worker else {"circuit": None}),
             },
             "last_delivery_at": _iso(stats.last_delivered_at if stats else None),
         }
+
+
+def _describe_listener(queue: TurnQueue) -> dict[str, Any] | None:
+    listener = getattr(queue, "listener", None)
+    describe = getattr(listener, "describe", None)
+    return describe() if callable(describe) else None
 
 
 def _iso(when: float | None) -> str | None:

@@ -1,0 +1,134 @@
+"""Cross-process wake-up on PostgreSQL: LISTEN/NOTIFY on one channel.
+
+A transaction that makes turns ready (a group commit that stored new turns, a replay)
+sends :data:`NOTIFY_SQL` once, before its COMMIT: PostgreSQL delivers the notification
+only if the transaction commits, and to every session listening at that moment. A worker
+in any process keeps :class:`TurnListener` on a dedicated connection (not one of the
+pool's) and is woken at once instead of after ``MEMORY_POLL_SECONDS``.
+
+Notifications are a shortcut, never the only path: a listener that is not connected
+misses them, so the worker keeps polling, and every (re)connection wakes it once to catch
+up. The connection is checked every :data:`PING_SECONDS` (a ``SELECT 1`` bounded by the
+connect timeout) so a silently dead one is noticed, and it is opened again with
+exponential backoff (0.5 s doubling up to 30 s) whenever it is lost. Each connection
+signs in with the pool's password source, so a rotated password or a fresh Entra token
+is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg.conninfo import make_conninfo
+
+from engram_voice.memory.postgres_auth import PasswordSource
+
+__all__ = ["CHANNEL", "NOTIFY_SQL", "PING_SECONDS", "TurnListener"]
+
+_logger = structlog.get_logger("engram_voice.memory.queue")
+CHANNEL = "engram_memory_turns"
+NOTIFY_SQL = f"NOTIFY {CHANNEL}"
+"""Sent once in a transaction that made turns ready (delivered only if it commits)."""
+PING_SECONDS = 30.0
+_WAIT_INITIAL = 0.5
+_WAIT_MAX = 30.0
+
+
+class TurnListener:
+    """Listens on :data:`CHANNEL` and calls ``on_turns`` for every notification."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        password: PasswordSource,
+        on_turns: Callable[[], None],
+        *,
+        connect_timeout: float,
+        describe_error: Callable[[BaseException], str],
+        ping_seconds: float = PING_SECONDS,
+    ) -> None:
+        self._conninfo = make_conninfo(conninfo, application_name="engram-voice-listen")
+        self._password = password
+        self._on_turns = on_turns
+        self._timeout = connect_timeout
+        self._describe = describe_error
+        self._ping = ping_seconds
+        self._task: asyncio.Task[None] | None = None
+        self.listening = False
+        """True while the LISTEN connection is up."""
+        self.notifications = 0
+        """Notifications received (for status and tests)."""
+
+    def start(self) -> None:
+        """Start listening in the background (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="memory-queue-listen")
+
+    async def close(self) -> None:
+        """Stop listening and close the connection."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.listening = False
+
+    def describe(self) -> dict[str, Any]:
+        """Describe the listener for ``/status``."""
+        return {"listening": self.listening, "notifications": self.notifications}
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        secret = await self._password.password()
+        kwargs: dict[str, Any] = {} if secret is None else {"password": secret}
+        async with asyncio.timeout(self._timeout + 1):
+            return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, **kwargs)
+
+    async def _run(self) -> None:
+        wait = _WAIT_INITIAL
+        down_since: float | None = None
+        while True:
+            try:
+                conn = await self._connect()
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening = True
+                    _logger.info(
+                        "memory.queue_listening",
+                        channel=CHANNEL,
+                        down_seconds=None
+                        if down_since is None
+                        else round(time.monotonic() - down_since, 1),
+                    )
+                    wait, down_since = _WAIT_INITIAL, None
+                    self._on_turns()  # catch up on whatever came while nobody listened
+                    await self._receive(conn)
+            except Exception as exc:  # noqa: BLE001 - the listener outlives any failure; polling covers
+                first = down_since is None
+                if first:
+                    down_since = time.monotonic()
+                if first or wait >= _WAIT_MAX:
+                    _logger.warning(
+                        "memory.queue_listen_lost"
+                        if self.listening
+                        else "memory.queue_listen_failed",
+                        reason=self._describe(exc),
+                        retry_in_seconds=wait,
+                    )
+            self.listening = False
+            await asyncio.sleep(wait)
+            wait = min(_WAIT_MAX, wait * 2)
+
+    async def _receive(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Wake the worker per notification; ping when quiet so a dead socket is noticed."""
+        while True:
+            async for _ in conn.notifies(timeout=self._ping):
+                self.notifications += 1
+                self._on_turns()
+            async with asyncio.timeout(self._timeout):
+                await conn.execute("SELECT 1")
