@@ -192,10 +192,17 @@ class PostgresTurnQueue:
                     async with conn.transaction():
                         yield conn
         except psycopg.Error as exc:
+            if isinstance(exc, PoolTimeout):
+                await self._password.refused()  # new connections fail: a rotated password?
             raise QueueUnavailableError(describe_error(exc)) from exc
 
     async def open(self) -> None:
-        """Connect the pool, apply missing migrations (advisory lock), start the writers."""
+        """Connect the pool, apply missing migrations (advisory lock), start the writers.
+
+        Raises :class:`QueueUnavailableError` with a neutral reason: the password source's
+        own (e.g. a Key Vault that cannot be read) or the database's.
+        """
+        await self._kwargs()  # a password that cannot be had is the reason to show
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._conninfo,
             kwargs=self._kwargs,
@@ -211,6 +218,8 @@ class PostgresTurnQueue:
                 await migrate(conn)
         except (psycopg.Error, TimeoutError) as exc:
             await pool.close()
+            if isinstance(exc, PoolTimeout):
+                await self._password.refused()  # a rotated password: read it anew
             raise QueueUnavailableError(describe_error(exc)) from exc
         self._pool = pool
         self._closing = False
