@@ -6,18 +6,24 @@ test starts the server again on that port (and stops and restarts it) while it w
 what the service answers. Every wait is a bounded poll; nothing depends on timing luck.
 """
 
+import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from engram_voice.devpostgres import postgres_bin, start_local_postgres
+from engram_voice.memory.postgres_queue import PostgresTurnQueue
+from engram_voice.memory.queue import EnqueueBatch
 from engram_voice.services import Overrides
 from tests.conftest import Emulator, ServiceFactory, service_env
 from tests.support.memory import FakeSink
 from tests.support.polling import poll_until
 from tests.support.postgres import PostgresServer, start_postgres
+from tests.support.servers import ServiceProcess
 
 
 @pytest.fixture(name="stopped_postgres")
@@ -172,3 +178,59 @@ def test_a_database_that_stops_and_returns_costs_503s_only_while_it_is_down(
             timeout=30,
             what="delivery resumed",
         )
+
+
+ZEP_KEY = "zep-standin-key-outage-0123456789"
+
+
+def test_a_worker_process_started_without_its_database_delivers_once_it_is_up(
+    stopped_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """`engram-voice worker` starts with PostgreSQL down, stays healthy, then delivers."""
+    zep = ServiceProcess(
+        ["zep-standin"],
+        {"ZEP_STANDIN_API_KEY": ZEP_KEY, "ZEP_STANDIN_DB": str(tmp_path / "zep.sqlite3")},
+        log_path=tmp_path / "zep.log",
+    ).start()
+    env = stopped_postgres.env(
+        "queue",
+        ZEP_API_URL=zep.base_url,
+        ZEP_API_KEY=ZEP_KEY,
+        MEMORY_CONNECT_RETRY_MAX_SECONDS="0.5",
+        MEMORY_POSTGRES_CONNECT_TIMEOUT_SECONDS="1",
+        MEMORY_POLL_SECONDS="0.1",
+        MEMORY_SQLITE_PATH=str(tmp_path / "worker.sqlite3"),
+        LOG_FORMAT="json",
+    )
+    worker = ServiceProcess(["worker"], env, log_path=tmp_path / "worker.log")
+    try:
+        worker.start()  # ready means /healthz 200: it started although nothing listens
+        health = httpx.get(f"{worker.base_url}/healthz", timeout=5)
+        assert health.json() == {"status": "waiting for the queue"}
+        _restart(stopped_postgres)
+        queue_conninfo = stopped_postgres.conninfo("queue")
+
+        async def enqueue() -> None:
+            queue = PostgresTurnQueue(queue_conninfo, pool_size=2)
+            await queue.open()
+            try:
+                turns = [(f"m{i}", "user", f"turn {i}", None) for i in range(5)]
+                batch = EnqueueBatch(session_id="vs_w", user_id="alice", agent="elena", turns=turns)
+                assert (await queue.enqueue(batch)).accepted == 5
+            finally:
+                await queue.close()
+
+        asyncio.run(enqueue())
+
+        def delivered() -> bool:
+            with psycopg.connect(queue_conninfo) as conn:
+                row = conn.execute("SELECT count(*) FROM memory_turns WHERE state = 1").fetchone()
+            return bool(row and row[0] == 5)
+
+        poll_until(delivered, timeout=30, interval=0.1, what="the worker delivering")
+        assert httpx.get(f"{worker.base_url}/healthz", timeout=5).json() == {"status": "ok"}
+        assert '"memory.queue_connect_failed"' in worker.read_log()
+        assert stopped_postgres.password not in worker.read_log()
+    finally:
+        worker.stop()
+        zep.stop()
