@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 from litestar.testing import TestClient
 from structlog.testing import capture_logs
 
 from engram_voice.envreader import EnvReader
-from engram_voice.memory import MemorySettings
+from engram_voice.errors import StorageUnavailableError
+from engram_voice.memory import MemoryClaims, MemoryRuntime, MemorySettings, TurnQueue
 from engram_voice.memory.cli import create_worker_app
 from engram_voice.memory.connect import StorageConnector
 from engram_voice.memory.queue import QueueUnavailableError
+from engram_voice.memory.ratelimit import SessionRateLimiter
+from engram_voice.memory.schemas import EnrichMessage
 from tests.support.clock import FakeClock
+from tests.support.polling import async_poll_until
 from tests.support.servers import free_port
 
 FAST = {"wait_initial": 0.001, "wait_max": 0.002}
@@ -159,3 +165,57 @@ def test_a_worker_whose_database_is_down_starts_and_stays_alive_while_it_waits(t
         assert memory["queue"]["connection"]["state"] == "connecting"
         assert memory["worker"]["waiting_for_queue"] is True
         assert "never-accepted" not in client.get("/status").text
+
+
+class _UnreachableQueue:
+    """A shared queue whose database never answers: open() fails or hangs."""
+
+    backend = "postgres"
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.opens = 0
+        self.closed = False
+
+    async def open(self) -> None:
+        """Fail like an unreachable server, or hang until cancelled."""
+        self.opens += 1
+        if self.mode == "hangs":
+            await asyncio.Event().wait()
+        raise QueueUnavailableError("database unreachable")
+
+    async def close(self) -> None:
+        """Record the close."""
+        self.closed = True
+
+
+@pytest.mark.parametrize("mode", ["fails", "hangs"])
+async def test_a_runtime_waiting_for_its_queue_refuses_enrich_with_retry_after_and_stops(mode):
+    """While connecting: enrich is 503 with Retry-After, nothing enqueued; stop() ends it."""
+    queue = _UnreachableQueue(mode)
+    runtime = MemoryRuntime(
+        queue=cast("TurnQueue", queue),
+        sink=None,
+        worker=None,
+        signer=None,
+        rate_limiter=SessionRateLimiter(100),
+        run_worker=False,
+        open_in_background=True,
+        connect_wait_max=0.05,
+    )
+    await runtime.start()
+    await async_poll_until(lambda: queue.opens >= 2 or mode == "hangs", what="a retry")
+    claims = MemoryClaims(
+        session_id="vs_a", user_id="alice", agent="elena", expires_at=0, key_id="k1"
+    )
+    message = EnrichMessage(id="m1", role="user", text="hello")
+    with pytest.raises(StorageUnavailableError) as refused:
+        await runtime.accept(claims, [message])
+    assert refused.value.retry_after is not None
+    assert refused.value.retry_after >= 1
+    status = await runtime.status()
+    assert status["queue"]["available"] is False
+    assert status["queue"]["connection"]["state"] == "connecting"
+    assert (await runtime.readiness())["available"] is False
+    await asyncio.wait_for(runtime.stop(grace_seconds=1), timeout=10)
+    assert queue.closed

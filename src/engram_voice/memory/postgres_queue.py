@@ -221,6 +221,9 @@ class PostgresTurnQueue:
             if isinstance(exc, PoolTimeout):
                 await self._password.refused()  # a rotated password: read it anew
             raise QueueUnavailableError(describe_error(exc)) from exc
+        except asyncio.CancelledError:  # stopped while connecting: leave nothing running
+            await pool.close()
+            raise
         self._pool = pool
         self._closing = False
         self._writers = [
