@@ -39,7 +39,7 @@ from engram_voice.memory.postgres_auth import (
     StaticPassword,
     connection_from_settings,
 )
-from engram_voice.memory.postgres_notify import NOTIFY_SQL, TurnListener
+from engram_voice.memory.postgres_notify import NOTIFY_SQL, TurnListener, TurnNotifier
 from engram_voice.memory.postgres_schema import PROGRESS_SQL, SHARD, STATS_SQL, migrate
 from engram_voice.memory.postgres_writes import write_group
 from engram_voice.memory.queue import (
@@ -146,6 +146,8 @@ class PostgresTurnQueue:
         """Sessions whose row this process saw committed (their insert is skipped)."""
         self.listener: TurnListener | None = None
         """Wakes this process's worker when another process stores turns (LISTEN)."""
+        self.notifier = TurnNotifier(self._notify)
+        """Tells every process's workers, after a commit, that turns are ready (NOTIFY)."""
 
     @classmethod
     def from_settings(
@@ -247,6 +249,10 @@ class PostgresTurnQueue:
             )
             self.listener.start()
 
+    async def _notify(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute(NOTIFY_SQL)
+
     async def close(self) -> None:
         """Commit what is waiting, stop the writers and the listener, close the pool."""
         listener, self.listener = self.listener, None
@@ -256,6 +262,7 @@ class PostgresTurnQueue:
         self._wake.set()
         writers, self._writers = self._writers, []
         await asyncio.gather(*writers, return_exceptions=True)
+        await self.notifier.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -295,8 +302,6 @@ class PostgresTurnQueue:
         try:
             async with self._conn(pipeline=True) as conn:
                 results = await write_group(conn, batches, self._clock(), self._known)
-                if any(isinstance(r, EnqueueResult) and r.accepted for r in results):
-                    await conn.execute(NOTIFY_SQL)  # once per transaction, sent by COMMIT
         except QueueUnavailableError as exc:
             if len(group) > 1 and isinstance(exc.__cause__, psycopg.DataError):
                 # One request's data (e.g. a NUL in text) must not fail the others: each
@@ -315,6 +320,8 @@ class PostgresTurnQueue:
             self._fail(group, reason)
             return
         self.commits += 1
+        if any(isinstance(r, EnqueueResult) and r.accepted for r in results):
+            self.notifier.committed()  # after the commit, outside it (see postgres_notify)
         if len(self._known) > _MAX_KNOWN:
             self._known.clear()
         self._known.update(batch.session_id for batch in batches)  # committed now
@@ -536,9 +543,9 @@ class PostgresTurnQueue:
                     dead=-1,
                 )
                 total += moved.rowcount
-            if total:
-                await conn.execute(NOTIFY_SQL)  # wake the workers of every process
-            return total
+        if total:
+            self.notifier.committed()  # wake the workers of every process
+        return total
 
     async def purge_delivered(self, *, older_than: float, limit: int = 1000) -> int:
         """Remove one bounded step of what retention no longer needs (one transaction).
