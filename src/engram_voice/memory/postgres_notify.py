@@ -2,12 +2,12 @@
 
 After a transaction that made turns ready commits (a group commit that stored new turns,
 a replay), :class:`TurnNotifier` sends :data:`NOTIFY_SQL` in a transaction of its own:
-at most one in flight per process, and one more after it for every commit that came in
-the meantime, so each commit is followed by a notification and a burst of commits by a
-few. The NOTIFY is deliberately not part of the writers' transactions: PostgreSQL
+at most one in flight per process, sends at least 50 ms apart, and one more after a send
+for the commits that came in the meantime, so each commit is followed by a notification
+and a burst of commits by a few. The NOTIFY is deliberately not part of the writers' transactions: PostgreSQL
 serialises the commits of transactions that notify (one lock, held through the WAL
-flush), which cost three concurrent writers about a third of their commits per second
-(measured: 599-640 against 374-442 commits/s). A worker in any process keeps
+flush), which cost three concurrent writers 18-50 % of their commits per second
+(``bench/bench_pg_notify.py``). A worker in any process keeps
 :class:`TurnListener` on a dedicated connection (not one of the pool's) and is woken at
 once instead of after ``MEMORY_POLL_SECONDS``.
 
@@ -143,12 +143,16 @@ class TurnNotifier:
     """Sends a notification after commits, coalesced: one in flight, one more if needed.
 
     ``send`` runs :data:`NOTIFY_SQL` in a short transaction of its own (a pooled
-    connection, bounded by the pool's timeout). A failure is logged at debug level only:
-    the workers' polling covers a lost wake-up.
+    connection, bounded by the pool's timeout; about 0.12-0.14 ms of this process's CPU).
+    Sends are at least ``min_interval`` apart, so under load a process spends at most
+    one such transaction per interval on wake-ups, whatever its commit rate, and a worker
+    hears of a commit at most ``min_interval`` plus one round trip after it. A failure is
+    logged at debug level only: the workers' polling covers a lost wake-up.
     """
 
-    def __init__(self, send: Callable[[], Any]) -> None:
+    def __init__(self, send: Callable[[], Any], *, min_interval: float = 0.05) -> None:
         self._send = send
+        self._min_interval = min_interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
@@ -177,6 +181,7 @@ class TurnNotifier:
             await self._wake.wait()
             self._wake.clear()  # commits from here on get the next notification
             await self._send_once()
+            await asyncio.sleep(self._min_interval)  # commits meanwhile share the next one
 
     async def _send_once(self) -> None:
         try:
