@@ -4,10 +4,10 @@ After a transaction that made turns ready commits (a group commit that stored ne
 a replay), :class:`TurnNotifier` sends :data:`NOTIFY_SQL` in a transaction of its own:
 at most one in flight per process, sends at least 50 ms apart, and one more after a send
 for the commits that came in the meantime, so each commit is followed by a notification
-and a burst of commits by a few. The NOTIFY is deliberately not part of the writers' transactions: PostgreSQL
-serialises the commits of transactions that notify (one lock, held through the WAL
-flush), which cost three concurrent writers 18-50 % of their commits per second
-(``bench/bench_pg_notify.py``). A worker in any process keeps
+and a burst of commits by a few. The NOTIFY is deliberately not part of the writers'
+transactions: PostgreSQL serialises the commits of transactions that notify (one lock,
+held through the WAL flush), which cost three concurrent writers 18-50 % of their
+commits per second (``bench/bench_pg_notify.py``). A worker in any process keeps
 :class:`TurnListener` on a dedicated connection (not one of the pool's) and is woken at
 once instead of after ``MEMORY_POLL_SECONDS``.
 
