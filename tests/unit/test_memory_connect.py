@@ -219,3 +219,30 @@ async def test_a_runtime_waiting_for_its_queue_refuses_enrich_with_retry_after_a
     assert (await runtime.readiness())["available"] is False
     await asyncio.wait_for(runtime.stop(grace_seconds=1), timeout=10)
     assert queue.closed
+
+
+@pytest.mark.parametrize("argv", [["list"], ["list", "--json"], ["replay"], ["replay", "3"]])
+def test_the_dead_letters_command_says_the_queue_is_unavailable_without_a_traceback(
+    tmp_path, capsys, argv
+):
+    """With PostgreSQL down, `memory dead-letters` exits 1 with the reason, no secret."""
+    from engram_voice.memory.cli import dead_letters_main  # noqa: PLC0415
+
+    env = {
+        "MEMORY_QUEUE": "postgres",
+        "MEMORY_POSTGRES_HOST": "127.0.0.1",
+        "MEMORY_POSTGRES_PORT": str(free_port()),
+        "MEMORY_POSTGRES_USER": "engram",
+        "MEMORY_POSTGRES_PASSWORD": "never-accepted",
+        "MEMORY_POSTGRES_SSLMODE": "disable",
+        "MEMORY_POSTGRES_CONNECT_TIMEOUT_SECONDS": "1",
+        "MEMORY_SQLITE_PATH": str(tmp_path / "unused.sqlite3"),
+        "LOG_LEVEL": "error",
+    }
+    assert dead_letters_main(argv, env) == 1
+    captured = capsys.readouterr()
+    assert "the memory queue (postgres) is unavailable: no database connection in time" in (
+        captured.err
+    )
+    assert "Traceback" not in captured.err
+    assert "never-accepted" not in captured.err + captured.out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from engram_voice.envreader import EnvReader
 from engram_voice.errors import ConfigurationError
 from engram_voice.logs import configure_logging
 from engram_voice.memory.backends import build_queue
+from engram_voice.memory.queue import QueueUnavailableError
 from engram_voice.memory.runtime import MemoryRuntime, build_memory_runtime
 from engram_voice.memory.settings import MemorySettings
 from engram_voice.memory.sinks import sink_configured
@@ -128,7 +130,12 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _dead_letters(settings: MemorySettings, args: argparse.Namespace) -> int:
     queue = build_queue(settings)
-    await queue.open()
+    try:
+        await queue.open()
+    except QueueUnavailableError as exc:  # an operator command: say why, no traceback
+        print(f"the memory queue ({queue.backend}) is unavailable: {exc.reason}", file=sys.stderr)  # noqa: T201
+        await queue.close()
+        return 1
     try:
         if args.action == "replay":
             ids = args.ids or None
