@@ -159,11 +159,13 @@ def start_local_postgres(
     fsync: bool = True,
     max_connections: int = 200,
     database: str | None = None,
+    port: int | None = None,
 ) -> LocalPostgres:
     """Start a server whose cluster lives in ``root`` (a new temporary folder by default).
 
     An existing cluster in ``root`` is reused with the password saved next to it
-    (``password``, mode 0600). ``database``, when given, is created if missing.
+    (``password``, mode 0600). ``database``, when given, is created if missing. ``port``
+    (default: a free one) lets a test start a server again where clients expect it.
     """
     import psycopg  # noqa: PLC0415 - the driver only where a server is started
 
@@ -184,7 +186,7 @@ def start_local_postgres(
         _initdb(bindir, root, password, drop)
         saved.write_text(password)
         saved.chmod(0o600)
-    port = _free_port()
+    port = port or _free_port()
     with (root / "server.log").open("ab") as log:
         process = subprocess.Popen(  # noqa: S603 - fixed binary path, arguments built here
             [

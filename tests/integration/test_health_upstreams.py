@@ -62,6 +62,7 @@ def test_voice_live_alone_is_ready_with_its_own_credential(make_service: Service
         "status": "ready",
         "credential": "api-key",
         "upstreams": {"voice-live": "api-key"},
+        "memory": {"available": True},
     }
     realtime = status.json()["realtime"]
     assert realtime["default_upstream"] == "voice-live"

@@ -60,6 +60,9 @@ async def _check(upstream: str, source: CredentialSource) -> None:
 async def readyz(services: NamedDependency[Services]) -> dict[str, Any]:
     """Answer 200 when every configured upstream's credential can be obtained now.
 
+    ``memory`` says whether memory storage is available and why not; it never fails
+    readiness (a database outage must not take call set-up out of rotation).
+
     The checks run concurrently (each bounded by CREDENTIAL_TIMEOUT_SECONDS); the first
     failing upstream, in the order Azure OpenAI then Voice Live, answers the 503/504.
     """
@@ -76,6 +79,8 @@ async def readyz(services: NamedDependency[Services]) -> dict[str, Any]:
         "status": "ready",
         "credential": kinds.get(default, services.credentials.kind),
         "upstreams": kinds,
+        # Shown, never decisive: calls are set up while memory storage is down.
+        "memory": await services.memory.readiness() if services.memory else {"enabled": False},
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from engram_voice.envreader import EnvReader
 from engram_voice.errors import ConfigurationError
 from engram_voice.logs import configure_logging
 from engram_voice.memory.backends import build_queue
+from engram_voice.memory.queue import QueueUnavailableError
 from engram_voice.memory.runtime import MemoryRuntime, build_memory_runtime
 from engram_voice.memory.settings import MemorySettings
 from engram_voice.memory.sinks import sink_configured
@@ -39,13 +41,17 @@ _logger = structlog.get_logger("engram_voice.memory.cli")
 async def _healthz(state: State) -> Response[dict[str, str]]:
     """Answer 200 while the delivery loop runs, 503 once it has ended (restart the process).
 
-    Never looks at the queue or Zep: a locked file or a Zep outage shows on ``/status``
-    and in the metrics, and restarting would not cure either.
+    Never looks at the queue or Zep: a locked file, a database that is not reachable yet
+    (200 ``waiting for the queue`` while it is retried) or a Zep outage shows on
+    ``/status`` and in the metrics, and restarting would not cure any of them.
     """
     runtime: MemoryRuntime = state.memory
-    if runtime.worker_running:
-        return Response({"status": "ok"})
-    return Response({"status": "worker stopped"}, status_code=503)
+    if not runtime.worker_running:
+        return Response({"status": "worker stopped"}, status_code=503)
+    if not runtime.connected:
+        # Not a reason to restart: the queue is retried in the background (see /status).
+        return Response({"status": "waiting for the queue"})
+    return Response({"status": "ok"})
 
 
 @get("/status", tags=["health"])
@@ -124,7 +130,12 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _dead_letters(settings: MemorySettings, args: argparse.Namespace) -> int:
     queue = build_queue(settings)
-    await queue.open()
+    try:
+        await queue.open()
+    except QueueUnavailableError as exc:  # an operator command: say why, no traceback
+        print(f"the memory queue ({queue.backend}) is unavailable: {exc.reason}", file=sys.stderr)  # noqa: T201
+        await queue.close()
+        return 1
     try:
         if args.action == "replay":
             ids = args.ids or None

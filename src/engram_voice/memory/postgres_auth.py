@@ -1,11 +1,16 @@
-"""The PostgreSQL queue's password: from configuration, or a Microsoft Entra access token.
+"""The PostgreSQL queue's password: configuration, a Key Vault secret, or an Entra token.
 
 Azure Database for PostgreSQL accepts an Entra access token (scope
 :data:`OSSRDBMS_SCOPE`) as the password of a role mapped to the app's managed identity.
 The server checks it only when a connection signs in, so the pool asks
 :class:`EntraPassword` for the password each time it opens a connection; the token is
 cached and fetched anew ``refresh_margin`` seconds before it expires, every request to
-Entra bounded by ``timeout``. Neither source ever logs or shows the value.
+Entra bounded by ``timeout``. :class:`KeyVaultPassword` reads the password from a Key
+Vault secret the way the Azure OpenAI key is read (a
+:class:`~engram_voice.credentials.keyvault.KeyVaultKeySource`: the latest version, re-read
+in the background every ``KEY_VAULT_REFRESH_SECONDS``), so a rotated password (a new
+version of the secret) is used by the next connection without a restart. No source ever
+logs or shows the value.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ from typing import Any, Protocol
 import structlog
 
 from engram_voice.credentials.secret import Secret
+from engram_voice.credentials.sources import CredentialSource
+from engram_voice.errors import AppError, ConfigurationError
+from engram_voice.memory.queue import QueueUnavailableError
 from engram_voice.memory.settings import PostgresSettings
 
 __all__ = [
     "OSSRDBMS_SCOPE",
     "EntraPassword",
+    "KeyVaultPassword",
     "PasswordSource",
     "StaticPassword",
     "TokenCredential",
@@ -44,6 +53,10 @@ class PasswordSource(Protocol):
 
     async def aclose(self) -> None:
         """Release what the source holds."""
+        ...
+
+    async def refused(self) -> None:
+        """Hear that connections could not be made: fetch the password anew (rate-limited)."""
         ...
 
 
@@ -73,6 +86,9 @@ class StaticPassword:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+    async def refused(self) -> None:
+        """Do nothing: a configured password cannot be fetched anew."""
 
 
 class EntraPassword:
@@ -114,13 +130,101 @@ class EntraPassword:
         """Close the azure-identity credential."""
         await self._credential.close()
 
+    async def refused(self) -> None:
+        """Do nothing: the cached token serves until its refresh margin."""
+
+
+class KeyVaultPassword:
+    """The password as the latest version of a Key Vault secret, refreshed in the background.
+
+    ``source`` is a Key Vault credential source (its value is the password). It is started
+    on the first connection, so a vault that cannot be read does not stop start-up: the
+    queue keeps trying to connect and ``/status`` shows why. After connections fail,
+    :meth:`refused` re-reads the secret at most every ``refetch_seconds``, so a password
+    rotated on the server and in the vault is picked up before the next scheduled read.
+    """
+
+    kind = "key-vault"
+
+    def __init__(
+        self,
+        source: CredentialSource,
+        *,
+        refetch_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._refetch = refetch_seconds
+        self._clock = clock
+        self._started = False
+        self._lock = asyncio.Lock()
+        self._last_refetch: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Describe the secret in use (vault, name, version, age; never the value)."""
+        return self._source.describe()
+
+    async def password(self) -> str | None:
+        """Return the cached latest version (reading it, and starting the refresher, once)."""
+        try:
+            if not self._started:
+                async with self._lock:
+                    if not self._started:
+                        await self._source.start()
+                        self._started = True
+            credential = await self._source.get()
+        except (AppError, ConfigurationError) as exc:  # the vault's reason, never a value
+            detail = exc.detail if isinstance(exc, AppError) else str(exc)
+            raise QueueUnavailableError(f"database password unavailable: {detail}") from exc
+        return credential.secret.reveal()
+
+    async def refused(self) -> None:
+        """Re-read the secret now unless that was done within ``refetch_seconds``."""
+        now = self._clock()
+        if not self._started or (
+            self._last_refetch is not None and now - self._last_refetch < self._refetch
+        ):
+            return
+        self._last_refetch = now
+        try:
+            await self._source.invalidate(await self._source.get())
+        except AppError as exc:  # the last good version keeps serving
+            _logger.warning("memory.queue_password_refetch_failed", reason=exc.detail)
+
+    async def aclose(self) -> None:
+        """Stop the refresher and close the Key Vault client and identity."""
+        await self._source.aclose()
+
 
 def connection_from_settings(settings: PostgresSettings) -> tuple[str, PasswordSource]:
     """Return the libpq connection string (no password) and the password source to use."""
     from psycopg.conninfo import make_conninfo  # noqa: PLC0415 - PostgreSQL mode only
 
     password: PasswordSource
-    if settings.auth == "entra":
+    if settings.auth == "key-vault":
+        from engram_voice.credentials.factory import (  # noqa: PLC0415 - Key Vault mode only
+            CredentialSpec,
+            build_source,
+        )
+
+        password = KeyVaultPassword(
+            build_source(
+                CredentialSpec(
+                    upstream="PostgreSQL",
+                    auth="key-vault",
+                    api_key=None,
+                    api_key_setting="MEMORY_POSTGRES_PASSWORD",
+                    client_id=settings.client_id,
+                    key_vault_url=settings.key_vault_url,
+                    secret_name=settings.password_secret,
+                    name_setting="MEMORY_POSTGRES_PASSWORD_SECRET",
+                    refresh_seconds=settings.key_vault_refresh_seconds,
+                    timeout=settings.connect_timeout_seconds,
+                    scope=OSSRDBMS_SCOPE,  # unused: the secret is read with the vault's scope
+                )
+            )
+        )
+    elif settings.auth == "entra":
         from azure.identity.aio import (  # noqa: PLC0415 - Entra mode only
             DefaultAzureCredential,
             ManagedIdentityCredential,

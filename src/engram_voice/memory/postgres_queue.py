@@ -39,6 +39,7 @@ from engram_voice.memory.postgres_auth import (
     StaticPassword,
     connection_from_settings,
 )
+from engram_voice.memory.postgres_notify import NOTIFY_SQL, TurnListener, TurnNotifier
 from engram_voice.memory.postgres_schema import (
     CAPTURE_STATE_SQL,
     MARK_CAPTURE_SQL,
@@ -79,12 +80,16 @@ _PURGE_LETTERS = (
     "WHERE replayed_at IS NOT NULL AND replayed_at < %s LIMIT %s)"
 )
 _PURGE_SESSIONS = (
-    "DELETE FROM memory_sessions WHERE session_id IN (SELECT s.session_id "
+    "DELETE FROM memory_sessions WHERE ctid = ANY(ARRAY(SELECT s.ctid "
     "FROM memory_sessions s WHERE s.created_at < %s AND s.pending = 0 "
     "AND s.lease_owner IS NULL AND NOT EXISTS "
-    "(SELECT 1 FROM memory_turns t WHERE t.session_id = s.session_id) LIMIT %s) "
+    "(SELECT 1 FROM memory_turns t WHERE t.session_id = s.session_id) "
+    "LIMIT %s FOR UPDATE OF s SKIP LOCKED)) "
     "AND pending = 0 AND lease_owner IS NULL"
 )
+"""Old idle sessions through ``memory_sessions_idle`` (migration 2), locked (a session a
+writer holds is skipped, never waited for) and deleted by row address: no step reads the
+whole table, whatever its size."""
 _PURGE_CAPTURED = (
     "DELETE FROM memory_captured WHERE session_id IN (SELECT session_id FROM memory_captured "
     "WHERE updated_at < %s LIMIT %s)"
@@ -153,6 +158,10 @@ class PostgresTurnQueue:
         """Group commits done by this instance (many enqueues share one)."""
         self._known: set[str] = set()
         """Sessions whose row this process saw committed (their insert is skipped)."""
+        self.listener: TurnListener | None = None
+        """Wakes this process's worker when another process stores turns (LISTEN)."""
+        self.notifier = TurnNotifier(self._notify)
+        """Tells every process's workers, after a commit, that turns are ready (NOTIFY)."""
 
     @classmethod
     def from_settings(
@@ -199,10 +208,17 @@ class PostgresTurnQueue:
                     async with conn.transaction():
                         yield conn
         except psycopg.Error as exc:
+            if isinstance(exc, PoolTimeout):
+                await self._password.refused()  # new connections fail: a rotated password?
             raise QueueUnavailableError(describe_error(exc)) from exc
 
     async def open(self) -> None:
-        """Connect the pool, apply missing migrations (advisory lock), start the writers."""
+        """Connect the pool, apply missing migrations (advisory lock), start the writers.
+
+        Raises :class:`QueueUnavailableError` with a neutral reason: the password source's
+        own (e.g. a Key Vault that cannot be read) or the database's.
+        """
+        await self._kwargs()  # a password that cannot be had is the reason to show
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._conninfo,
             kwargs=self._kwargs,
@@ -218,7 +234,12 @@ class PostgresTurnQueue:
                 await migrate(conn)
         except (psycopg.Error, TimeoutError) as exc:
             await pool.close()
+            if isinstance(exc, PoolTimeout):
+                await self._password.refused()  # a rotated password: read it anew
             raise QueueUnavailableError(describe_error(exc)) from exc
+        except asyncio.CancelledError:  # stopped while connecting: leave nothing running
+            await pool.close()
+            raise
         self._pool = pool
         self._closing = False
         self._writers = [
@@ -226,12 +247,36 @@ class PostgresTurnQueue:
             for i in range(min(_WRITERS, max(1, self._pool_size - 1)))
         ]
 
+    def listen(self, on_turns: Callable[[], None]) -> None:
+        """Call ``on_turns`` whenever any process commits new turns (LISTEN/NOTIFY).
+
+        A dedicated connection listens in the background and reconnects when lost; the
+        caller keeps polling as the fallback (see :mod:`~engram_voice.memory.postgres_notify`).
+        """
+        if self.listener is None:
+            self.listener = TurnListener(
+                self._conninfo,
+                self._password,
+                on_turns,
+                connect_timeout=self._connect_timeout,
+                describe_error=describe_error,
+            )
+            self.listener.start()
+
+    async def _notify(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute(NOTIFY_SQL)
+
     async def close(self) -> None:
-        """Commit what is waiting, stop the writers and close the pool."""
+        """Commit what is waiting, stop the writers and the listener, close the pool."""
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            await listener.close()
         self._closing = True
         self._wake.set()
         writers, self._writers = self._writers, []
         await asyncio.gather(*writers, return_exceptions=True)
+        await self.notifier.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -289,6 +334,8 @@ class PostgresTurnQueue:
             self._fail(group, reason)
             return
         self.commits += 1
+        if any(isinstance(r, EnqueueResult) and r.accepted for r in results):
+            self.notifier.committed()  # after the commit, outside it (see postgres_notify)
         if len(self._known) > _MAX_KNOWN:
             self._known.clear()
         self._known.update(batch.session_id for batch in batches)  # committed now
@@ -510,7 +557,9 @@ class PostgresTurnQueue:
                     dead=-1,
                 )
                 total += moved.rowcount
-            return total
+        if total:
+            self.notifier.committed()  # wake the workers of every process
+        return total
 
     async def purge_delivered(self, *, older_than: float, limit: int = 1000) -> int:
         """Remove one bounded step of what retention no longer needs (one transaction).

@@ -136,7 +136,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO memory_queue_counters (shard) SELECT generate_series(0, {COUNTER_SHARDS - 1});
     """,
-    # 2: (resilience)
+    # 2: retention's sessions step seeks idle sessions by age instead of scanning them all
+    """
+    CREATE INDEX memory_sessions_idle ON memory_sessions (created_at)
+        WHERE pending = 0 AND lease_owner IS NULL;
+    """,
     # 3: which sessions the server captures itself (issue 11), shared by every replica
     """
     CREATE TABLE memory_captured (

@@ -3,13 +3,19 @@
 The app lifespan builds it with :func:`build_memory_runtime`, calls ``start()`` and
 ``stop()``, and the enrich route uses ``verify``/``accept``. Tests build one with a fake
 sink, a temporary queue and a fixed clock, and drive the worker with ``drain()``.
+
+A shared queue (PostgreSQL) is opened in the background (``open_in_background``): the
+process starts and sets up calls while the database is unreachable, enrich answers 503
+with ``Retry-After`` until the queue is open, ``/status`` and readiness say why, and the
+worker starts once it is (see :mod:`engram_voice.memory.connect`). An embedded queue
+(SQLite) is opened before start-up goes on, and a file that cannot be opened stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -20,6 +26,7 @@ from engram_voice.memory import metrics
 from engram_voice.memory.backends import build_queue
 from engram_voice.memory.captured import CaptureAuthority
 from engram_voice.memory.circuit import CircuitBreaker
+from engram_voice.memory.connect import StorageConnector
 from engram_voice.memory.delivery import Deliverer, InlineRetryPolicy
 from engram_voice.memory.queue import (
     EnqueueBatch,
@@ -62,6 +69,8 @@ class MemoryRuntime:
         store_timeout: float = 3.0,
         clock: Callable[[], float] = time.time,
         progress_rate_limiter: SessionRateLimiter | None = None,
+        open_in_background: bool = False,
+        connect_wait_max: float = 30.0,
     ) -> None:
         self.queue = queue
         self.sink = sink
@@ -79,39 +88,95 @@ class MemoryRuntime:
         """Sessions whose transcripts the server hears itself (shared, in the queue)."""
         self._last_stats: tuple[QueueStats, float] | None = None
         """The last figures read and when (shown, with their age, while storage is stuck)."""
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [("queue", self._open_queue)]
+        if sink_state is not None:
+            steps.append(("sink_state", sink_state.open))
+        self.connector = StorageConnector(steps, wait_max=connect_wait_max)
+        """Opens the queue (and the sink's state), in the background when it is shared."""
+        self._open_in_background = open_in_background
+        self._connecting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Open the queue and the sink's state, and, when configured, start the worker."""
-        await self.queue.open()
-        if self.sink_state is not None:
-            await self.sink_state.open()
-        if self._run_worker and self.worker is not None:
-            self._worker_task = asyncio.create_task(self.worker.run(), name="memory-worker")
+        """Open the queue and the sink's state, and, when configured, start the worker.
+
+        With ``open_in_background`` this returns at once and storage is opened (retried
+        with backoff) by a background task, which then starts the worker.
+        """
+        if self._open_in_background:
+            self._connecting = asyncio.create_task(self._connect(), name="memory-queue-connect")
+            _logger.info(
+                "memory.started",
+                queue=self.queue.backend,
+                sink=self.sink.describe() if self.sink else None,
+                worker="inprocess" if self._run_worker else "off",
+                queue_state="connecting",
+            )
+        else:
+            await self.connector.open_now()  # an embedded file that fails stops start-up
+            self._start_worker()
+            stats, error = await self._read_stats()
+            _logger.info(
+                "memory.started",
+                queue=self.queue.backend,
+                sink=self.sink.describe() if self.sink else None,
+                worker="inprocess" if self._worker_task else "off",
+                depth=stats.depth if stats else None,
+                dead_letters=stats.dead_letters if stats else None,
+                **({"queue_error": error} if error else {}),
+            )
         self._renewals = asyncio.create_task(
             self.captured.run_renewals(), name="memory-capture-renewals"
-        )
-        stats, error = await self._read_stats()
-        _logger.info(
-            "memory.started",
-            queue=self.queue.backend,
-            sink=self.sink.describe() if self.sink else None,
-            worker="inprocess" if self._worker_task else "off",
-            depth=stats.depth if stats else None,
-            dead_letters=stats.dead_letters if stats else None,
-            **({"queue_error": error} if error else {}),
         )
         if self.sink is None:
             _logger.warning("memory.sink_unconfigured", hint="set ZEP_API_URL and ZEP_API_KEY")
 
+    async def _open_queue(self) -> None:
+        await self.queue.open()
+
+    async def _connect(self) -> None:
+        """Open storage however long the database takes to answer, then start the worker."""
+        await self.connector.run()
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        if self._run_worker and self.worker is not None and not self.worker.stopping:
+            self._worker_task = asyncio.create_task(self.worker.run(), name="memory-worker")
+            # A shared queue wakes the worker when any process stores turns (polling stays).
+            listen = getattr(self.queue, "listen", None)
+            if callable(listen):
+                listen(self.worker.notify)
+
+    @property
+    def connected(self) -> bool:
+        """Return True unless a queue opened in the background is not open yet."""
+        return self.connector.ready or not self._open_in_background
+
     @property
     def worker_running(self) -> bool:
-        """Return True while this process's delivery loop runs (False when it has ended)."""
+        """Return True while this process's delivery loop runs or waits for its queue.
+
+        False only once the loop has ended (a liveness probe restarts the process then);
+        a database that is not reachable yet is no reason to restart.
+        """
+        if self._connecting is not None and not self._connecting.done():
+            return self._run_worker
         return self._worker_task is not None and not self._worker_task.done()
+
+    def _not_connected(self, what: str) -> StorageUnavailableError:
+        reason = self.connector.last_error or "connecting"
+        return StorageUnavailableError(
+            f"{what}: memory storage is not connected yet ({reason}); retry shortly",
+            retry_after=self.connector.retry_after(),
+        )
 
     async def stop(self, *, grace_seconds: float = 15.0) -> None:
         """Finish in-flight deliveries (within ``grace_seconds``), keep the rest queued, close."""
         if self.worker is not None:
             self.worker.request_stop()
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+            self._connecting = None
         if self._worker_task is not None:
             done, _ = await asyncio.wait({self._worker_task}, timeout=grace_seconds)
             if not done and self.worker is not None:
@@ -237,6 +302,8 @@ class MemoryRuntime:
         """Store the turns durably for the token's session and user; count duplicates."""
         if rate_limited:
             self._rate.check(claims.session_id)
+        if not self.connected:
+            raise self._not_connected("transcripts cannot be stored right now")
         batch = EnqueueBatch(
             session_id=claims.session_id,
             user_id=claims.user_id,
@@ -270,6 +337,8 @@ class MemoryRuntime:
         ``storage_unavailable`` (the caller polls again later).
         """
         self._progress_rate.check(session_id)
+        if not self.connected:
+            raise self._not_connected("memory progress cannot be read right now")
         try:
             async with asyncio.timeout(STATUS_READ_SECONDS):
                 return await self.queue.session_progress(session_id)
@@ -288,6 +357,8 @@ class MemoryRuntime:
 
     async def _read_stats(self) -> tuple[QueueStats | None, str | None]:
         """Read the queue's figures within STATUS_READ_SECONDS; else the last known, and why."""
+        if not self.connected:
+            return None, f"not connected yet: {self.connector.last_error or 'connecting'}"
         try:
             async with asyncio.timeout(STATUS_READ_SECONDS):
                 stats = await self.queue.stats()
@@ -298,6 +369,11 @@ class MemoryRuntime:
         self._last_stats = (stats, self._clock())
         return stats, None
 
+    async def readiness(self) -> dict[str, Any]:
+        """Return memory's part of ``/readyz``: available or not, and why (never fails it)."""
+        _, error = await self._read_stats()
+        return {"available": error is None, **({"reason": error} if error else {})}
+
     async def status(self) -> dict[str, Any]:
         """Return the ``memory`` section of ``/status`` (no secrets, no transcript text).
 
@@ -306,7 +382,11 @@ class MemoryRuntime:
         """
         stats, error = await self._read_stats()
         now = self._clock()
-        queue: dict[str, Any] = {"backend": self.queue.backend, "available": error is None}
+        queue: dict[str, Any] = {
+            "backend": self.queue.backend,
+            "available": error is None,
+            "connection": self.connector.describe(),
+        }
         if error is not None:
             queue["error"] = error
             queue["figures_age_seconds"] = (
@@ -327,12 +407,21 @@ class MemoryRuntime:
             "sink": self.sink.describe() if self.sink else {"kind": "none"},
             "queue": queue,
             "worker": {
-                "mode": "inprocess" if self._worker_task else "off",
+                "mode": "inprocess" if self._run_worker else "off",
                 "running": self._worker_task is not None and not self._worker_task.done(),
+                "waiting_for_queue": self._run_worker and not self.connected,
+                # LISTEN/NOTIFY wake-up on a shared queue (None: polling only)
+                "notify": _describe_listener(self.queue),
                 **(self.worker.describe() if self.worker else {"circuit": None}),
             },
             "last_delivery_at": _iso(stats.last_delivered_at if stats else None),
         }
+
+
+def _describe_listener(queue: TurnQueue) -> dict[str, Any] | None:
+    listener = getattr(queue, "listener", None)
+    describe = getattr(listener, "describe", None)
+    return describe() if callable(describe) else None
 
 
 def _iso(when: float | None) -> str | None:
@@ -392,4 +481,6 @@ def build_memory_runtime(
         run_worker=settings.worker == "inprocess" if run_worker is None else run_worker,
         store_timeout=settings.store_timeout_seconds,
         clock=clock,
+        open_in_background=settings.queue == "postgres",
+        connect_wait_max=settings.connect_retry_max_seconds,
     )

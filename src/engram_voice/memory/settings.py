@@ -112,6 +112,7 @@ class RetrySettings(msgspec.Struct, frozen=True):
 
 
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+DEFAULT_PASSWORD_SECRET = "postgres-password"  # noqa: S105 - the secret's name, not a value
 
 
 class PostgresSettings(msgspec.Struct, frozen=True):
@@ -124,20 +125,32 @@ class PostgresSettings(msgspec.Struct, frozen=True):
     password: Secret | None
     sslmode: str
     auth: str
-    """``password`` (``MEMORY_POSTGRES_PASSWORD``) or ``entra`` (a managed identity token)."""
+    """``password`` (``MEMORY_POSTGRES_PASSWORD``), ``key-vault`` (the latest version of
+    ``MEMORY_POSTGRES_PASSWORD_SECRET`` in ``KEY_VAULT_URL``) or ``entra`` (a token)."""
     client_id: str | None
     pool_size: int
     connect_timeout_seconds: float
+    key_vault_url: str | None = None
+    password_secret: str = DEFAULT_PASSWORD_SECRET
+    key_vault_refresh_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, reader: EnvReader, *, required: bool) -> PostgresSettings | None:
         """Read ``MEMORY_POSTGRES_*``; None unless ``required`` (``MEMORY_QUEUE=postgres``)."""
         if not required:
             return None
-        auth = reader.choice("MEMORY_POSTGRES_AUTH", "password", ("password", "entra"))
+        auth = reader.choice("MEMORY_POSTGRES_AUTH", "password", ("password", "key-vault", "entra"))
         password = reader.optional("MEMORY_POSTGRES_PASSWORD")
         if auth == "password" and password is None:
             reader.fail("MEMORY_POSTGRES_PASSWORD is required when MEMORY_POSTGRES_AUTH=password")
+        vault = reader.optional("KEY_VAULT_URL")
+        if auth == "key-vault":
+            parts = urlsplit(vault or "")
+            if parts.scheme != "https" or not parts.hostname or parts.path.strip("/"):
+                reader.fail(
+                    "MEMORY_POSTGRES_AUTH=key-vault needs KEY_VAULT_URL, the vault's https URL "
+                    "without a path, e.g. https://my-vault.vault.azure.net"
+                )
         return cls(
             host=reader.require("MEMORY_POSTGRES_HOST", "when MEMORY_QUEUE=postgres"),
             port=reader.integer("MEMORY_POSTGRES_PORT", 5432, minimum=1, maximum=65535),
@@ -150,6 +163,11 @@ class PostgresSettings(msgspec.Struct, frozen=True):
             pool_size=reader.integer("MEMORY_POSTGRES_POOL_SIZE", 10, minimum=2, maximum=200),
             connect_timeout_seconds=reader.number(
                 "MEMORY_POSTGRES_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=1, maximum=60
+            ),
+            key_vault_url=vault.rstrip("/") if vault and auth == "key-vault" else None,
+            password_secret=reader.text("MEMORY_POSTGRES_PASSWORD_SECRET", DEFAULT_PASSWORD_SECRET),
+            key_vault_refresh_seconds=reader.number(
+                "KEY_VAULT_REFRESH_SECONDS", 300.0, minimum=5.0, maximum=86400.0
             ),
         )
 
@@ -174,6 +192,8 @@ class MemorySettings(msgspec.Struct, frozen=True):
     zep: ZepSettings
     postgres: PostgresSettings | None = None
     """Set when ``queue`` is ``postgres``."""
+    connect_retry_max_seconds: float = 30.0
+    """Longest wait between attempts to reach a shared queue that is not answering."""
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> MemorySettings:
@@ -218,4 +238,7 @@ class MemorySettings(msgspec.Struct, frozen=True):
             retry=RetrySettings.from_env(reader),
             zep=ZepSettings.from_env(reader),
             postgres=PostgresSettings.from_env(reader, required=queue == "postgres"),
+            connect_retry_max_seconds=reader.number(
+                "MEMORY_CONNECT_RETRY_MAX_SECONDS", 30.0, minimum=0.1, maximum=600
+            ),
         )
