@@ -1,8 +1,9 @@
 """``engram-voice serve`` with two probes, for the capture bench: event-loop lag and GC pauses.
 
     python -m bench._probe <report.jsonl> serve
+    python -m bench._probe <report.jsonl> emulator
 
-Runs the service exactly as ``python -m engram_voice serve`` does, plus:
+Runs the service (or the emulator) exactly as ``python -m engram_voice serve`` does, plus:
 
 - a task on the service's event loop that sleeps :data:`TICK_S` at a time and records how
   late each wake-up was (the lag every request on the loop waits out at that moment);
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import engram_voice.app
+import engram_voice.emulator.app
 from engram_voice.cli import main
 
 __all__ = ["TICK_S"]
@@ -93,12 +95,11 @@ def _census(report: Path) -> None:
         out.write(json.dumps(census) + "\n")
 
 
-def _probed_app_factory(report: Path) -> Any:
-    build = engram_voice.app.create_app_from_env
+def _probed_app_factory(report: Path, build: Any) -> Any:
     tasks: set[asyncio.Task[None]] = set()
 
-    def create() -> Any:
-        app = build()
+    def create(*args: Any, **kwargs: Any) -> Any:
+        app = build(*args, **kwargs)
 
         def start() -> None:
             loop = asyncio.get_running_loop()
@@ -114,5 +115,10 @@ def _probed_app_factory(report: Path) -> Any:
 if __name__ == "__main__":
     _report = Path(sys.argv[1])
     gc.callbacks.append(_on_gc)
-    engram_voice.app.create_app_from_env = _probed_app_factory(_report)
+    engram_voice.app.create_app_from_env = _probed_app_factory(
+        _report, engram_voice.app.create_app_from_env
+    )
+    engram_voice.emulator.app.create_emulator_app = _probed_app_factory(
+        _report, engram_voice.emulator.app.create_emulator_app
+    )
     raise SystemExit(main(sys.argv[2:]))

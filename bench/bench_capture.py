@@ -249,6 +249,7 @@ async def run(bench: Bench, args: argparse.Namespace) -> None:
     )
     if args.probe:
         probe_summary(args.probe, args.windows)
+        probe_summary(args.probe.with_name("emulator.jsonl"), args.windows, "emulator")
     own_rise = with_calls.p99("own") / without.p99("own") - 1
     print(
         f"goals: CPU <= {GOAL_CPU_MS_PER_TURN:g} ms per turn {'HELD' if cpu_ok else 'MISSED'}; "
@@ -301,7 +302,9 @@ def main() -> None:
         help="mint once more after the hang-ups (drift over the run, not capture's)",
     )
     parser.add_argument(
-        "--probe", action="store_true", help="run the service under bench._probe (loop lag, GC)"
+        "--probe",
+        action="store_true",
+        help="run the service and the emulator under bench._probe (loop lag, GC)",
     )
     args = parser.parse_args()
     args.probe = (
@@ -316,6 +319,7 @@ def main() -> None:
         },
         service_env={"REALTIME_DEFAULT_UPSTREAM": "azure-openai", "MEMORY_WORKER": "off"},
         probe=args.probe,
+        emulator_probe=args.probe.with_name("emulator.jsonl") if args.probe else None,
     )
     with running(stack):
         isolate(stack, args)
