@@ -306,6 +306,11 @@ def main() -> None:
         action="store_true",
         help="run the service and the emulator under bench._probe (loop lag, GC)",
     )
+    parser.add_argument(
+        "--emulator-gc",
+        default=None,
+        help="with --probe: the emulator's gc thresholds, e.g. 50000,20,100 (an experiment)",
+    )
     args = parser.parse_args()
     args.probe = (
         Path(tempfile.mkdtemp(prefix="engram-probe-")) / "probe.jsonl" if args.probe else None
@@ -316,6 +321,7 @@ def main() -> None:
             "EMULATOR_TURN_INTERVAL_SECONDS": str(args.turn_interval),
             "EMULATOR_MAX_TURNS": "10000",
             "EMULATOR_MAX_CALLS": str(min(10_000, args.calls + 200)),
+            **({"BENCH_GC_THRESHOLD": args.emulator_gc} if args.emulator_gc else {}),
         },
         service_env={"REALTIME_DEFAULT_UPSTREAM": "azure-openai", "MEMORY_WORKER": "off"},
         probe=args.probe,

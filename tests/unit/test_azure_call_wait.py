@@ -19,7 +19,7 @@ def _call(sideband: Sideband) -> AzureOpenAICall:
         sdp_answer="v=0\r\n",
         upstream_call_id="rtc_1",
         endpoint=Endpoint("http://127.0.0.1:9"),
-        owner=cast(AzureOpenAICalls, None),  # only a hang-up would use it
+        owner=cast("AzureOpenAICalls", None),  # only a hang-up would use it
         sideband=sideband,
     )
 
@@ -29,7 +29,7 @@ def _sideband(http: aiohttp.ClientSession) -> Sideband:
         http=http,
         endpoint=Endpoint("http://127.0.0.1:9"),
         call_id="rtc_1",
-        credentials=cast(CredentialSource, None),  # never started: no credential read
+        credentials=cast("CredentialSource", None),  # never started: no credential read
         connect_timeout=1.0,
         on_event=lambda _: None,
     )

@@ -3,8 +3,9 @@
 Every call set up through the service is held here from its answer to its end, by
 call id, user, agent and upstream. A call ends in exactly one of four ways, each once:
 the browser hangs up (``client_hangup``), its maximum duration passes (``max_duration``,
-a loop timer per call: no task sleeps for it), the upstream ends it (the reason ``OpenedCall.wait_closed`` returns),
-or the app shuts down (``shutdown``, every live call hung up within the drain bound).
+a loop timer per call: no task sleeps for it), the upstream ends it (the reason
+``OpenedCall.wait_closed`` returns), or the app shuts down (``shutdown``, every live call
+hung up within the drain bound).
 Each end hangs the call up upstream (idempotent), updates the metrics and logs
 ``realtime.call_ended``. Every task the registry starts is referenced until it ends;
 a live call holds one (its watcher), so 500 held calls are 500 tasks, not 1,000.
