@@ -182,6 +182,18 @@ async def _split(bench: Bench, args: argparse.Namespace, log: MintLog) -> SplitP
     )
 
 
+def isolation(args: argparse.Namespace) -> str:
+    """Say where the measured processes ran (the bench prints it next to every result)."""
+    placed = (
+        "ISOLATED: the service alone on CPU 0, the emulator (upstream stand-in) and this "
+        "client on CPU 1"
+        if args.pin and len(os.sched_getaffinity(0)) >= 2
+        else "NOT ISOLATED: the service, the emulator and this client share every core"
+    )
+    ranked = f"; nice {args.nice} over the neighbours" if args.nice is not None else ""
+    return placed + ranked
+
+
 _PARTS = (
     ("total", "end to end (through the service)"),
     ("upstream", "upstream as the service awaited it"),
@@ -193,6 +205,7 @@ _PARTS = (
 def report_mint(args: argparse.Namespace, without: SplitProfile, with_calls: SplitProfile) -> bool:
     """Print the mint profiles part by part; return whether the end-to-end goal held."""
     still = getattr(args, "still_held", 0)
+    print(f"isolation: {isolation(args)}")
     print(
         f"mint p99 at {args.mint_rate:g}/s ({args.mint_rounds} interleaved rounds), without -> "
         f"with {still} calls held and capturing (median of the rounds' p99 in brackets):"
