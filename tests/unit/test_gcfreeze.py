@@ -31,7 +31,6 @@ def test_the_service_freezes_what_it_built_once_started(app_env: dict[str, Any])
     gc.unfreeze()
 
 
-
 def test_full_passes_are_ten_times_rarer_and_young_passes_unchanged() -> None:
     """After start-up a full pass waits for FULL_PASS_EVERY second-generation passes, not 10."""
     before = gc.get_threshold()

@@ -85,7 +85,7 @@ def test_the_reader_captures_and_logs_exactly_as_decoding_every_message_did(
                 old.feed(event)
         new_usage: list[tuple[str, Any]] = []
         new = _capture(new_usage)
-        ws = cast(aiohttp.ClientWebSocketResponse, _IdleSocket())
+        ws = cast("aiohttp.ClientWebSocketResponse", _IdleSocket())
         call = VoiceLiveCall(
             ws=ws, sdp_answer="v=0", upstream_call_id="rtc_1", session_id="vs_1", capture=new
         )
