@@ -187,7 +187,7 @@ def isolation(args: argparse.Namespace) -> str:
     placed = (
         "ISOLATED: the service alone on CPU 0, the emulator (upstream stand-in) and this "
         "client on CPU 1"
-        if args.pin and len(os.sched_getaffinity(0)) >= 2
+        if args.pin and (os.cpu_count() or 1) >= 2
         else "NOT ISOLATED: the service, the emulator and this client share every core"
     )
     ranked = f"; nice {args.nice} over the neighbours" if args.nice is not None else ""
