@@ -9,6 +9,12 @@ Runs the service (or the emulator) exactly as ``python -m engram_voice serve`` d
   late each wake-up was (the lag every request on the loop waits out at that moment);
 - a ``gc.callbacks`` hook timing each collection by generation.
 
+With ``BENCH_GC_FREEZE_EVERY=<seconds>`` (the capture bench's ``--fair-upstream``, for the
+emulator only) the process also freezes everything alive at that interval: the collector
+then never rescans the held calls (a full pass over 500 calls' objects took 100+ ms of
+the stand-in's loop), at the price of never freeing a reference cycle made before the
+last freeze (a few MB over a bench run).
+
 ``SIGUSR1`` appends a census of the tracked objects by type (it walks them all: a
 stall of a few ms, so only on demand, never each second). Every second one JSON line
 goes to the report: wall time, the lag percentiles of that
@@ -88,6 +94,12 @@ async def _lag_probe(report: Path) -> None:
             second = now // 1
 
 
+async def _freeze_every(seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        gc.freeze()
+
+
 def _census(report: Path) -> None:
     """Append the 40 commonest types among the tracked objects (on SIGUSR1)."""
     counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
@@ -105,6 +117,8 @@ def _probed_app_factory(report: Path, build: Any) -> Any:
         def start() -> None:
             loop = asyncio.get_running_loop()
             tasks.add(loop.create_task(_lag_probe(report)))
+            if every := os.environ.get("BENCH_GC_FREEZE_EVERY"):
+                tasks.add(loop.create_task(_freeze_every(float(every))))
             loop.add_signal_handler(signal.SIGUSR1, _census, report)
 
         app.on_startup.append(start)

@@ -192,7 +192,12 @@ def isolation(args: argparse.Namespace) -> str:
         else "NOT ISOLATED: the service, the emulator and this client share every core"
     )
     ranked = f"; nice {args.nice} over the neighbours" if args.nice is not None else ""
-    return placed + ranked
+    upstream = (
+        "; FAIR UPSTREAM: the emulator's collector never rescans the held calls"
+        if args.fair_upstream
+        else "; the emulator as it is (its GC rescans the held calls)"
+    )
+    return placed + ranked + upstream
 
 
 _PARTS = (
@@ -341,14 +346,21 @@ def main() -> None:
         help="run the service and the emulator under bench._probe (loop lag, GC)",
     )
     parser.add_argument(
+        "--fair-upstream",
+        action="store_true",
+        help="keep the upstream stand-in's latency independent of the calls it plays: the "
+        "emulator freezes its live objects every second, so its collector never rescans the "
+        "500 held calls (Azure's latency does not depend on our calls either)",
+    )
+    parser.add_argument(
         "--emulator-gc",
         default=None,
         help="with --probe: the emulator's gc thresholds, e.g. 50000,20,100 (an experiment)",
     )
     args = parser.parse_args()
-    args.probe = (
-        Path(tempfile.mkdtemp(prefix="engram-probe-")) / "probe.jsonl" if args.probe else None
-    )
+    probes = Path(tempfile.mkdtemp(prefix="engram-probe-"))
+    args.probe = probes / "probe.jsonl" if args.probe else None
+    emulator_probe = probes / "emulator.jsonl" if args.probe or args.fair_upstream else None
     stack = bench_stack(
         emulator_env={
             "EMULATOR_MEDIA": "off",
@@ -356,10 +368,11 @@ def main() -> None:
             "EMULATOR_MAX_TURNS": "10000",
             "EMULATOR_MAX_CALLS": str(min(10_000, args.calls + 200)),
             **({"BENCH_GC_THRESHOLD": args.emulator_gc} if args.emulator_gc else {}),
+            **({"BENCH_GC_FREEZE_EVERY": "1"} if args.fair_upstream else {}),
         },
         service_env={"REALTIME_DEFAULT_UPSTREAM": "azure-openai", "MEMORY_WORKER": "off"},
         probe=args.probe,
-        emulator_probe=args.probe.with_name("emulator.jsonl") if args.probe else None,
+        emulator_probe=emulator_probe,
     )
     with running(stack):
         isolate(stack, args)
