@@ -130,8 +130,6 @@ def _probed_app_factory(report: Path, build: Any) -> Any:
 if __name__ == "__main__":
     _report = Path(sys.argv[1])
     gc.callbacks.append(_on_gc)
-    if _threshold := os.environ.get("BENCH_GC_THRESHOLD"):  # an experiment: "700,10,10"
-        gc.set_threshold(*(int(n) for n in _threshold.split(",")))
     engram_voice.app.create_app_from_env = _probed_app_factory(
         _report, engram_voice.app.create_app_from_env
     )

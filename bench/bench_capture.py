@@ -26,13 +26,18 @@ slow-down is part of the end-to-end rise. Each mint's latency is therefore also 
 (``bench/_mint_split.py``) into the upstream time the service awaited (read back from its
 log by session id) and the service's own time (the rest); the rise is reported for both.
 ``--pin`` runs the service alone on CPU 0 and the emulator and this client on CPU 1, so
-the emulator's work does not take the service's core.
+the emulator's work does not take the service's core. Before part 1 the emulator's
+ephemeral-key store is filled (``--no-fill`` skips it), so every profile mints into the
+same steady state; ``--fair-upstream`` keeps the emulator's collector off the held calls,
+as Azure's latency does not depend on our calls. A line marked MODELLED adds each mint's
+own time to an upstream time drawn from the no-call profile. Every result names the
+isolation it was measured with.
 
 Goals: <= 2 ms service CPU per conversation turn; the expected turn rate captured; mint
 p99 rise <= 10 %. Loopback only; every wait bounded. On a shared machine latencies swing
 with the neighbours: read them next to the CPU figures, and compare medians of runs.
 
-    .venv/bin/python bench/bench_capture.py --calls 500 --turn-interval 3 [--pin]
+    .venv/bin/python bench/bench_capture.py --nice -10 --pin --fair-upstream --control
 """
 
 from __future__ import annotations
@@ -383,11 +388,6 @@ def main() -> None:
         "emulator freezes its live objects every second, so its collector never rescans the "
         "500 held calls (Azure's latency does not depend on our calls either)",
     )
-    parser.add_argument(
-        "--emulator-gc",
-        default=None,
-        help="with --probe: the emulator's gc thresholds, e.g. 50000,20,100 (an experiment)",
-    )
     args = parser.parse_args()
     probes = Path(tempfile.mkdtemp(prefix="engram-probe-"))
     args.probe = probes / "probe.jsonl" if args.probe else None
@@ -398,7 +398,6 @@ def main() -> None:
             "EMULATOR_TURN_INTERVAL_SECONDS": str(args.turn_interval),
             "EMULATOR_MAX_TURNS": "10000",
             "EMULATOR_MAX_CALLS": str(min(10_000, args.calls + 200)),
-            **({"BENCH_GC_THRESHOLD": args.emulator_gc} if args.emulator_gc else {}),
             **({"BENCH_GC_FREEZE_EVERY": "1"} if args.fair_upstream else {}),
         },
         service_env={"REALTIME_DEFAULT_UPSTREAM": "azure-openai", "MEMORY_WORKER": "off"},
