@@ -1,12 +1,19 @@
 """``engram-voice serve`` with two probes, for the capture bench: event-loop lag and GC pauses.
 
     python -m bench._probe <report.jsonl> serve
+    python -m bench._probe <report.jsonl> emulator
 
-Runs the service exactly as ``python -m engram_voice serve`` does, plus:
+Runs the service (or the emulator) exactly as ``python -m engram_voice serve`` does, plus:
 
 - a task on the service's event loop that sleeps :data:`TICK_S` at a time and records how
   late each wake-up was (the lag every request on the loop waits out at that moment);
 - a ``gc.callbacks`` hook timing each collection by generation.
+
+With ``BENCH_GC_FREEZE_EVERY=<seconds>`` (the capture bench's ``--fair-upstream``, for the
+emulator only) the process also freezes everything alive at that interval: the collector
+then never rescans the held calls (a full pass over 500 calls' objects took 100+ ms of
+the stand-in's loop), at the price of never freeing a reference cycle made before the
+last freeze (a few MB over a bench run).
 
 ``SIGUSR1`` appends a census of the tracked objects by type (it walks them all: a
 stall of a few ms, so only on demand, never each second). Every second one JSON line
@@ -23,6 +30,7 @@ import asyncio
 import collections
 import gc
 import json
+import os
 import signal
 import sys
 import time
@@ -30,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import engram_voice.app
+import engram_voice.emulator.app
 from engram_voice.cli import main
 
 __all__ = ["TICK_S"]
@@ -85,6 +94,12 @@ async def _lag_probe(report: Path) -> None:
             second = now // 1
 
 
+async def _freeze_every(seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        gc.freeze()
+
+
 def _census(report: Path) -> None:
     """Append the 40 commonest types among the tracked objects (on SIGUSR1)."""
     counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
@@ -93,16 +108,17 @@ def _census(report: Path) -> None:
         out.write(json.dumps(census) + "\n")
 
 
-def _probed_app_factory(report: Path) -> Any:
-    build = engram_voice.app.create_app_from_env
+def _probed_app_factory(report: Path, build: Any) -> Any:
     tasks: set[asyncio.Task[None]] = set()
 
-    def create() -> Any:
-        app = build()
+    def create(*args: Any, **kwargs: Any) -> Any:
+        app = build(*args, **kwargs)
 
         def start() -> None:
             loop = asyncio.get_running_loop()
             tasks.add(loop.create_task(_lag_probe(report)))
+            if every := os.environ.get("BENCH_GC_FREEZE_EVERY"):
+                tasks.add(loop.create_task(_freeze_every(float(every))))
             loop.add_signal_handler(signal.SIGUSR1, _census, report)
 
         app.on_startup.append(start)
@@ -114,5 +130,10 @@ def _probed_app_factory(report: Path) -> Any:
 if __name__ == "__main__":
     _report = Path(sys.argv[1])
     gc.callbacks.append(_on_gc)
-    engram_voice.app.create_app_from_env = _probed_app_factory(_report)
+    engram_voice.app.create_app_from_env = _probed_app_factory(
+        _report, engram_voice.app.create_app_from_env
+    )
+    engram_voice.emulator.app.create_emulator_app = _probed_app_factory(
+        _report, engram_voice.emulator.app.create_emulator_app
+    )
     raise SystemExit(main(sys.argv[2:]))

@@ -42,13 +42,15 @@ def loop_thread_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def probe_summary(report: Path, windows: dict[str, tuple[float, float]]) -> None:
-    """Print the service's loop lag and GC pauses (``bench._probe``) in each phase's window."""
+def probe_summary(
+    report: Path, windows: dict[str, tuple[float, float]], who: str = "service"
+) -> None:
+    """Print ``who``'s loop lag and GC pauses (``bench._probe``) in each phase's window."""
     try:
         lines = [json.loads(line) for line in report.read_text().splitlines() if line]
     except OSError:
         return
-    print("service event loop (bench._probe, per second: lag of a 5 ms timer; GC pauses):")
+    print(f"{who} event loop (bench._probe, per second: lag of a 5 ms timer; GC pauses):")
     for line in lines:
         if "census" in line:
             print(

@@ -34,17 +34,20 @@ def bench_stack(
     service_env: Mapping[str, str] | None = None,
     voicelive: bool = False,
     probe: Path | None = None,
+    emulator_probe: Path | None = None,
 ) -> BenchStack:
     """Return the emulator and the service, configured as the benches run them (unstarted).
 
     ``voicelive`` points Voice Live at the emulator too; the extra mappings add to or
     override the shared settings. ``probe`` runs the service under ``bench._probe``
-    (event-loop lag and GC pauses, one JSON line per second to that file).
+    (event-loop lag and GC pauses, one JSON line per second to that file);
+    ``emulator_probe`` does the same for the emulator.
     """
     keys = (secrets.token_hex(16), secrets.token_hex(16))
     emulator = ServiceProcess(
-        ["emulator"],
+        [str(emulator_probe), "emulator"] if emulator_probe else ["emulator"],
         env={"EMULATOR_API_KEYS": ",".join(keys), "LOG_LEVEL": "warning", **(emulator_env or {})},
+        module="bench._probe" if emulator_probe else "engram_voice",
     )
     state = Path(tempfile.mkdtemp(prefix="engram-bench-"))
     url = f"http://127.0.0.1:{emulator.port}"

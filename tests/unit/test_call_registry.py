@@ -75,7 +75,7 @@ async def test_an_upstream_end_removes_the_call_with_the_upstreams_reason() -> N
 async def test_the_maximum_duration_ends_the_call_on_the_registry_clock() -> None:
     """The duration timer hangs the call up with ``max_duration`` once its time has passed."""
     clock = FakeClock()
-    registry = CallRegistry(CallLimits(max_seconds=60), sleep=clock.sleep)
+    registry = CallRegistry(CallLimits(max_seconds=60), call_later=clock.call_later)
     call = StandInCall()
     call_id = await _add(registry, call)
     clock.advance(59)
@@ -94,7 +94,7 @@ WAYS = ("client_hangup", "max_duration", "upstream", "shutdown")
 async def test_a_call_ends_exactly_once_whichever_ways_race(order: tuple[str, ...]) -> None:
     """All four ways of ending fired together (in any order) end the call once."""
     clock = FakeClock()
-    registry = CallRegistry(CallLimits(max_seconds=10), sleep=clock.sleep)
+    registry = CallRegistry(CallLimits(max_seconds=10), call_later=clock.call_later)
     call = StandInCall()
     call_id = await _add(registry, call)
     actions = {
@@ -198,3 +198,22 @@ def test_limits_come_from_the_realtime_settings() -> None:
     realtime = RealtimeSettings.from_env(reader)
     reader.raise_if_invalid()
     assert CallLimits.from_settings(realtime) == CallLimits(90.0, 5, 10.0)
+
+
+@pytest.mark.parametrize("calls", [1, 7, 60])
+async def test_each_live_call_holds_one_task_and_ends_on_its_timer(calls: int) -> None:
+    """A held call costs one waiting task (its watcher); its duration is a timer, not a task."""
+    clock = FakeClock()
+    registry = CallRegistry(
+        CallLimits(max_seconds=30, max_per_user=calls), call_later=clock.call_later
+    )
+    before = len(asyncio.all_tasks())
+    held = [StandInCall() for _ in range(calls)]
+    for call in held:
+        await _add(registry, call)
+    assert len(asyncio.all_tasks()) - before == calls
+    clock.advance(30)
+    await _settle()
+    assert registry.active() == 0
+    assert [call.hangups for call in held] == [["max_duration"]] * calls
+    assert len(asyncio.all_tasks()) == before

@@ -8,7 +8,7 @@ from typing import Any
 from litestar.testing import TestClient
 
 from engram_voice.app import create_app
-from engram_voice.gcfreeze import freeze_startup_objects
+from engram_voice.gcfreeze import FULL_PASS_EVERY, freeze_startup_objects
 from engram_voice.settings import Settings
 
 
@@ -29,3 +29,15 @@ def test_the_service_freezes_what_it_built_once_started(app_env: dict[str, Any])
     with TestClient(create_app(Settings.from_env(app_env))):
         assert gc.get_freeze_count() > 0
     gc.unfreeze()
+
+
+def test_full_passes_are_ten_times_rarer_and_young_passes_unchanged() -> None:
+    """After start-up a full pass waits for FULL_PASS_EVERY second-generation passes, not 10."""
+    before = gc.get_threshold()
+    try:
+        freeze_startup_objects()
+        assert gc.get_threshold() == (before[0], before[1], FULL_PASS_EVERY)
+        assert FULL_PASS_EVERY >= 10 * 10
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

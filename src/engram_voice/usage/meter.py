@@ -5,10 +5,17 @@ tells it each ``response.done`` usage object. The meter counts in memory (the li
 read only memory, so call setup never waits for the disk), hands each change to the
 store without blocking, updates the Prometheus counters and logs ``realtime.call_usage``
 when a call ends. No method of the meter raises into its caller.
+
+Token counts are the one frequent write (a ``response.done`` every few seconds on every
+call): on an event loop the meter sums them per call and hands them to the store once
+every :data:`TOKEN_FLUSH_SECONDS` (and before the call's end record, and on close), so
+the store's writer wakes once per interval instead of once per response. Totals are the
+same; only the moment they reach the store moves, by at most that interval.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -32,8 +39,10 @@ from engram_voice.usage.records import (
 from engram_voice.usage.settings import UsageSettings
 from engram_voice.usage.store import UsageStore
 
-__all__ = ["UsageMeter", "seconds_until_utc_midnight"]
+__all__ = ["TOKEN_FLUSH_SECONDS", "UsageMeter", "seconds_until_utc_midnight"]
 
+TOKEN_FLUSH_SECONDS = 1.0
+"""How long a call's token counts may wait in the meter before they go to the store."""
 _logger = structlog.get_logger("engram_voice.usage")
 _RECENT_ENDED = 1024
 """Ended calls remembered so a late ``response.done`` still counts on its call."""
@@ -55,6 +64,16 @@ class _Call:
     started_at: float
     session_id: str | None = None
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_KINDS, 0))
+    counters: dict[str, Any] = field(default_factory=dict)
+    """The call's token counter per kind (looked up once: the labels never change)."""
+
+    def count(self, kind: str, value: int) -> None:
+        """Add ``value`` tokens of ``kind`` to the call and to its Prometheus counter."""
+        self.tokens[kind] += value
+        counter = self.counters.get(kind)
+        if counter is None:
+            counter = self.counters[kind] = USAGE_TOKENS.labels(self.agent, self.upstream, kind)
+        counter.inc(value)
 
 
 @dataclass
@@ -81,6 +100,8 @@ class UsageMeter:
         self._days: dict[tuple[str, str], _Day] = {}
         self._by_session: dict[str, str] = {}  # session id -> call id, live and recent calls
         self._today = ""
+        self._pending: dict[str, tuple[_Call, dict[str, int]]] = {}  # call id -> unsent tokens
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Open the store and load today's per-user totals (limits survive a restart)."""
@@ -91,8 +112,18 @@ class UsageMeter:
         self._today = today
 
     async def close(self) -> None:
-        """Close the store (it commits what is queued, bounded)."""
+        """Hand the store the token counts still held, then close it (it commits, bounded)."""
+        self.flush_tokens()
         await self.store.close()
+
+    def flush_tokens(self) -> None:
+        """Hand every call's token counts held so far to the store (one write per call)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        pending, self._pending = self._pending, {}
+        for call_id, (call, tokens) in pending.items():
+            self._record_tokens(call_id, call, tokens)
 
     # -- limits ----------------------------------------------------------------------------
 
@@ -177,12 +208,36 @@ class UsageMeter:
             if not any(tokens.values()):
                 return
             for kind, value in tokens.items():
-                call.tokens[kind] += value
                 if value:
-                    USAGE_TOKENS.labels(call.agent, call.upstream, kind).inc(value)
-            self.store.record(TokensUsed(call_id, call.user_id, call.day, tokens))
+                    call.count(kind, value)
+            self._hold_tokens(call_id, call, tokens)
         except Exception:
             _logger.exception("usage.meter_error", stage="response_done")
+
+    def _hold_tokens(self, call_id: str, call: _Call, tokens: dict[str, int]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a script, a test): straight to the store
+            self._record_tokens(call_id, call, tokens)
+            return
+        held = self._pending.get(call_id)
+        if held is None:
+            self._pending[call_id] = (call, dict(tokens))
+        else:
+            for kind, value in tokens.items():
+                held[1][kind] = held[1].get(kind, 0) + value
+        if self._flush_timer is None:
+            self._flush_timer = loop.call_later(TOKEN_FLUSH_SECONDS, self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush_timer = None
+        try:
+            self.flush_tokens()
+        except Exception:
+            _logger.exception("usage.meter_error", stage="flush_tokens")
+
+    def _record_tokens(self, call_id: str, call: _Call, tokens: dict[str, int]) -> None:
+        self.store.record(TokensUsed(call_id, call.user_id, call.day, tokens))
 
     def call_ended(self, call_id: str, duration_seconds: float, reason: str) -> None:
         """Add the call's seconds to its user's day, record it and log ``realtime.call_usage``."""
@@ -190,6 +245,9 @@ class UsageMeter:
             call = self._live.pop(call_id, None)
             if call is None:
                 return
+            held = self._pending.pop(call_id, None)
+            if held is not None:  # its tokens reach the store before its end
+                self._record_tokens(call_id, *held)
             seconds = duration_seconds if math.isfinite(duration_seconds) else 0.0
             seconds = max(0.0, seconds)
             self._day(call.user_id, call.day).seconds += seconds

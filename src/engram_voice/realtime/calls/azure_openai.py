@@ -81,9 +81,14 @@ class AzureOpenAICall:
         self._endpoint = endpoint
         self._owner = owner
         self._closed = asyncio.Event()
+        """Set by the hang-up once done, or by the sideband learning the call ended upstream."""
         self._reason = "hangup"
         self._hangup: asyncio.Task[None] | None = None
         self._on_end: Callable[[], None] | None = None
+        if sideband is not None:  # one event to wait on: no waiter task per source per call
+            sideband.on_ended = self._closed.set
+            if sideband.ended.is_set():
+                self._closed.set()
 
     def __repr__(self) -> str:
         return (
@@ -168,14 +173,7 @@ class AzureOpenAICall:
 
     async def wait_closed(self) -> str:
         """Return the reason once the call was hung up or the sideband saw it end upstream."""
-        waits = [asyncio.ensure_future(self._closed.wait())]
-        if self.sideband is not None:
-            waits.append(asyncio.ensure_future(self.sideband.ended.wait()))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
+        await self._closed.wait()
         if self._hangup is None and self.sideband is not None and self.sideband.ended.is_set():
             return UPSTREAM_CLOSED
         return self._reason

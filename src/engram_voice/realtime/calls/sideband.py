@@ -132,6 +132,8 @@ class Sideband:
         """new, connected, reconnecting, lost, call_over or closed."""
         self.on_state: Callable[[str], None] | None = None
         """Told ``connected`` and ``lost`` (the capture's authority follows the sideband)."""
+        self.on_ended: Callable[[], None] | None = None
+        """Called once :attr:`ended` is set (the call's owner waits on one event, not two)."""
 
     def start(self) -> None:
         """Start holding the sideband in the background."""
@@ -241,6 +243,8 @@ class Sideband:
         SIDEBAND_EVENTS.labels("call_over").inc()
         _logger.info("realtime.sideband_call_over", call=self._call_id)
         self.ended.set()
+        if self.on_ended is not None:
+            self.on_ended()
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         credential = await self._credentials.get()

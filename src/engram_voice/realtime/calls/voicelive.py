@@ -39,7 +39,13 @@ from engram_voice.errors import (
     UpstreamUnavailableError,
     ValidationError,
 )
-from engram_voice.realtime.calls.capture import CaptureSink, TurnCapture, UsageHook
+from engram_voice.realtime.calls.capture import (
+    CAPTURED_EVENTS,
+    CaptureSink,
+    TurnCapture,
+    UsageHook,
+)
+from engram_voice.realtime.calls.sideband import decode_event
 from engram_voice.realtime.settings import VoiceLiveSettings
 from engram_voice.realtime.voicelive_session import voicelive_session
 from engram_voice.realtime.voicelive_socket import (
@@ -61,6 +67,8 @@ UPSTREAM_CLOSED = "upstream_closed"
 UPSTREAM_ERROR = "upstream_error"
 _SESSION_EVENTS = frozenset({"session.created", "session.updated"})
 _CLOSING = frozenset({aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED})
+_READ_EVENTS = CAPTURED_EVENTS | {"error"}
+"""What the control reader decodes in full: capture's events and ``error`` (logged)."""
 _logger = structlog.get_logger("engram_voice.realtime.calls")
 
 
@@ -188,15 +196,23 @@ class VoiceLiveCall:
                 await self.capture.close()
             self._closed.set()
 
+    def _deliver(self, data: str) -> None:
+        # The type is read first (msgspec): only capture's events and errors are decoded.
+        event = decode_event(data, _READ_EVENTS)
+        if event is None:
+            return
+        if event.get("type") == "error":
+            _log_control_error(event, self.upstream_call_id)
+        elif self.capture is not None:
+            self.capture.feed(event)
+
     async def _read(self) -> None:
         reason = UPSTREAM_CLOSED
         try:
             while True:
                 message = await self._ws.receive()
                 if message.type == aiohttp.WSMsgType.TEXT:
-                    _log_control_event(message.data, self.upstream_call_id)
-                    if self.capture is not None:
-                        self.capture.feed(_parsed(message.data))
+                    self._deliver(message.data)
                 elif message.type in _CLOSING:
                     break
                 elif message.type == aiohttp.WSMsgType.ERROR:
@@ -375,18 +391,14 @@ def _log_session(event: dict[str, Any], session_id: str) -> None:
     )
 
 
-def _log_control_event(data: str, rtc_call_id: str) -> None:
-    """Log an ``error`` arriving on a live call's channel; every other event is dropped."""
-    if '"error"' not in data:
-        return
-    event = _parsed(data)
-    if event.get("type") == "error":
-        _logger.warning(
-            "realtime.voicelive_call_error",
-            rtc_call_id=rtc_call_id,
-            code=_error_field(event, "code"),
-            type=_error_field(event, "type"),
-        )
+def _log_control_error(event: dict[str, Any], rtc_call_id: str) -> None:
+    """Log an ``error`` event arriving on a live call's channel."""
+    _logger.warning(
+        "realtime.voicelive_call_error",
+        rtc_call_id=rtc_call_id,
+        code=_error_field(event, "code"),
+        type=_error_field(event, "type"),
+    )
 
 
 async def _close_quietly(ws: aiohttp.ClientWebSocketResponse) -> None:
