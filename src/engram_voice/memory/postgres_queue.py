@@ -3,8 +3,8 @@
 Same guarantees as the SQLite backend, across processes and machines:
 
 - **202 only after commit, commits shared.** ``enqueue`` waits in a list; a few writer
-  tasks each take everything waiting and write it in one transaction (one WAL flush for
-  many requests), then answer each caller.
+  tasks each take everything waiting and write it in one statement, its own transaction
+  (one round trip and one WAL flush for many requests), then answer each caller.
 - **Dedupe** by the unique ``(session_id, message_id)`` key (``ON CONFLICT DO NOTHING``).
 - **Per-session order.** Every transaction that adds or changes a session's turns first
   locks the session's row (sorted, so writers never deadlock), then takes ``seq`` values:
@@ -240,6 +240,28 @@ class PostgresTurnQueue:
                 self._waiting.remove(entry)  # not taken yet: it is not written
             raise
 
+    @contextlib.asynccontextmanager
+    async def _autocommit_conn(self) -> AsyncIterator[Conn]:
+        """Lend a pooled connection in autocommit mode (given back as it was lent).
+
+        A group is written by one statement (see :mod:`postgres_writes`), which on an
+        autocommit connection is its own transaction: one round trip, no BEGIN or COMMIT
+        of their own. Driver errors become neutral ones.
+        """
+        pool = self._pool
+        if pool is None:
+            raise QueueClosedError()
+        try:
+            async with pool.connection(timeout=self._store_timeout) as conn:
+                await conn.set_autocommit(True)
+                try:
+                    yield conn
+                finally:
+                    if not conn.closed:
+                        await conn.set_autocommit(False)
+        except psycopg.Error as exc:
+            raise QueueUnavailableError(describe_error(exc)) from exc
+
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
@@ -255,7 +277,7 @@ class PostgresTurnQueue:
     ) -> None:
         batches = [batch for batch, _ in group]
         try:
-            async with self._conn(pipeline=True) as conn:
+            async with self._autocommit_conn() as conn:
                 results = await write_group(conn, batches, self._clock(), self._known)
         except QueueUnavailableError as exc:
             if len(group) > 1 and isinstance(exc.__cause__, psycopg.DataError):
