@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
@@ -44,6 +45,43 @@ __all__ = ["ENRICH_BODY", "decode_enrich", "enrich", "memory_router", "progress"
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _ANSWERED_202 = metrics.ENRICH_REQUESTS.labels("202")
+_ENCODE = msgspec.json.Encoder().encode
+
+
+class _Accepted(Response[EnrichAccepted]):
+    """The 202 answer, sent as pre-built ASGI messages.
+
+    Litestar's generic response path (header objects, media-type negotiation, encoder
+    lookup) cost about a fifth of this route's own CPU; the 202 has one fixed shape. It
+    stays a ``Response[EnrichAccepted]`` so the OpenAPI document is unchanged, and sends
+    the same status, headers and JSON body the generic path sent.
+    """
+
+    __slots__ = ("_body",)
+
+    def __init__(self, answer: EnrichAccepted) -> None:
+        self._body = _ENCODE(answer)
+
+    def to_asgi_response(self, *_: Any, **__: Any) -> Any:
+        """Return this object: it is its own ASGI app (whatever Litestar passes)."""
+        return self
+
+    async def __call__(self, _scope: Any, _receive: Any, send: Any) -> None:
+        """Send the 202 (this object is the ASGI app Litestar runs)."""
+        body = self._body
+        await send(
+            {
+                "type": "http.response.start",
+                "status": HTTP_202_ACCEPTED,
+                "headers": [
+                    (b"cache-control", b"no-store"),
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
 
 ENRICH_BODY = BodyDecoder(EnrichRequest, max_bytes=MAX_BODY_BYTES, check=refuse_unstorable_text)
 """Enrich's body decoder: over-long lists and texts are 413, everything else wrong is 400
@@ -115,10 +153,8 @@ async def enrich(request: Request[Any, Any, Any]) -> Response[EnrichAccepted]:
     result, not_heard = await memory.accept_browser(claims, payload.messages)
     _ANSWERED_202.inc()
     metrics.ENRICH_SECONDS.observe(time.perf_counter() - started)
-    return Response(
-        EnrichAccepted(accepted=result.accepted, duplicates=result.duplicates, not_heard=not_heard),
-        status_code=HTTP_202_ACCEPTED,
-        headers=_NO_STORE,
+    return _Accepted(
+        EnrichAccepted(accepted=result.accepted, duplicates=result.duplicates, not_heard=not_heard)
     )
 
 

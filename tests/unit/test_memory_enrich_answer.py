@@ -1,0 +1,73 @@
+"""The enrich route's pre-built 202 is byte for byte what Litestar's generic response sent."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from litestar import Litestar, Response, post
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from engram_voice.memory.routes import _Accepted
+from engram_voice.memory.schemas import EnrichAccepted
+
+_counts = st.integers(min_value=0, max_value=10_000)
+
+
+def _app(answer: EnrichAccepted, *, fast: bool) -> Litestar:
+    """Return an app whose one route answers ``answer`` the fast or the generic way."""
+
+    @post("/enrich", status_code=HTTP_202_ACCEPTED)
+    async def enrich() -> Response[EnrichAccepted]:
+        """Answer the given counts."""
+        if fast:
+            return _Accepted(answer)
+        return Response(
+            answer, status_code=HTTP_202_ACCEPTED, headers={"Cache-Control": "no-store"}
+        )
+
+    return Litestar(route_handlers=[enrich], openapi_config=None)
+
+
+async def _messages(app: Litestar) -> list[dict[str, Any]]:
+    """Call the app once over raw ASGI and return every message it sent."""
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/enrich",
+        "raw_path": b"/enrich",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return sent
+
+
+@settings(max_examples=60, deadline=None)
+@given(accepted=_counts, duplicates=_counts, not_heard=_counts)
+def test_the_prebuilt_202_equals_the_generic_response(
+    accepted: int, duplicates: int, not_heard: int
+) -> None:
+    """For any counts, status, headers (names, values, order) and body are unchanged."""
+    answer = EnrichAccepted(accepted=accepted, duplicates=duplicates, not_heard=not_heard)
+    generic = asyncio.run(_messages(_app(answer, fast=False)))
+    fast = asyncio.run(_messages(_app(answer, fast=True)))
+    assert fast == generic
+    assert generic[0]["status"] == HTTP_202_ACCEPTED
