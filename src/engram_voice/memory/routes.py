@@ -16,10 +16,13 @@ than a Litestar dependency. The body goes through the one decoder (``bodies``).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.exceptions import InternalServerException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -41,7 +44,7 @@ from engram_voice.memory.schemas import (
 )
 from engram_voice.problem_docs import problem_responses, raw_body_operation
 
-__all__ = ["ENRICH_BODY", "decode_enrich", "enrich", "memory_router", "progress"]
+__all__ = ["ENRICH_BODY", "decode_enrich", "enrich", "memory_router", "progress", "read_body"]
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _ANSWERED_202 = metrics.ENRICH_REQUESTS.labels("202")
@@ -93,6 +96,29 @@ def decode_enrich(body: bytes) -> EnrichRequest:
     return ENRICH_BODY.decode(body)
 
 
+async def read_body(receive: Callable[[], Awaitable[Any]], limit: int = MAX_BODY_BYTES) -> bytes:
+    """Read a request body from the ASGI channel; more than ``limit`` bytes is 413.
+
+    What ``Request.body()`` does for this route (the same errors: 413 once the bytes
+    received pass the limit, 500 on a premature disconnect), without building the
+    request's header map and an async generator per request: ~6 us of the route's CPU.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InternalServerException("client disconnected prematurely")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise RequestEntityTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def _bearer(request: Request[Any, Any, Any]) -> str | None:
     # The raw scope headers: building Litestar's Headers costs more than this whole lookup.
     header = next(
@@ -131,7 +157,7 @@ async def enrich(request: Request[Any, Any, Any]) -> Response[EnrichAccepted]:
     memory: MemoryRuntime = request.app.state.memory  # not a Provide: DI is costly on this path
     header_token = _bearer(request)
     claims = memory.verify(header_token) if header_token else None
-    payload = ENRICH_BODY.decode(await request.body())
+    payload = ENRICH_BODY.decode(await read_body(request.receive))
     if claims is None:
         if payload.token is None:
             raise AuthenticationError(
