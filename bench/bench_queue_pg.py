@@ -333,7 +333,9 @@ def _run(bench: Bench) -> None:
     asyncio.run(_open_loops(args, bench))
 
 
-async def _queue_only(queue: TurnQueue, total: int = 6000, conc: int = 64) -> str:
+async def _queue_only(
+    queue: TurnQueue, postgres: TreeCpu | None = None, total: int = 6000, conc: int = 64
+) -> str:
     """Enqueue ``total`` one-turn batches with ``conc`` callers; describe the result."""
     await queue.open()
     numbers = iter(range(total))
@@ -354,15 +356,18 @@ async def _queue_only(queue: TurnQueue, total: int = 6000, conc: int = 64) -> st
 
     started = time.perf_counter()
     cpu = time.process_time()
+    server_before = postgres.seconds() or 0.0 if postgres else 0.0
     await asyncio.gather(*(caller() for _ in range(conc)))
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu
+    server = ((postgres.seconds() or 0.0) - server_before) if postgres else None
     commits = getattr(queue, "commits", 0)
     await queue.close()
     return (
         f"  {queue.backend:8s} {total / elapsed:7.0f} enqueues/s  {commits} commits  "
         f"p50 {percentile(latencies, 50):5.1f} ms  p99 {percentile(latencies, 99):5.1f} ms  "
         f"this process {cpu / total * 1e6:4.0f} us CPU/enqueue"
+        + (f", PostgreSQL {server / total * 1e6:4.0f} us" if server is not None else "")
     )
 
 
@@ -373,7 +378,8 @@ def _run_queue_only() -> None:
         for _ in range(2):
             with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
                 print(asyncio.run(_queue_only(SqliteTurnQueue(Path(tmp) / "q.sqlite3"))))
-            print(asyncio.run(_queue_only(PostgresTurnQueue(server.conninfo("queueonly")))))
+            queue = PostgresTurnQueue(server.conninfo("queueonly"))
+            print(asyncio.run(_queue_only(queue, TreeCpu(server.pid))))
     finally:
         server.stop()
 
