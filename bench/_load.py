@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-__all__ = ["ProcessCpu", "client_gc_paused", "open_loop", "percentile"]
+__all__ = ["ProcessCpu", "TreeCpu", "client_gc_paused", "open_loop", "percentile"]
 
 _START_DELAY = 0.05
 
@@ -103,3 +103,32 @@ class ProcessCpu:
         fields = text.rsplit(")", 1)[1].split()
         # fields[11:15] are utime, stime, cutime, cstime (fields 14-17 of proc(5)).
         return sum(int(v) for v in fields[11:15]) / self._TICKS
+
+
+class TreeCpu:
+    """CPU seconds of a process and all its live descendants (e.g. PostgreSQL's backends).
+
+    A backend that exits is still counted: its time moves to its parent's reaped-children
+    fields, which :class:`ProcessCpu` includes. Returns ``None`` where /proc is missing.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+
+    def seconds(self) -> float | None:
+        """Return the CPU seconds the tree has used so far, or ``None``."""
+        total = ProcessCpu(self._pid).seconds()
+        if total is None:
+            return None
+        for child in _descendants(self._pid):
+            total += ProcessCpu(child).seconds() or 0.0
+        return total
+
+
+def _descendants(pid: int) -> list[int]:
+    """Return the pids of ``pid``'s live child processes, recursively (from /proc)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children.extend(int(c) for c in task.read_text().split())
+    return [c for child in children for c in (child, *_descendants(child))]

@@ -16,9 +16,13 @@ than a Litestar dependency. The body goes through the one decoder (``bodies``).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.exceptions import InternalServerException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -40,10 +44,47 @@ from engram_voice.memory.schemas import (
 )
 from engram_voice.problem_docs import problem_responses, raw_body_operation
 
-__all__ = ["ENRICH_BODY", "decode_enrich", "enrich", "memory_router", "progress"]
+__all__ = ["ENRICH_BODY", "decode_enrich", "enrich", "memory_router", "progress", "read_body"]
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _ANSWERED_202 = metrics.ENRICH_REQUESTS.labels("202")
+_ENCODE = msgspec.json.Encoder().encode
+
+
+class _Accepted(Response[EnrichAccepted]):
+    """The 202 answer, sent as pre-built ASGI messages.
+
+    Litestar's generic response path (header objects, media-type negotiation, encoder
+    lookup) cost about a fifth of this route's own CPU; the 202 has one fixed shape. It
+    stays a ``Response[EnrichAccepted]`` so the OpenAPI document is unchanged, and sends
+    the same status, headers and JSON body the generic path sent.
+    """
+
+    __slots__ = ("_body",)
+
+    def __init__(self, answer: EnrichAccepted) -> None:
+        self._body = _ENCODE(answer)
+
+    def to_asgi_response(self, *_: Any, **__: Any) -> Any:
+        """Return this object: it is its own ASGI app (whatever Litestar passes)."""
+        return self
+
+    async def __call__(self, _scope: Any, _receive: Any, send: Any) -> None:
+        """Send the 202 (this object is the ASGI app Litestar runs)."""
+        body = self._body
+        await send(
+            {
+                "type": "http.response.start",
+                "status": HTTP_202_ACCEPTED,
+                "headers": [
+                    (b"cache-control", b"no-store"),
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
 
 ENRICH_BODY = BodyDecoder(EnrichRequest, max_bytes=MAX_BODY_BYTES, check=refuse_unstorable_text)
 """Enrich's body decoder: over-long lists and texts are 413, everything else wrong is 400
@@ -53,6 +94,29 @@ ENRICH_BODY = BodyDecoder(EnrichRequest, max_bytes=MAX_BODY_BYTES, check=refuse_
 def decode_enrich(body: bytes) -> EnrichRequest:
     """Decode and validate a request body; raise 413 for limits, 400 for everything else."""
     return ENRICH_BODY.decode(body)
+
+
+async def read_body(receive: Callable[[], Awaitable[Any]], limit: int = MAX_BODY_BYTES) -> bytes:
+    """Read a request body from the ASGI channel; more than ``limit`` bytes is 413.
+
+    What ``Request.body()`` does for this route (the same errors: 413 once the bytes
+    received pass the limit, 500 on a premature disconnect), without building the
+    request's header map and an async generator per request: ~6 us of the route's CPU.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InternalServerException("client disconnected prematurely")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise RequestEntityTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _bearer(request: Request[Any, Any, Any]) -> str | None:
@@ -93,7 +157,7 @@ async def enrich(request: Request[Any, Any, Any]) -> Response[EnrichAccepted]:
     memory: MemoryRuntime = request.app.state.memory  # not a Provide: DI is costly on this path
     header_token = _bearer(request)
     claims = memory.verify(header_token) if header_token else None
-    payload = ENRICH_BODY.decode(await request.body())
+    payload = ENRICH_BODY.decode(await read_body(request.receive))
     if claims is None:
         if payload.token is None:
             raise AuthenticationError(
@@ -115,10 +179,8 @@ async def enrich(request: Request[Any, Any, Any]) -> Response[EnrichAccepted]:
     result, not_heard = await memory.accept_browser(claims, payload.messages)
     _ANSWERED_202.inc()
     metrics.ENRICH_SECONDS.observe(time.perf_counter() - started)
-    return Response(
-        EnrichAccepted(accepted=result.accepted, duplicates=result.duplicates, not_heard=not_heard),
-        status_code=HTTP_202_ACCEPTED,
-        headers=_NO_STORE,
+    return _Accepted(
+        EnrichAccepted(accepted=result.accepted, duplicates=result.duplicates, not_heard=not_heard)
     )
 
 
