@@ -194,27 +194,37 @@ class PostgresTurnQueue:
         return {} if secret is None else {"password": secret}
 
     @contextlib.asynccontextmanager
-    async def _conn(self, *, pipeline: bool = False) -> AsyncIterator[Conn]:
-        """Lend a pooled connection in a transaction; driver errors become neutral ones.
+    async def _lend(self) -> AsyncIterator[Conn]:
+        """Lend a pooled connection; every driver error becomes a neutral one.
 
-        ``pipeline`` sends statements without waiting for each answer (libpq pipeline
-        mode): BEGIN and the first statements travel together, COMMIT with the last.
+        A pool that cannot hand out a connection in time may be signing in with a rotated
+        password, so the password source is asked to read it anew (it rate-limits that).
         """
         pool = self._pool
         if pool is None:
             raise QueueClosedError()
         try:
             async with pool.connection(timeout=self._store_timeout) as conn:
-                if pipeline:
-                    async with conn.pipeline(), conn.transaction():
-                        yield conn
-                else:
-                    async with conn.transaction():
-                        yield conn
+                yield conn
         except psycopg.Error as exc:
             if isinstance(exc, PoolTimeout):
                 await self._password.refused()  # new connections fail: a rotated password?
             raise QueueUnavailableError(describe_error(exc)) from exc
+
+    @contextlib.asynccontextmanager
+    async def _conn(self, *, pipeline: bool = False) -> AsyncIterator[Conn]:
+        """Lend a pooled connection in a transaction; driver errors become neutral ones.
+
+        ``pipeline`` sends statements without waiting for each answer (libpq pipeline
+        mode): BEGIN and the first statements travel together, COMMIT with the last.
+        """
+        async with self._lend() as conn:
+            if pipeline:
+                async with conn.pipeline(), conn.transaction():
+                    yield conn
+            else:
+                async with conn.transaction():
+                    yield conn
 
     async def open(self) -> None:
         """Connect the pool, apply missing migrations (advisory lock), start the writers.
@@ -309,21 +319,15 @@ class PostgresTurnQueue:
 
         A group is written by one statement (see :mod:`postgres_writes`), which on an
         autocommit connection is its own transaction: one round trip, no BEGIN or COMMIT
-        of their own. Driver errors become neutral ones.
+        of their own. Driver errors become neutral ones, as in :meth:`_lend`.
         """
-        pool = self._pool
-        if pool is None:
-            raise QueueClosedError()
-        try:
-            async with pool.connection(timeout=self._store_timeout) as conn:
-                await conn.set_autocommit(True)
-                try:
-                    yield conn
-                finally:
-                    if not conn.closed:
-                        await conn.set_autocommit(False)
-        except psycopg.Error as exc:
-            raise QueueUnavailableError(describe_error(exc)) from exc
+        async with self._lend() as conn:
+            await conn.set_autocommit(True)
+            try:
+                yield conn
+            finally:
+                if not conn.closed:
+                    await conn.set_autocommit(False)
 
     async def _write_loop(self) -> None:
         while True:
