@@ -1,5 +1,7 @@
 """How the delivery worker claims sessions, on every queue backend (SQLite, PostgreSQL)."""
 
+import asyncio
+
 import pytest
 
 from engram_voice.memory.circuit import CircuitBreaker
@@ -58,3 +60,38 @@ async def test_a_session_with_turns_left_waits_behind_the_sessions_ready_before_
     assert report.delivered == sessions * turns
     assert sink.order == names * rounds
     assert all(len(sink.message_ids(name)) == turns for name in names)
+
+
+async def _nothing_ready(queue: TurnQueue, clock: FakeClock, state: str) -> None:
+    """Leave the queue with sessions (or none) of which none is ready to claim."""
+    if state == "empty":
+        return
+    batch = EnqueueBatch(
+        session_id="s", user_id="alice", agent="elena", turns=[("m", "user", "text", None)]
+    )
+    await queue.enqueue(batch)
+    claimed = await queue.claim(owner="a", sessions=1, turns=10, lease_seconds=30, now=clock.now)
+    if state == "leased":
+        return
+    if state == "retrying":
+        await queue.schedule_retry(
+            owner="a", session_id="s", error="x", next_attempt_at=clock.now + 60
+        )
+        return
+    seqs = [turn.seq for turn in claimed[0].turns]
+    await queue.mark_delivered(owner="a", session_id="s", seqs=seqs, now=clock.now)
+    await queue.release(owner="a", session_id="s", next_attempt_at=clock.now)
+
+
+@pytest.mark.parametrize("state", ["empty", "leased", "retrying", "delivered"])
+async def test_a_claim_that_finds_nothing_ready_does_not_wait_for_a_held_write_lock(
+    queue, backend, clock, state
+):
+    """An idle worker's poll answers 'nothing' at once while another process holds the lock."""
+    await _nothing_ready(queue, clock, state)
+    with backend.locked():
+        async with asyncio.timeout(10):
+            claimed = await queue.claim(
+                owner="b", sessions=4, turns=10, lease_seconds=30, now=clock.now
+            )
+    assert claimed == []
