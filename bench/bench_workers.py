@@ -11,7 +11,9 @@ processes on the queue (N alternates 1, 2, 1, 2 …), and reports two figures:
   seconds after every worker answers ``/healthz``, read from the workers' own
   ``engram_memory_turns_delivered_total``. At the window's end every session's
   ``/memory/sessions/{id}/progress`` is read: the window counts as steady only if all
-  sessions still had turns queued (all 100 active), and the report says how many had;
+  sessions still had turns queued (all 100 active), and the report says how many had
+  (a claim takes up to ``MEMORY_CLAIM_TURNS``, 300, of a session's turns: ``--turns``
+  must stay well above it, or sessions run dry inside the window);
 - **time to empty**: seconds from the workers being ready until the queue is empty, and
   the round's turns divided by it (the tail included: the last sessions run alone).
 
@@ -304,7 +306,7 @@ def _warm_up(bench: Bench, log: Path) -> None:
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--sessions", type=int, default=100, help="active sessions")
-    parser.add_argument("--turns", type=int, default=600, help="turns per session per round")
+    parser.add_argument("--turns", type=int, default=900, help="turns per session per round")
     parser.add_argument("--per-post", type=int, default=10, help="turns per enrich request")
     parser.add_argument("--latency-ms", type=int, default=20, help="Zep stand-in latency")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds before the window")
