@@ -145,14 +145,23 @@ class Bench:
         return accepted
 
     async def active(self) -> int:
-        """Return how many sessions still have turns queued (each session's progress read)."""
+        """Return how many sessions still have turns queued (each session's progress read).
+
+        Eight reads at a time; a 503 (the read gave up under load) is tried again, 5 times.
+        """
+        limit = asyncio.Semaphore(8)
         async with httpx.AsyncClient(base_url=self.service.base_url, timeout=30) as client:
 
             async def queued(s: int) -> int:
-                answer = await client.get(
-                    f"/memory/sessions/{self.sessions[s]}/progress",
-                    headers={"Authorization": f"Bearer {self.tokens[s]}"},
-                )
+                for _ in range(5):
+                    async with limit:
+                        answer = await client.get(
+                            f"/memory/sessions/{self.sessions[s]}/progress",
+                            headers={"Authorization": f"Bearer {self.tokens[s]}"},
+                        )
+                    if answer.status_code != httpx.codes.SERVICE_UNAVAILABLE:
+                        break
+                    await asyncio.sleep(0.2)
                 answer.raise_for_status()
                 count: int = answer.json()["queued"]
                 return count
@@ -173,6 +182,7 @@ class Round(NamedTuple):
     steady: float
     active: int
     empty_seconds: float
+    ninety_seconds: float
     empty_rate: float
     worker_us: list[float]
     worker_cores: list[float]
@@ -182,14 +192,22 @@ class Round(NamedTuple):
     call_ms: float
 
 
-def _empty_within(bench: Bench, timeout: float) -> float:
-    """Poll the depth until the queue is empty; return when it was (perf_counter), bounded."""
+def _empty_within(bench: Bench, timeout: float, queued: int = 0) -> tuple[float, float]:
+    """Poll the depth until the queue is empty (bounded); return when it was (perf_counter).
+
+    Also returns when 90 % of ``queued`` had been delivered (the depth first at or under a
+    tenth of it): the time between the two is the tail, where sessions run out one by one.
+    """
     deadline = time.perf_counter() + timeout
-    while bench.depth() > 0:
+    ninety: float | None = None
+    while (depth := bench.depth()) > 0:
+        if ninety is None and depth <= queued // 10:
+            ninety = time.perf_counter()
         if time.perf_counter() > deadline:
             raise TimeoutError(f"the queue did not empty within {timeout:.0f} s")
         time.sleep(0.05)
-    return time.perf_counter()
+    emptied = time.perf_counter()
+    return emptied, emptied if ninety is None else ninety
 
 
 @contextlib.contextmanager
@@ -225,7 +243,7 @@ def _round(bench: Bench, count: int, queued: int, cpus: float | None, log: Path)
             window = time.perf_counter() - started
             throttled1 = [throttled_seconds(g) for g in groups]
             active = asyncio.run(bench.active())
-            emptied = _empty_within(bench, args.drain_timeout)
+            emptied, ninety = _empty_within(bench, args.drain_timeout, queued)
     finally:
         for worker in workers:
             worker.stop(timeout=30)
@@ -238,6 +256,7 @@ def _round(bench: Bench, count: int, queued: int, cpus: float | None, log: Path)
         steady=sum(turns) / window,
         active=active,
         empty_seconds=emptied - ready,
+        ninety_seconds=ninety - ready,
         empty_rate=queued / (emptied - ready),
         worker_us=[c / max(t, 1.0) * 1e6 for c, t in zip(cpu, turns, strict=True)],
         worker_cores=[c / window for c in cpu],
@@ -257,7 +276,8 @@ def _print_round(index: int, count: int, queued: int, result: Round, sessions: i
     print(
         f"  round {index}: {count} worker(s), {queued} queued: steady {result.steady:6.0f} "
         f"turns/s ({result.active}/{sessions} sessions active at the window's end: {steady}); "
-        f"empty after {result.empty_seconds:.1f} s = {result.empty_rate:.0f} turns/s\n"
+        f"empty after {result.empty_seconds:.1f} s = {result.empty_rate:.0f} turns/s "
+        f"(90 % after {result.ninety_seconds:.1f} s)\n"
         f"           CPU per turn: workers "
         + ", ".join(f"{us:.0f} µs" for us in result.worker_us)
         + " (cores "
