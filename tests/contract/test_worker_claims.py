@@ -1,6 +1,7 @@
 """How the delivery worker claims sessions, on every queue backend (SQLite, PostgreSQL)."""
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -22,7 +23,7 @@ class _OrderSink(FakeSink):
         self.clock = clock
 
     async def deliver(
-        self, session: SinkSession, messages: list[SinkMessage], keepalive: Keepalive
+        self, session: SinkSession, messages: Sequence[SinkMessage], keepalive: Keepalive
     ) -> int:
         """Record the session, then store as the fake does."""
         self.order.append(session.session_id)
