@@ -219,9 +219,17 @@ class SqliteTurnQueue:
     async def claim(
         self, *, owner: str, sessions: int, turns: int, lease_seconds: float, now: float
     ) -> list[ClaimedSession]:
-        """Lease ready sessions (pending, due, unleased) with their oldest pending turns."""
+        """Lease ready sessions (pending, due, unleased) with their oldest pending turns.
+
+        Looks first without the file's write lock (a WAL read): an idle worker's poll, or
+        a claim after the ready sessions ran out, neither waits for another process's
+        write nor makes one wait; only when a session looks ready is the lock taken and
+        the choice made again inside the transaction.
+        """
 
         def work(conn: sqlite3.Connection) -> list[ClaimedSession]:
+            if conn.execute(claim_sql(), (now, now, 1)).fetchone() is None:
+                return []
             with transaction(conn):
                 rows = conn.execute(claim_sql(), (now, now, sessions)).fetchall()
                 claimed: list[ClaimedSession] = []

@@ -268,8 +268,14 @@ class DeliveryWorker:
                 "memory.worker_error", session_id=session_id, error=type(exc).__name__
             )
         finally:
+            # Ready again from now, not from 0: claims take the longest-ready sessions
+            # first, so a session with turns left goes behind every session that was
+            # waiting while it was served (round robin over the active sessions, instead
+            # of serving the oldest ones until they run dry while the others starve).
             await self._queue.release(
-                owner=self.owner, session_id=session_id, next_attempt_at=next_attempt_at
+                owner=self.owner,
+                session_id=session_id,
+                next_attempt_at=next_attempt_at or self._clock(),
             )
 
     async def _deliver_batches(
