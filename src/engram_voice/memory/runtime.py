@@ -273,14 +273,22 @@ class MemoryRuntime:
         user_id: str = "",
         agent: str = "",
         final: bool = False,
+        suspended: bool = False,
     ) -> None:
         """Mark ``session_id`` heard server-side (True) or fallen back to the browser (False).
 
         ``final``: the call ended while captured (the record holds for good, no lease).
+        ``suspended``: nobody hears the call for now (its lease ends at once).
         """
-        self.captured.mark(session_id, user_id, agent, captured=captured, final=final)
+        self.captured.mark(
+            session_id, user_id, agent, captured=captured, final=final, suspended=suspended
+        )
         _logger.info(
-            "memory.session_captured", session_id=session_id, captured=captured, final=final
+            "memory.session_captured",
+            session_id=session_id,
+            captured=captured,
+            final=final,
+            suspended=suspended,
         )
 
     async def accept_captured(

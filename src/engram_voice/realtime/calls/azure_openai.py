@@ -109,7 +109,9 @@ class AzureOpenAICall:
         """Send this call's captured turns to ``sink`` for its owner; mark the session.
 
         The session counts as captured while the sideband is connected (and after the
-        call ended); a sideband lost for good hands the session back to the browser.
+        call ended); a sideband lost for good, reopened after a drop (it heard nothing
+        meanwhile), or a turn heard but not stored hands the session back to the browser
+        for good; while a dropped sideband reopens, the browser's posts are stored.
         """
         capture, sideband = self.capture, self.sideband
         if capture is None or sideband is None:
@@ -120,18 +122,31 @@ class AzureOpenAICall:
         if not kept or sink is None:  # memory disabled: usage only
             return
 
+        dropped = False
+
         def follow(state: str) -> None:
-            sink.mark_captured(
-                session_id, captured=state == "connected", user_id=user_id, agent=agent_id
-            )
+            nonlocal dropped
+            if state == "dropped":  # nobody hears the call now: the browser's posts count
+                dropped = True
+                sink.mark_captured(
+                    session_id, captured=True, user_id=user_id, agent=agent_id, suspended=True
+                )
+                return
+            # Reopened after a drop: what was said meanwhile was never heard here, so the
+            # server's record has a gap and the browser is the source for good.
+            captured = state == "connected" and not dropped
+            sink.mark_captured(session_id, captured=captured, user_id=user_id, agent=agent_id)
 
         sideband.on_state = follow
+        capture.on_gap = lambda: follow("lost")  # a heard turn could not be stored
         if sideband.connected.is_set():
             follow("connected" if sideband.state != "lost" else "lost")
 
         def ended() -> None:
             if not sideband.connected.is_set():
                 follow("lost")  # ended before capture came up: the browser's turns count
+            elif dropped and sideband.state != "call_over":
+                follow("lost")  # hung up while reopening: what was said meanwhile is unheard
             elif sideband.state != "lost":  # captured until the end: for good
                 sink.mark_captured(
                     session_id, captured=True, user_id=user_id, agent=agent_id, final=True
