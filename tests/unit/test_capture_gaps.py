@@ -241,3 +241,20 @@ async def test_a_heard_turn_that_is_not_stored_hands_the_session_to_the_browser(
         await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
     for item_id in said:
         assert await _post(runtime, item_id) == (1, 0)
+
+
+async def test_a_call_whose_set_up_record_was_not_stored_never_refuses_the_browser(
+    upstream: Upstream, runtime: MemoryRuntime
+) -> None:
+    """Forgoing authority overtakes a captured mark the sideband already sent, for good."""
+    async with aiohttp.ClientSession() as http:
+        capture = TurnCapture(upstream="azure-openai", call_id="rtc_gap", session_id=SESSION)
+        call = _call(http, upstream.url, capture)
+        call.bind_owner(runtime, session_id=SESSION, user_id="alice", agent_id="elena")
+        sideband = call.sideband
+        assert sideband is not None
+        await async_poll_until(sideband.connected.is_set, timeout=10, what="sideband up")
+        call.forgo_authority()  # the set-up mark was not stored in time
+        assert await _post(runtime, "item_during_call") == (1, 0)
+        await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
+    assert await _post(runtime, "item_after_call") == (1, 0)

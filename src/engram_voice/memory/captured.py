@@ -12,8 +12,9 @@ The states (:data:`~engram_voice.memory.queue.CAPTURE_STATES`) only move forward
 
 - At call set-up, *before* the memory token is handed out, the session is marked
   ``expected`` (the sideband is being opened) or ``browser`` (Voice Live: captured only
-  from the first transcript its control channel carries). If that mark cannot be stored,
-  the call gets no memory token (:class:`CaptureAuthority.expect` raises).
+  from the first transcript its control channel carries). If that mark cannot be stored
+  (:class:`CaptureAuthority.expect` raises), the call keeps its token and never claims
+  the session: the browser is its source.
 - ``captured`` once the sideband is up, with a lease (:data:`LEASE_SECONDS`) the replica
   holding the call renews; when the call ends while captured the record stays
   ``captured`` for good (no lease). A lease that lapses means the replica died mid-call:

@@ -255,7 +255,7 @@ class MemoryRuntime:
 
         ``window``: seconds the sideband may take to come up (None: captured only once
         the upstream carries a transcript). False means the mark could not be stored
-        (bounded): the caller must not hand out a memory token for the session.
+        (bounded): the call must never claim the session (the browser is its source).
         """
         try:
             await self.captured.expect(session_id, user_id, agent, window=window)

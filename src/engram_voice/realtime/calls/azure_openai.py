@@ -84,6 +84,8 @@ class AzureOpenAICall:
         self._reason = "hangup"
         self._hangup: asyncio.Task[None] | None = None
         self._on_end: Callable[[], None] | None = None
+        self._authority = True
+        self._release: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -126,6 +128,8 @@ class AzureOpenAICall:
 
         def follow(state: str) -> None:
             nonlocal dropped
+            if not self._authority:  # the set-up record was not stored: the browser's
+                return
             if state == "dropped":  # nobody hears the call now: the browser's posts count
                 dropped = True
                 sink.mark_captured(
@@ -142,7 +146,14 @@ class AzureOpenAICall:
         if sideband.connected.is_set():
             follow("connected" if sideband.state != "lost" else "lost")
 
+        def release() -> None:
+            sink.mark_captured(session_id, captured=False, user_id=user_id, agent=agent_id)
+
+        self._release = release
+
         def ended() -> None:
+            if not self._authority:
+                return
             if not sideband.connected.is_set():
                 follow("lost")  # ended before capture came up: the browser's turns count
             elif dropped and sideband.state != "call_over":
@@ -153,6 +164,17 @@ class AzureOpenAICall:
                 )
 
         self._on_end = ended
+
+    def forgo_authority(self) -> None:
+        """Never claim the session: its set-up record could not be stored.
+
+        The browser keeps its memory token and its posts are the session's source (the
+        sideband still stores what it hears, with the same key). A captured mark already
+        sent (the sideband came up during set-up) is overtaken by ``lost``.
+        """
+        self._authority = False
+        if self._release is not None:
+            self._release()
 
     def capture_window(self) -> float | None:
         """Return how long the sideband may take to come up (None: this call has none).
