@@ -221,6 +221,8 @@ class MemoryRuntime:
         post is 503 ``capture_pending``: the browser posts it again.
         """
         self._rate.check(claims.session_id)  # before any read: a flood costs no queries
+        if not self.connected:  # why, and when the next connection attempt is
+            raise self._not_connected("transcripts cannot be stored right now")
         if self.captured.known_browser(claims.session_id):  # the common case: no read at all
             return await self.accept(claims, messages, rate_limited=False), 0
         try:
