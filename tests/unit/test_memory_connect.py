@@ -63,7 +63,7 @@ async def test_steps_open_in_order_and_an_opened_step_is_never_opened_again(
 
 @pytest.mark.parametrize("error", [RuntimeError("bug"), ValueError("bad"), KeyError("x")])
 async def test_only_unavailable_storage_is_retried(error):
-    """Anything but QueueUnavailableError (a bug, a bad value) ends the attempts at once."""
+    """Anything but QueueUnavailableError (a bug, a bad value) ends the attempts, visibly."""
     attempts = 0
 
     async def open_step() -> None:
@@ -72,9 +72,23 @@ async def test_only_unavailable_storage_is_retried(error):
         raise error
 
     connector = StorageConnector([("queue", open_step)], **FAST)
-    with pytest.raises(type(error)):
+    with capture_logs() as logs, pytest.raises(type(error)):
         await connector.run()
     assert (attempts, connector.ready) == (1, False)
+    # and it says so: status and the log name the failure (its type only, never its text)
+    described = connector.describe()
+    assert described["state"] == "failed"
+    assert described["last_error"] == f"gave up: {type(error).__name__}"
+    aborted = [e for e in logs if e["event"] == "memory.queue_connect_aborted"]
+    assert aborted == [
+        {
+            "event": "memory.queue_connect_aborted",
+            "log_level": "error",
+            "step": "queue",
+            "error": type(error).__name__,
+        }
+    ]
+    assert all(str(error.args[0]) not in str(e) for e in logs)
 
 
 @pytest.mark.parametrize(
