@@ -24,7 +24,9 @@ from aiohttp import web
 from engram_voice.credentials import Secret, StaticKeySource
 from engram_voice.errors import CapturePendingError
 from engram_voice.memory import MemoryClaims, MemoryRuntime, build_memory_runtime
+from engram_voice.memory.captured import CaptureAuthority
 from engram_voice.memory.schemas import EnrichMessage
+from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from engram_voice.realtime.calls import capture as capture_module
 from engram_voice.realtime.calls.azure_openai import AzureOpenAICall
 from engram_voice.realtime.calls.capture import TurnCapture
@@ -291,3 +293,25 @@ async def test_a_turn_said_before_the_sideband_first_came_up_is_never_refused(
             assert await _post(runtime, "item_early") == (1, 0)  # posted again, as told
         finally:
             await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
+
+
+@pytest.mark.parametrize("lag", [0.0, 0.5, 5.0, 30.0, 59.0])
+async def test_a_suspended_capture_reads_as_the_browsers_on_a_replica_whose_clock_lags(
+    tmp_path: Path, lag: float
+) -> None:
+    """A dropped sideband's suspension holds on every replica, whose clocks differ a little."""
+    holder_clock = FakeClock()
+    queue = SqliteTurnQueue(tmp_path / "q.sqlite3", clock=holder_clock)
+    await queue.open()
+    try:
+        holder = CaptureAuthority(queue, clock=holder_clock, timeout=5)
+        other = CaptureAuthority(queue, clock=FakeClock(holder_clock.now - lag), timeout=5)
+        holder.mark(SESSION, "alice", "elena", captured=True)
+        await holder.settle(5)
+        assert (await other.decide(SESSION, ["item_1"])).kind == "captured"
+        holder.mark(SESSION, "alice", "elena", captured=True, suspended=True)
+        await holder.settle(5)
+        assert (await other.decide(SESSION, ["item_1"])).kind == "browser"
+        assert (await holder.decide(SESSION, ["item_1"])).kind == "browser"
+    finally:
+        await queue.close()

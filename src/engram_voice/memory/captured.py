@@ -155,7 +155,8 @@ class CaptureAuthority:
             until = self._clock() + LEASE_SECONDS
         else:
             if captured and suspended:
-                until = self._clock()  # lapsed: read as "the browser is the source"
+                # lapsed, by a whole lease so a replica whose clock lags reads it so too
+                until = self._clock() - LEASE_SECONDS
             if session_id in self._live:
                 del self._live[session_id]
                 if not captured:
