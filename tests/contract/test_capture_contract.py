@@ -152,3 +152,50 @@ async def test_purge_forgets_capture_records_untouched_for_the_window_in_bounded
         s for s in ["fresh", *(f"old{n}" for n in range(5))] if await queue.capture_state(s)
     ]
     assert remaining == ["fresh", "old0"]
+
+
+_CALL_MARKS = {
+    # (kind, written at, lease deadline): one call's marks from the replica holding it
+    "lease": (1.0, 61.0),  # the sideband came up
+    "renewal": (2.0, 62.0),  # the lease renewed (a renewal, not a mark)
+    "suspended": (3.0, 3.0),  # the sideband dropped: nobody hears the call now
+}
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(_CALL_MARKS)))
+@pytest.mark.parametrize("end", [None, "final", "lost"])
+async def test_a_late_lease_or_renewal_never_undoes_a_later_suspension(queue, clock, order, end):
+    """Whatever order a call's marks and renewals arrive in, the latest written one holds.
+
+    A lease mark retried late, or a renewal that began before the sideband dropped, must
+    not hand the session back to the server while nobody hears the call.
+    """
+    base = clock.now
+    for kind in order:
+        at, until = _CALL_MARKS[kind]
+        if kind == "renewal":
+            await queue.renew_capture(["vs_1"], until=base + until, now=base + at)
+        else:
+            await queue.mark_capture(
+                session_id="vs_1",
+                user_id="alice",
+                agent="elena",
+                state="captured",
+                now=base + at,
+                state_until=base + until,
+            )
+    if end is not None:
+        await queue.mark_capture(
+            session_id="vs_1",
+            user_id="alice",
+            agent="elena",
+            state="captured" if end == "final" else "lost",
+            now=base + 4.0,
+            state_until=None,
+        )
+    found = await queue.capture_state("vs_1")
+    assert found is not None
+    if end is None:
+        assert (found.state, found.state_until) == ("captured", base + 3.0)
+    else:
+        assert (found.state, found.state_until) == ("captured" if end == "final" else end, None)

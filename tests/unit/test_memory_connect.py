@@ -16,7 +16,7 @@ from engram_voice.errors import StorageUnavailableError
 from engram_voice.memory import MemoryClaims, MemoryRuntime, MemorySettings, TurnQueue
 from engram_voice.memory.cli import create_worker_app
 from engram_voice.memory.connect import StorageConnector
-from engram_voice.memory.queue import QueueUnavailableError
+from engram_voice.memory.queue import QueueClosedError, QueueUnavailableError
 from engram_voice.memory.ratelimit import SessionRateLimiter
 from engram_voice.memory.schemas import EnrichMessage
 from tests.support.clock import FakeClock
@@ -63,7 +63,7 @@ async def test_steps_open_in_order_and_an_opened_step_is_never_opened_again(
 
 @pytest.mark.parametrize("error", [RuntimeError("bug"), ValueError("bad"), KeyError("x")])
 async def test_only_unavailable_storage_is_retried(error):
-    """Anything but QueueUnavailableError (a bug, a bad value) ends the attempts at once."""
+    """Anything but QueueUnavailableError (a bug, a bad value) ends the attempts, visibly."""
     attempts = 0
 
     async def open_step() -> None:
@@ -72,9 +72,23 @@ async def test_only_unavailable_storage_is_retried(error):
         raise error
 
     connector = StorageConnector([("queue", open_step)], **FAST)
-    with pytest.raises(type(error)):
+    with capture_logs() as logs, pytest.raises(type(error)):
         await connector.run()
     assert (attempts, connector.ready) == (1, False)
+    # and it says so: status and the log name the failure (its type only, never its text)
+    described = connector.describe()
+    assert described["state"] == "failed"
+    assert described["last_error"] == f"gave up: {type(error).__name__}"
+    aborted = [e for e in logs if e["event"] == "memory.queue_connect_aborted"]
+    assert aborted == [
+        {
+            "event": "memory.queue_connect_aborted",
+            "log_level": "error",
+            "step": "queue",
+            "error": type(error).__name__,
+        }
+    ]
+    assert all(str(error.args[0]) not in str(e) for e in logs)
 
 
 @pytest.mark.parametrize(
@@ -246,3 +260,49 @@ def test_the_dead_letters_command_says_the_queue_is_unavailable_without_a_traceb
     )
     assert "Traceback" not in captured.err
     assert "never-accepted" not in captured.err + captured.out
+
+
+class _NotOpenQueue(_UnreachableQueue):
+    """An unreachable queue whose reads fail as a PostgreSQL queue's do before it opens."""
+
+    async def capture_state(self, *args: object) -> None:  # noqa: ARG002
+        """Fail: the pool does not exist yet."""
+        raise QueueClosedError()
+
+
+@pytest.mark.parametrize("mode", ["fails", "hangs"])
+@pytest.mark.parametrize("known", [False, True], ids=["first-post", "cached-session"])
+async def test_a_browser_post_while_connecting_says_why_and_when_to_retry(mode, known):
+    """Enrich while storage connects: 503 naming the reason, Retry-After the next attempt."""
+    queue = _NotOpenQueue(mode)
+    runtime = MemoryRuntime(
+        queue=cast("TurnQueue", queue),
+        sink=None,
+        worker=None,
+        signer=None,
+        rate_limiter=SessionRateLimiter(100),
+        run_worker=False,
+        open_in_background=True,
+        connect_wait_max=20.0,
+    )
+    await runtime.start()
+    try:
+        if mode == "fails":
+            await async_poll_until(lambda: queue.opens >= 1, what="a failed attempt")
+            await async_poll_until(
+                lambda: runtime.connector.last_error is not None, what="the reason"
+            )
+        if known:
+            runtime.captured._remember_browser("vs_a")  # a session seen before
+        claims = MemoryClaims(
+            session_id="vs_a", user_id="alice", agent="elena", expires_at=0, key_id="k1"
+        )
+        with pytest.raises(StorageUnavailableError) as refused:
+            await runtime.accept_browser(claims, [EnrichMessage(id="m1", role="user", text="hi")])
+        expected = runtime.connector.retry_after()
+        assert refused.value.retry_after == expected
+        assert "not connected yet" in refused.value.detail
+        if mode == "fails":
+            assert "database unreachable" in refused.value.detail
+    finally:
+        await asyncio.wait_for(runtime.stop(grace_seconds=1), timeout=10)

@@ -12,8 +12,9 @@ The states (:data:`~engram_voice.memory.queue.CAPTURE_STATES`) only move forward
 
 - At call set-up, *before* the memory token is handed out, the session is marked
   ``expected`` (the sideband is being opened) or ``browser`` (Voice Live: captured only
-  from the first transcript its control channel carries). If that mark cannot be stored,
-  the call gets no memory token (:class:`CaptureAuthority.expect` raises).
+  from the first transcript its control channel carries). If that mark cannot be stored
+  (:class:`CaptureAuthority.expect` raises), the call keeps its token and never claims
+  the session: the browser is its source.
 - ``captured`` once the sideband is up, with a lease (:data:`LEASE_SECONDS`) the replica
   holding the call renews; when the call ends while captured the record stays
   ``captured`` for good (no lease). A lease that lapses means the replica died mid-call:
@@ -127,25 +128,41 @@ class CaptureAuthority:
             )
 
     def mark(
-        self, session_id: str, user_id: str, agent: str, *, captured: bool, final: bool = False
+        self,
+        session_id: str,
+        user_id: str,
+        agent: str,
+        *,
+        captured: bool,
+        final: bool = False,
+        suspended: bool = False,
     ) -> None:
         """Store a capture change in the background (bounded retries).
 
         ``captured`` with a lease this replica renews while it holds the call (sideband
-        up); ``captured`` and ``final``: the call ended while captured, for good; not
-        ``captured``: ``lost`` (the browser's posts are the source again).
+        up); ``captured`` and ``final``: the call ended while captured, for good;
+        ``captured`` and ``suspended``: nobody hears the call right now (the sideband
+        dropped and is reopening), so its lease ends now and the browser's posts are
+        stored meanwhile; not ``captured``: ``lost`` (the browser's posts are the source
+        again, on this replica at once: ``lost`` is final).
         """
         state, until = ("captured" if captured else "lost"), None
-        if captured and not final:
+        if captured and not final and not suspended:
             self._live[session_id] = None
             self._live.move_to_end(session_id)
             while len(self._live) > self._max:
                 self._live.popitem(last=False)
             until = self._clock() + LEASE_SECONDS
-        elif session_id in self._live:
-            del self._live[session_id]
-            if not captured:
-                self.fallbacks += 1
+        else:
+            if captured and suspended:
+                # lapsed, by a whole lease so a replica whose clock lags reads it so too
+                until = self._clock() - LEASE_SECONDS
+            if session_id in self._live:
+                del self._live[session_id]
+                if not captured:
+                    self.fallbacks += 1
+        if not captured:
+            self._remember_browser(session_id)  # final; other replicas once it is stored
         task = asyncio.create_task(
             self._write_mark(session_id, user_id, agent, state, until), name="memory-capture-mark"
         )

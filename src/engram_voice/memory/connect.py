@@ -9,6 +9,8 @@ takes (every attempt is itself bounded by the backend's connect and lock timeout
 is never opened again. Until every step is open, :attr:`StorageConnector.ready` is False
 and :meth:`StorageConnector.describe` says why (a neutral reason, never a secret).
 
+An error that is not retried (a bug, a bad value) ends the attempts: it is logged as
+``memory.queue_connect_aborted`` and :meth:`StorageConnector.describe` says ``failed``.
 Each failed attempt logs ``memory.queue_connect_failed``; repeats of the same reason are
 logged at most once per ``log_every`` seconds (with the number held back), so an outage
 of hours writes a few lines an hour, not thousands.
@@ -60,6 +62,8 @@ class StorageConnector:
         """Connection attempts so far (the successful one included)."""
         self.last_error: str | None = None
         """Why the last attempt failed (None once connected)."""
+        self.gave_up = False
+        """True once an error that is not retried ended the attempts (restart needed)."""
         self.ready_event = asyncio.Event()
 
     @property
@@ -77,16 +81,27 @@ class StorageConnector:
 
     async def run(self) -> None:
         """Open every step, retrying unavailable storage until it answers (or cancelled)."""
-        async for attempt in stamina.retry_context(
-            on=QueueUnavailableError,
-            attempts=None,
-            timeout=None,
-            wait_initial=self._wait_initial,
-            wait_max=self._wait_max,
-            wait_jitter=self._wait_initial,
-        ):
-            with attempt:
-                await self._attempt()
+        try:
+            async for attempt in stamina.retry_context(
+                on=QueueUnavailableError,
+                attempts=None,
+                timeout=None,
+                wait_initial=self._wait_initial,
+                wait_max=self._wait_max,
+                wait_jitter=self._wait_initial,
+            ):
+                with attempt:
+                    await self._attempt()
+        except Exception as exc:
+            # Not retryable (a bug, a bad value): storage stays closed until a restart, so
+            # say so where an operator looks (the type only: a message may carry a secret).
+            step = self._steps[min(self._opened, len(self._steps) - 1)][0]
+            self.last_error = f"gave up: {type(exc).__name__}"
+            self.gave_up = True
+            _logger.error(  # noqa: TRY400 - the type only: a traceback may carry a secret
+                "memory.queue_connect_aborted", step=step, error=type(exc).__name__
+            )
+            raise
         self.last_error = None
         self.ready_event.set()
         _logger.info(
@@ -136,7 +151,7 @@ class StorageConnector:
         if self.ready:
             return {"state": "connected", "attempts": self.attempts}
         return {
-            "state": "connecting",
+            "state": "failed" if self.gave_up else "connecting",
             "attempts": self.attempts,
             "last_error": self.last_error,
             "waiting_seconds": round(self._clock() - self._started_at, 1),

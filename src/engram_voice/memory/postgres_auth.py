@@ -114,13 +114,23 @@ class EntraPassword:
         """How many tokens were requested from Entra (for tests and status)."""
 
     async def password(self) -> str | None:
-        """Return a token valid for at least ``refresh_margin`` more seconds."""
+        """Return a token valid for at least ``refresh_margin`` more seconds.
+
+        A token that cannot be had (no answer within ``timeout``, the identity endpoint
+        or Entra failing) is :class:`QueueUnavailableError` with a neutral reason, which
+        the background connect retries.
+        """
         async with self._lock:
             cached = self._token
             if cached is not None and cached[1] - self._clock() > self._margin:
                 return cached[0].reveal()
-            async with asyncio.timeout(self._timeout):
-                token = await self._credential.get_token(OSSRDBMS_SCOPE)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    token = await self._credential.get_token(OSSRDBMS_SCOPE)
+            except Exception as exc:
+                # Retryable (the queue keeps connecting); the type only, never the message.
+                why = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+                raise QueueUnavailableError(f"database token unavailable: {why}") from exc
             self.fetched += 1
             self._token = (Secret(token.token), float(token.expires_on))
             _logger.info("memory.queue_token_refreshed", expires_on=int(token.expires_on))

@@ -60,19 +60,23 @@ MARK_CAPTURE_SQL = (
     "updated_at) VALUES (%(s)s, %(u)s, %(a)s, %(state)s, %(until)s, %(now)s) "
     "ON CONFLICT (session_id) DO UPDATE SET state = GREATEST(c.state, excluded.state), "
     "state_until = CASE WHEN excluded.state > c.state THEN excluded.state_until "
-    "WHEN excluded.state = c.state AND c.state_until IS NOT NULL THEN excluded.state_until "
+    "WHEN excluded.state = c.state AND c.state_until IS NOT NULL "
+    "AND excluded.updated_at >= c.updated_at THEN excluded.state_until "
     "ELSE c.state_until END, "
-    "updated_at = excluded.updated_at RETURNING state"
+    "updated_at = GREATEST(c.updated_at, excluded.updated_at) RETURNING state"
 )
 """Insert or move a session's capture state forward (never back); returns the stored one.
 
-A mark in the same state replaces ``state_until`` unless it is NULL (for good): a late
-lease can never reopen a capture that ended for good."""
+A mark in the same state replaces ``state_until`` unless it is NULL (for good) or the
+stored one was written later (``updated_at``): a late lease can never reopen a capture
+that ended for good or was suspended (its sideband dropped) after the lease was taken."""
 RENEW_CAPTURE_SQL = (
     "UPDATE memory_captured SET state_until = %(until)s, updated_at = %(now)s "
-    "WHERE session_id = ANY(%(ids)s) AND state = 2 AND state_until IS NOT NULL"
+    "WHERE session_id = ANY(%(ids)s) AND state = 2 AND state_until IS NOT NULL "
+    "AND updated_at <= %(now)s"
 )
-"""Extend live captures' leases (never one that ended for good or moved on)."""
+"""Extend live captures' leases (never one that ended for good, moved on, or was marked
+after this renewal began)."""
 CAPTURE_STATE_SQL = (
     "SELECT c.state, c.state_until, ARRAY(SELECT t.message_id FROM memory_turns t "
     "WHERE t.session_id = c.session_id AND t.message_id = ANY(%(ids)s)) "

@@ -178,6 +178,9 @@ class PostgresSinkState:
         except (psycopg.Error, TimeoutError) as exc:
             await pool.close()
             raise QueueUnavailableError(describe_error(exc)) from exc
+        except asyncio.CancelledError:  # stopped while connecting: leave nothing running
+            await pool.close()
+            raise
         self._pool = pool
 
     async def close(self) -> None:

@@ -221,6 +221,8 @@ class MemoryRuntime:
         post is 503 ``capture_pending``: the browser posts it again.
         """
         self._rate.check(claims.session_id)  # before any read: a flood costs no queries
+        if not self.connected:  # why, and when the next connection attempt is
+            raise self._not_connected("transcripts cannot be stored right now")
         if self.captured.known_browser(claims.session_id):  # the common case: no read at all
             return await self.accept(claims, messages, rate_limited=False), 0
         try:
@@ -255,7 +257,7 @@ class MemoryRuntime:
 
         ``window``: seconds the sideband may take to come up (None: captured only once
         the upstream carries a transcript). False means the mark could not be stored
-        (bounded): the caller must not hand out a memory token for the session.
+        (bounded): the call must never claim the session (the browser is its source).
         """
         try:
             await self.captured.expect(session_id, user_id, agent, window=window)
@@ -273,14 +275,22 @@ class MemoryRuntime:
         user_id: str = "",
         agent: str = "",
         final: bool = False,
+        suspended: bool = False,
     ) -> None:
         """Mark ``session_id`` heard server-side (True) or fallen back to the browser (False).
 
         ``final``: the call ended while captured (the record holds for good, no lease).
+        ``suspended``: nobody hears the call for now (its lease ends at once).
         """
-        self.captured.mark(session_id, user_id, agent, captured=captured, final=final)
+        self.captured.mark(
+            session_id, user_id, agent, captured=captured, final=final, suspended=suspended
+        )
         _logger.info(
-            "memory.session_captured", session_id=session_id, captured=captured, final=final
+            "memory.session_captured",
+            session_id=session_id,
+            captured=captured,
+            final=final,
+            suspended=suspended,
         )
 
     async def accept_captured(

@@ -166,19 +166,22 @@ MARK_CAPTURE_SQL = (
     "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (session_id) DO UPDATE SET "
     "state = MAX(state, excluded.state), "
     "state_until = CASE WHEN excluded.state > state THEN excluded.state_until "
-    "WHEN excluded.state = state AND state_until IS NOT NULL THEN excluded.state_until "
+    "WHEN excluded.state = state AND state_until IS NOT NULL "
+    "AND excluded.updated_at >= updated_at THEN excluded.state_until "
     "ELSE state_until END, "
-    "updated_at = excluded.updated_at RETURNING state"
+    "updated_at = MAX(updated_at, excluded.updated_at) RETURNING state"
 )
 """Insert or move a session's capture state forward (never back); returns the stored one.
 
-A mark in the same state replaces ``state_until`` unless it is NULL (for good): a late
-lease can never reopen a capture that ended for good."""
+A mark in the same state replaces ``state_until`` unless it is NULL (for good) or the
+stored one was written later (``updated_at``): a late lease can never reopen a capture
+that ended for good or was suspended (its sideband dropped) after the lease was taken."""
 RENEW_CAPTURE_SQL = (
-    "UPDATE captured_sessions SET state_until = ?, updated_at = ? "
-    "WHERE session_id = ? AND state = 2 AND state_until IS NOT NULL"
+    "UPDATE captured_sessions SET state_until = ?1, updated_at = ?2 "
+    "WHERE session_id = ?3 AND state = 2 AND state_until IS NOT NULL AND updated_at <= ?2"
 )
-"""Extend a live capture's lease (never one that ended for good or moved on)."""
+"""Extend a live capture's lease (never one that ended for good, moved on, or was marked
+after this renewal began)."""
 PURGE_CAPTURED_SQL = (
     "DELETE FROM captured_sessions WHERE session_id IN (SELECT session_id "
     "FROM captured_sessions WHERE updated_at < ? LIMIT ?)"

@@ -85,6 +85,8 @@ class AzureOpenAICall:
         self._reason = "hangup"
         self._hangup: asyncio.Task[None] | None = None
         self._on_end: Callable[[], None] | None = None
+        self._authority = True
+        self._release: Callable[[], None] | None = None
         if sideband is not None:  # one event to wait on: no waiter task per source per call
             sideband.on_ended = self._closed.set
             if sideband.ended.is_set():
@@ -114,7 +116,9 @@ class AzureOpenAICall:
         """Send this call's captured turns to ``sink`` for its owner; mark the session.
 
         The session counts as captured while the sideband is connected (and after the
-        call ended); a sideband lost for good hands the session back to the browser.
+        call ended); a sideband lost for good, reopened after a drop (it heard nothing
+        meanwhile), or a turn heard but not stored hands the session back to the browser
+        for good; while a dropped sideband reopens, the browser's posts are stored.
         """
         capture, sideband = self.capture, self.sideband
         if capture is None or sideband is None:
@@ -125,24 +129,57 @@ class AzureOpenAICall:
         if not kept or sink is None:  # memory disabled: usage only
             return
 
+        dropped = False
+
         def follow(state: str) -> None:
-            sink.mark_captured(
-                session_id, captured=state == "connected", user_id=user_id, agent=agent_id
-            )
+            nonlocal dropped
+            if not self._authority:  # the set-up record was not stored: the browser's
+                return
+            if state == "dropped":  # nobody hears the call now: the browser's posts count
+                dropped = True
+                sink.mark_captured(
+                    session_id, captured=True, user_id=user_id, agent=agent_id, suspended=True
+                )
+                return
+            # Reopened after a drop: what was said meanwhile was never heard here, so the
+            # server's record has a gap and the browser is the source for good.
+            captured = state == "connected" and not dropped
+            sink.mark_captured(session_id, captured=captured, user_id=user_id, agent=agent_id)
 
         sideband.on_state = follow
+        capture.on_gap = lambda: follow("lost")  # a heard turn could not be stored
         if sideband.connected.is_set():
             follow("connected" if sideband.state != "lost" else "lost")
 
+        def release() -> None:
+            sink.mark_captured(session_id, captured=False, user_id=user_id, agent=agent_id)
+
+        self._release = release
+
         def ended() -> None:
+            if not self._authority:
+                return
             if not sideband.connected.is_set():
                 follow("lost")  # ended before capture came up: the browser's turns count
+            elif dropped and sideband.state != "call_over":
+                follow("lost")  # hung up while reopening: what was said meanwhile is unheard
             elif sideband.state != "lost":  # captured until the end: for good
                 sink.mark_captured(
                     session_id, captured=True, user_id=user_id, agent=agent_id, final=True
                 )
 
         self._on_end = ended
+
+    def forgo_authority(self) -> None:
+        """Never claim the session: its set-up record could not be stored.
+
+        The browser keeps its memory token and its posts are the session's source (the
+        sideband still stores what it hears, with the same key). A captured mark already
+        sent (the sideband came up during set-up) is overtaken by ``lost``.
+        """
+        self._authority = False
+        if self._release is not None:
+            self._release()
 
     def capture_window(self) -> float | None:
         """Return how long the sideband may take to come up (None: this call has none).

@@ -100,10 +100,12 @@ class CaptureSink(Protocol):
         user_id: str = "",
         agent: str = "",
         final: bool = False,
+        suspended: bool = False,
     ) -> None:
         """Mark the session heard server-side (or fallen back to the browser's posts).
 
         ``final``: the call ended while captured (the record holds for good).
+        ``suspended``: nobody hears the call for now (the browser's posts count meanwhile).
         """
         ...
 
@@ -144,6 +146,9 @@ class TurnCapture:
         self.on_heard: Callable[[], None] | None = None
         """Called once, at the first transcript heard (Voice Live: the channel carries them)."""
         self.heard = False
+        self.on_gap: Callable[[], None] | None = None
+        """Called when a turn heard here will not be stored (the server's record has a gap:
+        the session's browser must be its source again)."""
         self.upstream = upstream
         self.call_id = call_id
         self.session_id = session_id
@@ -214,6 +219,7 @@ class TurnCapture:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await writer
+                self._gap()  # a batch in flight may not have been stored
         if self._ready:
             self._count("failed", len(self._ready))
             _logger.warning(
@@ -221,6 +227,7 @@ class TurnCapture:
                 turns=len(self._ready),
             )  # fmt: skip
             self._ready.clear()
+            self._gap()
 
     # -- ordering -------------------------------------------------------------------------
 
@@ -320,6 +327,7 @@ class TurnCapture:
             return
         if len(self._ready) >= MAX_READY:
             self._count("dropped")
+            self._gap()
             return
         at = dt.datetime.now(dt.UTC)
         if item.role == "user":
@@ -373,6 +381,7 @@ class TurnCapture:
                         turns=len(batch),
                         error=type(exc).__name__,
                     )
+                    self._gap()
                     return
                 await asyncio.sleep(self._retry * attempt)
                 continue
@@ -385,6 +394,14 @@ class TurnCapture:
                 duplicates=duplicates,
             )  # fmt: skip
             return
+
+    def _gap(self) -> None:
+        hook, self.on_gap = self.on_gap, None  # once: the fallback is final
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                _logger.exception("realtime.capture_gap_hook_failed", call=self.call_id)
 
     def _count(self, outcome: str, n: int = 1) -> None:
         if n <= 0:

@@ -145,14 +145,13 @@ class RealtimeCalls:
         """Record that the server may hear this session, before its memory token exists.
 
         True when nothing needs recording (the call has no capture, or memory is off) or
-        the record is stored. When it cannot be stored in time:
-
-        - a call the server hears from the start (the Azure OpenAI sideband) goes on
-          without a memory token (False): no browser post can escape the record, and the
-          server still stores what it hears;
-        - a call whose upstream may never carry transcripts (Voice Live) keeps the token,
-          and the call never claims authority over its session (True): the browser stays
-          its source, as no replica could have known the session was captured.
+        the record is stored. When it cannot be stored in time (the queue is unreachable,
+        e.g. PostgreSQL down at start-up) the call keeps its memory token and never claims
+        authority over its session (True): the browser stays its source, as no replica
+        could know the session was captured. Without the token every turn would rest on
+        the server's own capture, whose store fails while the queue does; the browser's
+        outbox retries until the queue is back. A call that cannot forgo its authority
+        goes on without a token (False).
         """
         if self._capture is None or getattr(opened, "capture", None) is None:
             return True
@@ -162,7 +161,7 @@ class RealtimeCalls:
         if await self._capture.expect_capture(session_id, user_id, agent_id, window=expected):
             return True
         forgo = getattr(opened, "forgo_authority", None)
-        if expected is None and callable(forgo):
+        if callable(forgo):
             forgo()
             return True
         return False

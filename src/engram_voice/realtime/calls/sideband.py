@@ -131,7 +131,8 @@ class Sideband:
         self.state = "new"
         """new, connected, reconnecting, lost, call_over or closed."""
         self.on_state: Callable[[str], None] | None = None
-        """Told ``connected`` and ``lost`` (the capture's authority follows the sideband)."""
+        """Told ``connected``, ``dropped`` (reopening) and ``lost`` (the capture's authority
+        follows the sideband)."""
         self.on_ended: Callable[[], None] | None = None
         """Called once :attr:`ended` is set (the call's owner waits on one event, not two)."""
 
@@ -225,6 +226,7 @@ class Sideband:
             SIDEBAND_EVENTS.labels("dropped").inc()
             _logger.info("realtime.sideband_dropped", call=self._call_id, close_code=close_code)
             self.state = "reconnecting"
+            self._tell("dropped")  # nobody hears the call until it is reopened
         if not self.stopping():
             self.state = "lost"
             SIDEBAND_EVENTS.labels("lost").inc()

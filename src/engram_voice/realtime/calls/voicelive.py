@@ -144,6 +144,12 @@ class VoiceLiveCall:
                 sink.mark_captured(session_id, captured=True, user_id=user_id, agent=agent_id)
 
         capture.on_heard = heard
+
+        def gap() -> None:  # a heard turn could not be stored: the browser is the source
+            if self._authority:
+                sink.mark_captured(session_id, captured=False, user_id=user_id, agent=agent_id)
+
+        capture.on_gap = gap
         if capture.heard:
             heard()
 
