@@ -79,8 +79,10 @@ def _delivered(worker: ServiceProcess) -> float:
 def test_two_workers_share_the_queue_and_sigterm_gives_leases_back(stack, tmp_path):
     """Both replicas deliver; SIGTERM lets one finish and release its leases; the other ends it."""
     path = tmp_path / "queue.sqlite3"
-    asyncio.run(_fill(path))
+    # Both are up before there is work: neither can finish it all before the other starts
+    # (each holds at most MEMORY_WORKER_CONCURRENCY sessions, and polls every 0.1 s).
     a, b = stack["a"].start(), stack["b"].start()
+    asyncio.run(_fill(path))
     poll_until(lambda: _delivered(a) > 0 and _delivered(b) > 0, timeout=30, what="both delivering")
     assert a.process is not None
     pid = a.process.pid
