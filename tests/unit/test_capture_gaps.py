@@ -56,7 +56,7 @@ def _turn(item_id: str) -> EnrichMessage:
 def _item(
     item_id: str, previous: str | None, *, kind: str = "message", role: str = "assistant"
 ) -> dict[str, Any]:
-    """A sideband ``conversation.item.added`` event (a message of ``role``, or ``kind``)."""
+    """Return a sideband ``conversation.item.added`` event (a message of ``role``, or ``kind``)."""
     item: dict[str, Any] = {"id": item_id, "type": kind}
     if kind == "message":
         item["role"] = role
@@ -290,7 +290,7 @@ EARLIER = {
 
 
 def _first_events(case: str, earlier: list[str]) -> list[dict[str, Any]]:
-    """The first events the sideband carries once up, after ``earlier`` unheard items."""
+    """Return the first events the sideband carries once up, after ``earlier`` unheard items."""
     last = earlier[-1] if earlier else None
     if case == "item_follows":
         return [_item("item_answer", last)]

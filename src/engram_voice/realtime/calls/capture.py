@@ -274,7 +274,7 @@ class TurnCapture:
         self._items[item_id] = _Item(item.get("role") if is_turn else None)
         previous = previous if isinstance(previous, str) else None
         if self.began is None:  # once per call: did this channel hear the conversation begin?
-            self._begin(previous is None)
+            self._begin(began=previous is None)
         self._place(item_id, previous)
         self._trim()
 
@@ -291,7 +291,7 @@ class TurnCapture:
             return
         if item_id not in self._items:  # a transcript whose item event this channel did not carry
             if self.began is None:  # the item was added before the channel came up
-                self._begin(False)
+                self._begin(began=False)
             self._items[item_id] = _Item(role)
             self._order.append(item_id)
         item = self._items[item_id]
@@ -305,10 +305,12 @@ class TurnCapture:
                 self.on_heard()
         self._release()
 
-    def _begin(self, began: bool) -> None:
+    def _begin(self, *, began: bool) -> None:
         self.began = began
         if not began:
-            _logger.info("realtime.capture_began_late", call=self.call_id, session_id=self.session_id)
+            _logger.info(
+                "realtime.capture_began_late", call=self.call_id, session_id=self.session_id
+            )
         hook, self.on_began = self.on_began, None
         if hook is not None:
             try:
