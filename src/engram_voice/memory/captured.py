@@ -17,11 +17,11 @@ The states (:data:`~engram_voice.memory.queue.CAPTURE_STATES`) only move forward
   the session: the browser is its source.
 - ``captured`` once the sideband is up and its first item showed it heard the call from
   its start (a first item after turns said earlier makes it ``lost``), with a lease
-  (:data:`LEASE_SECONDS`) the replica holding the call renews; when the call ends while captured the record stays
-  ``captured`` for good (no lease). A lease that lapses means the replica died mid-call:
-  nobody hears the call any more, so the browser's posts are the source again rather
-  than lost. A restarted replica (or any other) still treats a session as captured
-  while its lease holds, and for good once its call ended.
+  (:data:`LEASE_SECONDS`) the replica holding the call renews; when the call ends while
+  captured the record stays ``captured`` for good (no lease). A lease that lapses means
+  the replica died mid-call: nobody hears the call any more, so the browser's posts are
+  the source again rather than lost. A restarted replica (or any other) still treats a
+  session as captured while its lease holds, and for good once its call ended.
 - ``lost`` once the sideband is lost for good, or the call ended before it ever came up.
   Then the browser's posts are the source again.
 - While ``expected``, a browser's post gets 503 ``capture_pending`` with ``Retry-After``:
