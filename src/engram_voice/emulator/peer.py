@@ -141,6 +141,11 @@ class RealtimeCall:
             self._pc.on("connectionstatechange", self._on_connection_state)
 
     @property
+    def last_item_id(self) -> str | None:
+        """Return the id of the conversation's latest item (None before the first)."""
+        return self._last_item_id
+
+    @property
     def active(self) -> bool:
         """Return True until the call has been closed."""
         return self.ended_at is None
