@@ -174,10 +174,9 @@ def _checked(socket: WebSocket[Any, Any, Any], emulator: EmulatorState) -> tuple
 
 async def _until_said(call: RealtimeCall, bound: float) -> None:
     """Hold a late upgrade until the call has an item (the first turn), ``bound`` at most."""
-    loop = asyncio.get_running_loop()
-    until = loop.time() + bound
-    while call.last_item_id is None and call.active and loop.time() < until:
-        await asyncio.sleep(0.05)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(bound):
+            await call.item_said.wait()
 
 
 @websocket(SIDEBAND)
