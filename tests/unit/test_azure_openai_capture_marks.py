@@ -31,7 +31,7 @@ class Marks:
     """Records the marks a call sends, as the memory runtime would receive them."""
 
     def __init__(self) -> None:
-        self.marks: list[tuple[str, bool, bool]] = []
+        self.marks: list[tuple[str, str]] = []
 
     async def accept_captured(self, *args: Any) -> None:
         """Store nothing (no turns are heard here)."""
@@ -48,10 +48,12 @@ class Marks:
         user_id: str = "",
         agent: str = "",
         final: bool = False,
+        pending: bool = False,
     ) -> None:
         """Record the mark (for alice's elena calls only)."""
         assert (user_id, agent) == ("alice", "elena")
-        self.marks.append((session_id, captured, final))
+        mark = "lost" if not captured else "pending" if pending else "final" if final else "live"
+        self.marks.append((session_id, mark))
 
 
 class Owner:
@@ -92,12 +94,12 @@ async def fixture_upstream() -> AsyncIterator[tuple[str, asyncio.Event]]:
 FIRST_ITEM = {"none": None, "began_here": None, "follows_earlier": "item_early"}
 """The ``previous_item_id`` of the sideband's first item, by case (``none``: no item)."""
 MARKS = {
-    "not_connected": [("vs_1", False, False)],
-    "none": [("vs_1", False, False)],
-    "began_here": [("vs_1", True, False), ("vs_1", True, True)],
-    "follows_earlier": [("vs_1", False, False)],
+    "not_connected": [("vs_1", "lost")],
+    "none": [("vs_1", "pending"), ("vs_1", "lost")],
+    "began_here": [("vs_1", "pending"), ("vs_1", "live"), ("vs_1", "final")],
+    "follows_earlier": [("vs_1", "pending"), ("vs_1", "lost")],
 }
-"""The marks each case sends: (session, captured, final)."""
+"""The marks each case sends, in order."""
 
 
 @pytest.mark.parametrize("case", sorted(MARKS))
@@ -134,7 +136,8 @@ async def test_a_hang_up_before_the_sideband_is_up_hands_the_session_to_the_brow
         if case != "not_connected":
             ready.set()
             await async_poll_until(sideband.connected.is_set, timeout=10, what="up")
-            assert sink.marks == []  # up, but not captured before the first item
+            await async_poll_until(lambda: bool(sink.marks), timeout=10, what="a mark")
+            assert sink.marks == [("vs_1", "pending")]  # not captured before the first item
         if case in {"began_here", "follows_earlier"}:
             item = {"id": "item_1", "type": "message", "role": "user"}
             capture.feed(

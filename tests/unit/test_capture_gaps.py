@@ -26,7 +26,7 @@ from aiohttp import web
 from engram_voice.credentials import Secret, StaticKeySource
 from engram_voice.errors import CapturePendingError
 from engram_voice.memory import MemoryClaims, MemoryRuntime, build_memory_runtime
-from engram_voice.memory.captured import CaptureAuthority
+from engram_voice.memory.captured import LEASE_SECONDS, CaptureAuthority
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from engram_voice.realtime.calls import capture as capture_module
@@ -362,6 +362,42 @@ async def test_a_call_that_ends_before_its_sideband_carried_an_item_is_the_brows
         await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
     assert capture.began is None
     assert await _post(runtime, "item_early") == (1, 0)
+
+
+async def test_a_sideband_up_without_an_item_holds_the_browser_back_while_its_replica_lives(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Up but silent: posts wait past the set-up window while renewed, then are the browser's.
+
+    No turn posted then can be admitted unheard (the sideband hears every later one), and
+    a replica that died before the first item holds the browser back one lease at most.
+    """
+    clock = FakeClock()
+    runtime = build_memory_runtime(
+        _settings(tmp_path), token_keys=KEYS, sink=FakeSink(), clock=clock
+    )
+    await runtime.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            capture = TurnCapture(upstream="azure-openai", call_id="rtc_gap", session_id=SESSION)
+            call = _call(http, upstream.url, capture)
+            assert await runtime.expect_capture(SESSION, "alice", "elena", window=5.0)
+            call.bind_owner(runtime, session_id=SESSION, user_id="alice", agent_id="elena")
+            sideband = call.sideband
+            assert sideband is not None
+            await async_poll_until(sideband.connected.is_set, timeout=10, what="sideband up")
+            clock.advance(30)  # past the set-up window, within the lease
+            with pytest.raises(CapturePendingError):
+                await _post(runtime, "item_forged")
+            await runtime.captured.renew()
+            clock.advance(LEASE_SECONDS - 10)
+            with pytest.raises(CapturePendingError):
+                await _post(runtime, "item_forged")
+            clock.advance(LEASE_SECONDS)  # nobody renewed it: as if the replica had died
+            assert await _post(runtime, "item_forged") == (1, 0)
+            await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
+    finally:
+        await runtime.stop()
 
 
 @pytest.mark.parametrize("lag", [0.0, 0.5, 5.0, 30.0, 59.0])

@@ -146,7 +146,12 @@ class AzureOpenAICall:
                 )
                 return
             if state == "connected" and not dropped and capture.began is None:
-                return  # captured only once the first item shows nothing was said before
+                # captured only once the first item shows nothing was said before; until
+                # then the browser's posts stay held back (on a lease this replica renews)
+                sink.mark_captured(
+                    session_id, captured=True, user_id=user_id, agent=agent_id, pending=True
+                )
+                return
             # Reopened after a drop: what was said meanwhile was never heard here, so the
             # server's record has a gap and the browser is the source for good. So too
             # when the first item followed items said before the sideband came up.

@@ -109,11 +109,14 @@ class CaptureSink(Protocol):
         agent: str = "",
         final: bool = False,
         suspended: bool = False,
+        pending: bool = False,
     ) -> None:
         """Mark the session heard server-side (or fallen back to the browser's posts).
 
         ``final``: the call ended while captured (the record holds for good).
         ``suspended``: nobody hears the call for now (the browser's posts count meanwhile).
+        ``pending``: heard from now on, but turns said before may not have been (the
+        browser's posts are held back until the first item tells).
         """
         ...
 
