@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -133,6 +134,42 @@ async def test_every_turn_reaches_memory_once_without_the_browser_posting(
     assert "item_forged" not in {i for i, _ in final}
     assert status["memory"]["captured_sessions"]["captured"] == 1
     assert sidebands(emulator, upstream_id)[0]["auth"] == "key1"
+
+
+async def test_turns_said_before_the_sideband_came_up_are_stored_from_the_browser(
+    emulator: Emulator, make_service: ServiceFactory, browser: RealtimeTestClient
+) -> None:
+    """A sideband up only after the first turn hands the session to the browser: none refused."""
+    sink = FakeSink()
+    emulator.fault(target="sideband", mode="late", count=1, latency_ms=8_000)
+    env = service_env(emulator, UPSTREAM_TIMEOUT_SECONDS="10", **FAST_MEMORY)
+    with make_service(env, overrides(sink)) as url:
+        body, upstream_id = await open_call(url, emulator, browser)
+        await async_poll_until(
+            lambda: len(heard_turns(browser)) >= 2, timeout=30, what="the first turn"
+        )
+        early = [{"id": i, "role": r, "text": t} for r, i, t in heard_turns(browser)[:2]]
+        await async_poll_until(
+            lambda: len(sidebands(emulator, upstream_id)) == 1, timeout=30, what="the sideband"
+        )
+        answers: list[httpx.Response] = []
+
+        async def posted() -> bool:
+            answers.append(await enrich(url, body, early))
+            return answers[-1].status_code != 503  # capture_pending: post again, as told
+
+        for _ in range(60):  # bounded: Retry-After is 1-5 s, the expectation ~40 s at most
+            if await posted():
+                break
+            await asyncio.sleep(float(answers[-1].headers.get("Retry-After", "1")))
+        forged = await enrich(url, body, [{"id": "item_other", "role": "user", "text": "Hi"}])
+        status = status_of(url)
+    answer = answers[-1].json()
+    assert answers[-1].status_code == 202, answers[-1].text
+    assert "not_heard" not in answer
+    assert answer["accepted"] + answer["duplicates"] == len(early)
+    assert forged.json() == {"accepted": 1, "duplicates": 0}  # the browser is the source now
+    assert status["memory"]["captured_sessions"]["captured"] == 0
 
 
 async def test_a_dropped_sideband_reconnects_once_and_the_call_goes_on(

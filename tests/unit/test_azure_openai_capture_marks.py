@@ -2,8 +2,10 @@
 
 A call hung up before its sideband ever connected was heard by no one: its session must
 fall back to the browser's posts (``lost``), or the browser would be held back
-(``capture_pending``) until the expectation lapsed. A call whose sideband was up stays
-captured after the hang-up. The sideband talks to a loopback aiohttp server.
+(``capture_pending``) until the expectation lapsed. A call whose sideband was up and
+showed, by its first item, that it heard the conversation from its start stays captured
+after the hang-up; one whose sideband carried no item, or a first item following items
+said before it came up, is the browser's. The sideband talks to a loopback aiohttp server.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Marks:
     """Records the marks a call sends, as the memory runtime would receive them."""
 
     def __init__(self) -> None:
-        self.marks: list[tuple[str, bool, bool]] = []
+        self.marks: list[tuple[str, str]] = []
 
     async def accept_captured(self, *args: Any) -> None:
         """Store nothing (no turns are heard here)."""
@@ -46,10 +48,12 @@ class Marks:
         user_id: str = "",
         agent: str = "",
         final: bool = False,
+        pending: bool = False,
     ) -> None:
         """Record the mark (for alice's elena calls only)."""
         assert (user_id, agent) == ("alice", "elena")
-        self.marks.append((session_id, captured, final))
+        mark = "lost" if not captured else "pending" if pending else "final" if final else "live"
+        self.marks.append((session_id, mark))
 
 
 class Owner:
@@ -87,11 +91,25 @@ async def fixture_upstream() -> AsyncIterator[tuple[str, asyncio.Event]]:
         await runner.cleanup()
 
 
-@pytest.mark.parametrize("connected", [False, True])
+FIRST_ITEM = {"none": None, "began_here": None, "follows_earlier": "item_early"}
+"""The ``previous_item_id`` of the sideband's first item, by case (``none``: no item)."""
+MARKS = {
+    "not_connected": [("vs_1", "lost")],
+    "none": [("vs_1", "pending"), ("vs_1", "lost")],
+    "began_here": [("vs_1", "pending"), ("vs_1", "live"), ("vs_1", "final")],
+    "follows_earlier": [("vs_1", "pending"), ("vs_1", "lost")],
+}
+"""The marks each case sends, in order."""
+
+
+@pytest.mark.parametrize("case", sorted(MARKS))
 async def test_a_hang_up_before_the_sideband_is_up_hands_the_session_to_the_browser(
-    upstream: tuple[str, asyncio.Event], *, connected: bool
+    upstream: tuple[str, asyncio.Event], case: str
 ) -> None:
-    """Hung up before capture came up: ``lost``; hung up while captured: captured for good."""
+    """Hung up before capture came up: ``lost``; hung up while captured: captured for good.
+
+    Captured means up *and* shown by the first item that nothing was said before it.
+    """
     url, ready = upstream
     sink = Marks()
     async with aiohttp.ClientSession() as http:
@@ -115,12 +133,20 @@ async def test_a_hang_up_before_the_sideband_is_up_hands_the_session_to_the_brow
         )
         sideband.start()
         call.bind_owner(sink, session_id="vs_1", user_id="alice", agent_id="elena")
-        if connected:
+        if case != "not_connected":
             ready.set()
             await async_poll_until(sideband.connected.is_set, timeout=10, what="up")
+            await async_poll_until(lambda: bool(sink.marks), timeout=10, what="a mark")
+            assert sink.marks == [("vs_1", "pending")]  # not captured before the first item
+        if case in {"began_here", "follows_earlier"}:
+            item = {"id": "item_1", "type": "message", "role": "user"}
+            capture.feed(
+                {
+                    "type": "conversation.item.added",
+                    "item": item,
+                    "previous_item_id": FIRST_ITEM[case],
+                }
+            )
         assert call.capture_window() == pytest.approx(2 * 2 * 30.0 + 1.0)
         await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
-    if connected:
-        assert sink.marks == [("vs_1", True, False), ("vs_1", True, True)]
-    else:
-        assert sink.marks == [("vs_1", False, False)]
+    assert sink.marks == MARKS[case]

@@ -5,7 +5,9 @@ are ``not_heard`` and the page does not post them again. So whenever the server 
 not to hold a turn that was said (its sideband dropped and was reopening; a heard turn
 could not be stored: the store failed, the writer's queue was full, the hang-up cut the
 writer short), the browser must be the source again, or a real turn is lost for good.
-A call the upstream ended (the drop was its end) stays captured for good.
+A call the upstream ended (the drop was its end) stays captured for good. Turns said
+before the sideband first came up were heard by no one here either: the session is
+captured only once the sideband's first item shows it heard the conversation begin.
 
 The runtimes run on a SQLite file; the sideband talks to a loopback aiohttp server.
 """
@@ -24,7 +26,7 @@ from aiohttp import web
 from engram_voice.credentials import Secret, StaticKeySource
 from engram_voice.errors import CapturePendingError
 from engram_voice.memory import MemoryClaims, MemoryRuntime, build_memory_runtime
-from engram_voice.memory.captured import CaptureAuthority
+from engram_voice.memory.captured import LEASE_SECONDS, CaptureAuthority
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from engram_voice.realtime.calls import capture as capture_module
@@ -49,6 +51,16 @@ def _claims() -> MemoryClaims:
 
 def _turn(item_id: str) -> EnrichMessage:
     return EnrichMessage(id=item_id, role="user", text=f"said {item_id}")
+
+
+def _item(
+    item_id: str, previous: str | None, *, kind: str = "message", role: str = "assistant"
+) -> dict[str, Any]:
+    """Return a sideband ``conversation.item.added`` event (a message of ``role``, or ``kind``)."""
+    item: dict[str, Any] = {"id": item_id, "type": kind}
+    if kind == "message":
+        item["role"] = role
+    return {"type": "conversation.item.added", "item": item, "previous_item_id": previous}
 
 
 async def _post(runtime: MemoryRuntime, item_id: str) -> tuple[int, int]:
@@ -191,6 +203,7 @@ async def test_a_turn_said_while_the_sideband_was_down_is_never_refused(
         sideband = call.sideband
         assert sideband is not None
         await async_poll_until(sideband.connected.is_set, timeout=10, what="sideband up")
+        capture.feed(_item("item_greeting", None))  # the conversation begins on the sideband
         assert await _post(runtime, "item_forged") == (0, 1)  # captured: nothing unheard
 
         upstream.drop.set()
@@ -230,6 +243,7 @@ async def test_a_heard_turn_that_is_not_stored_hands_the_session_to_the_browser(
         sideband = call.sideband
         assert sideband is not None
         await async_poll_until(sideband.connected.is_set, timeout=10, what="sideband up")
+        capture.feed(_item("item_1", None, role="user"))  # the conversation begins on the sideband
         assert await _post(runtime, "item_forged") == (0, 1)
 
         said = ["item_1", "item_2", "item_3"] if gap == "writer_queue_full" else ["item_1"]
@@ -267,16 +281,44 @@ async def test_a_call_whose_set_up_record_was_not_stored_never_refuses_the_brows
     assert await _post(runtime, "item_after_call") == (1, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed: a turn said before the sideband first came up is heard by no "
-    "one, yet refused once the session is captured (the capture could detect the gap from "
-    "the first item's previous_item_id; left to the capture's owner)",
-)
+EARLIER = {
+    "none": [],
+    "one": ["item_early"],
+    "several": ["item_early_1", "item_early_2", "item_early_3"],
+}
+"""Items said before the sideband first came up, by case."""
+
+
+def _first_events(case: str, earlier: list[str]) -> list[dict[str, Any]]:
+    """Return the first events the sideband carries once up, after ``earlier`` unheard items."""
+    last = earlier[-1] if earlier else None
+    if case == "item_follows":
+        return [_item("item_answer", last)]
+    if case == "tool_call_follows":
+        return [_item("item_call", last, kind="function_call")]
+    # a transcript whose item was added before the sideband came up (no item event here)
+    return [
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "item_late_transcript",
+            "transcript": "said late",
+        }
+    ]
+
+
+@pytest.mark.parametrize("case", ["item_follows", "tool_call_follows", "transcript_first"])
+@pytest.mark.parametrize("said_before", sorted(EARLIER))
 async def test_a_turn_said_before_the_sideband_first_came_up_is_never_refused(
-    upstream: Upstream, runtime: MemoryRuntime
+    upstream: Upstream, runtime: MemoryRuntime, said_before: str, case: str
 ) -> None:
-    """A post held back while capture was pending is stored once capture is up, if unheard."""
+    """A post held back while capture was pending is stored once capture is up, if unheard.
+
+    The session is captured only once the sideband's first item shows it heard the
+    conversation from its start (no ``previous_item_id``); a first item that follows
+    items it never saw, or a transcript of an item added before it came up, hands the
+    session to the browser, whose posts of the earlier turns are then stored.
+    """
+    earlier = EARLIER[said_before]
     upstream.first.clear()  # the sideband's first upgrade is slow
     async with aiohttp.ClientSession() as http:
         capture = TurnCapture(upstream="azure-openai", call_id="rtc_gap", session_id=SESSION)
@@ -285,14 +327,77 @@ async def test_a_turn_said_before_the_sideband_first_came_up_is_never_refused(
         call.bind_owner(runtime, session_id=SESSION, user_id="alice", agent_id="elena")
         sideband = call.sideband
         assert sideband is not None
-        with pytest.raises(CapturePendingError):
-            await _post(runtime, "item_early")  # said before anyone heard the call
+        for item_id in earlier:
+            with pytest.raises(CapturePendingError):
+                await _post(runtime, item_id)  # said before anyone heard the call
         upstream.first.set()
         await async_poll_until(sideband.connected.is_set, timeout=10, what="sideband up")
+        with pytest.raises(CapturePendingError):  # up, but no item yet: still held back
+            await _post(runtime, earlier[0] if earlier else "item_forged")
+        for event in _first_events(case, earlier):
+            capture.feed(event)
         try:
-            assert await _post(runtime, "item_early") == (1, 0)  # posted again, as told
+            began_here = not earlier and case != "transcript_first"
+            assert capture.began is began_here
+            for item_id in earlier:
+                assert await _post(runtime, item_id) == (1, 0)  # posted again, as told
+            assert await _post(runtime, "item_forged") == ((0, 1) if began_here else (1, 0))
         finally:
             await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
+    assert await _post(runtime, "item_after") == ((0, 1) if began_here else (1, 0))
+
+
+async def test_a_call_that_ends_before_its_sideband_carried_an_item_is_the_browsers(
+    upstream: Upstream, runtime: MemoryRuntime
+) -> None:
+    """Up but never shown where the conversation began: after the call the browser is the source."""
+    async with aiohttp.ClientSession() as http:
+        capture = TurnCapture(upstream="azure-openai", call_id="rtc_gap", session_id=SESSION)
+        call = _call(http, upstream.url, capture)
+        assert await runtime.expect_capture(SESSION, "alice", "elena", window=60.0)
+        call.bind_owner(runtime, session_id=SESSION, user_id="alice", agent_id="elena")
+        sideband = call.sideband
+        assert sideband is not None
+        await async_poll_until(sideband.connected.is_set, timeout=10, what="sideband up")
+        await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
+    assert capture.began is None
+    assert await _post(runtime, "item_early") == (1, 0)
+
+
+async def test_a_sideband_up_without_an_item_holds_the_browser_back_while_its_replica_lives(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Up but silent: posts wait past the set-up window while renewed, then are the browser's.
+
+    No turn posted then can be admitted unheard (the sideband hears every later one), and
+    a replica that died before the first item holds the browser back one lease at most.
+    """
+    clock = FakeClock()
+    runtime = build_memory_runtime(
+        _settings(tmp_path), token_keys=KEYS, sink=FakeSink(), clock=clock
+    )
+    await runtime.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            capture = TurnCapture(upstream="azure-openai", call_id="rtc_gap", session_id=SESSION)
+            call = _call(http, upstream.url, capture)
+            assert await runtime.expect_capture(SESSION, "alice", "elena", window=5.0)
+            call.bind_owner(runtime, session_id=SESSION, user_id="alice", agent_id="elena")
+            sideband = call.sideband
+            assert sideband is not None
+            await async_poll_until(sideband.connected.is_set, timeout=10, what="sideband up")
+            clock.advance(30)  # past the set-up window, within the lease
+            with pytest.raises(CapturePendingError):
+                await _post(runtime, "item_forged")
+            await runtime.captured.renew()
+            clock.advance(LEASE_SECONDS - 10)
+            with pytest.raises(CapturePendingError):
+                await _post(runtime, "item_forged")
+            clock.advance(LEASE_SECONDS)  # nobody renewed it: as if the replica had died
+            assert await _post(runtime, "item_forged") == (1, 0)
+            await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
+    finally:
+        await runtime.stop()
 
 
 @pytest.mark.parametrize("lag", [0.0, 0.5, 5.0, 30.0, 59.0])

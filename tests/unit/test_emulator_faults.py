@@ -115,3 +115,31 @@ async def test_switching_hang_off_releases_waiting_requests(faults):
 
     await asyncio.wait_for(request, 5)
     assert faults.describe()["client_secrets"]["status"] == 500
+
+
+@pytest.mark.parametrize("latency_ms", [None, 0, 1500])
+def test_a_late_sideband_fault_holds_its_bound_for_counted_upgrades(
+    faults: FaultInjector, latency_ms: int | None
+) -> None:
+    """``late`` is taken once per counted upgrade, with its bound; clearing removes it."""
+    if latency_ms is None:
+        change = FaultRequest(target="sideband", mode="late", count=2)
+    else:
+        change = FaultRequest(target="sideband", mode="late", count=2, latency_ms=latency_ms)
+    faults.apply(change)
+    assert faults.describe()["sideband"] == {
+        "mode": "late",
+        "remaining": 2,
+        "latency_ms": latency_ms or 0,
+    }
+    assert not faults.take_sideband("drop")
+    assert [faults.take_sideband("late") for _ in range(3)] == [True, True, False]
+    faults.apply(FaultRequest(target="sideband", mode="late", latency_ms=5))
+    faults.clear()
+    assert faults.describe()["sideband"] == {"mode": None, "remaining": None, "latency_ms": 0}
+
+
+def test_late_is_no_voice_live_fault(faults: FaultInjector) -> None:
+    """The sideband's ``late`` mode is refused for the Voice Live target."""
+    with pytest.raises(AzureApiError):
+        faults.apply(FaultRequest(target="voicelive", mode="late"))

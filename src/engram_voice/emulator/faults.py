@@ -53,6 +53,7 @@ class FaultInjector:
         self.voicelive = VoiceLiveFault()
         self.sideband: SidebandFaultMode | None = None
         self.sideband_remaining: int | None = None
+        self.sideband_latency_ms = 0
         self._release = asyncio.Event()
         self.hung = 0
 
@@ -92,14 +93,18 @@ class FaultInjector:
             self._faults[target] = _Faults()
         self.voicelive = VoiceLiveFault()
         self.sideband = self.sideband_remaining = None
+        self.sideband_latency_ms = 0
         self._release.set()
 
     def _apply_sideband(self, change: FaultRequest) -> None:
         if change.mode is UNSET:
             return
-        if change.mode not in ("refuse", "drop", None):
-            raise AzureApiError.bad_param("mode", "The sideband's faults are 'refuse' and 'drop'.")
+        if change.mode not in ("refuse", "drop", "late", None):
+            raise AzureApiError.bad_param(
+                "mode", "The sideband's faults are 'refuse', 'drop' and 'late'."
+            )
         self.sideband = change.mode
+        self.sideband_latency_ms = change.latency_ms if change.latency_ms is not UNSET else 0
         self.sideband_remaining = change.count if change.mode is not None else None
         _logger.info("emulator.faults_set", target="sideband", mode=self.sideband)
 
@@ -128,7 +133,7 @@ class FaultInjector:
         return taken
 
     def _apply_voicelive(self, change: FaultRequest) -> None:
-        if change.mode in ("refuse", "drop"):
+        if change.mode in ("refuse", "drop", "late"):
             raise AzureApiError.bad_param("mode", "Not a fault of the 'voicelive' target.")
         if change.mode is not UNSET:
             self.voicelive = VoiceLiveFault(
@@ -175,7 +180,11 @@ class FaultInjector:
             target: msgspec.to_builtins(faults) for target, faults in self._faults.items()
         }
         described["voicelive"] = msgspec.to_builtins(self.voicelive)
-        described["sideband"] = {"mode": self.sideband, "remaining": self.sideband_remaining}
+        described["sideband"] = {
+            "mode": self.sideband,
+            "remaining": self.sideband_remaining,
+            "latency_ms": self.sideband_latency_ms,
+        }
         described["hung_requests"] = self.hung
         return described
 

@@ -135,6 +135,8 @@ class RealtimeCall:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
         self._last_item_id: str | None = None
+        self.item_said = asyncio.Event()
+        """Set once the conversation has its first item."""
         if self._pc is not None:
             self._pc.on("track", self._on_track)
             self._pc.on("datachannel", self._on_datachannel)
@@ -291,6 +293,7 @@ class RealtimeCall:
         self._send(self._events.speech_started(user_item, max(0, end_ms - speech_ms)))
         self._send(self._events.speech_stopped(user_item, end_ms))
         previous, self._last_item_id = self._last_item_id, user_item
+        self.item_said.set()
         self._send(self._events.committed(user_item, previous))
         item = EventFactory.user_item(user_item)
         self._send(self._events.item_added(item, previous))
@@ -304,6 +307,7 @@ class RealtimeCall:
         response_id, item_id = new_id("resp"), new_id("item")
         self._send(events.response_created(response_id, self.voice))
         previous, self._last_item_id = self._last_item_id, item_id
+        self.item_said.set()
         content = events.vocabulary.assistant_content
         started = EventFactory.assistant_item(item_id, content_type=content)
         self._send(events.item_added(started, previous))
@@ -416,6 +420,7 @@ class RealtimeCall:
         created.setdefault("status", "completed")
         previous = event.get("previous_item_id") or self._last_item_id
         self._last_item_id = item_id
+        self.item_said.set()
         self._send(self._events.item_added(created, previous))
         self._send(self._events.item_done(created, previous))
 

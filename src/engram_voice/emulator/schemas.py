@@ -158,8 +158,9 @@ VoiceLiveFaultMode = Literal[
     "never_answer",
     "mirror_events",
 ]
-SidebandFaultMode = Literal["refuse", "drop"]
-"""The sideband's faults: ``refuse`` the upgrade (401), ``drop`` the socket mid-call."""
+SidebandFaultMode = Literal["refuse", "drop", "late"]
+"""The sideband's faults: ``refuse`` the upgrade (401), ``drop`` the socket mid-call,
+``late``: hold the upgrade until the call's first item was said (``latency_ms`` at most)."""
 
 
 class FaultRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -168,7 +169,8 @@ class FaultRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     For ``target: "voicelive"`` the fault is a ``mode`` (None removes it) with an optional
     ``code`` (for ``rtc_call_error``/``error_event``), ``latency_ms`` (for ``slow_answer``
     and ``drop_mid_call``) and ``count`` (calls it applies to; unset = until cleared).
-    For ``target: "sideband"`` the ``mode`` is ``refuse`` or ``drop`` (with ``count``).
+    For ``target: "sideband"`` the ``mode`` is ``refuse``, ``drop`` or ``late`` (with
+    ``count``; ``late`` holds the upgrade until the call's first item, ``latency_ms`` at most).
     """
 
     target: Literal["client_secrets", "calls", "voicelive", "sideband"] = "client_secrets"

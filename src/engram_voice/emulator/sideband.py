@@ -8,7 +8,9 @@ stream (the ``webrtcfilter`` applies to the browser's data channel only), accept
 events (``session.update`` → ``session.updated``) and closes when the call ends. No
 ``session.created`` is sent. Faults (``POST /_emulator/faults`` with ``target:
 "sideband"``): ``refuse`` answers the upgrade with 401, ``drop`` closes the socket
-mid-call (after the next server event) while the call goes on.
+mid-call (after the next server event) while the call goes on, ``late`` holds the upgrade
+until the call's first item was said (``latency_ms`` at most) while the conversation goes
+on, so the sideband's first item names a ``previous_item_id`` it never saw.
 """
 
 from __future__ import annotations
@@ -170,6 +172,13 @@ def _checked(socket: WebSocket[Any, Any, Any], emulator: EmulatorState) -> tuple
     return call, auth
 
 
+async def _until_said(call: RealtimeCall, bound: float) -> None:
+    """Hold a late upgrade until the call has an item (the first turn), ``bound`` at most."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(bound):
+            await call.item_said.wait()
+
+
 @websocket(SIDEBAND)
 async def sideband(socket: WebSocket[Any, Any, Any], emulator: Emulator) -> None:
     """Serve a server's sideband WebSocket onto one of the emulator's Azure OpenAI calls."""
@@ -180,6 +189,8 @@ async def sideband(socket: WebSocket[Any, Any, Any], emulator: Emulator) -> None
         _logger.info("emulator.sideband_refused", status=exc.status, code=exc.code)
         await deny_upgrade(socket, exc)
         return
+    if emulator.faults.take_sideband("late"):
+        await _until_said(call, emulator.faults.sideband_latency_ms / 1000)
     emulator.count("sideband", 101)
     connection = SidebandConnection(socket, call, auth, drop=emulator.faults.take_sideband("drop"))
     emulator.sidebands.append(connection)

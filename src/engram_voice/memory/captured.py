@@ -15,12 +15,14 @@ The states (:data:`~engram_voice.memory.queue.CAPTURE_STATES`) only move forward
   from the first transcript its control channel carries). If that mark cannot be stored
   (:class:`CaptureAuthority.expect` raises), the call keeps its token and never claims
   the session: the browser is its source.
-- ``captured`` once the sideband is up, with a lease (:data:`LEASE_SECONDS`) the replica
-  holding the call renews; when the call ends while captured the record stays
-  ``captured`` for good (no lease). A lease that lapses means the replica died mid-call:
-  nobody hears the call any more, so the browser's posts are the source again rather
-  than lost. A restarted replica (or any other) still treats a session as captured
-  while its lease holds, and for good once its call ended.
+- ``captured`` once the sideband is up and its first item showed it heard the call from
+  its start (a first item after turns said earlier makes it ``lost``; between the two the
+  session stays ``expected`` on a lease the replica renews), with a lease
+  (:data:`LEASE_SECONDS`) the replica holding the call renews; when the call ends while
+  captured the record stays ``captured`` for good (no lease). A lease that lapses means
+  the replica died mid-call: nobody hears the call any more, so the browser's posts are
+  the source again rather than lost. A restarted replica (or any other) still treats a
+  session as captured while its lease holds, and for good once its call ended.
 - ``lost`` once the sideband is lost for good, or the call ended before it ever came up.
   Then the browser's posts are the source again.
 - While ``expected``, a browser's post gets 503 ``capture_pending`` with ``Retry-After``:
@@ -105,6 +107,8 @@ class CaptureAuthority:
         self._marks: set[asyncio.Task[None]] = set()
         self._live: OrderedDict[str, None] = OrderedDict()
         """Sessions this replica captures now (leases it renews), the most recent ``max``."""
+        self._waiting: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        """Captures up but waiting for their first item (``expected`` leases it renews)."""
         self.fallbacks = 0
         self.marks_failed = 0
 
@@ -136,6 +140,7 @@ class CaptureAuthority:
         captured: bool,
         final: bool = False,
         suspended: bool = False,
+        pending: bool = False,
     ) -> None:
         """Store a capture change in the background (bounded retries).
 
@@ -143,11 +148,20 @@ class CaptureAuthority:
         up); ``captured`` and ``final``: the call ended while captured, for good;
         ``captured`` and ``suspended``: nobody hears the call right now (the sideband
         dropped and is reopening), so its lease ends now and the browser's posts are
-        stored meanwhile; not ``captured``: ``lost`` (the browser's posts are the source
-        again, on this replica at once: ``lost`` is final).
+        stored meanwhile; ``captured`` and ``pending``: the sideband is up but its first
+        item has yet to show that nothing was said before it came up, so the session
+        stays ``expected`` on a lease this replica renews (the browser's posts are held
+        back); not ``captured``: ``lost`` (the browser's posts are the source again, on
+        this replica at once: ``lost`` is final).
         """
         state, until = ("captured" if captured else "lost"), None
-        if captured and not final and not suspended:
+        self._waiting.pop(session_id, None)
+        if captured and pending:
+            state, until = "expected", self._clock() + LEASE_SECONDS
+            self._waiting[session_id] = (user_id, agent)
+            while len(self._waiting) > self._max:
+                self._waiting.popitem(last=False)
+        elif captured and not final and not suspended:
             self._live[session_id] = None
             self._live.move_to_end(session_id)
             while len(self._live) > self._max:
@@ -170,7 +184,13 @@ class CaptureAuthority:
         task.add_done_callback(self._marks.discard)
 
     async def renew(self) -> None:
-        """Extend the leases of the captures this replica holds (one bounded write)."""
+        """Extend the leases of the captures this replica holds (one bounded write).
+
+        Captures waiting for their first item (few, and for seconds) are re-marked
+        ``expected`` one by one, each bounded.
+        """
+        for session_id, (user_id, agent) in list(self._waiting.items()):
+            await self._renew_waiting(session_id, user_id, agent)
         if not self._live:
             return
         now = self._clock()
@@ -182,6 +202,22 @@ class CaptureAuthority:
         except (QueueUnavailableError, TimeoutError) as exc:
             reason = exc.reason if isinstance(exc, QueueUnavailableError) else "timeout"
             _logger.warning("memory.capture_renew_failed", sessions=len(self._live), error=reason)
+
+    async def _renew_waiting(self, session_id: str, user_id: str, agent: str) -> None:
+        now = self._clock()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._queue.mark_capture(
+                    session_id=session_id,
+                    user_id=user_id,
+                    agent=agent,
+                    state="expected",
+                    now=now,
+                    state_until=now + LEASE_SECONDS,
+                )
+        except (QueueUnavailableError, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, QueueUnavailableError) else "timeout"
+            _logger.warning("memory.capture_renew_failed", sessions=1, error=reason)
 
     async def run_renewals(self) -> None:
         """Renew every third of the lease until cancelled (the runtime's background task)."""

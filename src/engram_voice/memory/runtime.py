@@ -276,14 +276,23 @@ class MemoryRuntime:
         agent: str = "",
         final: bool = False,
         suspended: bool = False,
+        pending: bool = False,
     ) -> None:
         """Mark ``session_id`` heard server-side (True) or fallen back to the browser (False).
 
         ``final``: the call ended while captured (the record holds for good, no lease).
         ``suspended``: nobody hears the call for now (its lease ends at once).
+        ``pending``: the sideband is up, but its first item has yet to show that it heard
+        the conversation from its start (still ``expected``, on a lease).
         """
         self.captured.mark(
-            session_id, user_id, agent, captured=captured, final=final, suspended=suspended
+            session_id,
+            user_id,
+            agent,
+            captured=captured,
+            final=final,
+            suspended=suspended,
+            pending=pending,
         )
         _logger.info(
             "memory.session_captured",
@@ -291,6 +300,7 @@ class MemoryRuntime:
             captured=captured,
             final=final,
             suspended=suspended,
+            pending=pending,
         )
 
     async def accept_captured(

@@ -115,9 +115,13 @@ class AzureOpenAICall:
     ) -> None:
         """Send this call's captured turns to ``sink`` for its owner; mark the session.
 
-        The session counts as captured while the sideband is connected (and after the
-        call ended); a sideband lost for good, reopened after a drop (it heard nothing
-        meanwhile), or a turn heard but not stored hands the session back to the browser
+        The session counts as captured once the sideband is connected *and* its first
+        item showed it heard the conversation from the start (no ``previous_item_id``),
+        and after a call that ended so; until that first item it stays ``expected`` (the
+        browser's posts are held back, 503 ``capture_pending``). A first item that follows
+        items said before the sideband came up (heard by no one here), a sideband lost for
+        good, reopened after a drop (it heard nothing meanwhile), a call that ended before
+        any item, or a turn heard but not stored hands the session back to the browser
         for good; while a dropped sideband reopens, the browser's posts are stored.
         """
         capture, sideband = self.capture, self.sideband
@@ -141,13 +145,26 @@ class AzureOpenAICall:
                     session_id, captured=True, user_id=user_id, agent=agent_id, suspended=True
                 )
                 return
+            if state == "connected" and not dropped and capture.began is None:
+                # captured only once the first item shows nothing was said before; until
+                # then the browser's posts stay held back (on a lease this replica renews)
+                sink.mark_captured(
+                    session_id, captured=True, user_id=user_id, agent=agent_id, pending=True
+                )
+                return
             # Reopened after a drop: what was said meanwhile was never heard here, so the
-            # server's record has a gap and the browser is the source for good.
-            captured = state == "connected" and not dropped
+            # server's record has a gap and the browser is the source for good. So too
+            # when the first item followed items said before the sideband came up.
+            captured = state == "connected" and not dropped and capture.began is True
             sink.mark_captured(session_id, captured=captured, user_id=user_id, agent=agent_id)
+
+        def began(_: bool) -> None:
+            if not dropped and sideband.state == "connected":
+                follow("connected")
 
         sideband.on_state = follow
         capture.on_gap = lambda: follow("lost")  # a heard turn could not be stored
+        capture.on_began = began
         if sideband.connected.is_set():
             follow("connected" if sideband.state != "lost" else "lost")
 
@@ -159,8 +176,12 @@ class AzureOpenAICall:
         def ended() -> None:
             if not self._authority:
                 return
-            if not sideband.connected.is_set():
-                follow("lost")  # ended before capture came up: the browser's turns count
+            if not sideband.connected.is_set() or capture.began is None:
+                # ended before capture came up, or before an item showed that the sideband
+                # heard the conversation from its start: the browser's turns count
+                follow("lost")
+            elif capture.began is False:
+                return  # marked lost at the first item already
             elif dropped and sideband.state != "call_over":
                 follow("lost")  # hung up while reopening: what was said meanwhile is unheard
             elif sideband.state != "lost":  # captured until the end: for good

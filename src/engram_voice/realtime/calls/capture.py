@@ -15,6 +15,14 @@ session id + item id: the same key as the browser's posts), with bounded retries
 failure is logged and counted, never raised into the call. ``response.done`` usage is
 handed to the optional ``on_usage`` hook. Memory is bounded: at most :data:`MAX_ITEMS`
 items are tracked and :data:`MAX_READY` turns wait for the writer.
+
+The first item a channel carries tells whether it heard the conversation from its start
+(:attr:`TurnCapture.began`): an item with no ``previous_item_id`` opened it; one whose
+``previous_item_id`` this channel never saw, or a transcript of an item whose item event
+it never carried, follows items said before the channel came up, which nobody here heard
+(the owner then hands the session to the browser, see ``AzureOpenAICall.bind_owner``).
+The realtime API cannot fill that gap: ``conversation.item.retrieved`` carries the item
+alone, without its ``previous_item_id``, so the items before it cannot be enumerated.
 """
 
 from __future__ import annotations
@@ -101,11 +109,14 @@ class CaptureSink(Protocol):
         agent: str = "",
         final: bool = False,
         suspended: bool = False,
+        pending: bool = False,
     ) -> None:
         """Mark the session heard server-side (or fallen back to the browser's posts).
 
         ``final``: the call ended while captured (the record holds for good).
         ``suspended``: nobody hears the call for now (the browser's posts count meanwhile).
+        ``pending``: heard from now on, but turns said before may not have been (the
+        browser's posts are held back until the first item tells).
         """
         ...
 
@@ -146,6 +157,11 @@ class TurnCapture:
         self.on_heard: Callable[[], None] | None = None
         """Called once, at the first transcript heard (Voice Live: the channel carries them)."""
         self.heard = False
+        self.began: bool | None = None
+        """None until the first item; then True when this channel heard the conversation
+        from its first item, False when items were said before it (unheard here)."""
+        self.on_began: Callable[[bool], None] | None = None
+        """Called once, with :attr:`began`, at the first item this channel carries."""
         self.on_gap: Callable[[], None] | None = None
         """Called when a turn heard here will not be stored (the server's record has a gap:
         the session's browser must be its source again)."""
@@ -259,7 +275,10 @@ class TurnCapture:
             return
         is_turn = item.get("type") == "message" and item.get("role") in {"user", "assistant"}
         self._items[item_id] = _Item(item.get("role") if is_turn else None)
-        self._place(item_id, previous if isinstance(previous, str) else None)
+        previous = previous if isinstance(previous, str) else None
+        if self.began is None:  # once per call: did this channel hear the conversation begin?
+            self._begin(began=previous is None)
+        self._place(item_id, previous)
         self._trim()
 
     def _place(self, item_id: str, previous: str | None) -> None:
@@ -274,6 +293,8 @@ class TurnCapture:
         if not isinstance(item_id, str) or not isinstance(text, str):
             return
         if item_id not in self._items:  # a transcript whose item event this channel did not carry
+            if self.began is None:  # the item was added before the channel came up
+                self._begin(began=False)
             self._items[item_id] = _Item(role)
             self._order.append(item_id)
         item = self._items[item_id]
@@ -286,6 +307,19 @@ class TurnCapture:
             if self.on_heard is not None:
                 self.on_heard()
         self._release()
+
+    def _begin(self, *, began: bool) -> None:
+        self.began = began
+        if not began:
+            _logger.info(
+                "realtime.capture_began_late", call=self.call_id, session_id=self.session_id
+            )
+        hook, self.on_began = self.on_began, None
+        if hook is not None:
+            try:
+                hook(began)
+            except Exception:
+                _logger.exception("realtime.capture_began_hook_failed", call=self.call_id)
 
     def _release(self, *, final: bool = False) -> None:
         while self._next < len(self._order):
