@@ -146,6 +146,9 @@ async def fixture_make_runtime(
         runtime = build_memory_runtime(settings, token_keys=KEYS, clock=clock)
         await runtime.start()
         started.append(runtime)
+        # A shared queue opens in the background (calls must not wait for it): wait for it.
+        async with asyncio.timeout(30):
+            await runtime.connector.ready_event.wait()
         return runtime
 
     yield make
