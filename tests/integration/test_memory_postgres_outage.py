@@ -207,6 +207,12 @@ def test_a_worker_process_started_without_its_database_delivers_once_it_is_up(
         worker.start()  # ready means /healthz 200: it started although nothing listens
         health = httpx.get(f"{worker.base_url}/healthz", timeout=5)
         assert health.json() == {"status": "waiting for the queue"}
+        # Its first attempt must have met the stopped server (not one already back up).
+        poll_until(
+            lambda: '"memory.queue_connect_failed"' in worker.read_log(),
+            timeout=30,
+            what="the worker's first connect failing",
+        )
         _restart(stopped_postgres)
         queue_conninfo = stopped_postgres.conninfo("queue")
 
@@ -229,7 +235,6 @@ def test_a_worker_process_started_without_its_database_delivers_once_it_is_up(
 
         poll_until(delivered, timeout=30, interval=0.1, what="the worker delivering")
         assert httpx.get(f"{worker.base_url}/healthz", timeout=5).json() == {"status": "ok"}
-        assert '"memory.queue_connect_failed"' in worker.read_log()
         assert stopped_postgres.password not in worker.read_log()
     finally:
         worker.stop()
