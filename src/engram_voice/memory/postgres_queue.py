@@ -34,31 +34,24 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from engram_voice.memory import postgres_capture as capture
+from engram_voice.memory import postgres_claims as claims
 from engram_voice.memory.postgres_auth import (
     PasswordSource,
     StaticPassword,
     connection_from_settings,
 )
 from engram_voice.memory.postgres_notify import NOTIFY_SQL, TurnListener, TurnNotifier
-from engram_voice.memory.postgres_schema import (
-    CAPTURE_STATE_SQL,
-    MARK_CAPTURE_SQL,
-    PROGRESS_SQL,
-    RENEW_CAPTURE_SQL,
-    SHARD,
-    STATS_SQL,
-    migrate,
-)
+from engram_voice.memory.postgres_retention import purge_step
+from engram_voice.memory.postgres_schema import PROGRESS_SQL, STATS_SQL, migrate
 from engram_voice.memory.postgres_writes import write_group
 from engram_voice.memory.queue import (
-    CAPTURE_STATES,
     CaptureState,
     ClaimedSession,
     DeadLetter,
     EnqueueBatch,
     EnqueueResult,
     QueueClosedError,
-    QueuedTurn,
     QueueStats,
     QueueUnavailableError,
     SessionMismatchError,
@@ -75,29 +68,6 @@ _WRITERS = 2
 per statement: two instead of three cut the service's and PostgreSQL's CPU per request
 by 15-20 % in bench_queue_pg (one writer saved no more), while the second writer keeps
 enqueues moving when one commit waits on a lock."""
-_PURGE_TURNS = (
-    "DELETE FROM memory_turns WHERE seq IN (SELECT seq FROM memory_turns "
-    "WHERE state = 1 AND delivered_at < %s LIMIT %s)"
-)
-_PURGE_LETTERS = (
-    "DELETE FROM memory_dead_letters WHERE id IN (SELECT id FROM memory_dead_letters "
-    "WHERE replayed_at IS NOT NULL AND replayed_at < %s LIMIT %s)"
-)
-_PURGE_SESSIONS = (
-    "DELETE FROM memory_sessions WHERE ctid = ANY(ARRAY(SELECT s.ctid "
-    "FROM memory_sessions s WHERE s.created_at < %s AND s.pending = 0 "
-    "AND s.lease_owner IS NULL AND NOT EXISTS "
-    "(SELECT 1 FROM memory_turns t WHERE t.session_id = s.session_id) "
-    "LIMIT %s FOR UPDATE OF s SKIP LOCKED)) "
-    "AND pending = 0 AND lease_owner IS NULL"
-)
-"""Old idle sessions through ``memory_sessions_idle`` (migration 2), locked (a session a
-writer holds is skipped, never waited for) and deleted by row address: no step reads the
-whole table, whatever its size."""
-_PURGE_CAPTURED = (
-    "DELETE FROM memory_captured WHERE session_id IN (SELECT session_id FROM memory_captured "
-    "WHERE updated_at < %s LIMIT %s)"
-)
 _MAX_KNOWN = 100_000
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -384,56 +354,28 @@ class PostgresTurnQueue:
             if not future.done():
                 future.set_exception(QueueUnavailableError(reason))
 
-    # -- worker side ----------------------------------------------------------------------
+    # -- worker side (the SQL: postgres_claims) --------------------------------------------
 
     async def claim(
         self, *, owner: str, sessions: int, turns: int, lease_seconds: float, now: float
     ) -> list[ClaimedSession]:
         """Lease ready sessions (SKIP LOCKED: never two owners) with their oldest turns."""
         async with self._conn() as conn:
-            cursor = await conn.execute(
-                "WITH ready AS (SELECT session_id FROM memory_sessions "
-                "WHERE pending > 0 AND next_attempt_at <= %(now)s "
-                "AND (lease_until IS NULL OR lease_until < %(now)s) "
-                "ORDER BY next_attempt_at, created_at LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
-                "UPDATE memory_sessions s SET lease_owner = %(owner)s, lease_until = %(until)s "
-                "FROM ready WHERE s.session_id = ready.session_id "
-                "RETURNING s.session_id, s.user_id, s.agent, s.attempts, s.next_attempt_at, "
-                "s.created_at",
-                {"now": now, "n": sessions, "owner": owner, "until": now + lease_seconds},
+            return await claims.claim(
+                conn,
+                owner=owner,
+                sessions=sessions,
+                turns=turns,
+                lease_seconds=lease_seconds,
+                now=now,
             )
-            leased = sorted(await cursor.fetchall(), key=lambda row: (row[4], row[5]))
-            if not leased:
-                return []
-            ids = [str(row[0]) for row in leased]
-            cursor = await conn.execute(
-                "SELECT s.id, t.seq, t.message_id, t.role, t.text, t.at, t.accepted_at "
-                "FROM unnest(%s::text[]) AS s(id) CROSS JOIN LATERAL ("
-                " SELECT seq, message_id, role, text, at, accepted_at FROM memory_turns"
-                " WHERE session_id = s.id AND state = 0 ORDER BY seq LIMIT %s) AS t "
-                "ORDER BY s.id, t.seq",
-                (ids, turns),
-            )
-            found: dict[str, list[QueuedTurn]] = {session_id: [] for session_id in ids}
-            for row in await cursor.fetchall():
-                found[str(row[0])].append(QueuedTurn(*row[1:]))
-        return [
-            ClaimedSession(
-                session_id=str(row[0]),
-                user_id=str(row[1]),
-                agent=str(row[2]),
-                attempts=int(str(row[3])),
-                turns=found[str(row[0])],
-            )
-            for row in leased
-        ]
 
     async def renew(self, *, owner: str, session_id: str, lease_seconds: float, now: float) -> bool:
         """Extend this owner's lease on a session; False when another owner took it."""
-        sql = (
-            "UPDATE memory_sessions SET lease_until = %s WHERE session_id = %s AND lease_owner = %s"
-        )
-        return await self._changed(sql, (now + lease_seconds, session_id, owner)) > 0
+        async with self._conn() as conn:
+            return await claims.renew(
+                conn, owner=owner, session_id=session_id, lease_seconds=lease_seconds, now=now
+            )
 
     async def mark_delivered(
         self,
@@ -445,27 +387,20 @@ class PostgresTurnQueue:
     ) -> None:
         """Mark turns delivered, drop their text, and reset the session's attempt count."""
         async with self._conn() as conn:
-            await _lock_session(conn, session_id)
-            cursor = await conn.execute(
-                "UPDATE memory_turns SET state = 1, text = NULL, delivered_at = %s "
-                "WHERE session_id = %s AND state = 0 AND seq = ANY(%s)",
-                (now, session_id, list(seqs)),
-            )
-            changed = cursor.rowcount
-            await _change_pending(
-                conn, session_id, -changed, "attempts = 0, last_error = NULL", (), delivered=now
-            )
+            await claims.mark_delivered(conn, session_id=session_id, seqs=seqs, now=now)
 
     async def schedule_retry(
         self, *, owner: str, session_id: str, error: str, next_attempt_at: float
     ) -> None:
         """Count a failed attempt, remember why, release the lease until ``next_attempt_at``."""
-        await self._changed(
-            "UPDATE memory_sessions SET attempts = attempts + 1, last_error = %s, "
-            "next_attempt_at = %s, lease_owner = NULL, lease_until = NULL "
-            "WHERE session_id = %s AND lease_owner = %s",
-            (error[:500], next_attempt_at, session_id, owner),
-        )
+        async with self._conn() as conn:
+            await claims.schedule_retry(
+                conn,
+                owner=owner,
+                session_id=session_id,
+                error=error,
+                next_attempt_at=next_attempt_at,
+            )
 
     async def dead_letter(
         self,
@@ -479,37 +414,16 @@ class PostgresTurnQueue:
     ) -> int:
         """Move the turns to a new dead letter and reset the session's attempts."""
         async with self._conn() as conn:
-            user_id, agent = await _lock_session(conn, session_id)
-            cursor = await conn.execute(
-                "INSERT INTO memory_dead_letters (session_id, user_id, agent, turns, reason, "
-                "attempts, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (session_id, user_id, agent, len(seqs), reason[:1000], attempts, now),
+            return await claims.dead_letter(
+                conn, session_id=session_id, seqs=seqs, reason=reason, attempts=attempts, now=now
             )
-            row = await cursor.fetchone()
-            letter_id = int(str(row[0])) if row else 0
-            cursor = await conn.execute(
-                "UPDATE memory_turns SET state = 2, dead_letter_id = %s "
-                "WHERE session_id = %s AND state = 0 AND seq = ANY(%s)",
-                (letter_id, session_id, list(seqs)),
-            )
-            await _change_pending(
-                conn,
-                session_id,
-                -cursor.rowcount,
-                "attempts = 0, last_error = %s",
-                (reason[:500],),
-                dead=1,
-            )
-            return letter_id
 
     async def release(self, *, owner: str, session_id: str, next_attempt_at: float = 0.0) -> None:
         """Give a lease back without counting an attempt."""
-        await self._changed(
-            "UPDATE memory_sessions SET lease_owner = NULL, lease_until = NULL, "
-            "next_attempt_at = GREATEST(next_attempt_at, %s) "
-            "WHERE session_id = %s AND lease_owner = %s",
-            (next_attempt_at, session_id, owner),
-        )
+        async with self._conn() as conn:
+            await claims.release(
+                conn, owner=owner, session_id=session_id, next_attempt_at=next_attempt_at
+            )
 
     # -- operators and status -------------------------------------------------------------
 
@@ -560,33 +474,7 @@ class PostgresTurnQueue:
     async def replay(self, ids: Sequence[int] | None, *, now: float) -> int:
         """Return dead-lettered turns to the queue (their ``seq`` keeps their place)."""
         async with self._conn() as conn:
-            where = "" if ids is None else " AND id = ANY(%s)"
-            cursor = await conn.execute(
-                "SELECT id, session_id FROM memory_dead_letters "  # noqa: S608 - fixed fragment
-                f"WHERE replayed_at IS NULL{where} ORDER BY session_id, id FOR UPDATE",
-                () if ids is None else (list(ids),),
-            )
-            total = 0
-            for letter_id, session_id in await cursor.fetchall():
-                await _lock_session(conn, str(session_id))
-                moved = await conn.execute(
-                    "UPDATE memory_turns SET state = 0, dead_letter_id = NULL "
-                    "WHERE state = 2 AND dead_letter_id = %s",
-                    (letter_id,),
-                )
-                await conn.execute(
-                    "UPDATE memory_dead_letters SET replayed_at = %s WHERE id = %s",
-                    (now, letter_id),
-                )
-                await _change_pending(
-                    conn,
-                    str(session_id),
-                    moved.rowcount,
-                    "attempts = 0, next_attempt_at = 0, last_error = NULL",
-                    (),
-                    dead=-1,
-                )
-                total += moved.rowcount
+            total = await claims.replay(conn, ids, now=now)
         if total:
             self.notifier.committed()  # wake the workers of every process
         return total
@@ -594,28 +482,12 @@ class PostgresTurnQueue:
     async def purge_delivered(self, *, older_than: float, limit: int = 1000) -> int:
         """Remove one bounded step of what retention no longer needs (one transaction).
 
-        At most ``limit`` rows: turns delivered before ``older_than``, then dead letters
-        replayed before it, then sessions created before it with nothing pending, no
-        lease and no turn left. Pending turns and unreplayed dead letters stay. A session
-        removed here while a replica still caches it is created again by that replica's
-        next write (see :mod:`engram_voice.memory.postgres_writes`); a write racing the
-        delete locks the row first, and the delete re-checks ``pending = 0`` after it.
+        At most ``limit`` rows: see :func:`~engram_voice.memory.postgres_retention.purge_step`.
         """
         async with self._conn() as conn:
-            cursor = await conn.execute(_PURGE_TURNS, (older_than, limit))
-            removed = cursor.rowcount
-            if removed < limit:
-                cursor = await conn.execute(_PURGE_LETTERS, (older_than, limit - removed))
-                removed += cursor.rowcount
-            if removed < limit:
-                cursor = await conn.execute(_PURGE_SESSIONS, (older_than, limit - removed))
-                removed += cursor.rowcount
-            if removed < limit:
-                cursor = await conn.execute(_PURGE_CAPTURED, (older_than, limit - removed))
-                removed += cursor.rowcount
-        return removed
+            return await purge_step(conn, older_than=older_than, limit=limit)
 
-    # -- captured sessions (shared by every replica) --------------------------------------
+    # -- captured sessions (shared by every replica; the SQL: postgres_capture) ------------
 
     async def mark_capture(
         self,
@@ -628,91 +500,25 @@ class PostgresTurnQueue:
         state_until: float | None = None,
     ) -> str:
         """Record a session's capture state (only ever forward); return the stored one."""
-        params = {
-            "s": session_id,
-            "u": user_id,
-            "a": agent,
-            "state": CAPTURE_STATES.index(state),
-            "until": state_until,
-            "now": now,
-        }
         async with self._conn() as conn:
-            cursor = await conn.execute(MARK_CAPTURE_SQL, params)
-            row = await cursor.fetchone()
-        assert row is not None  # noqa: S101 - an upsert with RETURNING returns its row
-        return CAPTURE_STATES[int(str(row[0]))]
+            return await capture.mark_capture(
+                conn,
+                session_id=session_id,
+                user_id=user_id,
+                agent=agent,
+                state=state,
+                now=now,
+                state_until=state_until,
+            )
 
     async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
         """Extend the leases of live captures in one statement; return how many."""
         async with self._conn() as conn:
-            cursor = await conn.execute(
-                RENEW_CAPTURE_SQL, {"until": until, "now": now, "ids": list(session_ids)}
-            )
-            return cursor.rowcount
+            return await capture.renew_capture(conn, session_ids, until=until, now=now)
 
     async def capture_state(
         self, session_id: str, message_ids: Sequence[str] = ()
     ) -> CaptureState | None:
         """Read a session's capture state and which of ``message_ids`` are stored (one read)."""
         async with self._conn(pipeline=True) as conn:  # BEGIN, the read, COMMIT: one trip
-            cursor = await conn.execute(
-                CAPTURE_STATE_SQL, {"s": session_id, "ids": list(dict.fromkeys(message_ids))}
-            )
-            row = await cursor.fetchone()
-        if row is None:
-            return None
-        state, until, stored = row
-        return CaptureState(
-            state=CAPTURE_STATES[int(str(state))],
-            state_until=float(str(until)) if until is not None else None,
-            stored=frozenset(str(found) for found in stored or ()),
-        )
-
-    async def _changed(self, sql: str, params: tuple[Any, ...]) -> int:
-        async with self._conn() as conn:
-            cursor = await conn.execute(sql, params)
-            return cursor.rowcount
-
-
-async def _lock_session(conn: Conn, session_id: str) -> tuple[str, str]:
-    """Lock the session's row first (the one lock order of every writer); return its owner."""
-    cursor = await conn.execute(
-        "SELECT user_id, agent FROM memory_sessions WHERE session_id = %s FOR UPDATE",
-        (session_id,),
-    )
-    row = await cursor.fetchone()
-    if row is None:
-        raise QueueUnavailableError("unknown session")
-    return str(row[0]), str(row[1])
-
-
-async def _change_pending(
-    conn: Conn,
-    session_id: str,
-    delta: int,
-    assignments: str,
-    params: tuple[Any, ...],
-    *,
-    dead: int = 0,
-    delivered: float | None = None,
-) -> None:
-    """Add ``delta`` to the session's pending turns (with ``assignments``) and the totals."""
-    cursor = await conn.execute(
-        f"UPDATE memory_sessions SET pending = pending + %s, {assignments} "  # noqa: S608
-        "WHERE session_id = %s RETURNING pending",
-        (delta, *params, session_id),
-    )
-    row = await cursor.fetchone()
-    after = int(str(row[0])) if row else 0
-    before = after - delta
-    sessions = int(after > 0) - int(before > 0)
-    if not (delta or sessions or dead or (delivered is not None and delta)):
-        return
-    await conn.execute(
-        "UPDATE memory_queue_counters SET pending = pending + %s, "  # noqa: S608
-        "sessions_pending = sessions_pending + %s, dead_letters = dead_letters + %s, "
-        "last_delivered_at = CASE WHEN %s::double precision IS NULL THEN last_delivered_at "
-        "ELSE GREATEST(COALESCE(last_delivered_at, 0), %s) END "
-        f"WHERE shard = {SHARD}",
-        (delta, sessions, dead, delivered if delta else None, delivered if delta else None),
-    )
+            return await capture.capture_state(conn, session_id, message_ids)
