@@ -22,19 +22,19 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 
+from engram_voice.memory import sqlite_capture as capture
+from engram_voice.memory import sqlite_claims as claims
 from engram_voice.memory.queue import (
-    CAPTURE_STATES,
     CaptureState,
     ClaimedSession,
     DeadLetter,
     EnqueueBatch,
     EnqueueResult,
     QueueClosedError,
-    QueuedTurn,
     QueueStats,
     QueueUnavailableError,
     SessionMismatchError,
@@ -43,22 +43,14 @@ from engram_voice.memory.queue import (
 from engram_voice.memory.sqlite_retention import (
     StorageFigures,
     prepare_file,
+    purge_captured,
     purge_step,
     reclaim_step,
     storage_figures,
     upgrade_file,
 )
-from engram_voice.memory.sqlite_schema import (
-    MARK_CAPTURE_SQL,
-    PENDING,
-    PROGRESS_SQL,
-    PURGE_CAPTURED_SQL,
-    RENEW_CAPTURE_SQL,
-    SCHEMA,
-    STATS_SQL,
-    claim_sql,
-)
-from engram_voice.memory.sqlite_writes import describe_error, set_state, transaction, write_group
+from engram_voice.memory.sqlite_schema import PROGRESS_SQL, SCHEMA, STATS_SQL
+from engram_voice.memory.sqlite_writes import describe_error, write_group
 
 __all__ = ["QueueClosedError", "SqliteTurnQueue"]
 
@@ -214,52 +206,30 @@ class SqliteTurnQueue:
             else:
                 future.set_result(result)
 
-    # -- worker side ----------------------------------------------------------------------
+    # -- worker side (sqlite_claims) --------------------------------------------------------
 
     async def claim(
         self, *, owner: str, sessions: int, turns: int, lease_seconds: float, now: float
     ) -> list[ClaimedSession]:
-        """Lease ready sessions (pending, due, unleased) with their oldest pending turns.
-
-        Looks first without the file's write lock (a WAL read): an idle worker's poll, or
-        a claim after the ready sessions ran out, neither waits for another process's
-        write nor makes one wait; only when a session looks ready is the lock taken and
-        the choice made again inside the transaction.
-        """
-
-        def work(conn: sqlite3.Connection) -> list[ClaimedSession]:
-            if conn.execute(claim_sql(), (now, now, 1)).fetchone() is None:
-                return []
-            with transaction(conn):
-                rows = conn.execute(claim_sql(), (now, now, sessions)).fetchall()
-                claimed: list[ClaimedSession] = []
-                for session_id, user_id, agent, attempts in rows:
-                    conn.execute(
-                        "UPDATE sessions SET lease_owner=?, lease_until=? WHERE session_id=?",
-                        (owner, now + lease_seconds, session_id),
-                    )
-                    found = conn.execute(
-                        "SELECT seq, message_id, role, text, at, accepted_at FROM turns "
-                        "WHERE session_id=? AND state=? ORDER BY seq LIMIT ?",
-                        (session_id, PENDING, turns),
-                    ).fetchall()
-                    claimed.append(
-                        ClaimedSession(
-                            session_id=session_id,
-                            user_id=user_id,
-                            agent=agent,
-                            attempts=attempts,
-                            turns=[QueuedTurn(*row) for row in found],
-                        )
-                    )
-                return claimed
-
-        return await self._run(work)
+        """Lease ready sessions (pending, due, unleased) with their oldest pending turns."""
+        return await self._run(
+            lambda conn: claims.claim(
+                conn,
+                owner=owner,
+                sessions=sessions,
+                turns=turns,
+                lease_seconds=lease_seconds,
+                now=now,
+            )
+        )
 
     async def renew(self, *, owner: str, session_id: str, lease_seconds: float, now: float) -> bool:
         """Extend this owner's lease on a session; False when the lease was lost."""
-        sql = "UPDATE sessions SET lease_until=? WHERE session_id=? AND lease_owner=?"
-        return await self._changed(sql, (now + lease_seconds, session_id, owner)) > 0
+        return await self._run(
+            lambda conn: claims.renew(
+                conn, owner=owner, session_id=session_id, lease_seconds=lease_seconds, now=now
+            )
+        )
 
     async def mark_delivered(
         self,
@@ -270,32 +240,22 @@ class SqliteTurnQueue:
         now: float,
     ) -> None:
         """Mark turns delivered, drop their text, and reset the session's attempt count."""
-
-        def work(conn: sqlite3.Connection) -> None:
-            with transaction(conn):
-                changed = set_state(conn, seqs, "state=1, text=NULL, delivered_at=?", (now,))
-                conn.execute(
-                    "UPDATE sessions SET pending=pending-?, attempts=0, last_error=NULL "
-                    "WHERE session_id=?",
-                    (changed, session_id),
-                )
-                if changed:
-                    conn.execute(
-                        "UPDATE queue_counters SET last_delivered_at="
-                        "MAX(COALESCE(last_delivered_at, 0), ?) WHERE id=1",
-                        (now,),
-                    )
-
-        await self._run(work)
+        await self._run(
+            lambda conn: claims.mark_delivered(conn, session_id=session_id, seqs=seqs, now=now)
+        )
 
     async def schedule_retry(
         self, *, owner: str, session_id: str, error: str, next_attempt_at: float
     ) -> None:
         """Count a failed attempt, remember why, release the lease until ``next_attempt_at``."""
-        await self._changed(
-            "UPDATE sessions SET attempts=attempts+1, last_error=?, next_attempt_at=?, "
-            "lease_owner=NULL, lease_until=NULL WHERE session_id=? AND lease_owner=?",
-            (error[:500], next_attempt_at, session_id, owner),
+        await self._run(
+            lambda conn: claims.schedule_retry(
+                conn,
+                owner=owner,
+                session_id=session_id,
+                error=error,
+                next_attempt_at=next_attempt_at,
+            )
         )
 
     async def dead_letter(
@@ -309,34 +269,18 @@ class SqliteTurnQueue:
         now: float,
     ) -> int:
         """Move the turns to a new dead letter and reset the session's attempts."""
-
-        def work(conn: sqlite3.Connection) -> int:
-            with transaction(conn):
-                user_id, agent = conn.execute(
-                    "SELECT user_id, agent FROM sessions WHERE session_id=?", (session_id,)
-                ).fetchone()
-                cursor = conn.execute(
-                    "INSERT INTO dead_letters(session_id, user_id, agent, turns, reason, "
-                    "attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (session_id, user_id, agent, len(seqs), reason[:1000], attempts, now),
-                )
-                letter_id = int(cursor.lastrowid or 0)
-                changed = set_state(conn, seqs, "state=2, dead_letter_id=?", (letter_id,))
-                conn.execute(
-                    "UPDATE sessions SET pending=pending-?, attempts=0, last_error=? "
-                    "WHERE session_id=?",
-                    (changed, reason[:500], session_id),
-                )
-                return letter_id
-
-        return await self._run(work)
+        return await self._run(
+            lambda conn: claims.dead_letter(
+                conn, session_id=session_id, seqs=seqs, reason=reason, attempts=attempts, now=now
+            )
+        )
 
     async def release(self, *, owner: str, session_id: str, next_attempt_at: float = 0.0) -> None:
         """Give a lease back without counting an attempt."""
-        await self._changed(
-            "UPDATE sessions SET lease_owner=NULL, lease_until=NULL, "
-            "next_attempt_at=MAX(next_attempt_at, ?) WHERE session_id=? AND lease_owner=?",
-            (next_attempt_at, session_id, owner),
+        await self._run(
+            lambda conn: claims.release(
+                conn, owner=owner, session_id=session_id, next_attempt_at=next_attempt_at
+            )
         )
 
     # -- operators and status -------------------------------------------------------------
@@ -401,39 +345,7 @@ class SqliteTurnQueue:
 
     async def replay(self, ids: Sequence[int] | None, *, now: float) -> int:
         """Return dead-lettered turns to the queue in their original order; count them."""
-
-        def work(conn: sqlite3.Connection) -> int:
-            with transaction(conn):
-                if ids is None:
-                    rows = conn.execute(
-                        "SELECT id, session_id FROM dead_letters WHERE replayed_at IS NULL"
-                    ).fetchall()
-                else:
-                    marks = ",".join("?" * len(ids))
-                    rows = conn.execute(
-                        f"SELECT id, session_id FROM dead_letters WHERE replayed_at IS NULL "  # noqa: S608
-                        f"AND id IN ({marks})",
-                        tuple(ids),
-                    ).fetchall()
-                total = 0
-                for letter_id, session_id in rows:
-                    moved = conn.execute(
-                        "UPDATE turns SET state=0, dead_letter_id=NULL "
-                        "WHERE state=2 AND dead_letter_id=?",
-                        (letter_id,),
-                    ).rowcount
-                    conn.execute(
-                        "UPDATE sessions SET pending=pending+?, attempts=0, next_attempt_at=0, "
-                        "last_error=NULL WHERE session_id=?",
-                        (moved, session_id),
-                    )
-                    conn.execute(
-                        "UPDATE dead_letters SET replayed_at=? WHERE id=?", (now, letter_id)
-                    )
-                    total += moved
-                return total
-
-        return await self._run(work)
+        return await self._run(lambda conn: claims.replay(conn, ids, now=now))
 
     async def purge_delivered(self, *, older_than: float, limit: int = 1000) -> int:
         """Remove one bounded step of what retention no longer needs; return the work done.
@@ -448,17 +360,14 @@ class SqliteTurnQueue:
         def work(conn: sqlite3.Connection) -> int:
             removed = purge_step(conn, older_than=older_than, limit=limit)
             if removed < limit:
-                with transaction(conn):
-                    removed += conn.execute(
-                        PURGE_CAPTURED_SQL, (older_than, limit - removed)
-                    ).rowcount
+                removed += purge_captured(conn, older_than=older_than, limit=limit - removed)
             if removed >= limit:
                 return removed
             return removed + reclaim_step(conn, limit=limit)
 
         return await self._run(work)
 
-    # -- captured sessions (shared by every process on the file) --------------------------
+    # -- captured sessions (shared by every process on the file; sqlite_capture) ----------
 
     async def mark_capture(
         self,
@@ -471,69 +380,30 @@ class SqliteTurnQueue:
         state_until: float | None = None,
     ) -> str:
         """Record a session's capture state (only ever forward); return the stored one."""
-        params = (session_id, user_id, agent, CAPTURE_STATES.index(state), state_until, now)
-
-        def work(conn: sqlite3.Connection) -> int:
-            with transaction(conn):
-                row = conn.execute(MARK_CAPTURE_SQL, params).fetchone()
-            return int(row[0])
-
-        return CAPTURE_STATES[await self._run(work)]
+        return await self._run(
+            lambda conn: capture.mark_capture(
+                conn,
+                session_id=session_id,
+                user_id=user_id,
+                agent=agent,
+                state=state,
+                now=now,
+                state_until=state_until,
+            )
+        )
 
     async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
         """Extend the leases of live captures in one transaction; return how many."""
-
-        def work(conn: sqlite3.Connection) -> int:
-            with transaction(conn):
-                return sum(
-                    conn.execute(RENEW_CAPTURE_SQL, (until, now, session_id)).rowcount
-                    for session_id in session_ids
-                )
-
-        return await self._run(work)
+        return await self._run(
+            lambda conn: capture.renew_capture(conn, session_ids, until=until, now=now)
+        )
 
     async def capture_state(
         self, session_id: str, message_ids: Sequence[str] = ()
     ) -> CaptureState | None:
         """Read a session's capture state and which of ``message_ids`` are stored (one read)."""
-        ids = list(dict.fromkeys(message_ids))
-
-        def work(conn: sqlite3.Connection) -> CaptureState | None:
-            conn.execute("BEGIN")  # one snapshot for both statements
-            try:
-                row = conn.execute(
-                    "SELECT state, state_until FROM captured_sessions WHERE session_id = ?",
-                    (session_id,),
-                ).fetchone()
-                if row is None:
-                    return None
-                stored: frozenset[str] = frozenset()
-                if ids:
-                    marks = ",".join("?" * len(ids))
-                    stored = frozenset(
-                        str(found)
-                        for (found,) in conn.execute(
-                            "SELECT message_id FROM turns WHERE session_id = ? "  # noqa: S608
-                            f"AND message_id IN ({marks})",
-                            (session_id, *ids),
-                        )
-                    )
-            finally:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")  # a read: nothing to keep
-            return CaptureState(
-                state=CAPTURE_STATES[int(row[0])], state_until=row[1], stored=stored
-            )
-
-        return await self._read(work)
+        return await self._read(lambda conn: capture.capture_state(conn, session_id, message_ids))
 
     async def storage(self) -> StorageFigures:
         """Return the queue file's pages, free pages and page size (SQLite only)."""
         return await self._run(storage_figures)
-
-    async def _changed(self, sql: str, params: tuple[Any, ...]) -> int:
-        def work(conn: sqlite3.Connection) -> int:
-            with transaction(conn):
-                return conn.execute(sql, params).rowcount
-
-        return await self._run(work)

@@ -34,12 +34,15 @@ from typing import NamedTuple
 import structlog
 
 from engram_voice.memory.sqlite_schema import DELIVERED
+from engram_voice.memory.sqlite_writes import transaction
 
 __all__ = [
     "JOURNAL_SIZE_LIMIT",
+    "PURGE_CAPTURED_SQL",
     "STORAGE_VERSION",
     "StorageFigures",
     "prepare_file",
+    "purge_captured",
     "purge_step",
     "reclaim_step",
     "storage_figures",
@@ -163,3 +166,17 @@ def reclaim_step(conn: sqlite3.Connection, *, limit: int) -> int:
         conn.executescript(f"PRAGMA incremental_vacuum({int(step)});")
         released = figures.pages - storage_figures(conn).pages
     return released
+
+
+PURGE_CAPTURED_SQL = (
+    "DELETE FROM captured_sessions WHERE session_id IN (SELECT session_id "
+    "FROM captured_sessions WHERE updated_at < ? LIMIT ?)"
+)
+"""One bounded retention step: capture records untouched for the whole window (every
+memory token of theirs expired long before: retention is never shorter than a token)."""
+
+
+def purge_captured(conn: sqlite3.Connection, *, older_than: float, limit: int) -> int:
+    """Delete at most ``limit`` capture records untouched since ``older_than`` (one transaction)."""
+    with transaction(conn):
+        return conn.execute(PURGE_CAPTURED_SQL, (older_than, limit)).rowcount
