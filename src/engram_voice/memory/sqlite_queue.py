@@ -3,7 +3,8 @@
 Every write runs on one dedicated thread that owns the write connection. Concurrent
 ``enqueue`` calls wait in a list; a writer task takes everything waiting, writes it in
 one transaction and one commit (one fsync with ``synchronous=FULL``), then answers each
-caller. So many requests share one commit, and a ``202`` still means "on disk".
+caller (:mod:`~engram_voice.memory.sqlite_commit`). So many requests share one commit,
+and a ``202`` still means "on disk".
 
 ``stats`` reads on a second connection with its own thread (WAL lets it read while a
 write is in progress), from running totals kept by triggers, with a short busy timeout:
@@ -11,12 +12,17 @@ it never queues behind writes and costs the same at any depth (``session_progres
 there too, one session's turns by an index seek). A write waits at most
 ``busy_timeout`` seconds for another process's lock, then fails. Every ``sqlite3`` error
 leaves this module as the backend-neutral :class:`QueueUnavailableError`.
+
+The statements live beside it: :mod:`~engram_voice.memory.sqlite_writes` (the group
+write), :mod:`~engram_voice.memory.sqlite_claims` (the worker side and replay),
+:mod:`~engram_voice.memory.sqlite_capture` (captured-session records),
+:mod:`~engram_voice.memory.sqlite_reads` (status reads),
+:mod:`~engram_voice.memory.sqlite_retention` (the file, purge steps, vacuum).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -24,10 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-import structlog
-
 from engram_voice.memory import sqlite_capture as capture
 from engram_voice.memory import sqlite_claims as claims
+from engram_voice.memory import sqlite_reads as reads
 from engram_voice.memory.queue import (
     CaptureState,
     ClaimedSession,
@@ -37,28 +42,22 @@ from engram_voice.memory.queue import (
     QueueClosedError,
     QueueStats,
     QueueUnavailableError,
-    SessionMismatchError,
     SessionProgress,
 )
+from engram_voice.memory.sqlite_commit import GroupCommit
 from engram_voice.memory.sqlite_retention import (
     StorageFigures,
-    prepare_file,
+    open_file,
     purge_captured,
     purge_step,
     reclaim_step,
     storage_figures,
-    upgrade_file,
 )
-from engram_voice.memory.sqlite_schema import PROGRESS_SQL, SCHEMA, STATS_SQL
-from engram_voice.memory.sqlite_writes import describe_error, write_group
+from engram_voice.memory.sqlite_writes import describe_error
 
 __all__ = ["QueueClosedError", "SqliteTurnQueue"]
 
-_logger = structlog.get_logger("engram_voice.memory.queue")
 _T = TypeVar("_T")
-_MAX_GROUP = 512
-_READ_BUSY_SECONDS = 0.25
-"""How long a status read waits for a lock (WAL readers rarely wait at all)."""
 _UPGRADE_BUSY_SECONDS = 60.0
 """How long opening waits for another process's one-time file upgrade (a ``VACUUM``)."""
 
@@ -77,21 +76,13 @@ class SqliteTurnQueue:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._path = Path(path)
-        self._clock = clock
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-sqlite")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-sqlite-read")
         self._conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
-        self._waiting: list[tuple[EnqueueBatch, asyncio.Future[EnqueueResult]]] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
-        self._owners: dict[str, tuple[str, str]] = {}
-        """Sessions whose (user, agent) the writer thread already checked (never changes)."""
-        self.commits = 0
-        """Group commits done by this instance (many enqueues share one)."""
+        self._group = GroupCommit(self._run, clock=clock, is_open=lambda: self._conn is not None)
 
     def __repr__(self) -> str:
         return f"SqliteTurnQueue(path={str(self._path)!r})"
@@ -106,45 +97,28 @@ class SqliteTurnQueue:
             raise QueueUnavailableError(describe_error(exc)) from exc
 
     def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        return open_file(
+            self._path,
+            synchronous=self._synchronous,
+            busy_timeout=self._busy_timeout,
+            upgrade_busy_seconds=_UPGRADE_BUSY_SECONDS,
         )
-        prepare_file(conn)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-        conn.executescript(SCHEMA)
-        upgrade_file(conn, busy_seconds=_UPGRADE_BUSY_SECONDS)
-        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-        return conn
-
-    def _connect_reader(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=_READ_BUSY_SECONDS
-        )
-        conn.execute(f"PRAGMA busy_timeout={int(_READ_BUSY_SECONDS * 1000)}")
-        conn.execute("PRAGMA query_only=1")
-        return conn
 
     async def open(self) -> None:
         """Open the database file (creating or migrating its schema) and start the writer."""
         loop = asyncio.get_running_loop()
         try:
             self._conn = await loop.run_in_executor(self._executor, self._connect)
-            self._read_conn = await loop.run_in_executor(self._reader, self._connect_reader)
+            self._read_conn = await loop.run_in_executor(
+                self._reader, reads.connect_reader, self._path
+            )
         except sqlite3.Error as exc:
             raise QueueUnavailableError(describe_error(exc)) from exc
-        self._closing = False
-        self._writer = asyncio.create_task(self._write_loop(), name="memory-queue-writer")
+        self._group.start()
 
     async def close(self) -> None:
         """Commit what is waiting, stop the writer and close the database."""
-        self._closing = True
-        self._wake.set()
-        if self._writer is not None:
-            await self._writer
-            self._writer = None
+        await self._group.stop()
         loop = asyncio.get_running_loop()
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -156,55 +130,16 @@ class SqliteTurnQueue:
             await loop.run_in_executor(self._reader, reader.close)
         self._reader.shutdown(wait=True)
 
-    # -- enqueue with group commit -------------------------------------------------------
+    # -- enqueue with group commit (sqlite_commit) ---------------------------------------
+
+    @property
+    def commits(self) -> int:
+        """Group commits done by this instance (many enqueues share one)."""
+        return self._group.commits
 
     async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
         """Store the batch durably together with whatever else is waiting; return counts."""
-        if self._closing or self._conn is None:
-            raise QueueClosedError("queue closed")
-        future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
-        entry = (batch, future)
-        self._waiting.append(entry)
-        self._wake.set()
-        try:
-            return await future
-        except asyncio.CancelledError:
-            # The caller gave up (its time bound): a batch not yet taken is not written.
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(entry)
-            raise
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._waiting:
-                group, self._waiting = self._waiting[:_MAX_GROUP], self._waiting[_MAX_GROUP:]
-                await self._commit_group(group)
-            if self._closing:
-                return
-
-    async def _commit_group(
-        self, group: list[tuple[EnqueueBatch, asyncio.Future[EnqueueResult]]]
-    ) -> None:
-        batches = [batch for batch, _ in group]
-        try:
-            now = self._clock()
-            results = await self._run(lambda conn: write_group(conn, batches, now, self._owners))
-        except QueueUnavailableError as exc:
-            _logger.exception("memory.queue_commit_failed", error=exc.reason, size=len(group))
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        self.commits += 1
-        for (_, future), result in zip(group, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, SessionMismatchError):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        return await self._group.enqueue(batch)
 
     # -- worker side (sqlite_claims) --------------------------------------------------------
 
@@ -287,37 +222,11 @@ class SqliteTurnQueue:
 
     async def stats(self) -> QueueStats:
         """Return the running totals and the oldest pending turn, read off the write path."""
-
-        def work(conn: sqlite3.Connection) -> QueueStats:
-            depth, sessions, dead, last, oldest = conn.execute(STATS_SQL).fetchone()
-            return QueueStats(
-                backend=self.backend,
-                depth=depth,
-                sessions_pending=sessions,
-                oldest_pending_at=oldest,
-                dead_letters=dead,
-                last_delivered_at=last,
-            )
-
-        return await self._read(work)
+        return await self._read(reads.stats)
 
     async def session_progress(self, session_id: str) -> SessionProgress:
         """Count one session's turns by state (an index seek), read off the write path."""
-
-        def work(conn: sqlite3.Connection) -> SessionProgress:
-            queued, delivered, dead, attempts, next_at = conn.execute(
-                PROGRESS_SQL, (session_id,)
-            ).fetchone()
-            retrying = bool(queued and attempts and next_at)
-            return SessionProgress(
-                queued=queued,
-                delivered=delivered,
-                dead_lettered=dead,
-                attempts=attempts if retrying else 0,
-                next_attempt_at=next_at if retrying else None,
-            )
-
-        return await self._read(work)
+        return await self._read(lambda conn: reads.session_progress(conn, session_id))
 
     async def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` on the read connection's thread; a cancelled caller interrupts it."""
