@@ -22,6 +22,7 @@ module as :class:`~engram_voice.memory.queue.QueueUnavailableError` with a short
 :mod:`~engram_voice.memory.postgres_writes` (the group write),
 :mod:`~engram_voice.memory.postgres_claims` (the worker side and replay),
 :mod:`~engram_voice.memory.postgres_capture` (captured-session records),
+:mod:`~engram_voice.memory.postgres_reads` (status and operator reads),
 :mod:`~engram_voice.memory.postgres_retention` (purge steps).
 """
 
@@ -32,6 +33,7 @@ from collections.abc import Callable, Sequence
 
 from engram_voice.memory import postgres_capture as capture
 from engram_voice.memory import postgres_claims as claims
+from engram_voice.memory import postgres_reads as reads
 from engram_voice.memory.postgres_auth import (
     PasswordSource,
     StaticPassword,
@@ -41,7 +43,7 @@ from engram_voice.memory.postgres_commit import GroupCommit
 from engram_voice.memory.postgres_notify import NOTIFY_SQL, TurnListener, TurnNotifier
 from engram_voice.memory.postgres_pool import QueuePool, describe_error
 from engram_voice.memory.postgres_retention import purge_step
-from engram_voice.memory.postgres_schema import PROGRESS_SQL, STATS_SQL, migrate
+from engram_voice.memory.postgres_schema import migrate
 from engram_voice.memory.queue import (
     CaptureState,
     ClaimedSession,
@@ -237,46 +239,17 @@ class PostgresTurnQueue:
     async def stats(self) -> QueueStats:
         """Sum the counter shards and seek the oldest pending turn (MVCC: never blocked)."""
         async with self._db.transaction() as conn:
-            cursor = await conn.execute(STATS_SQL)
-            row = await cursor.fetchone()
-        assert row is not None  # noqa: S101 - an aggregate always returns one row
-        depth, sessions, dead, last, oldest = row
-        return QueueStats(
-            backend=self.backend,
-            depth=int(str(depth)),
-            sessions_pending=int(str(sessions)),
-            oldest_pending_at=oldest,
-            dead_letters=int(str(dead)),
-            last_delivered_at=last,
-        )
+            return await reads.stats(conn)
 
     async def session_progress(self, session_id: str) -> SessionProgress:
         """Count one session's turns by state (an index seek; MVCC: never blocked)."""
         async with self._db.transaction() as conn:
-            cursor = await conn.execute(PROGRESS_SQL, {"s": session_id})
-            row = await cursor.fetchone()
-        assert row is not None  # noqa: S101 - an aggregate always returns one row
-        queued, delivered, dead, attempts, next_at = row
-        retrying = bool(queued and attempts and next_at)
-        return SessionProgress(
-            queued=int(str(queued)),
-            delivered=int(str(delivered)),
-            dead_lettered=int(str(dead)),
-            attempts=int(str(attempts)) if retrying else 0,
-            next_attempt_at=float(str(next_at)) if retrying else None,
-        )
+            return await reads.session_progress(conn, session_id)
 
     async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:
         """List dead letters, newest first."""
-        where = "" if include_replayed else "WHERE replayed_at IS NULL"
         async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "SELECT id, session_id, user_id, agent, turns, reason, attempts, created_at, "  # noqa: S608 - fixed fragments
-                f"replayed_at FROM memory_dead_letters {where} ORDER BY id DESC LIMIT %s",
-                (limit,),
-            )
-            rows = await cursor.fetchall()
-        return [DeadLetter(*row) for row in rows]
+            return await reads.dead_letters(conn, limit=limit, include_replayed=include_replayed)
 
     async def replay(self, ids: Sequence[int] | None, *, now: float) -> int:
         """Return dead-lettered turns to the queue (their ``seq`` keeps their place)."""

@@ -16,7 +16,7 @@ leaves this module as the backend-neutral :class:`QueueUnavailableError`.
 The statements live beside it: :mod:`~engram_voice.memory.sqlite_writes` (the group
 write), :mod:`~engram_voice.memory.sqlite_claims` (the worker side and replay),
 :mod:`~engram_voice.memory.sqlite_capture` (captured-session records),
-:mod:`~engram_voice.memory.sqlite_reads` (status reads),
+:mod:`~engram_voice.memory.sqlite_reads` (status and operator reads),
 :mod:`~engram_voice.memory.sqlite_retention` (the file, purge steps, vacuum).
 """
 
@@ -244,13 +244,9 @@ class SqliteTurnQueue:
 
     async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:
         """List dead letters, newest first."""
-        where = "" if include_replayed else "WHERE replayed_at IS NULL"
-        sql = (
-            "SELECT id, session_id, user_id, agent, turns, reason, attempts, created_at, "  # noqa: S608 - fixed fragments
-            f"replayed_at FROM dead_letters {where} ORDER BY id DESC LIMIT ?"
+        return await self._run(
+            lambda conn: reads.dead_letters(conn, limit=limit, include_replayed=include_replayed)
         )
-        rows = await self._run(lambda conn: conn.execute(sql, (limit,)).fetchall())
-        return [DeadLetter(*row) for row in rows]
 
     async def replay(self, ids: Sequence[int] | None, *, now: float) -> int:
         """Return dead-lettered turns to the queue in their original order; count them."""

@@ -1,4 +1,4 @@
-"""The SQLite queue's status reads, on a connection and thread of their own.
+"""The SQLite queue's status and operator reads; status on a connection and thread of their own.
 
 WAL lets this connection read while a write is in progress; with a short busy timeout it
 never queues behind writes. ``stats`` reads the running totals the schema's triggers keep,
@@ -11,10 +11,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from engram_voice.memory.queue import QueueStats, SessionProgress
+from engram_voice.memory.queue import DeadLetter, QueueStats, SessionProgress
 from engram_voice.memory.sqlite_schema import PROGRESS_SQL, STATS_SQL
 
-__all__ = ["READ_BUSY_SECONDS", "connect_reader", "session_progress", "stats"]
+__all__ = ["READ_BUSY_SECONDS", "connect_reader", "dead_letters", "session_progress", "stats"]
 
 READ_BUSY_SECONDS = 0.25
 """How long a status read waits for a lock (WAL readers rarely wait at all)."""
@@ -56,3 +56,15 @@ def session_progress(conn: sqlite3.Connection, session_id: str) -> SessionProgre
         attempts=attempts if retrying else 0,
         next_attempt_at=next_at if retrying else None,
     )
+
+
+def dead_letters(
+    conn: sqlite3.Connection, *, limit: int, include_replayed: bool
+) -> list[DeadLetter]:
+    """List dead letters, newest first (on whichever connection the queue lends)."""
+    where = "" if include_replayed else "WHERE replayed_at IS NULL"
+    sql = (
+        "SELECT id, session_id, user_id, agent, turns, reason, attempts, created_at, "  # noqa: S608 - fixed fragments
+        f"replayed_at FROM dead_letters {where} ORDER BY id DESC LIMIT ?"
+    )
+    return [DeadLetter(*row) for row in conn.execute(sql, (limit,)).fetchall()]
