@@ -3,7 +3,8 @@
 import psycopg
 import pytest
 
-from engram_voice.memory.postgres_queue import _PURGE_SESSIONS, PostgresTurnQueue
+from engram_voice.memory.postgres_queue import PostgresTurnQueue
+from engram_voice.memory.postgres_retention import PURGE_SESSIONS_SQL
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,7 @@ async def test_the_sessions_purge_seeks_old_idle_sessions_whatever_the_table_siz
         conn.execute("ANALYZE memory_sessions")
         conn.execute("ANALYZE memory_turns")
         cursor = psycopg.ClientCursor(conn)
-        cursor.execute(f"EXPLAIN {_PURGE_SESSIONS}", (cutoff, 1000))
+        cursor.execute(f"EXPLAIN {PURGE_SESSIONS_SQL}", (cutoff, 1000))
         plan = "\n".join(str(row[0]) for row in cursor.fetchall())
     assert "Seq Scan on memory_sessions" not in plan, plan
     assert "Seq Scan on memory_turns" not in plan, plan

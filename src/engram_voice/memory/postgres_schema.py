@@ -14,7 +14,8 @@ idempotent, ``memory_sessions`` with per-session delivery state and the lease,
 its deltas to the row of its backend PID, so concurrent writers (several replicas) do not
 queue behind one hot row, and ``stats`` sums a fixed number of rows at any depth.
 ``memory_captured`` (migration 3) holds which sessions the server captures itself, shared
-by every replica (:data:`~engram_voice.memory.queue.CAPTURE_STATES` as their index).
+by every replica (:data:`~engram_voice.memory.queue.CAPTURE_STATES` as their index; its
+statements are in :mod:`engram_voice.memory.postgres_capture`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ import structlog
 __all__ = [
     "COMPONENT",
     "COUNTER_SHARDS",
-    "MARK_CAPTURE_SQL",
     "MIGRATIONS",
     "PROGRESS_SQL",
-    "RENEW_CAPTURE_SQL",
     "SHARD",
     "STATS_SQL",
     "migrate",
@@ -55,34 +54,6 @@ PROGRESS_SQL = (
 )
 """One session's turns by state plus its retry schedule, in one statement (one snapshot),
 through the ``(session_id, message_id)`` unique index: only that session's turns are read."""
-MARK_CAPTURE_SQL = (
-    "INSERT INTO memory_captured AS c (session_id, user_id, agent, state, state_until, "
-    "updated_at) VALUES (%(s)s, %(u)s, %(a)s, %(state)s, %(until)s, %(now)s) "
-    "ON CONFLICT (session_id) DO UPDATE SET state = GREATEST(c.state, excluded.state), "
-    "state_until = CASE WHEN excluded.state > c.state THEN excluded.state_until "
-    "WHEN excluded.state = c.state AND c.state_until IS NOT NULL "
-    "AND excluded.updated_at >= c.updated_at THEN excluded.state_until "
-    "ELSE c.state_until END, "
-    "updated_at = GREATEST(c.updated_at, excluded.updated_at) RETURNING state"
-)
-"""Insert or move a session's capture state forward (never back); returns the stored one.
-
-A mark in the same state replaces ``state_until`` unless it is NULL (for good) or the
-stored one was written later (``updated_at``): a late lease can never reopen a capture
-that ended for good or was suspended (its sideband dropped) after the lease was taken."""
-RENEW_CAPTURE_SQL = (
-    "UPDATE memory_captured SET state_until = %(until)s, updated_at = %(now)s "
-    "WHERE session_id = ANY(%(ids)s) AND state = 2 AND state_until IS NOT NULL "
-    "AND updated_at <= %(now)s"
-)
-"""Extend live captures' leases (never one that ended for good, moved on, or was marked
-after this renewal began)."""
-CAPTURE_STATE_SQL = (
-    "SELECT c.state, c.state_until, ARRAY(SELECT t.message_id FROM memory_turns t "
-    "WHERE t.session_id = c.session_id AND t.message_id = ANY(%(ids)s)) "
-    "FROM memory_captured c WHERE c.session_id = %(s)s"
-)
-"""The state and which asked ids are stored, in one statement (one snapshot, key seeks)."""
 _LOCK_KEY = 0x656E6772616D5131  # "engramQ1": the advisory lock serialising migrations
 _LOCK_WAIT = "60s"
 

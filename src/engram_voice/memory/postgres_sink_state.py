@@ -32,7 +32,7 @@ from engram_voice.memory.postgres_auth import (
     StaticPassword,
     connection_from_settings,
 )
-from engram_voice.memory.postgres_queue import describe_error, session_conninfo
+from engram_voice.memory.postgres_pool import describe_error, session_conninfo
 from engram_voice.memory.postgres_schema import migrate
 from engram_voice.memory.queue import QueueClosedError, QueueUnavailableError
 from engram_voice.memory.settings import PostgresSettings

@@ -3,7 +3,8 @@
 Every write runs on one dedicated thread that owns the write connection. Concurrent
 ``enqueue`` calls wait in a list; a writer task takes everything waiting, writes it in
 one transaction and one commit (one fsync with ``synchronous=FULL``), then answers each
-caller. So many requests share one commit, and a ``202`` still means "on disk".
+caller (:mod:`~engram_voice.memory.sqlite_commit`). So many requests share one commit,
+and a ``202`` still means "on disk".
 
 ``stats`` reads on a second connection with its own thread (WAL lets it read while a
 write is in progress), from running totals kept by triggers, with a short busy timeout:
@@ -11,62 +12,52 @@ it never queues behind writes and costs the same at any depth (``session_progres
 there too, one session's turns by an index seek). A write waits at most
 ``busy_timeout`` seconds for another process's lock, then fails. Every ``sqlite3`` error
 leaves this module as the backend-neutral :class:`QueueUnavailableError`.
+
+The statements live beside it: :mod:`~engram_voice.memory.sqlite_writes` (the group
+write), :mod:`~engram_voice.memory.sqlite_claims` (the worker side and replay),
+:mod:`~engram_voice.memory.sqlite_capture` (captured-session records),
+:mod:`~engram_voice.memory.sqlite_reads` (status and operator reads),
+:mod:`~engram_voice.memory.sqlite_retention` (the file, purge steps, vacuum).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import structlog
-
+from engram_voice.memory import sqlite_capture as capture
+from engram_voice.memory import sqlite_claims as claims
+from engram_voice.memory import sqlite_reads as reads
 from engram_voice.memory.queue import (
-    CAPTURE_STATES,
     CaptureState,
     ClaimedSession,
     DeadLetter,
     EnqueueBatch,
     EnqueueResult,
     QueueClosedError,
-    QueuedTurn,
     QueueStats,
     QueueUnavailableError,
-    SessionMismatchError,
     SessionProgress,
 )
+from engram_voice.memory.sqlite_commit import GroupCommit
 from engram_voice.memory.sqlite_retention import (
     StorageFigures,
-    prepare_file,
+    open_file,
+    purge_captured,
     purge_step,
     reclaim_step,
     storage_figures,
-    upgrade_file,
 )
-from engram_voice.memory.sqlite_schema import (
-    MARK_CAPTURE_SQL,
-    PENDING,
-    PROGRESS_SQL,
-    PURGE_CAPTURED_SQL,
-    RENEW_CAPTURE_SQL,
-    SCHEMA,
-    STATS_SQL,
-    claim_sql,
-)
-from engram_voice.memory.sqlite_writes import describe_error, set_state, transaction, write_group
+from engram_voice.memory.sqlite_writes import describe_error
 
 __all__ = ["QueueClosedError", "SqliteTurnQueue"]
 
-_logger = structlog.get_logger("engram_voice.memory.queue")
 _T = TypeVar("_T")
-_MAX_GROUP = 512
-_READ_BUSY_SECONDS = 0.25
-"""How long a status read waits for a lock (WAL readers rarely wait at all)."""
 _UPGRADE_BUSY_SECONDS = 60.0
 """How long opening waits for another process's one-time file upgrade (a ``VACUUM``)."""
 
@@ -85,21 +76,13 @@ class SqliteTurnQueue:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._path = Path(path)
-        self._clock = clock
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-sqlite")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-sqlite-read")
         self._conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
-        self._waiting: list[tuple[EnqueueBatch, asyncio.Future[EnqueueResult]]] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
-        self._owners: dict[str, tuple[str, str]] = {}
-        """Sessions whose (user, agent) the writer thread already checked (never changes)."""
-        self.commits = 0
-        """Group commits done by this instance (many enqueues share one)."""
+        self._group = GroupCommit(self._run, clock=clock, is_open=lambda: self._conn is not None)
 
     def __repr__(self) -> str:
         return f"SqliteTurnQueue(path={str(self._path)!r})"
@@ -114,45 +97,28 @@ class SqliteTurnQueue:
             raise QueueUnavailableError(describe_error(exc)) from exc
 
     def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        return open_file(
+            self._path,
+            synchronous=self._synchronous,
+            busy_timeout=self._busy_timeout,
+            upgrade_busy_seconds=_UPGRADE_BUSY_SECONDS,
         )
-        prepare_file(conn)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-        conn.executescript(SCHEMA)
-        upgrade_file(conn, busy_seconds=_UPGRADE_BUSY_SECONDS)
-        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-        return conn
-
-    def _connect_reader(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=_READ_BUSY_SECONDS
-        )
-        conn.execute(f"PRAGMA busy_timeout={int(_READ_BUSY_SECONDS * 1000)}")
-        conn.execute("PRAGMA query_only=1")
-        return conn
 
     async def open(self) -> None:
         """Open the database file (creating or migrating its schema) and start the writer."""
         loop = asyncio.get_running_loop()
         try:
             self._conn = await loop.run_in_executor(self._executor, self._connect)
-            self._read_conn = await loop.run_in_executor(self._reader, self._connect_reader)
+            self._read_conn = await loop.run_in_executor(
+                self._reader, reads.connect_reader, self._path
+            )
         except sqlite3.Error as exc:
             raise QueueUnavailableError(describe_error(exc)) from exc
-        self._closing = False
-        self._writer = asyncio.create_task(self._write_loop(), name="memory-queue-writer")
+        self._group.start()
 
     async def close(self) -> None:
         """Commit what is waiting, stop the writer and close the database."""
-        self._closing = True
-        self._wake.set()
-        if self._writer is not None:
-            await self._writer
-            self._writer = None
+        await self._group.stop()
         loop = asyncio.get_running_loop()
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -164,102 +130,41 @@ class SqliteTurnQueue:
             await loop.run_in_executor(self._reader, reader.close)
         self._reader.shutdown(wait=True)
 
-    # -- enqueue with group commit -------------------------------------------------------
+    # -- enqueue with group commit (sqlite_commit) ---------------------------------------
+
+    @property
+    def commits(self) -> int:
+        """Group commits done by this instance (many enqueues share one)."""
+        return self._group.commits
 
     async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
         """Store the batch durably together with whatever else is waiting; return counts."""
-        if self._closing or self._conn is None:
-            raise QueueClosedError("queue closed")
-        future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
-        entry = (batch, future)
-        self._waiting.append(entry)
-        self._wake.set()
-        try:
-            return await future
-        except asyncio.CancelledError:
-            # The caller gave up (its time bound): a batch not yet taken is not written.
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(entry)
-            raise
+        return await self._group.enqueue(batch)
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._waiting:
-                group, self._waiting = self._waiting[:_MAX_GROUP], self._waiting[_MAX_GROUP:]
-                await self._commit_group(group)
-            if self._closing:
-                return
-
-    async def _commit_group(
-        self, group: list[tuple[EnqueueBatch, asyncio.Future[EnqueueResult]]]
-    ) -> None:
-        batches = [batch for batch, _ in group]
-        try:
-            now = self._clock()
-            results = await self._run(lambda conn: write_group(conn, batches, now, self._owners))
-        except QueueUnavailableError as exc:
-            _logger.exception("memory.queue_commit_failed", error=exc.reason, size=len(group))
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        self.commits += 1
-        for (_, future), result in zip(group, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, SessionMismatchError):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    # -- worker side ----------------------------------------------------------------------
+    # -- worker side (sqlite_claims) --------------------------------------------------------
 
     async def claim(
         self, *, owner: str, sessions: int, turns: int, lease_seconds: float, now: float
     ) -> list[ClaimedSession]:
-        """Lease ready sessions (pending, due, unleased) with their oldest pending turns.
-
-        Looks first without the file's write lock (a WAL read): an idle worker's poll, or
-        a claim after the ready sessions ran out, neither waits for another process's
-        write nor makes one wait; only when a session looks ready is the lock taken and
-        the choice made again inside the transaction.
-        """
-
-        def work(conn: sqlite3.Connection) -> list[ClaimedSession]:
-            if conn.execute(claim_sql(), (now, now, 1)).fetchone() is None:
-                return []
-            with transaction(conn):
-                rows = conn.execute(claim_sql(), (now, now, sessions)).fetchall()
-                claimed: list[ClaimedSession] = []
-                for session_id, user_id, agent, attempts in rows:
-                    conn.execute(
-                        "UPDATE sessions SET lease_owner=?, lease_until=? WHERE session_id=?",
-                        (owner, now + lease_seconds, session_id),
-                    )
-                    found = conn.execute(
-                        "SELECT seq, message_id, role, text, at, accepted_at FROM turns "
-                        "WHERE session_id=? AND state=? ORDER BY seq LIMIT ?",
-                        (session_id, PENDING, turns),
-                    ).fetchall()
-                    claimed.append(
-                        ClaimedSession(
-                            session_id=session_id,
-                            user_id=user_id,
-                            agent=agent,
-                            attempts=attempts,
-                            turns=[QueuedTurn(*row) for row in found],
-                        )
-                    )
-                return claimed
-
-        return await self._run(work)
+        """Lease ready sessions (pending, due, unleased) with their oldest pending turns."""
+        return await self._run(
+            lambda conn: claims.claim(
+                conn,
+                owner=owner,
+                sessions=sessions,
+                turns=turns,
+                lease_seconds=lease_seconds,
+                now=now,
+            )
+        )
 
     async def renew(self, *, owner: str, session_id: str, lease_seconds: float, now: float) -> bool:
         """Extend this owner's lease on a session; False when the lease was lost."""
-        sql = "UPDATE sessions SET lease_until=? WHERE session_id=? AND lease_owner=?"
-        return await self._changed(sql, (now + lease_seconds, session_id, owner)) > 0
+        return await self._run(
+            lambda conn: claims.renew(
+                conn, owner=owner, session_id=session_id, lease_seconds=lease_seconds, now=now
+            )
+        )
 
     async def mark_delivered(
         self,
@@ -270,32 +175,22 @@ class SqliteTurnQueue:
         now: float,
     ) -> None:
         """Mark turns delivered, drop their text, and reset the session's attempt count."""
-
-        def work(conn: sqlite3.Connection) -> None:
-            with transaction(conn):
-                changed = set_state(conn, seqs, "state=1, text=NULL, delivered_at=?", (now,))
-                conn.execute(
-                    "UPDATE sessions SET pending=pending-?, attempts=0, last_error=NULL "
-                    "WHERE session_id=?",
-                    (changed, session_id),
-                )
-                if changed:
-                    conn.execute(
-                        "UPDATE queue_counters SET last_delivered_at="
-                        "MAX(COALESCE(last_delivered_at, 0), ?) WHERE id=1",
-                        (now,),
-                    )
-
-        await self._run(work)
+        await self._run(
+            lambda conn: claims.mark_delivered(conn, session_id=session_id, seqs=seqs, now=now)
+        )
 
     async def schedule_retry(
         self, *, owner: str, session_id: str, error: str, next_attempt_at: float
     ) -> None:
         """Count a failed attempt, remember why, release the lease until ``next_attempt_at``."""
-        await self._changed(
-            "UPDATE sessions SET attempts=attempts+1, last_error=?, next_attempt_at=?, "
-            "lease_owner=NULL, lease_until=NULL WHERE session_id=? AND lease_owner=?",
-            (error[:500], next_attempt_at, session_id, owner),
+        await self._run(
+            lambda conn: claims.schedule_retry(
+                conn,
+                owner=owner,
+                session_id=session_id,
+                error=error,
+                next_attempt_at=next_attempt_at,
+            )
         )
 
     async def dead_letter(
@@ -309,71 +204,29 @@ class SqliteTurnQueue:
         now: float,
     ) -> int:
         """Move the turns to a new dead letter and reset the session's attempts."""
-
-        def work(conn: sqlite3.Connection) -> int:
-            with transaction(conn):
-                user_id, agent = conn.execute(
-                    "SELECT user_id, agent FROM sessions WHERE session_id=?", (session_id,)
-                ).fetchone()
-                cursor = conn.execute(
-                    "INSERT INTO dead_letters(session_id, user_id, agent, turns, reason, "
-                    "attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (session_id, user_id, agent, len(seqs), reason[:1000], attempts, now),
-                )
-                letter_id = int(cursor.lastrowid or 0)
-                changed = set_state(conn, seqs, "state=2, dead_letter_id=?", (letter_id,))
-                conn.execute(
-                    "UPDATE sessions SET pending=pending-?, attempts=0, last_error=? "
-                    "WHERE session_id=?",
-                    (changed, reason[:500], session_id),
-                )
-                return letter_id
-
-        return await self._run(work)
+        return await self._run(
+            lambda conn: claims.dead_letter(
+                conn, session_id=session_id, seqs=seqs, reason=reason, attempts=attempts, now=now
+            )
+        )
 
     async def release(self, *, owner: str, session_id: str, next_attempt_at: float = 0.0) -> None:
         """Give a lease back without counting an attempt."""
-        await self._changed(
-            "UPDATE sessions SET lease_owner=NULL, lease_until=NULL, "
-            "next_attempt_at=MAX(next_attempt_at, ?) WHERE session_id=? AND lease_owner=?",
-            (next_attempt_at, session_id, owner),
+        await self._run(
+            lambda conn: claims.release(
+                conn, owner=owner, session_id=session_id, next_attempt_at=next_attempt_at
+            )
         )
 
     # -- operators and status -------------------------------------------------------------
 
     async def stats(self) -> QueueStats:
         """Return the running totals and the oldest pending turn, read off the write path."""
-
-        def work(conn: sqlite3.Connection) -> QueueStats:
-            depth, sessions, dead, last, oldest = conn.execute(STATS_SQL).fetchone()
-            return QueueStats(
-                backend=self.backend,
-                depth=depth,
-                sessions_pending=sessions,
-                oldest_pending_at=oldest,
-                dead_letters=dead,
-                last_delivered_at=last,
-            )
-
-        return await self._read(work)
+        return await self._read(reads.stats)
 
     async def session_progress(self, session_id: str) -> SessionProgress:
         """Count one session's turns by state (an index seek), read off the write path."""
-
-        def work(conn: sqlite3.Connection) -> SessionProgress:
-            queued, delivered, dead, attempts, next_at = conn.execute(
-                PROGRESS_SQL, (session_id,)
-            ).fetchone()
-            retrying = bool(queued and attempts and next_at)
-            return SessionProgress(
-                queued=queued,
-                delivered=delivered,
-                dead_lettered=dead,
-                attempts=attempts if retrying else 0,
-                next_attempt_at=next_at if retrying else None,
-            )
-
-        return await self._read(work)
+        return await self._read(lambda conn: reads.session_progress(conn, session_id))
 
     async def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` on the read connection's thread; a cancelled caller interrupts it."""
@@ -391,49 +244,13 @@ class SqliteTurnQueue:
 
     async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:
         """List dead letters, newest first."""
-        where = "" if include_replayed else "WHERE replayed_at IS NULL"
-        sql = (
-            "SELECT id, session_id, user_id, agent, turns, reason, attempts, created_at, "  # noqa: S608 - fixed fragments
-            f"replayed_at FROM dead_letters {where} ORDER BY id DESC LIMIT ?"
+        return await self._run(
+            lambda conn: reads.dead_letters(conn, limit=limit, include_replayed=include_replayed)
         )
-        rows = await self._run(lambda conn: conn.execute(sql, (limit,)).fetchall())
-        return [DeadLetter(*row) for row in rows]
 
     async def replay(self, ids: Sequence[int] | None, *, now: float) -> int:
         """Return dead-lettered turns to the queue in their original order; count them."""
-
-        def work(conn: sqlite3.Connection) -> int:
-            with transaction(conn):
-                if ids is None:
-                    rows = conn.execute(
-                        "SELECT id, session_id FROM dead_letters WHERE replayed_at IS NULL"
-                    ).fetchall()
-                else:
-                    marks = ",".join("?" * len(ids))
-                    rows = conn.execute(
-                        f"SELECT id, session_id FROM dead_letters WHERE replayed_at IS NULL "  # noqa: S608
-                        f"AND id IN ({marks})",
-                        tuple(ids),
-                    ).fetchall()
-                total = 0
-                for letter_id, session_id in rows:
-                    moved = conn.execute(
-                        "UPDATE turns SET state=0, dead_letter_id=NULL "
-                        "WHERE state=2 AND dead_letter_id=?",
-                        (letter_id,),
-                    ).rowcount
-                    conn.execute(
-                        "UPDATE sessions SET pending=pending+?, attempts=0, next_attempt_at=0, "
-                        "last_error=NULL WHERE session_id=?",
-                        (moved, session_id),
-                    )
-                    conn.execute(
-                        "UPDATE dead_letters SET replayed_at=? WHERE id=?", (now, letter_id)
-                    )
-                    total += moved
-                return total
-
-        return await self._run(work)
+        return await self._run(lambda conn: claims.replay(conn, ids, now=now))
 
     async def purge_delivered(self, *, older_than: float, limit: int = 1000) -> int:
         """Remove one bounded step of what retention no longer needs; return the work done.
@@ -448,17 +265,14 @@ class SqliteTurnQueue:
         def work(conn: sqlite3.Connection) -> int:
             removed = purge_step(conn, older_than=older_than, limit=limit)
             if removed < limit:
-                with transaction(conn):
-                    removed += conn.execute(
-                        PURGE_CAPTURED_SQL, (older_than, limit - removed)
-                    ).rowcount
+                removed += purge_captured(conn, older_than=older_than, limit=limit - removed)
             if removed >= limit:
                 return removed
             return removed + reclaim_step(conn, limit=limit)
 
         return await self._run(work)
 
-    # -- captured sessions (shared by every process on the file) --------------------------
+    # -- captured sessions (shared by every process on the file; sqlite_capture) ----------
 
     async def mark_capture(
         self,
@@ -471,69 +285,30 @@ class SqliteTurnQueue:
         state_until: float | None = None,
     ) -> str:
         """Record a session's capture state (only ever forward); return the stored one."""
-        params = (session_id, user_id, agent, CAPTURE_STATES.index(state), state_until, now)
-
-        def work(conn: sqlite3.Connection) -> int:
-            with transaction(conn):
-                row = conn.execute(MARK_CAPTURE_SQL, params).fetchone()
-            return int(row[0])
-
-        return CAPTURE_STATES[await self._run(work)]
+        return await self._run(
+            lambda conn: capture.mark_capture(
+                conn,
+                session_id=session_id,
+                user_id=user_id,
+                agent=agent,
+                state=state,
+                now=now,
+                state_until=state_until,
+            )
+        )
 
     async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
         """Extend the leases of live captures in one transaction; return how many."""
-
-        def work(conn: sqlite3.Connection) -> int:
-            with transaction(conn):
-                return sum(
-                    conn.execute(RENEW_CAPTURE_SQL, (until, now, session_id)).rowcount
-                    for session_id in session_ids
-                )
-
-        return await self._run(work)
+        return await self._run(
+            lambda conn: capture.renew_capture(conn, session_ids, until=until, now=now)
+        )
 
     async def capture_state(
         self, session_id: str, message_ids: Sequence[str] = ()
     ) -> CaptureState | None:
         """Read a session's capture state and which of ``message_ids`` are stored (one read)."""
-        ids = list(dict.fromkeys(message_ids))
-
-        def work(conn: sqlite3.Connection) -> CaptureState | None:
-            conn.execute("BEGIN")  # one snapshot for both statements
-            try:
-                row = conn.execute(
-                    "SELECT state, state_until FROM captured_sessions WHERE session_id = ?",
-                    (session_id,),
-                ).fetchone()
-                if row is None:
-                    return None
-                stored: frozenset[str] = frozenset()
-                if ids:
-                    marks = ",".join("?" * len(ids))
-                    stored = frozenset(
-                        str(found)
-                        for (found,) in conn.execute(
-                            "SELECT message_id FROM turns WHERE session_id = ? "  # noqa: S608
-                            f"AND message_id IN ({marks})",
-                            (session_id, *ids),
-                        )
-                    )
-            finally:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")  # a read: nothing to keep
-            return CaptureState(
-                state=CAPTURE_STATES[int(row[0])], state_until=row[1], stored=stored
-            )
-
-        return await self._read(work)
+        return await self._read(lambda conn: capture.capture_state(conn, session_id, message_ids))
 
     async def storage(self) -> StorageFigures:
         """Return the queue file's pages, free pages and page size (SQLite only)."""
         return await self._run(storage_figures)
-
-    async def _changed(self, sql: str, params: tuple[Any, ...]) -> int:
-        def work(conn: sqlite3.Connection) -> int:
-            with transaction(conn):
-                return conn.execute(sql, params).rowcount
-
-        return await self._run(work)

@@ -29,17 +29,22 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import structlog
 
-from engram_voice.memory.sqlite_schema import DELIVERED
+from engram_voice.memory.sqlite_schema import DELIVERED, SCHEMA
+from engram_voice.memory.sqlite_writes import transaction
 
 __all__ = [
     "JOURNAL_SIZE_LIMIT",
+    "PURGE_CAPTURED_SQL",
     "STORAGE_VERSION",
     "StorageFigures",
+    "open_file",
     "prepare_file",
+    "purge_captured",
     "purge_step",
     "reclaim_step",
     "storage_figures",
@@ -70,6 +75,24 @@ def storage_figures(conn: sqlite3.Connection) -> StorageFigures:
     free = conn.execute("PRAGMA freelist_count").fetchone()[0]
     size = conn.execute("PRAGMA page_size").fetchone()[0]
     return StorageFigures(pages, free, size)
+
+
+def open_file(
+    path: Path, *, synchronous: str, busy_timeout: float, upgrade_busy_seconds: float
+) -> sqlite3.Connection:
+    """Open the queue file for writing: its settings, the schema, the one-time upgrade."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+    )
+    prepare_file(conn)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+    conn.executescript(SCHEMA)
+    upgrade_file(conn, busy_seconds=upgrade_busy_seconds)
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+    return conn
 
 
 def prepare_file(conn: sqlite3.Connection) -> None:
@@ -163,3 +186,17 @@ def reclaim_step(conn: sqlite3.Connection, *, limit: int) -> int:
         conn.executescript(f"PRAGMA incremental_vacuum({int(step)});")
         released = figures.pages - storage_figures(conn).pages
     return released
+
+
+PURGE_CAPTURED_SQL = (
+    "DELETE FROM captured_sessions WHERE session_id IN (SELECT session_id "
+    "FROM captured_sessions WHERE updated_at < ? LIMIT ?)"
+)
+"""One bounded retention step: capture records untouched for the whole window (every
+memory token of theirs expired long before: retention is never shorter than a token)."""
+
+
+def purge_captured(conn: sqlite3.Connection, *, older_than: float, limit: int) -> int:
+    """Delete at most ``limit`` capture records untouched since ``older_than`` (one transaction)."""
+    with transaction(conn):
+        return conn.execute(PURGE_CAPTURED_SQL, (older_than, limit)).rowcount

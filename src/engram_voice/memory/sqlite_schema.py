@@ -16,7 +16,7 @@ all in one transaction.
 
 ``captured_sessions`` (schema step 2) holds which sessions the server captures itself
 (:data:`~engram_voice.memory.queue.CAPTURE_STATES`, stored as their index), shared by
-every process on the file; :data:`MARK_CAPTURE_SQL` only ever moves a state forward.
+every process on the file; its statements are in :mod:`engram_voice.memory.sqlite_capture`.
 """
 
 from __future__ import annotations
@@ -24,11 +24,8 @@ from __future__ import annotations
 __all__ = [
     "DEAD",
     "DELIVERED",
-    "MARK_CAPTURE_SQL",
     "PENDING",
     "PROGRESS_SQL",
-    "PURGE_CAPTURED_SQL",
-    "RENEW_CAPTURE_SQL",
     "SCHEMA",
     "STATS_SQL",
     "claim_sql",
@@ -159,35 +156,6 @@ PROGRESS_SQL = (
 It seeks the ``UNIQUE (session_id, message_id)`` index, so it reads only that session's
 turns (a call has tens to a few hundred), never the whole queue; no extra index, so
 enqueue pays nothing for it."""
-
-
-MARK_CAPTURE_SQL = (
-    "INSERT INTO captured_sessions (session_id, user_id, agent, state, state_until, "
-    "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (session_id) DO UPDATE SET "
-    "state = MAX(state, excluded.state), "
-    "state_until = CASE WHEN excluded.state > state THEN excluded.state_until "
-    "WHEN excluded.state = state AND state_until IS NOT NULL "
-    "AND excluded.updated_at >= updated_at THEN excluded.state_until "
-    "ELSE state_until END, "
-    "updated_at = MAX(updated_at, excluded.updated_at) RETURNING state"
-)
-"""Insert or move a session's capture state forward (never back); returns the stored one.
-
-A mark in the same state replaces ``state_until`` unless it is NULL (for good) or the
-stored one was written later (``updated_at``): a late lease can never reopen a capture
-that ended for good or was suspended (its sideband dropped) after the lease was taken."""
-RENEW_CAPTURE_SQL = (
-    "UPDATE captured_sessions SET state_until = ?1, updated_at = ?2 "
-    "WHERE session_id = ?3 AND state = 2 AND state_until IS NOT NULL AND updated_at <= ?2"
-)
-"""Extend a live capture's lease (never one that ended for good, moved on, or was marked
-after this renewal began)."""
-PURGE_CAPTURED_SQL = (
-    "DELETE FROM captured_sessions WHERE session_id IN (SELECT session_id "
-    "FROM captured_sessions WHERE updated_at < ? LIMIT ?)"
-)
-"""One bounded retention step: capture records untouched for the whole window (every
-memory token of theirs expired long before: retention is never shorter than a token)."""
 
 
 def claim_sql() -> str:

@@ -1,0 +1,114 @@
+"""The SQLite queue's group commit: many enqueues share one transaction and one commit.
+
+Concurrent ``enqueue`` calls wait in a list; one writer task takes everything waiting and
+writes it with :func:`~engram_voice.memory.sqlite_writes.write_group` on the writer thread,
+in one transaction and one commit (one fsync with ``synchronous=FULL``), then answers each
+caller. So many requests share one commit, and a ``202`` still means "on disk".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from engram_voice.memory.queue import (
+    EnqueueBatch,
+    EnqueueResult,
+    QueueClosedError,
+    QueueUnavailableError,
+    SessionMismatchError,
+)
+from engram_voice.memory.sqlite_writes import write_group
+
+__all__ = ["GroupCommit"]
+
+_logger = structlog.get_logger("engram_voice.memory.queue")
+_MAX_GROUP = 512
+Results = list[EnqueueResult | SessionMismatchError]
+Waiting = tuple[EnqueueBatch, "asyncio.Future[EnqueueResult]"]
+
+
+class GroupCommit:
+    """Enqueues waiting for a shared commit, and the writer task that makes it."""
+
+    def __init__(
+        self,
+        run: Callable[[Callable[[sqlite3.Connection], Results]], Awaitable[Results]],
+        *,
+        clock: Callable[[], float],
+        is_open: Callable[[], bool],
+    ) -> None:
+        self._run = run
+        self._clock = clock
+        self._is_open = is_open
+        self._waiting: list[Waiting] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._owners: dict[str, tuple[str, str]] = {}
+        """Sessions whose (user, agent) the writer thread already checked (never changes)."""
+        self.commits = 0
+        """Group commits done (many enqueues share one)."""
+
+    def start(self) -> None:
+        """Start the writer task (the database is open)."""
+        self._closing = False
+        self._writer = asyncio.create_task(self._write_loop(), name="memory-queue-writer")
+
+    async def stop(self) -> None:
+        """Commit what is waiting, then stop the writer."""
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+            self._writer = None
+
+    async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
+        """Store the batch durably together with whatever else is waiting; return counts."""
+        if self._closing or not self._is_open():
+            raise QueueClosedError("queue closed")
+        future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
+        entry = (batch, future)
+        self._waiting.append(entry)
+        self._wake.set()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The caller gave up (its time bound): a batch not yet taken is not written.
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(entry)
+            raise
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._waiting:
+                group, self._waiting = self._waiting[:_MAX_GROUP], self._waiting[_MAX_GROUP:]
+                await self._commit_group(group)
+            if self._closing:
+                return
+
+    async def _commit_group(self, group: list[Waiting]) -> None:
+        batches = [batch for batch, _ in group]
+        try:
+            now = self._clock()
+            results = await self._run(lambda conn: write_group(conn, batches, now, self._owners))
+        except QueueUnavailableError as exc:
+            _logger.exception("memory.queue_commit_failed", error=exc.reason, size=len(group))
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.commits += 1
+        for (_, future), result in zip(group, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, SessionMismatchError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
