@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 from engram_voice.credentials.keyvault import KeyVaultKeySource
 from engram_voice.memory.postgres_auth import KeyVaultPassword
 from engram_voice.memory.postgres_queue import PostgresTurnQueue
+from engram_voice.memory.postgres_sink_state import PostgresSinkState
 from engram_voice.memory.queue import EnqueueBatch, QueueUnavailableError
 from tests.support.keyvault import KeyVaultStandIn, TlsFiles, make_certificate
 from tests.support.polling import async_poll_until
@@ -99,9 +100,23 @@ def _batch(n: int) -> EnqueueBatch:
     )
 
 
-async def _stores(queue: PostgresTurnQueue, n: int) -> bool:
+Store = PostgresTurnQueue | PostgresSinkState
+
+
+def _open_store(kind: str, conninfo: str, password: KeyVaultPassword) -> Store:
+    """Return the queue, or the v4 sink's state store, on the role's database (1 s loans)."""
+    if kind == "queue":
+        return PostgresTurnQueue(conninfo, password=password, pool_size=2, store_timeout=1.0)
+    return PostgresSinkState(
+        conninfo, sink="zep-v4", password=password, pool_size=2, store_timeout=1.0
+    )
+
+
+async def _stores(store: Store, n: int) -> bool:
     try:
-        return (await queue.enqueue(_batch(n))).accepted + 1 > 0
+        if isinstance(store, PostgresTurnQueue):
+            return (await store.enqueue(_batch(n))).accepted + 1 > 0
+        return await store.put_id("thread", f"vs_{n}", f"z{n}", now=float(n)) == f"z{n}"
     except QueueUnavailableError:
         return False
 
@@ -111,20 +126,23 @@ async def _stores(queue: PostgresTurnQueue, n: int) -> bool:
     [(1, (0.3, 300.0)), (3, (0.3, 300.0)), (1, (300.0, 0.2)), (3, (300.0, 0.2))],
     ids=["refresh-once", "refresh-thrice", "refetch-once", "refetch-thrice"],
 )
+@pytest.mark.parametrize("kind", ["queue", "sink_state"])
 async def test_a_rotated_password_signs_in_new_connections_without_a_restart(
+    *,
+    kind: str,
     postgres_server: PostgresServer,
     vault: KeyVaultStandIn,
     make_password: PasswordFactory,
     rotations: int,
     periods: tuple[float, float],
 ) -> None:
-    """After each rotation the queue stores again, by the refresh or by re-reading at once."""
+    """After each rotation the store writes again, by the refresh or by re-reading at once."""
     first = secrets.token_urlsafe(24)
     role, conninfo = _role(postgres_server, first)
     vault.set_secret(NAME, first)
     refresh_seconds, refetch_seconds = periods  # one of them is too long to explain it
     password = make_password(refresh_seconds=refresh_seconds, refetch_seconds=refetch_seconds)
-    queue = PostgresTurnQueue(conninfo, password=password, pool_size=2, store_timeout=1.0)
+    queue = _open_store(kind, conninfo, password)
     used = [first]
     with capture_logs() as logs:
         await queue.open()

@@ -58,7 +58,10 @@ def session_conninfo(conninfo: str, *, store_timeout: float, connect_timeout: fl
 
 
 class QueuePool:
-    """The queue's pooled connections, lent with a bound; closed until :meth:`open`."""
+    """Pooled connections to the queue's database, lent with a bound; closed until :meth:`open`.
+
+    Used by the queue and by the v4 sink's state (``name`` tells them apart in the logs).
+    """
 
     def __init__(
         self,
@@ -68,8 +71,13 @@ class QueuePool:
         size: int,
         store_timeout: float,
         connect_timeout: float,
+        name: str = "memory-queue",
+        min_size: int = 2,
     ) -> None:
         self.password = password
+        self.name = name
+        """The pool's name in psycopg_pool's logs."""
+        self.min_size = min_size
         self.conninfo = session_conninfo(
             conninfo, store_timeout=store_timeout, connect_timeout=connect_timeout
         )
@@ -98,11 +106,11 @@ class QueuePool:
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self.conninfo,
             kwargs=self._kwargs,
-            min_size=min(2, self.size),
+            min_size=min(self.min_size, self.size),
             max_size=self.size,
             open=False,
             timeout=self._store_timeout,
-            name="memory-queue",
+            name=self.name,
         )
         try:
             await pool.open(wait=True, timeout=self.connect_timeout)

@@ -25,16 +25,15 @@ from typing import Any
 import msgspec
 import psycopg
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool
 
 from engram_voice.memory.postgres_auth import (
     PasswordSource,
     StaticPassword,
     connection_from_settings,
 )
-from engram_voice.memory.postgres_pool import describe_error, session_conninfo
+from engram_voice.memory.postgres_pool import QueuePool
 from engram_voice.memory.postgres_schema import migrate
-from engram_voice.memory.queue import QueueClosedError, QueueUnavailableError
+from engram_voice.memory.queue import QueueUnavailableError
 from engram_voice.memory.settings import PostgresSettings
 from engram_voice.memory.sink import SinkMessage
 from engram_voice.memory.sink_state import MessageKey, PendingBatch
@@ -112,14 +111,16 @@ class PostgresSinkState:
         connect_timeout: float = 5.0,
     ) -> None:
         self._sink = sink
-        self._password = password or StaticPassword(None)
-        self._conninfo = session_conninfo(
-            conninfo, store_timeout=store_timeout, connect_timeout=connect_timeout
-        )
         self._pool_size = pool_size
-        self._store_timeout = store_timeout
-        self._connect_timeout = connect_timeout
-        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._pool = QueuePool(
+            conninfo,
+            password=password or StaticPassword(None),
+            size=pool_size,
+            store_timeout=store_timeout,
+            connect_timeout=connect_timeout,
+            name="memory-sink-state",
+            min_size=1,
+        )
 
     @classmethod
     def from_settings(
@@ -139,21 +140,11 @@ class PostgresSinkState:
     def __repr__(self) -> str:
         return f"PostgresSinkState(sink={self._sink!r}, pool_size={self._pool_size})"
 
-    async def _kwargs(self) -> dict[str, Any]:
-        secret = await self._password.password()
-        return {} if secret is None else {"password": secret}
-
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[Conn]:
         """Lend a pooled connection in a transaction; driver errors become neutral ones."""
-        pool = self._pool
-        if pool is None:
-            raise QueueClosedError()
-        try:
-            async with pool.connection(timeout=self._store_timeout) as conn, conn.transaction():
-                yield conn
-        except psycopg.Error as exc:
-            raise QueueUnavailableError(describe_error(exc)) from exc
+        async with self._pool.transaction() as conn:
+            yield conn
 
     async def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> int:
         async with self._conn() as conn:
@@ -161,34 +152,18 @@ class PostgresSinkState:
             return cursor.rowcount
 
     async def open(self) -> None:
-        """Connect the pool and apply the missing migrations (under the advisory lock)."""
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            self._conninfo,
-            kwargs=self._kwargs,
-            min_size=1,
-            max_size=self._pool_size,
-            open=False,
-            timeout=self._store_timeout,
-            name="memory-sink-state",
+        """Connect the pool and apply the missing migrations (under the advisory lock).
+
+        Raises :class:`QueueUnavailableError` with a neutral reason; a stop that cancels
+        the open leaves no pool behind.
+        """
+        await self._pool.open(
+            lambda conn: migrate(conn, component=COMPONENT, migrations=MIGRATIONS)
         )
-        try:
-            await pool.open(wait=True, timeout=self._connect_timeout)
-            async with pool.connection(timeout=self._connect_timeout) as conn:
-                await migrate(conn, component=COMPONENT, migrations=MIGRATIONS)
-        except (psycopg.Error, TimeoutError) as exc:
-            await pool.close()
-            raise QueueUnavailableError(describe_error(exc)) from exc
-        except asyncio.CancelledError:  # stopped while connecting: leave nothing running
-            await pool.close()
-            raise
-        self._pool = pool
 
     async def close(self) -> None:
         """Close the pool and the password source."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-        await self._password.aclose()
+        await self._pool.close()
 
     async def get_id(self, kind: str, our_id: str) -> str | None:
         """Return the sink's id stored for ``(kind, our_id)``, or None."""
