@@ -63,6 +63,18 @@ def _item(
     return {"type": "conversation.item.added", "item": item, "previous_item_id": previous}
 
 
+async def _capture_up(
+    runtime: MemoryRuntime, call: AzureOpenAICall, *, window: float = 60.0
+) -> Sideband:
+    """Expect capture at set-up, bind the call to ``runtime`` and wait for its sideband."""
+    assert await runtime.expect_capture(SESSION, "alice", "elena", window=window)
+    call.bind_owner(runtime, session_id=SESSION, user_id="alice", agent_id="elena")
+    sideband = call.sideband
+    assert sideband is not None
+    await async_poll_until(sideband.connected.is_set, timeout=10, what="sideband up")
+    return sideband
+
+
 async def _post(runtime: MemoryRuntime, item_id: str) -> tuple[int, int]:
     """Post one turn as the browser would; return (accepted, not heard)."""
     await runtime.captured.settle(5)  # the marks made so far are stored
@@ -198,11 +210,7 @@ async def test_a_turn_said_while_the_sideband_was_down_is_never_refused(
     async with aiohttp.ClientSession() as http:
         capture = TurnCapture(upstream="azure-openai", call_id="rtc_gap", session_id=SESSION)
         call = _call(http, upstream.url, capture)
-        assert await runtime.expect_capture(SESSION, "alice", "elena", window=60.0)
-        call.bind_owner(runtime, session_id=SESSION, user_id="alice", agent_id="elena")
-        sideband = call.sideband
-        assert sideband is not None
-        await async_poll_until(sideband.connected.is_set, timeout=10, what="sideband up")
+        sideband = await _capture_up(runtime, call)
         capture.feed(_item("item_greeting", None))  # the conversation begins on the sideband
         assert await _post(runtime, "item_forged") == (0, 1)  # captured: nothing unheard
 
@@ -354,11 +362,7 @@ async def test_a_call_that_ends_before_its_sideband_carried_an_item_is_the_brows
     async with aiohttp.ClientSession() as http:
         capture = TurnCapture(upstream="azure-openai", call_id="rtc_gap", session_id=SESSION)
         call = _call(http, upstream.url, capture)
-        assert await runtime.expect_capture(SESSION, "alice", "elena", window=60.0)
-        call.bind_owner(runtime, session_id=SESSION, user_id="alice", agent_id="elena")
-        sideband = call.sideband
-        assert sideband is not None
-        await async_poll_until(sideband.connected.is_set, timeout=10, what="sideband up")
+        await _capture_up(runtime, call)
         await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
     assert capture.began is None
     assert await _post(runtime, "item_early") == (1, 0)
@@ -381,11 +385,7 @@ async def test_a_sideband_up_without_an_item_holds_the_browser_back_while_its_re
         async with aiohttp.ClientSession() as http:
             capture = TurnCapture(upstream="azure-openai", call_id="rtc_gap", session_id=SESSION)
             call = _call(http, upstream.url, capture)
-            assert await runtime.expect_capture(SESSION, "alice", "elena", window=5.0)
-            call.bind_owner(runtime, session_id=SESSION, user_id="alice", agent_id="elena")
-            sideband = call.sideband
-            assert sideband is not None
-            await async_poll_until(sideband.connected.is_set, timeout=10, what="sideband up")
+            await _capture_up(runtime, call, window=5.0)
             clock.advance(30)  # past the set-up window, within the lease
             with pytest.raises(CapturePendingError):
                 await _post(runtime, "item_forged")
