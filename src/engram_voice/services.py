@@ -20,6 +20,7 @@ from engram_voice.credentials.factory import (
 from engram_voice.memory import MemoryRuntime, MemorySink, build_memory_runtime
 from engram_voice.memory.recall import MemoryReader, MemoryRecall, build_recall
 from engram_voice.realtime.calls import CallLimits, CallRegistry, CallUpstream, RealtimeCalls
+from engram_voice.realtime.calls.capture_process import CaptureProcess
 from engram_voice.realtime.calls.factory import build_call_upstreams
 from engram_voice.realtime.calls.voicelive import control_session
 from engram_voice.realtime.conversations import ConversationIds
@@ -80,6 +81,8 @@ class Services:
     """The usage meter of calls set up through the service (the sideband reports to it)."""
     recall: MemoryRecall | None = None
     """Recall at call start; None when MEMORY_RECALL is off or no Zep is configured."""
+    capture_process: CaptureProcess | None = None
+    """Where Azure OpenAI sidebands are held; None when REALTIME_CAPTURE_PROCESS is off."""
 
 
 @asynccontextmanager
@@ -135,6 +138,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             recall=recall,
         )
         usage = await _open_usage(settings, overrides, stack)
+        capture_process = _capture_process(settings, credentials, stack)
         # Pushed after the HTTP session, the credentials and the usage meter: the drain
         # (hanging up every live call, metering each end) runs before any is closed.
         registry = CallRegistry(
@@ -151,6 +155,7 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
                 voicelive_credentials=voicelive.credentials if voicelive else None,
                 control_session=control_http,
                 on_usage=usage.response_done if usage else None,
+                capture_process=capture_process,
             )
         calls = RealtimeCalls(
             catalog=catalog,
@@ -175,7 +180,27 @@ async def open_services(settings: Settings, overrides: Overrides) -> AsyncIterat
             calls=calls,
             usage=usage,
             recall=recall,
+            capture_process=capture_process,
         )
+
+
+def _capture_process(
+    settings: Settings, credentials: CredentialSource, stack: AsyncExitStack
+) -> CaptureProcess | None:
+    """Return the capture process Azure OpenAI sidebands are held in (started at first call).
+
+    Pushed before the call registry, so it closes after every call was hung up.
+    """
+    realtime = settings.realtime
+    if not realtime.capture_process or not realtime.endpoints:
+        return None
+    process = CaptureProcess(
+        credentials=credentials,
+        log_level=settings.server.log_level,
+        log_json=settings.server.log_json,
+    )
+    stack.push_async_callback(process.aclose)
+    return process
 
 
 async def _open_usage(

@@ -131,7 +131,7 @@ async def status(services: NamedDependency[Services]) -> dict[str, Any]:
             "webrtc_filter": realtime.webrtc_filter,
             "counters": dict(services.sessions.outcomes),
         },
-        "calls": services.calls.describe(),
+        "calls": {**services.calls.describe(), "capture": _capture(services)},
         "auth": {"mode": settings.auth.mode},
         "agents": [
             {
@@ -148,3 +148,10 @@ async def status(services: NamedDependency[Services]) -> dict[str, Any]:
         "recall": services.recall.describe() if services.recall else {"enabled": False},
         "usage": await services.usage.describe() if services.usage else {"enabled": False},
     }
+
+
+def _capture(services: Services) -> dict[str, object]:
+    """Where Azure OpenAI sidebands are held: the capture process, or the service itself."""
+    if services.capture_process is not None:
+        return services.capture_process.describe()
+    return {"mode": "inprocess"}

@@ -129,6 +129,8 @@ class RealtimeSettings(msgspec.Struct, frozen=True):
     default_upstream: str = AZURE_OPENAI
     call_max_seconds: float = 1800.0
     call_max_concurrent_per_user: int = 2
+    capture_process: bool = True
+    """Hold Azure OpenAI sidebands in a capture process beside the service (else in-process)."""
 
     @property
     def azure_openai_configured(self) -> bool:
@@ -259,4 +261,5 @@ class RealtimeSettings(msgspec.Struct, frozen=True):
             call_max_concurrent_per_user=reader.integer(
                 "CALL_MAX_CONCURRENT_PER_USER", 2, minimum=1, maximum=1000
             ),
+            capture_process=reader.flag("REALTIME_CAPTURE_PROCESS", default=True),
         )

@@ -47,6 +47,8 @@ from engram_voice.realtime.calls.capture import (
     TurnCapture,
     UsageHook,
 )
+from engram_voice.realtime.calls.capture_process import CaptureProcess
+from engram_voice.realtime.calls.capture_proxy import RemoteCapture, RemoteSideband
 from engram_voice.realtime.calls.sideband import UPSTREAM_CLOSED, Sideband
 from engram_voice.realtime.endpoints import Endpoint
 from engram_voice.realtime.session_config import client_secret_request
@@ -71,8 +73,8 @@ class AzureOpenAICall:
         upstream_call_id: str,
         endpoint: Endpoint,
         owner: AzureOpenAICalls,
-        capture: TurnCapture | None = None,
-        sideband: Sideband | None = None,
+        capture: TurnCapture | RemoteCapture | None = None,
+        sideband: Sideband | RemoteSideband | None = None,
     ) -> None:
         self.sdp_answer = sdp_answer
         self.upstream_call_id = upstream_call_id
@@ -270,8 +272,10 @@ class AzureOpenAICalls:
         sideband: bool = False,
         sideband_session: aiohttp.ClientSession | None = None,
         on_usage: UsageHook | None = None,
+        capture_process: CaptureProcess | None = None,
     ) -> None:
         self._sideband = sideband
+        self._capture_process = capture_process
         self._sideband_session = sideband_session or session
         self.sideband_timeout = max(connect_timeout, request_timeout)
         self._on_usage = on_usage
@@ -305,22 +309,10 @@ class AzureOpenAICalls:
             if call_id is not None:  # a call Azure opened but we cannot use: end it now
                 await self.post_hangup(endpoint, call_id)
             raise UpstreamError("Azure OpenAI answered the call with an unreadable answer.")
-        capture = sideband = None
+        capture: TurnCapture | RemoteCapture | None = None
+        sideband: Sideband | RemoteSideband | None = None
         if self._sideband:
-            capture = TurnCapture(
-                upstream=NAME, call_id=call_id, session_id=session_id, on_usage=self._on_usage
-            )
-            sideband = Sideband(
-                http=self._sideband_session,
-                endpoint=endpoint,
-                call_id=call_id,
-                credentials=self._credentials,
-                connect_timeout=self.sideband_timeout,
-                on_event=capture.feed,
-                events=CAPTURED_EVENTS,
-                reconnects=SIDEBAND_RECONNECTS,
-            )
-            sideband.start()
+            capture, sideband = await self._hold(endpoint, call_id, session_id)
         return AzureOpenAICall(
             sdp_answer=answer,
             upstream_call_id=call_id,
@@ -329,6 +321,37 @@ class AzureOpenAICalls:
             capture=capture,
             sideband=sideband,
         )
+
+    async def _hold(
+        self, endpoint: Endpoint, call_id: str, session_id: str
+    ) -> tuple[TurnCapture | RemoteCapture, Sideband | RemoteSideband]:
+        """Join the call's sideband: in the capture process when it runs, else on this loop."""
+        if self._capture_process is not None:
+            held = await self._capture_process.hold(
+                endpoint=endpoint,
+                call_id=call_id,
+                session_id=session_id,
+                connect_timeout=self.sideband_timeout,
+                reconnects=SIDEBAND_RECONNECTS,
+                on_usage=self._on_usage,
+            )
+            if held is not None:
+                return held
+        capture = TurnCapture(
+            upstream=NAME, call_id=call_id, session_id=session_id, on_usage=self._on_usage
+        )
+        sideband = Sideband(
+            http=self._sideband_session,
+            endpoint=endpoint,
+            call_id=call_id,
+            credentials=self._credentials,
+            connect_timeout=self.sideband_timeout,
+            on_event=capture.feed,
+            events=CAPTURED_EVENTS,
+            reconnects=SIDEBAND_RECONNECTS,
+        )
+        sideband.start()
+        return capture, sideband
 
     async def post_hangup(self, endpoint: Endpoint, call_id: str) -> None:
         """End ``call_id`` at ``endpoint``; a refused credential is re-read once; never raises."""

@@ -7,6 +7,7 @@ import aiohttp
 from engram_voice.credentials import CredentialSource
 from engram_voice.realtime.calls.azure_openai import AzureOpenAICalls
 from engram_voice.realtime.calls.capture import UsageHook
+from engram_voice.realtime.calls.capture_process import CaptureProcess
 from engram_voice.realtime.calls.upstream import CallUpstream
 from engram_voice.realtime.calls.voicelive import VoiceLiveCalls
 from engram_voice.realtime.settings import RealtimeSettings
@@ -24,6 +25,7 @@ def build_call_upstreams(
     voicelive_credentials: CredentialSource | None = None,
     control_session: aiohttp.ClientSession | None = None,
     on_usage: UsageHook | None = None,
+    capture_process: CaptureProcess | None = None,
 ) -> dict[str, CallUpstream]:
     """Return the configured upstreams by name.
 
@@ -31,6 +33,7 @@ def build_call_upstreams(
     source is given; its control channels are held on ``control_session`` (no pool limit),
     else on ``session``; so are Azure OpenAI's sidebands (one per call). ``on_usage``
     receives each ``response.done`` usage the sideband hears (usage metering).
+    ``capture_process``: where Azure OpenAI sidebands are held (None: on this loop).
     """
     upstreams: dict[str, CallUpstream] = {}
     if realtime.voicelive is not None and voicelive_credentials is not None:
@@ -55,6 +58,7 @@ def build_call_upstreams(
         sideband=True,
         sideband_session=control_session,
         on_usage=on_usage,
+        capture_process=capture_process,
     )
     upstreams[azure_openai.name] = azure_openai
     return upstreams

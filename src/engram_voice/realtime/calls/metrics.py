@@ -10,6 +10,7 @@ __all__ = [
     "CALL_DURATION",
     "CALL_SETUP",
     "CAPTURED_TURNS",
+    "RELAYED_COUNTERS",
     "SIDEBAND_EVENTS",
 ]
 
@@ -48,3 +49,9 @@ SIDEBAND_EVENTS = Counter(
     "reconnected, lost, call_over).",
     ["event"],
 )
+RELAYED_COUNTERS: dict[str, tuple[Counter, tuple[str, ...]]] = {
+    "captured_turns": (CAPTURED_TURNS, ("upstream", "outcome")),
+    "sideband": (SIDEBAND_EVENTS, ("event",)),
+}
+"""The counters the capture process increments and reports to the service, by wire name,
+with their label names in order."""

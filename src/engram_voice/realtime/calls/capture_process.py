@@ -1,0 +1,299 @@
+"""The capture process the service runs beside itself, and the pipe to it.
+
+Every Azure OpenAI sideband carries the call's whole event stream (about 15 messages per
+conversation turn); reading, filtering and ordering them is most of what capture costs,
+and on the service's event loop it queues in front of every mint and call set-up. With
+``REALTIME_CAPTURE_PROCESS=on`` (the default) the service starts one capture process
+(:mod:`~engram_voice.realtime.calls.capture_child`) at its first call, hands it each
+call's sideband (:meth:`CaptureProcess.hold`) and keeps only mirrors of its state
+(:mod:`~engram_voice.realtime.calls.capture_proxy`). The service still owns the
+credential (the capture process asks for it per connect and reports a refused one) and
+the durable queue (turns come back in ``store`` requests and go through
+``MemoryRuntime.accept_captured``, with its authority rules), so nothing about Key
+Vault rotation, Entra or the captured-session record changes.
+
+If the capture process exits, each sideband it held reads as ``lost`` (the sessions fall
+back to the browser's posts, as for any lost sideband); it is started again at the next
+call, at most once every :data:`RESTART_SECONDS`; meanwhile, or if it cannot be started,
+calls are captured on the service's own loop, so a call never goes without capture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import sys
+import time
+from collections import OrderedDict
+from typing import Any
+
+import structlog
+
+from engram_voice.credentials import CredentialSource, UpstreamCredential
+from engram_voice.realtime.calls.capture import UsageHook
+from engram_voice.realtime.calls.capture_proxy import RemoteCapture, RemoteSideband, to_messages
+from engram_voice.realtime.calls.capture_wire import (
+    Began,
+    Channel,
+    ChannelClosedError,
+    Counts,
+    Ended,
+    Gap,
+    Hold,
+    Message,
+    Request,
+    State,
+    Usage,
+)
+from engram_voice.realtime.calls.metrics import RELAYED_COUNTERS
+from engram_voice.realtime.endpoints import Endpoint
+
+__all__ = ["CaptureProcess"]
+
+RESTART_SECONDS = 5.0
+"""Least time between two starts of the capture process."""
+STOP_SECONDS = 10.0
+"""Bound on the capture process closing its sidebands and exiting at shutdown."""
+NICE = 5
+"""How much lower the capture process's CPU priority is than the service's."""
+_MAX_TOKENS = 64
+_logger = structlog.get_logger("engram_voice.realtime.calls")
+
+
+class _Call:
+    __slots__ = ("capture", "sideband")
+
+    def __init__(self, capture: RemoteCapture, sideband: RemoteSideband) -> None:
+        self.capture = capture
+        self.sideband = sideband
+
+
+class CaptureProcess:
+    """Starts the capture process on demand and routes its messages to the calls' mirrors."""
+
+    def __init__(
+        self,
+        *,
+        credentials: CredentialSource,
+        log_level: str = "info",
+        log_json: bool = True,
+        nice: int = NICE,
+    ) -> None:
+        self._credentials = credentials
+        self._argv = [
+            sys.executable, "-m", "engram_voice.realtime.calls.capture_child",
+            "--log-level", log_level.lower(), "--log-format", "json" if log_json else "console",
+            "--nice", str(nice),
+        ]  # fmt: skip
+        self._process: asyncio.subprocess.Process | None = None
+        self._channel: Channel | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._calls: dict[str, _Call] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tokens: OrderedDict[int, UpstreamCredential] = OrderedDict()
+        self._token_ids = itertools.count(1)
+        self._starting = asyncio.Lock()
+        self._not_before = 0.0
+        self._closed = False
+        self.starts = 0
+        self.exits = 0
+
+    # -- what calls use ----------------------------------------------------------------------
+
+    async def hold(
+        self,
+        *,
+        endpoint: Endpoint,
+        call_id: str,
+        session_id: str,
+        connect_timeout: float,
+        reconnects: int,
+        on_usage: UsageHook | None,
+    ) -> tuple[RemoteCapture, RemoteSideband] | None:
+        """Have the capture process join ``call_id``'s sideband; None if it is not running."""
+        channel = await self._ensure_started()
+        if channel is None:
+            return None
+        capture = RemoteCapture(self, call_id, session_id=session_id, on_usage=on_usage)
+        sideband = RemoteSideband(self, call_id)
+        self._calls[call_id] = _Call(capture, sideband)
+        channel.send(
+            Hold(
+                call=call_id,
+                url=endpoint.url,
+                session_id=session_id,
+                connect_timeout=connect_timeout,
+                reconnects=reconnects,
+            )
+        )
+        return capture, sideband
+
+    def send(self, message: Message) -> None:
+        """Queue ``message`` to the capture process (dropped if it is gone)."""
+        if self._channel is not None:
+            self._channel.send(message)
+
+    async def request(self, op: str, call: str, body: Any = None, *, within: float) -> Any:
+        """Ask the capture process; raises ConnectionError when it is gone."""
+        channel = self._channel
+        if channel is None:
+            raise ChannelClosedError("the capture process is not running")
+        return await channel.request(op, call, body, within=within)
+
+    def forget(self, call: str) -> None:
+        """Drop ``call`` (its capture is closed)."""
+        self._calls.pop(call, None)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the capture process's part of ``/status``."""
+        process = self._process
+        return {
+            "mode": "process",
+            "pid": process.pid if process is not None and process.returncode is None else None,
+            "sidebands": len(self._calls),
+            "starts": self.starts,
+            "exits": self.exits,
+        }
+
+    async def aclose(self) -> None:
+        """Close the pipe and wait for the capture process to exit (bounded, then killed)."""
+        self._closed = True
+        channel, process, reader = self._channel, self._process, self._reader
+        if channel is not None:
+            channel.close()
+        if process is not None:
+            try:
+                async with asyncio.timeout(STOP_SECONDS):
+                    await process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- the process ----------------------------------------------------------------------
+
+    async def _ensure_started(self) -> Channel | None:
+        if self._channel is not None and not self._channel.closed:
+            return self._channel
+        if self._closed or time.monotonic() < self._not_before:
+            return None
+        async with self._starting:
+            if self._channel is not None and not self._channel.closed:
+                return self._channel
+            self._not_before = time.monotonic() + RESTART_SECONDS
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *self._argv,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    limit=2**26,
+                )
+            except OSError as exc:
+                _logger.exception("realtime.capture_process_failed", error=type(exc).__name__)
+                return None
+            assert process.stdin is not None  # noqa: S101 - asked for above
+            assert process.stdout is not None  # noqa: S101
+            self._process = process
+            self._channel = Channel(process.stdout, process.stdin)
+            self.starts += 1
+            self._reader = asyncio.create_task(
+                self._read(self._channel, process), name="capture-process-reader"
+            )
+            _logger.info("realtime.capture_process_spawned", pid=process.pid)
+            return self._channel
+
+    async def _read(self, channel: Channel, process: asyncio.subprocess.Process) -> None:
+        await channel.run(self._handle)
+        channel.close()
+        if self._channel is channel:
+            self._channel = None
+        calls, self._calls = list(self._calls.values()), {}
+        for call in calls:
+            call.sideband.process_gone()
+        if self._closed:
+            return
+        self.exits += 1
+        code = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_SECONDS):
+                code = await process.wait()
+        _logger.error(
+            "realtime.capture_process_exited", pid=process.pid, code=code, sidebands=len(calls)
+        )
+
+    # -- messages from the capture process -------------------------------------------------
+
+    def _handle(self, message: Any) -> None:
+        kind = type(message)
+        if kind is Request:
+            self._spawn(self._answer(message))
+        elif kind is Counts:
+            for name, labels, amount in message.counts:
+                known = RELAYED_COUNTERS.get(name)
+                if known is not None and amount > 0:
+                    known[0].labels(*labels).inc(amount)
+            return
+        call = self._calls.get(message.call)
+        if call is None:
+            return
+        if kind is Usage:
+            call.capture.usage(message.usage)
+        elif kind is State:
+            call.sideband.mirror_state(message.state, message.told)
+        elif kind is Began:
+            call.capture.mirror_began(message.began)
+        elif kind is Gap:
+            call.capture.mirror_gap()
+        elif kind is Ended:
+            call.sideband.mirror_ended()
+
+    async def _answer(self, request: Request) -> None:
+        channel = self._channel
+        if channel is None:
+            return
+        try:
+            body = await self._do(request)
+        except Exception as exc:  # noqa: BLE001 - answered as a failure; the other side retries
+            channel.reply(request, ok=False, body=type(exc).__name__)
+            return
+        channel.reply(request, body=body)
+
+    async def _do(self, request: Request) -> Any:
+        if request.op == "credential":
+            credential = await self._credentials.get()
+            token = next(self._token_ids)
+            self._tokens[token] = credential
+            while len(self._tokens) > _MAX_TOKENS:
+                self._tokens.popitem(last=False)
+            return [
+                credential.header,
+                credential.secret.reveal(),
+                credential.kind,
+                credential.version,
+                token,
+            ]
+        if request.op == "invalidate":
+            used = self._tokens.get(int(request.body))
+            return used is not None and await self._credentials.invalidate(used)
+        if request.op == "store":
+            call = self._calls.get(request.call)
+            store = call.capture.store if call is not None else None
+            if store is None:
+                raise LookupError(request.call)
+            result = await store(to_messages(request.body))
+            return [
+                int(getattr(result, "accepted", 0)),
+                int(getattr(result, "duplicates", 0)),
+            ]
+        raise ValueError(request.op)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
