@@ -172,6 +172,8 @@ async def test_the_maximum_duration_ends_the_call(
         body, upstream_id = await open_call(url, emulator, browser)
         recorded = await ended_at_emulator(emulator, upstream_id)
         await async_poll_until(lambda: status_calls(url)["active"] == 0, what="registry empty")
+        # the end is counted once its hang-up (and the capture's flush) completed
+        await async_poll_until(lambda: status_calls(url)["ended_by_reason"], what="end counted")
         calls = status_calls(url)
         late = await delete_call(url, body["call_id"])
     assert recorded["end_reason"] == "hangup"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from aiortc import RTCSessionDescription
 
 from tests.conftest import Emulator, service_env
@@ -22,8 +23,36 @@ def queue_depth(url: str) -> int:
     return int(depth or 0)
 
 
-async def test_kill_9_mid_call_loses_no_captured_turn(emulator: Emulator, tmp_path: Path) -> None:
-    """Turns queued from the sideband before a SIGKILL reach Zep after restart, each once."""
+def capture_ready(url: str) -> bool:
+    """Return whether the service's capture process is up and taking calls (/status)."""
+    capture: Any = httpx.get(f"{url}/status", timeout=10).json()["calls"]["capture"]
+    return bool(capture.get("ready"))
+
+
+async def warm_up(http: httpx.AsyncClient, url: str) -> None:
+    """Open and hang up one call, then wait until the capture process takes calls."""
+    browser = RealtimeTestClient()
+    try:
+        created = await http.post(
+            "/realtime/calls", json={"agent": "elena", "sdp_offer": await browser.offer()}
+        )
+        assert created.status_code == 201, created.text
+        ended = await http.delete(f"/realtime/calls/{created.json()['call_id']}")
+        assert ended.status_code == 204
+    finally:
+        await browser.close()
+    await async_poll_until(lambda: capture_ready(url), timeout=30, what="capture process ready")
+
+
+@pytest.mark.parametrize("held_by", ["service", "capture_process"])
+async def test_kill_9_mid_call_loses_no_captured_turn(
+    emulator: Emulator, tmp_path: Path, held_by: str
+) -> None:
+    """Turns queued from the sideband before a SIGKILL reach Zep after restart, each once.
+
+    The call's sideband is held by the service itself (its first call, while the capture
+    process starts) or by the capture process (a later call).
+    """
     zep = Zep(tmp_path)  # not started yet: nothing can be delivered before the kill
     zep.api = "v4"
     env = service_env(
@@ -44,6 +73,8 @@ async def test_kill_9_mid_call_loses_no_captured_turn(emulator: Emulator, tmp_pa
     browser = RealtimeTestClient()
     try:
         async with httpx.AsyncClient(base_url=service.base_url, timeout=20) as http:
+            if held_by == "capture_process":
+                await warm_up(http, service.base_url)
             created = await http.post(
                 "/realtime/calls", json={"agent": "elena", "sdp_offer": await browser.offer()}
             )

@@ -312,7 +312,7 @@ class AzureOpenAICalls:
         capture: TurnCapture | RemoteCapture | None = None
         sideband: Sideband | RemoteSideband | None = None
         if self._sideband:
-            capture, sideband = await self._hold(endpoint, call_id, session_id)
+            capture, sideband = await self.hold_sideband(endpoint, call_id, session_id)
         return AzureOpenAICall(
             sdp_answer=answer,
             upstream_call_id=call_id,
@@ -322,7 +322,7 @@ class AzureOpenAICalls:
             sideband=sideband,
         )
 
-    async def _hold(
+    async def hold_sideband(
         self, endpoint: Endpoint, call_id: str, session_id: str
     ) -> tuple[TurnCapture | RemoteCapture, Sideband | RemoteSideband]:
         """Join the call's sideband: in the capture process when it runs, else on this loop."""

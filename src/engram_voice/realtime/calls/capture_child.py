@@ -265,6 +265,7 @@ async def _serve() -> None:
                 child.report_counts()
 
         reporter = asyncio.create_task(counts())
+        channel.send(State(call="", state="ready"))  # the service hands over calls from now on
         _logger.info("realtime.capture_process_started", pid=os.getpid())
         await channel.run(child.handle)  # until the service closes the pipe
         reporter.cancel()

@@ -79,8 +79,10 @@ class CaptureProcess:
         log_level: str = "info",
         log_json: bool = True,
         nice: int = NICE,
+        restart_pause: float = RESTART_SECONDS,
     ) -> None:
         self._credentials = credentials
+        self._restart_pause = restart_pause
         self._argv = [
             sys.executable, "-m", "engram_voice.realtime.calls.capture_child",
             "--log-level", log_level.lower(), "--log-format", "json" if log_json else "console",
@@ -93,7 +95,9 @@ class CaptureProcess:
         self._tasks: set[asyncio.Task[None]] = set()
         self._tokens: OrderedDict[int, UpstreamCredential] = OrderedDict()
         self._token_ids = itertools.count(1)
-        self._starting = asyncio.Lock()
+        self._starting = False
+        self._ready = False
+        self._ready_event = asyncio.Event()
         self._not_before = 0.0
         self._closed = False
         self.starts = 0
@@ -129,6 +133,18 @@ class CaptureProcess:
         )
         return capture, sideband
 
+    async def start(self, *, wait: float = 0.0) -> bool:
+        """Start the capture process if none runs; wait up to ``wait`` s for it to be ready.
+
+        Returns whether it is ready. Calls start it anyway; this warms it up ahead.
+        """
+        await self._ensure_started()
+        if wait > 0 and not self._ready:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._ready_event.wait()
+        return self._ready
+
     def send(self, message: Message) -> None:
         """Queue ``message`` to the capture process (dropped if it is gone)."""
         if self._channel is not None:
@@ -151,6 +167,7 @@ class CaptureProcess:
         return {
             "mode": "process",
             "pid": process.pid if process is not None and process.returncode is None else None,
+            "ready": self._ready,
             "sidebands": len(self._calls),
             "starts": self.starts,
             "exits": self.exits,
@@ -179,40 +196,45 @@ class CaptureProcess:
     # -- the process ----------------------------------------------------------------------
 
     async def _ensure_started(self) -> Channel | None:
-        if self._channel is not None and not self._channel.closed:
-            return self._channel
-        if self._closed or time.monotonic() < self._not_before:
+        """Return the channel of a ready capture process; start one if none is running."""
+        channel = self._channel
+        if channel is not None and not channel.closed:
+            return channel if self._ready else None
+        if self._closed or time.monotonic() < self._not_before or self._starting:
             return None
-        async with self._starting:
-            if self._channel is not None and not self._channel.closed:
-                return self._channel
-            self._not_before = time.monotonic() + RESTART_SECONDS
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *self._argv,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    limit=2**26,
-                )
-            except OSError as exc:
-                _logger.exception("realtime.capture_process_failed", error=type(exc).__name__)
-                return None
-            assert process.stdin is not None  # noqa: S101 - asked for above
-            assert process.stdout is not None  # noqa: S101
-            self._process = process
-            self._channel = Channel(process.stdout, process.stdin)
-            self.starts += 1
-            self._reader = asyncio.create_task(
-                self._read(self._channel, process), name="capture-process-reader"
+        self._starting = True
+        self._not_before = time.monotonic() + self._restart_pause
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=2**26,
             )
-            _logger.info("realtime.capture_process_spawned", pid=process.pid)
-            return self._channel
+        except OSError as exc:
+            _logger.exception("realtime.capture_process_failed", error=type(exc).__name__)
+            return None
+        finally:
+            self._starting = False
+        assert process.stdin is not None  # noqa: S101 - asked for above
+        assert process.stdout is not None  # noqa: S101
+        self._process = process
+        self._ready = False
+        self._channel = Channel(process.stdout, process.stdin)
+        self.starts += 1
+        self._reader = asyncio.create_task(
+            self._read(self._channel, process), name="capture-process-reader"
+        )
+        _logger.info("realtime.capture_process_spawned", pid=process.pid)
+        return None  # ready in about a second: this call is captured here
 
     async def _read(self, channel: Channel, process: asyncio.subprocess.Process) -> None:
         await channel.run(self._handle)
         channel.close()
         if self._channel is channel:
             self._channel = None
+            self._ready = False
+            self._ready_event.clear()
         calls, self._calls = list(self._calls.values()), {}
         for call in calls:
             call.sideband.process_gone()
@@ -241,6 +263,9 @@ class CaptureProcess:
             return
         call = self._calls.get(message.call)
         if call is None:
+            if kind is State and message.state == "ready":
+                self._ready = True
+                self._ready_event.set()
             return
         if kind is Usage:
             call.capture.usage(message.usage)
