@@ -58,8 +58,9 @@ __all__ = ["CaptureChild", "main"]
 UPSTREAM = "azure-openai"
 COUNTS_SECONDS = 1.0
 """How often counter increments are reported to the service."""
-FLUSH_SECONDS = 0.005
-"""Messages within this window share one frame (one wake-up of the service's loop)."""
+FLUSH_SECONDS = 0.025
+"""Messages within this window share one frame (one wake-up of the service's loop): state
+changes and store requests reach the service at most this much later."""
 REQUEST_SECONDS = 30.0
 """Bound on the service answering a credential or store request."""
 CLOSE_ALL_SECONDS = 8.0
