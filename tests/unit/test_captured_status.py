@@ -83,10 +83,9 @@ async def test_memory_status_shows_a_call_awaiting_its_first_item(tmp_path: Path
     )
     await runtime.start()
     try:
-        who = {"user_id": "alice", "agent": "elena"}
-        runtime.mark_captured("vs_1", captured=True, pending=True, **who)
+        runtime.mark_captured("vs_1", captured=True, pending=True, user_id="alice", agent="elena")
         waiting = (await runtime.status())["captured_sessions"]
-        runtime.mark_captured("vs_1", captured=True, **who)
+        runtime.mark_captured("vs_1", captured=True, user_id="alice", agent="elena")
         began = (await runtime.status())["captured_sessions"]
     finally:
         await runtime.stop()
