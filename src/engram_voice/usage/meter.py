@@ -28,13 +28,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
-from engram_voice.errors import UsageLimitReachedError
-from engram_voice.usage.metrics import USAGE_CALL_SECONDS, USAGE_CALLS, USAGE_LIMITED, USAGE_TOKENS
+from engram_voice.usage.limits import refuse_over_limit, seconds_until_utc_midnight
+from engram_voice.usage.metrics import USAGE_CALL_SECONDS, USAGE_CALLS, USAGE_TOKENS
 from engram_voice.usage.records import (
     TOKEN_KINDS,
     CallEnded,
@@ -53,13 +52,6 @@ TOKEN_FLUSH_SECONDS = 1.0
 _logger = structlog.get_logger("engram_voice.usage")
 _RECENT_ENDED = 1024
 """Ended calls remembered so a late ``response.done`` still counts on its call."""
-
-
-def seconds_until_utc_midnight(now: float) -> int:
-    """Return the whole seconds from ``now`` until the next UTC midnight (at least 1)."""
-    moment = datetime.fromtimestamp(now, UTC)
-    midnight = (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return max(1, math.ceil(midnight.timestamp() - now))
 
 
 @dataclass
@@ -164,23 +156,7 @@ class UsageMeter:
             )
         now = self._clock()
         calls, seconds = self.used_today(user_id, now)
-        retry_after = seconds_until_utc_midnight(now)
-        if limits.max_calls_per_day and calls >= limits.max_calls_per_day:
-            USAGE_LIMITED.labels("calls").inc()
-            raise UsageLimitReachedError(
-                f"You reached today's limit of {limits.max_calls_per_day} call(s); "
-                "it resets at midnight UTC.",
-                retry_after=retry_after,
-                extra={"limit": "calls"},
-            )
-        if limits.max_minutes_per_day and seconds >= limits.max_minutes_per_day * 60:
-            USAGE_LIMITED.labels("minutes").inc()
-            raise UsageLimitReachedError(
-                f"You reached today's limit of {limits.max_minutes_per_day} minute(s) of calls; "
-                "it resets at midnight UTC.",
-                retry_after=retry_after,
-                extra={"limit": "minutes"},
-            )
+        refuse_over_limit(limits, calls=calls, seconds=seconds, now=now)
 
     def used_today(self, user_id: str, now: float | None = None) -> tuple[int, float]:
         """Return ``user_id``'s calls and seconds today (UTC): ended calls plus live ones."""
