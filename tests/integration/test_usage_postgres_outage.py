@@ -1,15 +1,16 @@
-"""USAGE_STORE=postgres with the database down at start-up: calls go on, usage catches up.
+"""USAGE_STORE=postgres with the database down (at start-up, or later): usage catches up.
 
 The test's own PostgreSQL server holds today's usage from before (two calls of alice) and
 is stopped: the service starts while nothing listens on its port, sets up a call (the
 daily limit cannot count the stored calls yet), and once the server is started again on
 that port the buffered writes are committed after the stored totals were read, so the
-limit counts every call exactly once. Every wait is a bounded poll.
+limit counts every call exactly once. A database that stops under a running store costs
+no write either: the batch is tried again until it is back. Every wait is a bounded poll.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -22,7 +23,7 @@ from aiortc import RTCSessionDescription
 from engram_voice.devpostgres import postgres_bin, start_local_postgres
 from engram_voice.services import Overrides
 from engram_voice.usage.postgres_store import PostgresUsageStore
-from engram_voice.usage.records import CallEnded, CallStarted
+from engram_voice.usage.records import CallEnded, CallStarted, TokensUsed
 from tests.conftest import Emulator, ServiceFactory, service_env
 from tests.support.calls import HeaderUsers, delete_call, post_call
 from tests.support.clock import FakeClock
@@ -45,20 +46,26 @@ async def _seed(server: PostgresServer, calls: int) -> None:
     await store.close()
 
 
-@pytest.fixture(name="stopped_postgres")
-async def fixture_stopped_postgres() -> AsyncIterator[PostgresServer]:
-    """Yield a stopped server whose database ``queue`` holds two of alice's calls today."""
+@pytest.fixture(name="own_postgres")
+def fixture_own_postgres() -> Iterator[PostgresServer]:
+    """Yield a server of this test's own (it may stop it) with an empty database ``queue``."""
     if postgres_bin() is None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
     server = start_postgres(fsync=False)
     try:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             conn.execute('CREATE DATABASE "queue"')
-        await _seed(server, 2)
-        server.stop(remove=False)
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(name="stopped_postgres")
+async def fixture_stopped_postgres(own_postgres: PostgresServer) -> PostgresServer:
+    """Return the stopped server, its database ``queue`` holding two of alice's calls today."""
+    await _seed(own_postgres, 2)
+    own_postgres.stop(remove=False)
+    return own_postgres
 
 
 @pytest.fixture(name="browsers")
@@ -151,3 +158,47 @@ async def _usage_when(url: str, ready: Callable[[dict[str, Any]], object]) -> di
     """Return ``/status`` usage when ``ready(usage)`` holds, else an empty (falsy) dict."""
     usage = await _usage(url)
     return usage if ready(usage) else {}
+
+
+async def test_writes_made_while_the_database_is_away_later_are_stored_once_it_is_back(
+    own_postgres: PostgresServer,
+) -> None:
+    """A database that stops under a running store costs no write: the batch waits, retried."""
+    store = PostgresUsageStore(own_postgres.conninfo("queue"), connect_wait_max=0.5)
+    await store.start()
+    try:
+        store.record(CallStarted("c1", "alice", "elena", "azure-openai", DAY, NOON))
+        await store.flush()
+        own_postgres.stop(remove=False)
+        store.record(TokensUsed("c1", "alice", DAY, {"output_audio": 7}))
+        store.record(CallEnded("c1", "alice", DAY, 42.0, "client_hangup", NOON + 42))
+        store.record(CallStarted("c2", "bob", "elena", "azure-openai", DAY, NOON + 1))
+        waiting: dict[str, Any] = await async_poll_until(
+            partial(_store_when, store, lambda d: d["last_error"] and d["pending_writes"] == 3),
+            timeout=30,
+            what="the store retrying its batch",
+        )
+        _restart(own_postgres)
+        done: dict[str, Any] = await async_poll_until(
+            partial(_store_when, store, lambda d: d["written"] == 4),
+            timeout=30,
+            interval=0.1,
+            what="the held batch written",
+        )
+        rows = await store.daily()
+    finally:
+        await store.close()
+    assert (waiting["healthy"], waiting["dropped_writes"]) == (False, 0)
+    assert (done["healthy"], done["dropped_writes"], done["pending_writes"]) == (True, 0, 0)
+    assert [(r.user_id, r.calls, r.seconds, r.tokens["output_audio"]) for r in rows] == [
+        ("alice", 1, 42.0, 7),
+        ("bob", 1, 0.0, 0),
+    ]
+
+
+async def _store_when(
+    store: PostgresUsageStore, ready: Callable[[dict[str, Any]], object]
+) -> dict[str, Any]:
+    """Return the store's description when ``ready(it)`` holds, else an empty (falsy) dict."""
+    described = await store.describe()
+    return described if ready(described) else {}

@@ -41,7 +41,7 @@ from engram_voice.memory.postgres_schema import migrate
 from engram_voice.memory.queue import QueueUnavailableError
 from engram_voice.memory.settings import PostgresSettings
 from engram_voice.usage.buffered import BATCH, FLUSH_TIMEOUT, WriteCounts, daily_query, daily_rows
-from engram_voice.usage.pending import Marker, PendingWrites
+from engram_voice.usage.pending import PendingWrites
 from engram_voice.usage.postgres_writes import MIGRATIONS, Conn, apply_write
 from engram_voice.usage.records import DailyUsage, UsageWrite
 
@@ -53,6 +53,10 @@ USAGE_STORE_EVENTS = ConnectEvents(
 )
 """What the usage store's connector logs (the memory queue's rules, its own names)."""
 OnOpen = Callable[[], Awaitable[None]]
+RETRY_INITIAL = 0.5
+"""Seconds before a batch the database could not take is tried again (doubling, capped)."""
+LOG_EVERY_RETRY = 20
+"""One ``usage.write_failed`` line for a batch's first failure, then one per this many."""
 
 
 class PostgresUsageStore:
@@ -85,6 +89,9 @@ class PostgresUsageStore:
         self.connector: StorageConnector | None = None
         """Opens the pool and runs ``on_open``; None until :meth:`start`."""
         self._connecting: asyncio.Task[None] | None = None
+        self._held = 0
+        """Writes the writer holds (a batch it tries again while the database is away)."""
+        self._stopping = False
 
     @classmethod
     def from_settings(
@@ -157,9 +164,10 @@ class PostgresUsageStore:
     async def close(self) -> None:
         """Commit what is queued (bounded), stop the writer and close the pool.
 
-        Writes still buffered because the database never answered are lost; they are
-        counted as dropped and logged (``usage.writes_unsaved``).
+        Writes still buffered because the database does not answer (never did, or went
+        away) are lost; they are counted as dropped and logged (``usage.writes_unsaved``).
         """
+        self._stopping = True  # a batch that fails now is not tried again
         if self._connecting is not None:
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
@@ -172,11 +180,15 @@ class PostgresUsageStore:
                     await writer
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-        else:
-            unsaved = self._pending.discard()
-            if unsaved:
-                self.counts.dropped += unsaved
-                _logger.warning("usage.writes_unsaved", writes=unsaved, reason="not connected")
+        unsaved = self._held + self._pending.discard()
+        self._held = 0
+        if unsaved:
+            self.counts.dropped += unsaved
+            _logger.warning(
+                "usage.writes_unsaved",
+                writes=unsaved,
+                reason="not connected" if writer is None else "database unavailable",
+            )
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -215,7 +227,8 @@ class PostgresUsageStore:
     async def describe(self) -> dict[str, Any]:
         """Describe the store: connection, writer alive, pending and dropped writes, last error."""
         alive = self._writer is not None and not self._writer.done()
-        described = self.counts.describe("postgres", alive=alive, pending=len(self._pending))
+        pending = len(self._pending) + self._held
+        described = self.counts.describe("postgres", alive=alive, pending=pending)
         described["merged_token_writes"] = self._pending.merged
         described["connection"] = (
             self.connector.describe() if self.connector is not None else {"state": "not_started"}
@@ -225,31 +238,56 @@ class PostgresUsageStore:
     async def _run(self) -> None:
         while True:
             batch = await self._pending.take(BATCH)
-            await self._commit(batch)
+            writes = [w for w in batch if w is not None and not isinstance(w, asyncio.Future)]
+            failures = 0
+            self._held = len(writes)
+            while writes and not await self._commit(writes, failures):
+                failures += 1  # not applied (the database is away): the same batch again
+                await asyncio.sleep(min(self._wait_max, RETRY_INITIAL * 2 ** (failures - 1)))
+            self._held = 0
+            for item in batch:
+                if isinstance(item, asyncio.Future) and not item.done():
+                    item.set_result(None)
             if None in batch:
                 return
 
-    async def _commit(self, batch: list[UsageWrite | Marker]) -> None:
-        writes = [w for w in batch if w is not None and not isinstance(w, asyncio.Future)]
+    async def _commit(self, writes: list[UsageWrite], failures: int) -> bool:
+        """Apply ``writes`` in one transaction; False when they may be tried again.
+
+        That is when they were surely not applied: the database could not be reached, or
+        the connection broke before COMMIT. A failed COMMIT (outcome unknown) or any other
+        error drops the batch (counted): a retry could count its tokens twice.
+        """
         pool = self._pool
-        started = time.monotonic()
-        if writes and pool is not None:
-            try:
-                async with pool.connection() as conn, conn.transaction():
-                    for write in writes:
-                        await apply_write(conn, write)
-                self.counts.committed(len(writes))
-            except psycopg.Error as exc:
-                self.counts.failed(exc, len(writes))
+        if pool is None:
+            return True
+        started, applied = time.monotonic(), False
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                for write in writes:
+                    await apply_write(conn, write)
+                applied = True  # from here only COMMIT can fail: its outcome is unknown
+        except psycopg.Error as exc:
+            retry = isinstance(exc, psycopg.OperationalError) and not applied
+            retry = retry and not self._stopping
+            if not retry or failures % LOG_EVERY_RETRY == 0:
                 _logger.warning(
                     "usage.write_failed",
                     error=type(exc).__name__,
                     writes=len(writes),
                     ms=round((time.monotonic() - started) * 1000),
+                    retrying=retry,
+                    failures=failures + 1,
                 )
-        for item in batch:
-            if isinstance(item, asyncio.Future) and not item.done():
-                item.set_result(None)
+            if retry:
+                self.counts.waiting(exc)
+                return False
+            self.counts.failed(exc, len(writes))  # never retried: it could count twice
+            return True
+        if failures:
+            _logger.info("usage.write_recovered", writes=len(writes), failures=failures)
+        self.counts.committed(len(writes))
+        return True
 
 
 def _neutral_errors(step: OnOpen) -> OnOpen:
