@@ -8,6 +8,7 @@ meter's limits count this process's calls only until the stored totals are read.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from structlog.testing import capture_logs
 from engram_voice.errors import UsageLimitReachedError
 from engram_voice.usage import MemoryUsageStore, UsageMeter, UsageSettings
 from engram_voice.usage.buffered import WriteCounts
+from engram_voice.usage.cli import usage_main
 from engram_voice.usage.pending import PendingWrites
 from engram_voice.usage.postgres_store import PostgresUsageStore
 from engram_voice.usage.records import (
@@ -228,3 +230,24 @@ def test_limits_count_this_process_until_the_store_opens_then_everything_once(
             meter.check("alice")
 
     asyncio.run(run())
+
+
+def test_the_usage_command_says_why_when_the_database_cannot_be_reached(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`engram-voice usage` on an unreachable USAGE_STORE=postgres exits 1 with the reason."""
+    password = "usage-cli-secret-0123456789"
+    env = {
+        "USAGE_STORE": "postgres",
+        "MEMORY_POSTGRES_HOST": "127.0.0.1",
+        "MEMORY_POSTGRES_PORT": str(free_port()),
+        "MEMORY_POSTGRES_USER": "usage",
+        "MEMORY_POSTGRES_PASSWORD": password,
+        "MEMORY_POSTGRES_CONNECT_TIMEOUT_SECONDS": "1",
+        "LOG_LEVEL": "warning",
+    }
+    args = argparse.Namespace(user=None, since=None, until=None, json=True)
+    assert usage_main(args, env) == 1
+    err = capsys.readouterr().err
+    assert "engram-voice usage: the usage database: no database connection in time" in err
+    assert password not in err
