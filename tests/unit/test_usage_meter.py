@@ -193,5 +193,9 @@ async def test_the_status_section_totals_today_without_user_ids() -> None:
     described = await meter.describe()
     assert described["today"] == {"calls": 2, "seconds": 40.0, "users": 2}
     assert described["live_calls"] == 2
-    assert described["limits"] == {"max_calls_per_day": 5, "max_minutes_per_day": 0}
+    assert described["limits"] == {
+        "max_calls_per_day": 5,
+        "max_minutes_per_day": 0,
+        "stored_totals_loaded": False,  # never started: no store was read
+    }
     assert "alice" not in str(described)

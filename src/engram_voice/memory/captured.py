@@ -158,6 +158,7 @@ class CaptureAuthority:
         self._waiting.pop(session_id, None)
         if captured and pending:
             state, until = "expected", self._clock() + LEASE_SECONDS
+            self._live.pop(session_id, None)  # stored as expected: not a capture it renews
             self._waiting[session_id] = (user_id, agent)
             while len(self._waiting) > self._max:
                 self._waiting.popitem(last=False)
@@ -305,11 +306,17 @@ class CaptureAuthority:
             self._browser.popitem(last=False)
 
     def describe(self) -> dict[str, Any]:
-        """Return the counts for ``/status`` (this replica's; no session ids)."""
+        """Return the counts for ``/status`` (this replica's; no session ids).
+
+        ``awaiting_first_item``: calls whose sideband is up but whose first item has yet
+        to show the sideband heard the conversation from its start (still ``expected``:
+        the browser's posts are held back); they are not in ``captured`` yet.
+        """
         return {
             "which": CAPTURED_UPSTREAMS,
             "shared": True,
             "captured": len(self._live),
+            "awaiting_first_item": len(self._waiting),
             "fell_back_to_browser": self.fallbacks,
             "marks_failed": self.marks_failed,
             "remembered": len(self._browser),

@@ -13,7 +13,8 @@ An error that is not retried (a bug, a bad value) ends the attempts: it is logge
 ``memory.queue_connect_aborted`` and :meth:`StorageConnector.describe` says ``failed``.
 Each failed attempt logs ``memory.queue_connect_failed``; repeats of the same reason are
 logged at most once per ``log_every`` seconds (with the number held back), so an outage
-of hours writes a few lines an hour, not thousands.
+of hours writes a few lines an hour, not thousands. Another store opened the same way
+(the usage store) passes its own :class:`ConnectEvents` and logger.
 """
 
 from __future__ import annotations
@@ -22,16 +23,30 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import stamina
 import structlog
 
 from engram_voice.memory.queue import QueueUnavailableError
 
-__all__ = ["StorageConnector"]
+__all__ = ["MEMORY_QUEUE_EVENTS", "ConnectEvents", "StorageConnector"]
 
 _logger = structlog.get_logger("engram_voice.memory.queue")
+
+
+class ConnectEvents(NamedTuple):
+    """The log events of one connector: an attempt failed, attempts aborted, connected."""
+
+    failed: str
+    aborted: str
+    connected: str
+
+
+MEMORY_QUEUE_EVENTS = ConnectEvents(
+    "memory.queue_connect_failed", "memory.queue_connect_aborted", "memory.queue_connected"
+)
+"""The memory queue's events (the default)."""
 
 Opener = Callable[[], Awaitable[None]]
 
@@ -47,7 +62,11 @@ class StorageConnector:
         wait_max: float = 30.0,
         log_every: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        events: ConnectEvents = MEMORY_QUEUE_EVENTS,
+        logger: Any = None,
     ) -> None:
+        self._events = events
+        self._logger = _logger if logger is None else logger
         self._steps = list(steps)
         self._opened = 0
         self._wait_initial = min(wait_initial, wait_max)
@@ -98,14 +117,14 @@ class StorageConnector:
             step = self._steps[min(self._opened, len(self._steps) - 1)][0]
             self.last_error = f"gave up: {type(exc).__name__}"
             self.gave_up = True
-            _logger.error(  # noqa: TRY400 - the type only: a traceback may carry a secret
-                "memory.queue_connect_aborted", step=step, error=type(exc).__name__
+            self._logger.error(  # noqa: TRY400 - the type only: a traceback may carry a secret
+                self._events.aborted, step=step, error=type(exc).__name__
             )
             raise
         self.last_error = None
         self.ready_event.set()
-        _logger.info(
-            "memory.queue_connected",
+        self._logger.info(
+            self._events.connected,
             attempts=self.attempts,
             waited_seconds=round(self._clock() - self._started_at, 1),
         )
@@ -134,8 +153,8 @@ class StorageConnector:
         if logged is not None and logged[0] == reason and now - logged[1] < self._log_every:
             self._held_back += 1
             return
-        _logger.warning(
-            "memory.queue_connect_failed",
+        self._logger.warning(
+            self._events.failed,
             step=step,
             attempt=self.attempts,
             reason=reason,

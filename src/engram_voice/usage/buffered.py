@@ -57,6 +57,10 @@ class WriteCounts:
         self.written += writes
         self.error = None
 
+    def waiting(self, error: BaseException) -> None:
+        """Note that a batch could not be written yet and will be tried again (not dropped)."""
+        self.error = type(error).__name__
+
     def failed(self, error: BaseException, writes: int) -> None:
         """Count a batch of ``writes`` lost to ``error`` (its type name is kept, not its text)."""
         self.error = type(error).__name__

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from engram_voice.logs import configure_logging
+from engram_voice.memory.queue import QueueUnavailableError
 from engram_voice.settings import ProcessSettings, load_settings
 from engram_voice.usage.factory import build_usage_store
 from engram_voice.usage.records import TOKEN_KINDS, DailyUsage
@@ -60,7 +61,7 @@ def _table(rows: list[DailyUsage], out: TextIO) -> None:
 
 async def _read_shared(settings: UsageSettings, args: argparse.Namespace) -> list[DailyUsage]:
     """Read the days from the shared (PostgreSQL) store."""
-    store = build_usage_store(settings)
+    store = build_usage_store(settings, background=False)
     await store.start()
     try:
         return await store.daily(user_id=args.user, since=args.since, until=args.until)
@@ -71,7 +72,10 @@ async def _read_shared(settings: UsageSettings, args: argparse.Namespace) -> lis
 def usage_main(
     args: argparse.Namespace, env: Mapping[str, str] | None = None, out: TextIO | None = None
 ) -> int:
-    """List usage per user and day from USAGE_STORE; exit 2 on bad config or days."""
+    """List usage per user and day from USAGE_STORE; exit 2 on bad config or days.
+
+    Exit 1 when the PostgreSQL store cannot be reached (one attempt, bounded).
+    """
     process, settings = load_settings(
         os.environ if env is None else env,
         lambda r: (ProcessSettings.from_env(r), UsageSettings.from_env(r)),
@@ -86,7 +90,11 @@ def usage_main(
     path = Path(settings.sqlite_path)
     rows: list[DailyUsage] = []
     if settings.store == "postgres":
-        rows = asyncio.run(_read_shared(settings, args))
+        try:
+            rows = asyncio.run(_read_shared(settings, args))
+        except QueueUnavailableError as exc:  # a neutral reason, never the server's text
+            sys.stderr.write(f"engram-voice usage: the usage database: {exc.reason}\n")
+            return 1
     elif path.exists():
         rows = SqliteUsageStore(path).read_daily(args.user, args.since, args.until)
     else:

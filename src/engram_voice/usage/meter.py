@@ -11,6 +11,13 @@ call): on an event loop the meter sums them per call and hands them to the store
 every :data:`TOKEN_FLUSH_SECONDS` (and before the call's end record, and on close), so
 the store's writer wakes once per interval instead of once per response. Totals are the
 same; only the moment they reach the store moves, by at most that interval.
+
+The limits count this process's calls plus the totals the store held for today when it
+opened (read once, before the store applies any write recorded meanwhile, so nothing
+counts twice). A store that is not open yet (PostgreSQL down at start-up) does not stop
+calls: until it opens the limits count only this process's calls since it started
+(they fail open on the part stored earlier; ``usage.limits_without_stored_totals`` is
+logged once) and ``/status`` says so (``limits.stored_totals_loaded``).
 """
 
 from __future__ import annotations
@@ -21,13 +28,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
-from engram_voice.errors import UsageLimitReachedError
-from engram_voice.usage.metrics import USAGE_CALL_SECONDS, USAGE_CALLS, USAGE_LIMITED, USAGE_TOKENS
+from engram_voice.usage.limits import refuse_over_limit, seconds_until_utc_midnight
+from engram_voice.usage.metrics import USAGE_CALL_SECONDS, USAGE_CALLS, USAGE_TOKENS
 from engram_voice.usage.records import (
     TOKEN_KINDS,
     CallEnded,
@@ -46,13 +52,6 @@ TOKEN_FLUSH_SECONDS = 1.0
 _logger = structlog.get_logger("engram_voice.usage")
 _RECENT_ENDED = 1024
 """Ended calls remembered so a late ``response.done`` still counts on its call."""
-
-
-def seconds_until_utc_midnight(now: float) -> int:
-    """Return the whole seconds from ``now`` until the next UTC midnight (at least 1)."""
-    moment = datetime.fromtimestamp(now, UTC)
-    midnight = (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return max(1, math.ceil(midnight.timestamp() - now))
 
 
 @dataclass
@@ -102,14 +101,30 @@ class UsageMeter:
         self._today = ""
         self._pending: dict[str, tuple[_Call, dict[str, int]]] = {}  # call id -> unsent tokens
         self._flush_timer: asyncio.TimerHandle | None = None
+        self.stored_totals_loaded = False
+        """True once today's totals stored before this process started were read."""
+        self._warned_unloaded = False
 
     async def start(self) -> None:
-        """Open the store and load today's per-user totals (limits survive a restart)."""
-        await self.store.start()
-        today = utc_day(self._clock())
-        for row in await self.store.daily(since=today, until=today):
-            self._days[(row.user_id, row.day)] = _Day(calls=row.calls, seconds=row.seconds)
-        self._today = today
+        """Open the store and load today's per-user totals (limits survive a restart).
+
+        A store that opens in the background loads them once it is open; meanwhile the
+        limits count this process's calls only.
+        """
+        self._today = utc_day(self._clock())
+        await self.store.start(on_open=self._load_today)
+
+    async def _load_today(self) -> None:
+        """Add today's stored per-user totals to what this process counted so far."""
+        today = self._roll(self._clock())
+        rows = await self.store.daily(since=today, until=today)
+        for row in rows:
+            day = self._day(row.user_id, row.day)
+            day.calls += row.calls
+            day.seconds += row.seconds
+        self.stored_totals_loaded = True
+        if self._warned_unloaded:
+            _logger.info("usage.stored_totals_loaded", users=len(rows), day=today)
 
     async def close(self) -> None:
         """Hand the store the token counts still held, then close it (it commits, bounded)."""
@@ -132,25 +147,16 @@ class UsageMeter:
         limits = self.settings
         if not limits.max_calls_per_day and not limits.max_minutes_per_day:
             return
+        if not self.stored_totals_loaded and not self._warned_unloaded:
+            self._warned_unloaded = True
+            _logger.warning(
+                "usage.limits_without_stored_totals",
+                reason="the usage store is not open yet",
+                counts="this process's calls only",
+            )
         now = self._clock()
         calls, seconds = self.used_today(user_id, now)
-        retry_after = seconds_until_utc_midnight(now)
-        if limits.max_calls_per_day and calls >= limits.max_calls_per_day:
-            USAGE_LIMITED.labels("calls").inc()
-            raise UsageLimitReachedError(
-                f"You reached today's limit of {limits.max_calls_per_day} call(s); "
-                "it resets at midnight UTC.",
-                retry_after=retry_after,
-                extra={"limit": "calls"},
-            )
-        if limits.max_minutes_per_day and seconds >= limits.max_minutes_per_day * 60:
-            USAGE_LIMITED.labels("minutes").inc()
-            raise UsageLimitReachedError(
-                f"You reached today's limit of {limits.max_minutes_per_day} minute(s) of calls; "
-                "it resets at midnight UTC.",
-                retry_after=retry_after,
-                extra={"limit": "minutes"},
-            )
+        refuse_over_limit(limits, calls=calls, seconds=seconds, now=now)
 
     def used_today(self, user_id: str, now: float | None = None) -> tuple[int, float]:
         """Return ``user_id``'s calls and seconds today (UTC): ended calls plus live ones."""
@@ -291,6 +297,7 @@ class UsageMeter:
             "limits": {
                 "max_calls_per_day": self.settings.max_calls_per_day,
                 "max_minutes_per_day": self.settings.max_minutes_per_day,
+                "stored_totals_loaded": self.stored_totals_loaded,
             },
         }
 

@@ -21,6 +21,8 @@ class UsageSettings(msgspec.Struct, frozen=True):
     store: str = "sqlite"
     postgres: PostgresSettings | None = None
     """The server of ``USAGE_STORE=postgres`` (the ``MEMORY_POSTGRES_*`` settings)."""
+    connect_wait_max: float = 30.0
+    """Longest wait between two attempts to reach that server (MEMORY_CONNECT_RETRY_MAX_SECONDS)."""
 
     @classmethod
     def from_env(cls, reader: EnvReader) -> UsageSettings:
@@ -37,6 +39,9 @@ class UsageSettings(msgspec.Struct, frozen=True):
             or str(Path(queue).parent / "usage.sqlite3"),
             max_calls_per_day=reader.integer(
                 "USAGE_MAX_CALLS_PER_DAY", 0, minimum=0, maximum=1_000_000
+            ),
+            connect_wait_max=reader.number(
+                "MEMORY_CONNECT_RETRY_MAX_SECONDS", 30.0, minimum=0.1, maximum=600
             ),
             max_minutes_per_day=reader.integer(
                 "USAGE_MAX_MINUTES_PER_DAY", 0, minimum=0, maximum=1_440

@@ -15,6 +15,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,11 @@ class SqliteUsageStore:
         self._thread: threading.Thread | None = None
         self.counts = WriteCounts()
 
-    async def start(self) -> None:
-        """Create the file and schema (off the loop) and start the writer thread."""
+    async def start(self, on_open: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Create the file and schema (off the loop), run ``on_open``, start the writer."""
         await asyncio.to_thread(self._create)
+        if on_open is not None:
+            await on_open()
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self._thread.start()
 

@@ -9,6 +9,7 @@ answers per-user-per-day reads. The durable ones are SQLite
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from engram_voice.usage.records import (
@@ -26,8 +27,13 @@ __all__ = ["MemoryUsageStore", "UsageStore", "apply_write", "select"]
 class UsageStore(Protocol):
     """Durable per-call records and per-user-per-day aggregates."""
 
-    async def start(self) -> None:
-        """Open the storage (create it if missing)."""
+    async def start(self, on_open: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Open the storage (create it if missing), then await ``on_open``.
+
+        ``on_open`` runs once the storage is open and before any write recorded so far is
+        applied (the meter reads today's stored totals in it). A store that opens in the
+        background (PostgreSQL in the service) returns at once and runs it later.
+        """
 
     async def close(self) -> None:
         """Write what is pending (bounded) and close."""
@@ -91,8 +97,10 @@ class MemoryUsageStore:
         self._days: dict[tuple[str, str], DailyUsage] = {}
         self.calls: dict[str, dict[str, Any]] = {}
 
-    async def start(self) -> None:
-        """Nothing to open."""
+    async def start(self, on_open: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Nothing to open: run ``on_open`` at once."""
+        if on_open is not None:
+            await on_open()
 
     async def close(self) -> None:
         """Nothing to close."""
