@@ -103,6 +103,7 @@ class FakeVaultCredential:
     def __init__(self, token: str) -> None:
         self.token = token
         self.requests: list[tuple[tuple[str, ...], str | None]] = []
+        self.closed = 0
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         """Return the fixed token, recording the scopes and tenant the SDK asked for."""
@@ -110,7 +111,8 @@ class FakeVaultCredential:
         return AccessToken(self.token, int(time.time()) + 3600)
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Count the close (nothing to release)."""
+        self.closed += 1
 
 
 @dataclass

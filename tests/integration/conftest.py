@@ -1,0 +1,12 @@
+"""Fixtures shared by the integration tests: the Key Vault set-up (tests/support)."""
+
+from __future__ import annotations
+
+from tests.support.keyvault_fixtures import (
+    fixture_vault,
+    fixture_vault_identity,
+    fixture_vault_sources,
+    fixture_vault_tls,
+)
+
+__all__ = ["fixture_vault", "fixture_vault_identity", "fixture_vault_sources", "fixture_vault_tls"]
