@@ -18,11 +18,13 @@ import pytest
 
 from engram_voice.credentials import CredentialSource
 from engram_voice.credentials.factory import (
+    CredentialSpec,
     build_credential_source,
+    build_source,
     build_voicelive_credential_source,
 )
-from engram_voice.credentials.vaults import shared_vaults
-from engram_voice.errors import CredentialUnavailableError
+from engram_voice.credentials.vaults import VaultClients, shared_vaults
+from engram_voice.errors import ConfigurationError, CredentialUnavailableError
 from engram_voice.memory.postgres_auth import KeyVaultPassword, connection_from_settings
 from engram_voice.memory.queue import QueueUnavailableError
 from engram_voice.settings import Settings
@@ -36,6 +38,7 @@ SECRETS = {
     "postgres": "postgres-password",
 }
 READERS = tuple(SECRETS)
+CLIENT_ID = "11111111-2222-3333-4444-555555555555"  # what vault_identity's env names
 SUBSETS = [
     frozenset(c) for n in range(1, len(READERS) + 1) for c in itertools.combinations(READERS, n)
 ]
@@ -253,3 +256,53 @@ async def test_another_identity_or_trust_gets_its_own_client(
     for lease in (one, two, same):
         await lease.release()
     assert len(vaults) == 0
+
+
+def _spec(name: str, timeout: float, vault: KeyVaultStandIn) -> CredentialSpec:
+    """Return a key-vault spec reading ``name`` with its own ``timeout``."""
+    return CredentialSpec(
+        upstream=name,
+        auth="key-vault",
+        api_key=None,
+        api_key_setting="UNUSED",
+        client_id=CLIENT_ID,
+        key_vault_url=vault.url,
+        secret_name=SECRETS[name],
+        name_setting="UNUSED",
+        refresh_seconds=300.0,
+        timeout=timeout,
+        scope="https://vault.azure.net/.default",
+    )
+
+
+@pytest.mark.parametrize("patient_first", [True, False], ids=["patient-first", "hasty-first"])
+async def test_each_reader_keeps_its_own_timeout_on_the_shared_client(
+    patient_first: bool,
+    vault: KeyVaultStandIn,
+    vault_tls: TlsFiles,
+    vault_identity: ManagedIdentityEndpoint,
+) -> None:
+    """A vault answering in 1 s fails the reader bounded at 0.3 s, never the one given 10 s."""
+    for name, secret in SECRETS.items():
+        vault.set_secret(secret, f"{name}-one-0123456789")
+    vaults = VaultClients()
+    specs = {"patient": _spec("openai", 10.0, vault), "hasty": _spec("postgres", 0.3, vault)}
+    order = ["patient", "hasty"] if patient_first else ["hasty", "patient"]
+    built = {  # the first lease opens the client (with that reader's socket timeout)
+        role: build_source(specs[role], connection_verify=str(vault_tls.cert), vaults=vaults)
+        for role in order
+    }
+    patient, hasty = built["patient"], built["hasty"]
+    try:
+        await patient.start()  # the token and the challenge, before the vault slows down
+        vault.delay = 1.0
+        assert await patient.invalidate(await patient.get()) is False  # read, same version
+        assert patient.describe()["last_refresh_error"] is None
+        with pytest.raises(ConfigurationError, match=r"did not answer within 0\.3s"):
+            await hasty.start()
+    finally:
+        vault.delay = 0.0
+        await patient.aclose()
+        await hasty.aclose()
+    assert len(vaults) == 0
+    assert vault_identity.requests
