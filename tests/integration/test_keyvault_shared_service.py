@@ -59,7 +59,10 @@ def test_three_key_vault_secrets_take_one_identity_token(
     vault_identity: ManagedIdentityEndpoint,
     tmp_path: Path,
 ) -> None:
-    """The keys and the database password (also the usage store's) share one identity token."""
+    """The keys and the database password (also the usage store's) share one token and client.
+
+    The one client is opened by the first reader and closed once, at shutdown, by the last.
+    """
     password = secrets.token_urlsafe(24)
     role = _role(postgres_server, password)
     values = [f"{name}-value-0123456789" for name in KEYS.values()]
@@ -105,4 +108,6 @@ def test_three_key_vault_secrets_take_one_identity_token(
     for upstream, secret in zip(upstreams.values(), KEYS.values(), strict=True):
         assert upstream["credential"]["secret_name"] == secret
     logged = service.read_log()
+    assert logged.count('"credentials.keyvault_client_opened"') == 1
+    assert logged.count('"credentials.keyvault_client_closed"') == 1  # at shutdown, once
     assert not [value for value in [*values, password] if value in logged]

@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -154,7 +155,11 @@ class VaultClients:
         if shared is None:
             shared = _Shared(self._connect(key, timeout), 0)
             self._open[slot] = shared
-            _logger.debug("credentials.keyvault_client_opened", vault=key.url)
+            _logger.info(
+                "credentials.keyvault_client_opened",
+                vault=urlsplit(key.url).netloc,
+                identity=shared.vault.identity,
+            )
         shared.leases += 1
         return VaultLease(self, slot, shared.vault)
 
@@ -171,7 +176,7 @@ class VaultClients:
             await shared.vault.client.close()
         finally:
             await shared.vault.credential.close()
-        _logger.debug("credentials.keyvault_client_closed", vault=slot[0].url)
+        _logger.info("credentials.keyvault_client_closed", vault=urlsplit(slot[0].url).netloc)
 
 
 def _loop_id() -> int:
