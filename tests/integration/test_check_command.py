@@ -7,8 +7,6 @@ way an operator runs it in the Container App's console, and reads its exit code 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +18,7 @@ from engram_voice.realtime.check import (
     EXIT_UNREACHABLE,
 )
 from tests.conftest import Emulator
-from tests.support.keyvault import KeyVaultStandIn, TlsFiles, make_certificate
+from tests.support.keyvault import KeyVaultStandIn, TlsFiles
 from tests.support.managed_identity import managed_identity_endpoint
 from tests.support.servers import free_port, run_command
 
@@ -43,22 +41,6 @@ def assert_no_secret(output: str, *secret_values: str) -> None:
     """No key, token or secret value appears in what the command printed."""
     for value in secret_values:
         assert value not in output
-
-
-@pytest.fixture(name="tls", scope="module")
-def fixture_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    """Make one self-signed certificate for the module's vaults."""
-    return make_certificate(Path(tmp_path_factory.mktemp("tls")))
-
-
-@pytest.fixture(name="vault")
-def fixture_vault(tls: TlsFiles) -> Iterator[KeyVaultStandIn]:
-    """Run a Key Vault stand-in over HTTPS on loopback."""
-    vault = KeyVaultStandIn(tls).start()
-    try:
-        yield vault
-    finally:
-        vault.stop()
 
 
 def test_a_working_api_key_mints_once_per_endpoint_and_exits_zero(
@@ -119,7 +101,7 @@ def test_invalid_configuration_exits_2_naming_every_problem() -> None:
 
 
 def test_key_vault_mode_reads_the_secret_with_the_managed_identity_and_mints(
-    emulator: Emulator, vault: KeyVaultStandIn, tls: TlsFiles
+    emulator: Emulator, vault: KeyVaultStandIn, vault_tls: TlsFiles
 ) -> None:
     """Key Vault mode gets a token from the managed identity, reads the key and mints with it."""
     version = vault.set_secret("voicelive-api-key", emulator.keys[1])
@@ -130,7 +112,7 @@ def test_key_vault_mode_reads_the_secret_with_the_managed_identity_and_mints(
             AZURE_OPENAI_AUTH="key-vault",
             AZURE_OPENAI_API_KEY="",
             KEY_VAULT_URL=vault.url,
-            SSL_CERT_FILE=str(tls.cert),
+            SSL_CERT_FILE=str(vault_tls.cert),
             **identity.env(),
         )
         result = run_command(["check"], env)
@@ -293,7 +275,7 @@ def test_a_voice_live_failure_does_not_skip_azure_openai(emulator: Emulator) -> 
 
 
 def test_voice_live_key_vault_mode_reads_the_secret_and_opens_the_channel(
-    emulator: Emulator, vault: KeyVaultStandIn, tls: TlsFiles
+    emulator: Emulator, vault: KeyVaultStandIn, vault_tls: TlsFiles
 ) -> None:
     """Key Vault mode reads AZURE_VOICELIVE_KEY_SECRET with the identity and opens the channel."""
     version = vault.set_secret("voicelive-api-key", emulator.keys[1])
@@ -304,7 +286,7 @@ def test_voice_live_key_vault_mode_reads_the_secret_and_opens_the_channel(
             AZURE_VOICELIVE_AUTH="key-vault",
             AZURE_VOICELIVE_KEY="",
             KEY_VAULT_URL=vault.url,
-            SSL_CERT_FILE=str(tls.cert),
+            SSL_CERT_FILE=str(vault_tls.cert),
             **identity.env(),
         )
         result = run_command(["check"], env)

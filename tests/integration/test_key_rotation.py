@@ -7,87 +7,16 @@ read by the real SDK; the service reads the key through the Key Vault source inj
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from engram_voice.credentials.keyvault import KeyVaultKeySource
-from engram_voice.services import Overrides
-from tests.conftest import Emulator, ServiceFactory, service_env
-from tests.support.keyvault import KeyVaultStandIn, TlsFiles, make_certificate
+from tests.conftest import Emulator, ServiceFactory
+from tests.support.key_rotation import NAME, key_vault_service, regenerate
+from tests.support.keyvault import KeyVaultStandIn
 from tests.support.polling import poll_until
-from tests.support.servers import ServiceProcess
-
-NAME = "voicelive-api-key"
-
-
-@pytest.fixture(name="tls", scope="module")
-def fixture_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    """Make one self-signed certificate for the module's vaults."""
-    return make_certificate(Path(tmp_path_factory.mktemp("tls")))
-
-
-@pytest.fixture(name="own_emulator")
-def fixture_own_emulator(tmp_path: Path) -> Iterator[Emulator]:
-    """Run an emulator whose two keys this test may regenerate."""
-    keys = (secrets.token_hex(16), secrets.token_hex(16))
-    process = ServiceProcess(
-        ["emulator"],
-        env={"EMULATOR_API_KEYS": ",".join(keys), "EMULATOR_BEARER_TOKENS": "unused-bearer"},
-        log_path=tmp_path / "emulator.log",
-    ).start()
-    try:
-        yield Emulator(process, keys, "unused-bearer")
-    finally:
-        process.stop()
-
-
-@pytest.fixture(name="vault")
-def fixture_vault(tls: TlsFiles, own_emulator: Emulator) -> Iterator[KeyVaultStandIn]:
-    """Run a Key Vault stand-in whose secret holds the emulator's key 1."""
-    vault = KeyVaultStandIn(tls).start()
-    vault.set_secret(NAME, own_emulator.keys[0])
-    try:
-        yield vault
-    finally:
-        vault.stop()
-
-
-def regenerate(emulator: Emulator, slot: int) -> str:
-    """Regenerate the emulator's key ``slot`` (as in the Azure portal) and return the new key."""
-    response = httpx.post(f"{emulator.url}/_emulator/keys/{slot}/regenerate", timeout=5)
-    response.raise_for_status()
-    key: str = response.json()["key"]
-    return key
-
-
-def key_vault_service(
-    vault: KeyVaultStandIn, emulator: Emulator, *, refresh_seconds: float, timeout: float = 2.0
-) -> tuple[dict[str, str], Overrides]:
-    """Return the env and the (unstarted) Key Vault source of a key-vault-mode service."""
-    env = service_env(
-        emulator,
-        AZURE_OPENAI_AUTH="key-vault",
-        KEY_VAULT_URL=vault.url,
-        RATE_LIMIT_ENABLED="false",
-    )
-    del env["AZURE_OPENAI_API_KEY"]
-    client = vault.client(timeout=timeout)
-    source = KeyVaultKeySource(
-        client,
-        secret_name=NAME,
-        refresh_seconds=refresh_seconds,
-        timeout=timeout,
-        identity="test identity",
-        closers=(client.close,),
-    )
-    return env, Overrides(credentials=source)
 
 
 class MintLoop:

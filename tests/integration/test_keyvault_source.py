@@ -3,61 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from engram_voice.credentials import Secret, UpstreamCredential
 from engram_voice.credentials.keyvault import KeyVaultKeySource
 from engram_voice.errors import ConfigurationError, CredentialTimeoutError
-from tests.support.keyvault import VAULT_SCOPE, KeyVaultStandIn, TlsFiles, make_certificate
+from tests.support.keyvault import VAULT_SCOPE, KeyVaultStandIn
+from tests.support.keyvault_fixtures import SourceFactory
 from tests.support.polling import async_poll_until
 
 NAME = "voicelive-api-key"
-SourceFactory = Callable[..., KeyVaultKeySource]
 
 
-@pytest.fixture(name="tls", scope="module")
-def fixture_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    """Make one self-signed certificate for the module's vaults."""
-    return make_certificate(Path(tmp_path_factory.mktemp("tls")))
-
-
-@pytest.fixture(name="vault")
-def fixture_vault(tls: TlsFiles) -> Iterator[KeyVaultStandIn]:
-    """Run a Key Vault stand-in holding one version of the Azure OpenAI key."""
-    vault = KeyVaultStandIn(tls).start()
+@pytest.fixture(autouse=True)
+def _key_one(vault: KeyVaultStandIn) -> None:
+    """Store one version of the Azure OpenAI key in the test's vault."""
     vault.set_secret(NAME, "key-one-0123456789")
-    try:
-        yield vault
-    finally:
-        vault.stop()
 
 
 @pytest.fixture(name="make_source")
-async def fixture_make_source(vault: KeyVaultStandIn) -> AsyncIterator[SourceFactory]:
-    """Return a factory of sources reading ``vault`` with the real SDK; all are closed after."""
-    sources: list[KeyVaultKeySource] = []
+def fixture_make_source(vault_sources: SourceFactory) -> SourceFactory:
+    """Return the shared source factory, reading this module's secret unless told otherwise."""
 
     def make(**options: object) -> KeyVaultKeySource:
-        timeout = float(options.get("timeout", 2.0))  # type: ignore[arg-type]
-        client = vault.client(timeout=timeout)
-        settings: dict[str, object] = {
-            "secret_name": NAME,
-            "refresh_seconds": 300.0,
-            "timeout": timeout,
-            "identity": "test identity",
-            "closers": (client.close,),
-            **options,
-        }
-        source = KeyVaultKeySource(client, **settings)  # type: ignore[arg-type]
-        sources.append(source)
-        return source
+        return vault_sources(**{"secret_name": NAME, **options})
 
-    yield make
-    for source in sources:
-        await source.aclose()
+    return make
 
 
 async def test_start_reads_the_latest_version_through_the_challenge_flow(
@@ -65,20 +37,9 @@ async def test_start_reads_the_latest_version_through_the_challenge_flow(
 ) -> None:
     """start() answers the vault's bearer challenge and caches the key with its version."""
     credential = vault.credential()
-    client = vault.client(credential)
-    source = KeyVaultKeySource(
-        client,
-        secret_name=NAME,
-        refresh_seconds=300,
-        timeout=2,
-        identity="test identity",
-        closers=(client.close,),
-    )
-    try:
-        await source.start()
-        used = await source.get()
-    finally:
-        await source.aclose()
+    source = make_source(credential=credential)
+    await source.start()
+    used = await source.get()
     version = vault.secrets[NAME][-1].version
     assert used.secret == Secret("key-one-0123456789")
     assert used.headers() == {"api-key": "key-one-0123456789"}

@@ -9,66 +9,39 @@ lets the queue store turns again.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from engram_voice.credentials.keyvault import KeyVaultKeySource
 from engram_voice.memory.postgres_auth import KeyVaultPassword
 from engram_voice.memory.postgres_queue import PostgresTurnQueue
 from engram_voice.memory.postgres_sink_state import PostgresSinkState
 from engram_voice.memory.queue import EnqueueBatch, QueueUnavailableError
-from tests.support.keyvault import KeyVaultStandIn, TlsFiles, make_certificate
-from tests.support.polling import async_poll_until
+from tests.support.keyvault import KeyVaultStandIn
+from tests.support.keyvault_fixtures import SourceFactory
+from tests.support.polling import async_poll_until, poll_until
 from tests.support.postgres import PostgresServer
 
 NAME = "postgres-password"
 PasswordFactory = Callable[..., KeyVaultPassword]
 
 
-@pytest.fixture(name="tls", scope="module")
-def fixture_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    """Make one self-signed certificate for the module's vaults."""
-    return make_certificate(Path(tmp_path_factory.mktemp("tls")))
-
-
-@pytest.fixture(name="vault")
-def fixture_vault(tls: TlsFiles) -> Iterator[KeyVaultStandIn]:
-    """Run an empty Key Vault stand-in."""
-    vault = KeyVaultStandIn(tls).start()
-    try:
-        yield vault
-    finally:
-        vault.stop()
-
-
 @pytest.fixture(name="make_password")
-async def fixture_make_password(vault: KeyVaultStandIn) -> AsyncIterator[PasswordFactory]:
+def fixture_make_password(vault_sources: SourceFactory) -> PasswordFactory:
     """Return a factory of Key Vault password sources on ``vault`` (closed after the test)."""
-    made: list[KeyVaultPassword] = []
 
     def make(*, refresh_seconds: float = 300.0, refetch_seconds: float = 30.0) -> KeyVaultPassword:
-        client = vault.client(timeout=2.0)
-        source = KeyVaultKeySource(
-            client,
+        source = vault_sources(
             secret_name=NAME,
             refresh_seconds=refresh_seconds,
-            timeout=2.0,
-            identity="test identity",
-            closers=(client.close,),
             name_setting="MEMORY_POSTGRES_PASSWORD_SECRET",
             upstream="PostgreSQL",
         )
-        password = KeyVaultPassword(source, refetch_seconds=refetch_seconds)
-        made.append(password)
-        return password
+        return KeyVaultPassword(source, refetch_seconds=refetch_seconds)
 
-    yield make
-    for password in made:
-        await password.aclose()
+    return make
 
 
 def _role(server: PostgresServer, password: str) -> tuple[str, str]:
@@ -88,8 +61,21 @@ def _rotate(server: PostgresServer, vault: KeyVaultStandIn, role: str) -> tuple[
         conn.execute(f"ALTER ROLE {role} PASSWORD '{new}'")  # test-made values
     version = vault.set_secret(NAME, new)
     with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE usename = %s", (role,)
+        ).fetchall()
+        old = [pid for (pid,) in rows]
+        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (old,))
+        # pg_terminate_backend only signals: wait until those sessions are gone, so no store
+        # can still succeed on a connection signed in with the old password.
+        poll_until(
+            lambda: (
+                not conn.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (old,)
+                ).fetchone()
+            ),
+            timeout=10,
+            what=f"{role}'s old connections ending",
         )
     return new, version
 

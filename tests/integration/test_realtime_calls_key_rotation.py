@@ -7,14 +7,6 @@ import dataclasses
 from aiortc import RTCSessionDescription
 
 from tests.conftest import Emulator, ServiceFactory
-from tests.integration.test_key_rotation import (  # noqa: F401 - fixtures used by name
-    NAME,
-    fixture_own_emulator,
-    fixture_tls,
-    fixture_vault,
-    key_vault_service,
-    regenerate,
-)
 from tests.support.calls import (
     HeaderUsers,
     delete_call,
@@ -22,6 +14,7 @@ from tests.support.calls import (
     emulator_call_ids,
     post_call,
 )
+from tests.support.key_rotation import NAME, key_vault_service, regenerate
 from tests.support.keyvault import KeyVaultStandIn
 from tests.support.realtime_client import RealtimeTestClient
 

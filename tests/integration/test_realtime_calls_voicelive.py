@@ -20,14 +20,14 @@ from aiortc import RTCSessionDescription
 from azure.identity.aio import get_bearer_token_provider
 
 from engram_voice.credentials import AI_FOUNDRY_SCOPE, EntraTokenSource
-from engram_voice.credentials.keyvault import KeyVaultKeySource
 from engram_voice.realtime.calls import CallLimits
 from engram_voice.services import Overrides
 from tests.conftest import Emulator, ServiceFactory, service_env
-from tests.integration.test_key_rotation import fixture_tls, regenerate  # noqa: F401
 from tests.support.calls import HeaderUsers, delete_call, post_call
 from tests.support.entra import FakeTokenCredential
-from tests.support.keyvault import KeyVaultStandIn, TlsFiles
+from tests.support.key_rotation import regenerate
+from tests.support.keyvault import KeyVaultStandIn
+from tests.support.keyvault_fixtures import SourceFactory
 from tests.support.polling import async_poll_until
 from tests.support.servers import ServiceProcess
 from tests.support.voicelive_client import VoiceLiveTestClient
@@ -478,21 +478,14 @@ def fixture_rotating(tmp_path: Path) -> Iterator[Emulator]:
 
 
 async def test_a_key_rotated_in_key_vault_during_calls(
-    rotating: Emulator, tls: TlsFiles, make_service: ServiceFactory
+    rotating: Emulator,
+    vault: KeyVaultStandIn,
+    vault_sources: SourceFactory,
+    make_service: ServiceFactory,
 ) -> None:
     """A live call survives the rotation; the next call gets 401, re-reads Key Vault, and opens."""
-    vault = KeyVaultStandIn(tls).start()
     vault.set_secret(SECRET_NAME, rotating.keys[0])
-    client = vault.client(timeout=2.0)
-    source = KeyVaultKeySource(
-        client,
-        secret_name=SECRET_NAME,
-        refresh_seconds=3600,
-        timeout=2.0,
-        identity="test identity",
-        closers=(client.close,),
-        upstream="Voice Live",
-    )
+    source = vault_sources(secret_name=SECRET_NAME, refresh_seconds=3600, upstream="Voice Live")
     env = voicelive_env(rotating, AZURE_VOICELIVE_AUTH="key-vault", KEY_VAULT_URL=vault.url)
     del env["AZURE_VOICELIVE_KEY"]
     first, second = VoiceLiveTestClient(), VoiceLiveTestClient()
@@ -507,7 +500,6 @@ async def test_a_key_rotated_in_key_vault_during_calls(
     finally:
         await first.close()
         await second.close()
-        vault.stop()
     assert live["state"] == "answered"
     assert later["upstream"] == "voice-live"
     assert records(rotating)[later_index]["auth"] == "key1"

@@ -7,7 +7,7 @@ identity stand-in through azure-identity's production code path, exactly as for 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,40 +18,11 @@ from engram_voice.errors import ConfigurationError, CredentialUnavailableError
 from engram_voice.realtime.settings import RealtimeSettings, VoiceLiveSettings
 from engram_voice.services import Overrides, open_services
 from engram_voice.settings import Settings
-from tests.support.keyvault import KeyVaultStandIn, TlsFiles, make_certificate
-from tests.support.managed_identity import ManagedIdentityEndpoint, managed_identity_endpoint
+from tests.support.keyvault import KeyVaultStandIn, TlsFiles
+from tests.support.managed_identity import ManagedIdentityEndpoint
 
 NAME = "voicelive-api-key"
 LIVE = "https://engram.services.ai.azure.com"
-
-
-@pytest.fixture(name="tls", scope="module")
-def fixture_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    """Make one self-signed certificate for the module's vaults."""
-    return make_certificate(Path(tmp_path_factory.mktemp("tls")))
-
-
-@pytest.fixture(name="vault")
-def fixture_vault(tls: TlsFiles) -> Iterator[KeyVaultStandIn]:
-    """Run a Key Vault stand-in holding one version of the Voice Live key."""
-    vault = KeyVaultStandIn(tls).start()
-    vault.set_secret(NAME, "live-key-one-0123456789")
-    try:
-        yield vault
-    finally:
-        vault.stop()
-
-
-@pytest.fixture(name="identity")
-def fixture_identity(
-    vault: KeyVaultStandIn, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ManagedIdentityEndpoint]:
-    """Point azure-identity's managed identity at a local endpoint issuing the vault's token."""
-    with managed_identity_endpoint() as identity:
-        identity.token = vault.token
-        for name, value in identity.env().items():
-            monkeypatch.setenv(name, value)
-        yield identity
 
 
 def voicelive(env: dict[str, str]) -> VoiceLiveSettings:
@@ -74,20 +45,21 @@ async def fixture_started() -> AsyncIterator[list[CredentialSource]]:
 
 async def test_key_vault_source_reads_the_key_and_follows_a_rotation_on_401(
     vault: KeyVaultStandIn,
-    tls: TlsFiles,
-    identity: ManagedIdentityEndpoint,
+    vault_tls: TlsFiles,
+    vault_identity: ManagedIdentityEndpoint,
     started: list[CredentialSource],
 ) -> None:
     """The secret's latest version is the api-key; a new version is used after Azure's 401."""
+    vault.set_secret(NAME, "live-key-one-0123456789")
     settings = voicelive(
         {
             "AZURE_VOICELIVE_ENDPOINT": LIVE,
             "KEY_VAULT_URL": vault.url,
-            "AZURE_CLIENT_ID": identity.env()["AZURE_CLIENT_ID"],
+            "AZURE_CLIENT_ID": vault_identity.env()["AZURE_CLIENT_ID"],
         }
     )
     assert settings.auth == "key-vault"
-    source = build_voicelive_credential_source(settings, connection_verify=str(tls.cert))
+    source = build_voicelive_credential_source(settings, connection_verify=str(vault_tls.cert))
     started.append(source)
     await source.start()
     first = await source.get()
@@ -107,7 +79,7 @@ async def test_key_vault_source_reads_the_key_and_follows_a_rotation_on_401(
 
 
 async def test_a_missing_voice_live_secret_names_its_own_variable(
-    vault: KeyVaultStandIn, tls: TlsFiles, identity: ManagedIdentityEndpoint
+    vault: KeyVaultStandIn, vault_tls: TlsFiles, vault_identity: ManagedIdentityEndpoint
 ) -> None:
     """A wrong AZURE_VOICELIVE_KEY_SECRET stops start-up naming that variable."""
     settings = voicelive(
@@ -116,10 +88,10 @@ async def test_a_missing_voice_live_secret_names_its_own_variable(
             "AZURE_VOICELIVE_AUTH": "key-vault",
             "AZURE_VOICELIVE_KEY_SECRET": "no-such-secret",
             "KEY_VAULT_URL": vault.url,
-            "AZURE_CLIENT_ID": identity.env()["AZURE_CLIENT_ID"],
+            "AZURE_CLIENT_ID": vault_identity.env()["AZURE_CLIENT_ID"],
         }
     )
-    source = build_voicelive_credential_source(settings, connection_verify=str(tls.cert))
+    source = build_voicelive_credential_source(settings, connection_verify=str(vault_tls.cert))
     try:
         with pytest.raises(ConfigurationError) as info:
             await source.start()
@@ -130,23 +102,23 @@ async def test_a_missing_voice_live_secret_names_its_own_variable(
 
 
 async def test_entra_mode_asks_the_managed_identity_for_the_ai_azure_com_scope(
-    identity: ManagedIdentityEndpoint, started: list[CredentialSource]
+    vault_identity: ManagedIdentityEndpoint, started: list[CredentialSource]
 ) -> None:
     """AZURE_VOICELIVE_AUTH=entra sends a bearer for https://ai.azure.com, not cognitiveservices."""
     settings = voicelive(
         {
             "AZURE_VOICELIVE_ENDPOINT": LIVE,
             "AZURE_VOICELIVE_AUTH": "entra",
-            "AZURE_CLIENT_ID": identity.env()["AZURE_CLIENT_ID"],
+            "AZURE_CLIENT_ID": vault_identity.env()["AZURE_CLIENT_ID"],
         }
     )
     source = build_voicelive_credential_source(settings)
     started.append(source)
     await source.start()
     credential = await source.get()
-    assert credential.headers() == {"Authorization": f"Bearer {identity.token}"}
+    assert credential.headers() == {"Authorization": f"Bearer {vault_identity.token}"}
     assert AI_FOUNDRY_SCOPE == "https://ai.azure.com/.default"
-    assert [r.get("resource") for r in identity.requests] == ["https://ai.azure.com"]
+    assert [r.get("resource") for r in vault_identity.requests] == ["https://ai.azure.com"]
 
 
 async def test_api_key_mode_sends_the_configured_key(started: list[CredentialSource]) -> None:

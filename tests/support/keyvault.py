@@ -5,9 +5,9 @@ challenge on unauthenticated requests (``WWW-Authenticate: Bearer authorization=
 resource="https://vault.azure.net"``), ``GET /secrets/{name}/`` (latest version) and
 ``/secrets/{name}/{version}`` with a mandatory ``api-version``, Key Vault's error bodies for
 401/403/404/503, and secret bundles whose ``id`` carries the version. Tests rotate a secret
-with :meth:`KeyVaultStandIn.set_secret`, forbid one, make the vault answer 503, hang, or
-stop listening (connection refused) and start again on the same port. The TLS certificate
-is made by :func:`make_certificate` for 127.0.0.1.
+with :meth:`KeyVaultStandIn.set_secret`, forbid one, make the vault answer 503, hang,
+answer late (``delay``), or stop listening (connection refused) and start again on the
+same port. The TLS certificate is made by :func:`make_certificate` for 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ class FakeVaultCredential:
     def __init__(self, token: str) -> None:
         self.token = token
         self.requests: list[tuple[tuple[str, ...], str | None]] = []
+        self.closed = 0
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         """Return the fixed token, recording the scopes and tenant the SDK asked for."""
@@ -110,7 +111,8 @@ class FakeVaultCredential:
         return AccessToken(self.token, int(time.time()) + 3600)
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Count the close (nothing to release)."""
+        self.closed += 1
 
 
 @dataclass
@@ -129,6 +131,8 @@ class KeyVaultStandIn:
     token: str = field(default_factory=lambda: f"kv-token-{uuid.uuid4().hex}")
     port: int = field(default_factory=free_port)
     mode: str = "up"
+    delay: float = 0.0
+    """Seconds every answer waits first (a slow vault); 0: answer at once."""
     secrets: dict[str, list[_Version]] = field(default_factory=dict)
     forbidden: set[str] = field(default_factory=set)
     reads: int = 0
@@ -223,6 +227,8 @@ class KeyVaultStandIn:
         # ``mode`` is flipped from the test's thread; a bounded poll is the thread-safe wait.
         while self.mode == "hang" and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(_HANG_POLL_SECONDS)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.mode == "unavailable":
             return _error(503, "ServiceUnavailable", "The service is unavailable.")
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}

@@ -3,12 +3,12 @@
 One builder serves both upstreams: :func:`build_credential_source` for Azure OpenAI and
 :func:`build_voicelive_credential_source` for Azure AI Voice Live describe what they need
 as a :class:`CredentialSpec` (the Entra scope and the variable names for messages differ),
-so a Key Vault secret is read, refreshed and re-read on 401 the same way for both.
+so a Key Vault secret is read, refreshed and re-read on 401 the same way for both. Every
+Key Vault source (these two and the PostgreSQL password's) leases its vault's client and
+identity from :data:`~engram_voice.credentials.vaults.shared_vaults`: one per vault.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -21,11 +21,9 @@ from engram_voice.credentials.sources import (
     NotConfiguredSource,
     StaticKeySource,
 )
+from engram_voice.credentials.vaults import VaultClients, azure_identity, shared_vaults
 from engram_voice.errors import ConfigurationError
 from engram_voice.realtime.settings import RealtimeSettings, VoiceLiveSettings
-
-if TYPE_CHECKING:
-    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
 __all__ = [
     "CredentialSpec",
@@ -34,17 +32,6 @@ __all__ = [
     "build_voicelive_credential_source",
     "voicelive_credential_spec",
 ]
-
-# DefaultAzureCredential restricted to what runs in Azure (environment, workload and
-# managed identity): developer sign-ins must never decide which vault key production reads.
-_DEVELOPER_CREDENTIALS_OFF = {
-    "exclude_shared_token_cache_credential": True,
-    "exclude_visual_studio_code_credential": True,
-    "exclude_cli_credential": True,
-    "exclude_developer_cli_credential": True,
-    "exclude_powershell_credential": True,
-    "exclude_interactive_browser_credential": True,
-}
 
 
 class CredentialSpec(msgspec.Struct, frozen=True):
@@ -63,57 +50,43 @@ class CredentialSpec(msgspec.Struct, frozen=True):
     scope: str
 
 
-def _azure_identity(
-    spec: CredentialSpec, *, production_only: bool
-) -> tuple[ManagedIdentityCredential | DefaultAzureCredential, str]:
-    from azure.identity.aio import (  # noqa: PLC0415 - only identity modes pay for the import
-        DefaultAzureCredential,
-        ManagedIdentityCredential,
-    )
-
-    if spec.client_id:
-        return (
-            ManagedIdentityCredential(client_id=spec.client_id),
-            f"managed identity {spec.client_id}",
-        )
-    if production_only:
-        return (
-            DefaultAzureCredential(**_DEVELOPER_CREDENTIALS_OFF),
-            "DefaultAzureCredential (production credentials)",
-        )
-    return DefaultAzureCredential(), "DefaultAzureCredential"
-
-
-def _key_vault_source(spec: CredentialSpec, connection_verify: bool | str) -> CredentialSource:
+def _key_vault_source(
+    spec: CredentialSpec, connection_verify: bool | str, vaults: VaultClients
+) -> CredentialSource:
     from engram_voice.credentials.keyvault import (  # noqa: PLC0415 - Key Vault mode only
         KeyVaultKeySource,
-        key_vault_client,
     )
 
     if spec.key_vault_url is None:
         raise ConfigurationError("KEY_VAULT_URL is required for key-vault auth")
-    credential, identity = _azure_identity(spec, production_only=True)
-    client = key_vault_client(
+    lease = vaults.lease(
         spec.key_vault_url,
-        credential,
+        client_id=spec.client_id,
         timeout=spec.timeout,
         connection_verify=connection_verify,
     )
     return KeyVaultKeySource(
-        client,
+        lease.client,
         secret_name=spec.secret_name,
         refresh_seconds=spec.refresh_seconds,
         timeout=spec.timeout,
-        identity=identity,
-        closers=(client.close, credential.close),
+        identity=lease.identity,
+        closers=(lease.release,),
         name_setting=spec.name_setting,
         upstream=spec.upstream,
     )
 
 
-def build_source(spec: CredentialSpec, *, connection_verify: bool | str = True) -> CredentialSource:
+def build_source(
+    spec: CredentialSpec,
+    *,
+    connection_verify: bool | str = True,
+    vaults: VaultClients = shared_vaults,
+) -> CredentialSource:
     """Return the credential source ``spec`` asks for (not yet started).
 
+    A Key Vault source leases its vault's client and identity from ``vaults`` (one per
+    vault for the whole process), so several secrets read from one vault share them.
     ``connection_verify`` is passed to the Key Vault client (a CA file for a local vault).
     """
     if spec.auth == "api-key":
@@ -121,17 +94,19 @@ def build_source(spec: CredentialSpec, *, connection_verify: bool | str = True) 
             raise ConfigurationError(f"{spec.api_key_setting} is required for api-key auth")
         return StaticKeySource(spec.api_key)
     if spec.auth == "key-vault":
-        return _key_vault_source(spec, connection_verify)
+        return _key_vault_source(spec, connection_verify, vaults)
     from azure.identity.aio import get_bearer_token_provider  # noqa: PLC0415
 
-    credential, identity = _azure_identity(spec, production_only=False)
+    credential, identity = azure_identity(spec.client_id, production_only=False)
     provider = get_bearer_token_provider(credential, spec.scope)
     return EntraTokenSource(
         provider, timeout=spec.timeout, identity=identity, closer=credential.close
     )
 
 
-def build_credential_source(settings: RealtimeSettings) -> CredentialSource:
+def build_credential_source(
+    settings: RealtimeSettings, *, connection_verify: bool | str = True
+) -> CredentialSource:
     """Return Azure OpenAI's credential source (not yet started).
 
     Without Azure OpenAI configured (a Voice-Live-only deployment) the source says so
@@ -152,7 +127,8 @@ def build_credential_source(settings: RealtimeSettings) -> CredentialSource:
             refresh_seconds=settings.key_vault_refresh_seconds,
             timeout=settings.credential_timeout,
             scope=COGNITIVE_SERVICES_SCOPE,
-        )
+        ),
+        connection_verify=connection_verify,
     )
 
 

@@ -97,9 +97,12 @@ def _iso(timestamp: float | None) -> str | None:
 class KeyVaultKeySource:
     """An Azure OpenAI API key kept in a Key Vault secret, refreshed in the background.
 
-    ``client`` is an ``azure.keyvault.secrets.aio.SecretClient`` (production builds it with
-    :func:`key_vault_client`; tests point one at a local HTTPS stand-in). ``closers``
-    release what the source owns (the client, the identity credential) in :meth:`aclose`.
+    ``client`` is an ``azure.keyvault.secrets.aio.SecretClient``, possibly shared with the
+    vault's other readers (production leases it from
+    :class:`~engram_voice.credentials.vaults.VaultClients`; tests point one at a local
+    HTTPS stand-in); every read passes this source's ``timeout`` to the socket. ``closers``
+    release what the source holds (its lease on the client) in :meth:`aclose`; the cache,
+    lock, refresher and re-read on 401 are this source's own.
     """
 
     kind = "key-vault"
@@ -204,13 +207,14 @@ class KeyVaultKeySource:
         }
 
     async def aclose(self) -> None:
-        """Stop the background refresher and close the Key Vault client and identity."""
+        """Stop the background refresher and release the client (its closers, once)."""
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
             self._refresher = None
-        for close in self._closers:
+        closers, self._closers = self._closers, ()
+        for close in closers:
             await close()
 
     def _credential(self, cached: _Cached) -> UpstreamCredential:
@@ -239,7 +243,9 @@ class KeyVaultKeySource:
         self._last_refresh_at = self._clock()
         try:
             async with asyncio.timeout(self._timeout):
-                bundle = await self._client.get_secret(self._name)
+                bundle = await self._client.get_secret(
+                    self._name, connection_timeout=self._timeout, read_timeout=self._timeout
+                )
         except (TimeoutError, ServiceRequestTimeoutError, ServiceResponseTimeoutError) as exc:
             raise self._failed(
                 reason,

@@ -7,8 +7,9 @@ The server checks it only when a connection signs in, so the pool asks
 cached and fetched anew ``refresh_margin`` seconds before it expires, every request to
 Entra bounded by ``timeout``. :class:`KeyVaultPassword` reads the password from a Key
 Vault secret the way the Azure OpenAI key is read (a
-:class:`~engram_voice.credentials.keyvault.KeyVaultKeySource`: the latest version, re-read
-in the background every ``KEY_VAULT_REFRESH_SECONDS``), so a rotated password (a new
+:class:`~engram_voice.credentials.keyvault.KeyVaultKeySource` on the vault's shared client
+and identity: the latest version, re-read in the background every
+``KEY_VAULT_REFRESH_SECONDS``), so a rotated password (a new
 version of the secret) is used by the next connection without a restart. No source ever
 logs or shows the value.
 """
@@ -202,12 +203,19 @@ class KeyVaultPassword:
             _logger.warning("memory.queue_password_refetch_failed", reason=exc.detail)
 
     async def aclose(self) -> None:
-        """Stop the refresher and close the Key Vault client and identity."""
+        """Stop the refresher and release the vault's client (closed by its last reader)."""
         await self._source.aclose()
 
 
-def connection_from_settings(settings: PostgresSettings) -> tuple[str, PasswordSource]:
-    """Return the libpq connection string (no password) and the password source to use."""
+def connection_from_settings(
+    settings: PostgresSettings, *, connection_verify: bool | str = True
+) -> tuple[str, PasswordSource]:
+    """Return the libpq connection string (no password) and the password source to use.
+
+    In key-vault mode the password's reader shares the vault's client and identity with
+    every other secret read from that vault; ``connection_verify`` is its TLS trust (a CA
+    file for a local vault).
+    """
     from psycopg.conninfo import make_conninfo  # noqa: PLC0415 - PostgreSQL mode only
 
     password: PasswordSource
@@ -231,7 +239,8 @@ def connection_from_settings(settings: PostgresSettings) -> tuple[str, PasswordS
                     refresh_seconds=settings.key_vault_refresh_seconds,
                     timeout=settings.connect_timeout_seconds,
                     scope=OSSRDBMS_SCOPE,  # unused: the secret is read with the vault's scope
-                )
+                ),
+                connection_verify=connection_verify,
             )
         )
     elif settings.auth == "entra":
