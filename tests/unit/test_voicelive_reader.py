@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from engram_voice.realtime.calls import voicelive
+from engram_voice.realtime.calls import voicelive_events
 from engram_voice.realtime.calls.capture import CAPTURED_EVENTS, TurnCapture
 from engram_voice.realtime.calls.voicelive import VoiceLiveCall
 
@@ -79,9 +79,9 @@ def test_the_reader_captures_and_logs_exactly_as_decoding_every_message_did(
         old = _capture(old_usage)
         with capture_logs() as old_logs:
             for data in messages:  # the reader before: every message parsed and fed
-                event = voicelive._parsed(data)
+                event = voicelive_events.parse_event(data)
                 if '"error"' in data and event.get("type") == "error":
-                    voicelive._log_control_error(event, "rtc_1")
+                    voicelive_events.log_control_error(event, "rtc_1")
                 old.feed(event)
         new_usage: list[tuple[str, Any]] = []
         new = _capture(new_usage)

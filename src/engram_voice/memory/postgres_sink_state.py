@@ -7,7 +7,8 @@ thread UUID, the same batch in flight and the same delivered records.
 
 The tables are the component ``sink_state`` of
 :func:`~engram_voice.memory.postgres_schema.migrate` (same advisory lock and versions
-table as the queue: replicas starting at once migrate once). Primary keys make every
+table as the queue: replicas starting at once migrate once), declared in
+:mod:`~engram_voice.memory.postgres_sink_schema`. Primary keys make every
 mapping unique: :meth:`PostgresSinkState.put_id` inserts with ``ON CONFLICT`` and reads
 back, so two replicas that created a Zep user or thread for the same id at once both end
 with the one stored first. Every wait is bounded (pool timeout, ``lock_timeout``,
@@ -17,12 +18,10 @@ with the one stored first. Every wait is bounded (pool timeout, ``lock_timeout``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import msgspec
 import psycopg
 from psycopg.rows import TupleRow
 
@@ -33,50 +32,19 @@ from engram_voice.memory.postgres_auth import (
 )
 from engram_voice.memory.postgres_pool import QueuePool
 from engram_voice.memory.postgres_schema import migrate
+from engram_voice.memory.postgres_sink_schema import COMPONENT, MIGRATIONS
 from engram_voice.memory.queue import QueueUnavailableError
 from engram_voice.memory.settings import PostgresSettings
-from engram_voice.memory.sink import SinkMessage
-from engram_voice.memory.sink_state import MessageKey, PendingBatch
+from engram_voice.memory.sink_state import (
+    MessageKey,
+    PendingBatch,
+    decode_messages,
+    encode_messages,
+    purge_in_steps,
+)
 
 __all__ = ["COMPONENT", "MIGRATIONS", "PostgresSinkState"]
 
-COMPONENT = "sink_state"
-MIGRATIONS: tuple[str, ...] = (
-    # 1: id map, batch in flight, delivered records
-    """
-    CREATE TABLE memory_sink_ids (
-        sink       text NOT NULL,
-        kind       text NOT NULL,
-        our_id     text NOT NULL,
-        sink_id    text NOT NULL,
-        created_at double precision NOT NULL,
-        PRIMARY KEY (sink, kind, our_id)
-    );
-    CREATE TABLE memory_sink_batches (
-        sink       text NOT NULL,
-        session_id text NOT NULL,
-        batch_key  text NOT NULL,
-        target     text NOT NULL,
-        messages   bytea NOT NULL,
-        created_at double precision NOT NULL,
-        PRIMARY KEY (sink, session_id)
-    );
-    CREATE INDEX memory_sink_batches_age ON memory_sink_batches (created_at);
-    CREATE TABLE memory_sink_delivered (
-        sink         text NOT NULL,
-        session_id   text NOT NULL,
-        message_id   text NOT NULL,
-        part         integer NOT NULL,
-        delivered_at double precision NOT NULL,
-        PRIMARY KEY (sink, session_id, message_id, part)
-    );
-    CREATE INDEX memory_sink_delivered_age ON memory_sink_delivered (delivered_at);
-    """,
-)
-"""Migration N is ``MIGRATIONS[N - 1]``; append only, never edit one that shipped."""
-
-_MESSAGES = msgspec.msgpack.Encoder()
-_DECODE_MESSAGES = msgspec.msgpack.Decoder(list[SinkMessage])
 _PUT_ID = (
     "INSERT INTO memory_sink_ids (sink, kind, our_id, sink_id, created_at) "
     "VALUES (%(sink)s, %(kind)s, %(our)s, %(id)s, %(now)s) "
@@ -222,7 +190,7 @@ class PostgresSinkState:
         return PendingBatch(
             key=str(key),
             target=str(target),
-            messages=_DECODE_MESSAGES.decode(bytes(blob)),
+            messages=decode_messages(bytes(blob)),
         )
 
     async def begin(self, session_id: str, batch: PendingBatch, *, now: float) -> None:
@@ -237,7 +205,7 @@ class PostgresSinkState:
                 session_id,
                 batch.key,
                 batch.target,
-                _MESSAGES.encode(batch.messages),
+                encode_messages(batch.messages),
                 now,
             ),
         )
@@ -294,15 +262,12 @@ class PostgresSinkState:
         other replicas wait behind one step at most), at most ``max_steps`` steps per call
         (the rest goes at the next purge). Returns how many delivered records went.
         """
-        removed = 0
-        for _ in range(max_steps):
+
+        async def step() -> tuple[int, int]:
             async with self._conn() as conn:
                 cursor = await conn.execute(_PURGE_BATCHES, (self._sink, older_than, limit))
                 batches = cursor.rowcount
                 cursor = await conn.execute(_PURGE_DELIVERED, (self._sink, older_than, limit))
-                records = cursor.rowcount
-            removed += records
-            if batches < limit and records < limit:
-                break
-            await asyncio.sleep(0)
-        return removed
+                return batches, cursor.rowcount
+
+        return await purge_in_steps(step, limit=limit, max_steps=max_steps)

@@ -15,21 +15,33 @@ so the v4 sink keeps, next to the queue:
 :class:`SinkStateStore` is the seam; :mod:`engram_voice.memory.sqlite_sink_state` keeps
 it in the queue's SQLite file, :mod:`engram_voice.memory.postgres_sink_state` in the
 PostgreSQL queue's database (shared by every replica); the queue backend picks which.
+Both keep a batch's messages in the same stored form (:func:`encode_messages`) and purge
+in the same bounded steps (:func:`purge_in_steps`), over their own SQL and driver.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import msgspec
 
 from engram_voice.memory.sink import SinkMessage
 
-__all__ = ["MessageKey", "PendingBatch", "SinkStateStore"]
+__all__ = [
+    "MessageKey",
+    "PendingBatch",
+    "SinkStateStore",
+    "decode_messages",
+    "encode_messages",
+    "purge_in_steps",
+]
 
 MessageKey = tuple[str, int]
 """(turn id, part) of a message within its session."""
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(list[SinkMessage])
 
 
 class PendingBatch(msgspec.Struct, frozen=True):
@@ -89,3 +101,33 @@ class SinkStateStore(Protocol):
         In bounded steps (short transactions; a bounded number per call, the rest at the
         next purge). Returns how many delivered records were forgotten.
         """
+
+
+def encode_messages(messages: list[SinkMessage]) -> bytes:
+    """Return the stored form of a batch's messages (msgpack, the same in every store)."""
+    return _ENCODER.encode(messages)
+
+
+def decode_messages(blob: bytes) -> list[SinkMessage]:
+    """Return a batch's messages from their stored form."""
+    return _DECODER.decode(blob)
+
+
+async def purge_in_steps(
+    step: Callable[[], Awaitable[tuple[int, int]]], *, limit: int, max_steps: int
+) -> int:
+    """Run ``step`` until it removes fewer than ``limit`` rows of each kind; bounded.
+
+    ``step`` is one short transaction forgetting at most ``limit`` batches left in flight
+    and ``limit`` delivered records; it returns how many of each went. At most
+    ``max_steps`` steps run (the rest goes at the next purge), yielding to the event loop
+    between them. Returns how many delivered records were forgotten.
+    """
+    removed = 0
+    for _ in range(max_steps):
+        batches, records = await step()
+        removed += records
+        if batches < limit and records < limit:
+            break
+        await asyncio.sleep(0)
+    return removed

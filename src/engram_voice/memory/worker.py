@@ -4,10 +4,11 @@
 a report, so tests need no sleeps. It keeps up to ``concurrency`` sessions in flight and
 claims more as soon as one finishes (it never waits for a whole round of sessions).
 ``run()`` drains, then waits for a notification or the poll interval, until ``stop()``;
-stopping lets in-flight batches finish and leaves the rest queued. Failures are durable:
-a transient one schedules the session with exponential backoff and jitter (at least
-``Retry-After``); too many attempts, too old a turn, or a permanent rejection move the
-batch to dead letters.
+stopping lets in-flight batches finish and leaves the rest queued. Each claimed session
+is delivered by :class:`~engram_voice.memory.session_delivery.SessionDelivery`, where
+failures are made durable: a transient one schedules the session with exponential backoff
+and jitter (at least ``Retry-After``); too many attempts, too old a turn, or a permanent
+rejection move the batch to dead letters.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import structlog
 
 from engram_voice.memory import metrics
 from engram_voice.memory.circuit import CircuitBreaker
-from engram_voice.memory.delivery import Batch, Deferred, Delivered, Deliverer, pack_batches
-from engram_voice.memory.lease import LeaseLostError, SessionLease
-from engram_voice.memory.queue import ClaimedSession, QueueUnavailableError, TurnQueue
+from engram_voice.memory.delivery import Deliverer
+from engram_voice.memory.queue import QueueUnavailableError, TurnQueue
 from engram_voice.memory.retention import Retention
+from engram_voice.memory.session_delivery import SessionDelivery
 from engram_voice.memory.settings import MemorySettings
 from engram_voice.memory.sink_state import SinkStateStore
 
@@ -96,13 +97,9 @@ class DeliveryWorker:
         sink_state: SinkStateStore | None = None,
     ) -> None:
         self._queue = queue
-        self._sink_state = sink_state
-        self._deliverer = deliverer
         self.circuit = circuit
         self._options = options
         self._clock = clock
-        self._sleep = sleep
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -115,10 +112,45 @@ class DeliveryWorker:
             also=() if sink_state is None else (sink_state.purge,),
         )
         """Purges delivered turns hourly in the background, in bounded steps."""
-        self.last_success_at: float | None = None
-        self.last_error: str | None = None
-        self.on_delivered: Callable[[str], None] | None = None
+        self.sessions = SessionDelivery(
+            queue,
+            deliverer,
+            circuit,
+            options,
+            owner=self.owner,
+            stopping=lambda: self.stopping,
+            clock=clock,
+            rng=rng,
+            sleep=sleep,
+        )
+        """Delivers each claimed session and records its outcomes."""
+
+    @property
+    def last_success_at(self) -> float | None:
+        """When a batch was last delivered (None: not yet)."""
+        return self.sessions.last_success_at
+
+    @property
+    def last_error(self) -> str | None:
+        """The last delivery failure or worker error (None: none yet)."""
+        return self.sessions.last_error
+
+    @last_error.setter
+    def last_error(self, value: str | None) -> None:
+        self.sessions.last_error = value
+
+    @property
+    def on_delivered(self) -> Callable[[str], None] | None:
         """Told the user id after their turns were delivered (recall refreshes its cache)."""
+        return self.sessions.on_delivered
+
+    @on_delivered.setter
+    def on_delivered(self, hook: Callable[[str], None] | None) -> None:
+        self.sessions.on_delivered = hook
+
+    def backoff(self, attempts: int, retry_after: float | None) -> float:
+        """Return the delay before attempt ``attempts + 1``: exponential, jittered, capped."""
+        return self.sessions.backoff(attempts, retry_after)
 
     def notify(self) -> None:
         """Tell a waiting ``run()`` that new turns were enqueued."""
@@ -162,7 +194,7 @@ class DeliveryWorker:
                     report.sessions += len(claims)
                     for claim in claims:
                         task = asyncio.create_task(
-                            self._deliver_session(claim, report), name="memory-deliver"
+                            self.sessions.deliver(claim, report), name="memory-deliver"
                         )
                         running.add(task)
                         self._tasks.add(task)
@@ -233,155 +265,6 @@ class DeliveryWorker:
                 oldest = stats.oldest_pending_at
                 metrics.QUEUE_OLDEST_AGE.set(max(0.0, now - oldest) if oldest else 0.0)
         self.retention.start_if_due(now)
-
-    def backoff(self, attempts: int, retry_after: float | None) -> float:
-        """Return the delay before attempt ``attempts + 1``: exponential, jittered, capped."""
-        base = self._options.backoff_base_seconds * 2.0 ** min(attempts - 1, 30)
-        delay = min(self._options.backoff_max_seconds, base)
-        delay = delay / 2 + self._rng.random() * delay / 2
-        return max(delay, retry_after or 0.0)
-
-    async def _deliver_session(self, claim: ClaimedSession, report: DrainReport) -> None:
-        session_id = claim.session_id
-        next_attempt_at = 0.0
-        lease = SessionLease(
-            self._queue,
-            owner=self.owner,
-            session_id=session_id,
-            lease_seconds=self._options.lease_seconds,
-            clock=self._clock,
-            sleep=self._sleep,
-        )
-        try:
-            async with lease.kept_alive():
-                await self._deliver_batches(claim, lease, report)
-        except LeaseLostError as exc:
-            # Another worker may hold the session now: send nothing more. If the renewal
-            # only failed (the lease may still be ours), give it back after a backoff.
-            metrics.LEASES_LOST.inc()
-            _logger.warning("memory.lease_lost", session_id=session_id, reason=exc.reason)
-            next_attempt_at = self._clock() + self.backoff(1, None)
-        except Exception as exc:
-            self.last_error = f"worker error: {type(exc).__name__}"
-            next_attempt_at = self._clock() + self.backoff(1, None)
-            _logger.exception(
-                "memory.worker_error", session_id=session_id, error=type(exc).__name__
-            )
-        finally:
-            # Ready again from now, not from 0: claims take the longest-ready sessions
-            # first, so a session with turns left goes behind every session that was
-            # waiting while it was served (round robin over the active sessions, instead
-            # of serving the oldest ones until they run dry while the others starve).
-            await self._queue.release(
-                owner=self.owner,
-                session_id=session_id,
-                next_attempt_at=next_attempt_at or self._clock(),
-            )
-
-    async def _deliver_batches(
-        self, claim: ClaimedSession, lease: SessionLease, report: DrainReport
-    ) -> None:
-        session_id = claim.session_id
-        attempts = claim.attempts
-
-        async def still_held() -> None:
-            lease.ensure_held()
-
-        batches = pack_batches(
-            claim,
-            max_chars=self._deliverer.max_chars,
-            batch_limit=self._deliverer.batch_limit,
-        )
-        for batch in batches:
-            if self.stopping or self.circuit.state == "open":
-                return
-            await lease.check()  # a worker that lost its lease sends no further batch
-            outcome = await self._deliverer.deliver(claim, batch, still_held)
-            now = self._clock()
-            if isinstance(outcome, Delivered):
-                await self._queue.mark_delivered(
-                    owner=self.owner, session_id=session_id, seqs=batch.seqs, now=now
-                )
-                self.circuit.record_success()
-                self.last_success_at = now
-                attempts = 0
-                report.delivered += len(batch.seqs)
-                metrics.DELIVERED.inc(len(batch.seqs))
-                for accepted_at in batch.accepted_at:
-                    metrics.TURN_LAG_SECONDS.observe(max(0.0, now - accepted_at))
-                if self.on_delivered is not None:
-                    self.on_delivered(claim.user_id)
-            elif isinstance(outcome, Deferred):
-                attempts += 1
-                await self._defer(claim, batch, outcome, attempts, report)
-                return
-            else:
-                self.circuit.record_success()  # the sink answered; it is up
-                await self._bury(claim, batch, outcome.reason, attempts + 1, report)
-
-    async def _defer(
-        self,
-        claim: ClaimedSession,
-        batch: Batch,
-        outcome: Deferred,
-        attempts: int,
-        report: DrainReport,
-    ) -> None:
-        now = self._clock()
-        self.last_error = outcome.reason
-        if self.circuit.record_failure():
-            _logger.warning(
-                "memory.circuit_opened", reason=outcome.reason, cooldown=self.circuit.reopens_in()
-            )
-        age = now - min(batch.accepted_at)
-        if attempts >= self._options.max_attempts or age >= self._options.max_age_seconds:
-            reason = f"gave up after {attempts} attempts over {age:.0f}s: {outcome.reason}"
-            await self._bury(claim, batch, reason, attempts, report)
-            return
-        delay = self.backoff(attempts, outcome.retry_after)
-        await self._queue.schedule_retry(
-            owner=self.owner,
-            session_id=claim.session_id,
-            error=outcome.reason,
-            next_attempt_at=now + delay,
-        )
-        report.deferred += len(batch.seqs)
-        metrics.RETRIED.labels(kind="scheduled").inc()
-        _logger.warning(
-            "memory.delivery_retry_scheduled",
-            session_id=claim.session_id,
-            attempts=attempts,
-            delay_seconds=round(delay, 2),
-            reason=outcome.reason,
-        )
-
-    async def _bury(
-        self,
-        claim: ClaimedSession,
-        batch: Batch,
-        reason: str,
-        attempts: int,
-        report: DrainReport,
-    ) -> None:
-        letter_id = await self._queue.dead_letter(
-            owner=self.owner,
-            session_id=claim.session_id,
-            seqs=batch.seqs,
-            reason=reason,
-            attempts=attempts,
-            now=self._clock(),
-        )
-        self.last_error = reason
-        report.dead_lettered += len(batch.seqs)
-        metrics.DEAD_LETTERED.inc(len(batch.seqs))
-        _logger.error(
-            "memory.dead_lettered",
-            session_id=claim.session_id,
-            dead_letter_id=letter_id,
-            turns=len(batch.seqs),
-            attempts=attempts,
-            reason=reason,
-        )
 
     def describe(self) -> dict[str, Any]:
         """Describe the worker for ``/status``."""
