@@ -5,14 +5,19 @@ validated and answered, and the scripted conversation plays on a timer to the ca
 sideband only), a turn every ``--turn-interval`` seconds and no call quota, and the
 service (one uvicorn worker, EasyAuth with a distinct user per call, Azure OpenAI as the
 upstream, memory on with the SQLite queue and ``MEMORY_WORKER=off`` so no sink runs,
-JSON logs at ``info`` as in production). The SDP offer is made once by an aiortc peer.
+JSON logs at ``info`` as in production, the sidebands held by its capture process:
+``REALTIME_CAPTURE_PROCESS``; ``--capture inprocess`` holds them on the service's own event
+loop, the design before it, for a comparison in the same run conditions). One call is
+opened and hung up first, so the capture process is up, as in a service that has been
+running. The SDP offer is made once by an aiortc peer.
 
 1. Mint p99 at ``--mint-rate``/s through the service (and straight at the emulator), in
    interleaved rounds, with no call held.
 2. ``--calls`` calls opened through ``POST /realtime/calls`` at ``--open-rate``/s (open
    loop); the service joins each call's sideband and captures its transcripts into the
    durable queue.
-3. A quiet window of ``--window`` s: service CPU (``/proc``) ÷ turns captured in it (the
+3. A quiet window of ``--window`` s: service CPU (``/proc``: the service process and its
+   capture process, each also printed) ÷ turns captured in it (the
    ``engram_realtime_captured_turns_total`` counters on ``/metrics``; each conversation
    turn is two transcript turns, the user's and the assistant's), and the captured rate
    against the expected ``calls / turn interval`` conversation turns per second.
@@ -406,6 +411,13 @@ def main() -> None:
         "--pin", action="store_true", help="service on CPU 0; emulator and this client on CPU 1"
     )
     parser.add_argument(
+        "--capture",
+        choices=("process", "inprocess"),
+        default="process",
+        help="where the service holds the sidebands (REALTIME_CAPTURE_PROCESS): its capture "
+        "process (the default) or its own event loop (the design before it, for comparison)",
+    )
+    parser.add_argument(
         "--capture-cpu",
         type=int,
         default=None,
@@ -453,7 +465,11 @@ def main() -> None:
             "EMULATOR_MAX_CALLS": str(min(10_000, args.calls + 200)),
             **({"BENCH_GC_FREEZE_EVERY": "1"} if args.fair_upstream else {}),
         },
-        service_env={"REALTIME_DEFAULT_UPSTREAM": "azure-openai", "MEMORY_WORKER": "off"},
+        service_env={
+            "REALTIME_DEFAULT_UPSTREAM": "azure-openai",
+            "MEMORY_WORKER": "off",
+            "REALTIME_CAPTURE_PROCESS": "true" if args.capture == "process" else "false",
+        },
         probe=args.probe,
         emulator_probe=emulator_probe,
     )
