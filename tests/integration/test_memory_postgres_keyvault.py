@@ -55,28 +55,34 @@ def _role(server: PostgresServer, password: str) -> tuple[str, str]:
 
 
 def _rotate(server: PostgresServer, vault: KeyVaultStandIn, role: str) -> tuple[str, str]:
-    """Change the role's password on the server and in the vault; cut its connections."""
+    """Change the role's password on the server and in the vault; cut its connections.
+
+    Every session that began before the change is ended, including one still signing in
+    when it was made (its user name shows only once it has signed in with the old
+    password), so a store that succeeds afterwards signed in with the new one.
+    """
     new = secrets.token_urlsafe(24)
     with psycopg.connect(server.conninfo(), autocommit=True) as conn:
         conn.execute(f"ALTER ROLE {role} PASSWORD '{new}'")  # test-made values
+        cutoff = conn.execute("SELECT clock_timestamp()").fetchone()
     version = vault.set_secret(NAME, new)
     with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE usename = %s", (role,)
-        ).fetchall()
-        old = [pid for (pid,) in rows]
-        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (old,))
-        # pg_terminate_backend only signals: wait until those sessions are gone, so no store
-        # can still succeed on a connection signed in with the old password.
-        poll_until(
-            lambda: (
-                not conn.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (old,)
-                ).fetchone()
-            ),
-            timeout=10,
-            what=f"{role}'s old connections ending",
-        )
+
+        def older_sessions_gone() -> bool:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                " AND pid <> pg_backend_pid() AND backend_start <= %s"
+                " AND (usename = %s OR usename IS NULL)",
+                (cutoff[0] if cutoff else None, role),
+            ).fetchall()
+            old = [pid for (pid,) in rows]
+            if old:  # pg_terminate_backend only signals: look again until they are gone
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (old,)
+                )
+            return not old
+
+        poll_until(older_sessions_gone, timeout=10, interval=0.05, what=f"{role}'s old sessions")
     return new, version
 
 
