@@ -4,24 +4,24 @@ Every error the service raises on purpose is an :class:`AppError`. Each subclass
 its HTTP status and a stable machine-readable ``code``; the exception handlers in this
 module are the only place where errors become HTTP responses. Upstream bodies and
 secrets never reach a client: an ``AppError`` carries only the message we wrote.
+
+The error classes need no web framework: processes that only raise them (the capture
+process, the worker) import this module without Litestar, which the mapping imports only
+when it builds an answer or its handler table.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
-from litestar import Request, Response
-from litestar.exceptions import (
-    HTTPException,
-    NotAuthorizedException,
-    NotFoundException,
-    PermissionDeniedException,
-    ValidationException,
-)
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+if TYPE_CHECKING:  # the mapping's types; Litestar itself is imported where it is used
+    from litestar import Request, Response
+    from litestar.exceptions import HTTPException, ValidationException
 
 __all__ = [
     "ANSWER_COUNTER",
@@ -60,6 +60,7 @@ ANSWER_COUNTER = "answer_counter"
 """Route ``opt`` key: a function of the status that this mapping calls for every error
 answer of the route (hot paths count their answers themselves, not by middleware)."""
 _logger = structlog.get_logger("engram_voice.errors")
+_INTERNAL_SERVER_ERROR = 500
 
 
 class ConfigurationError(Exception):
@@ -69,7 +70,7 @@ class ConfigurationError(Exception):
 class AppError(Exception):
     """Base of every error the service answers on purpose."""
 
-    status: ClassVar[int] = HTTP_500_INTERNAL_SERVER_ERROR
+    status: ClassVar[int] = _INTERNAL_SERVER_ERROR
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal error"
 
@@ -284,12 +285,14 @@ def problem_response(
         sent["Retry-After"] = str(max(1, retry_after))
     if status == 401:  # noqa: PLR2004 - RFC 9110: a 401 names the scheme it wants
         sent["WWW-Authenticate"] = 'Bearer realm="engram-voice"'
+    from litestar import Response  # noqa: PLC0415 - loaded by then; see the module docstring
+
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=sent)
 
 
 def _app_error_handler(request: Request[Any, Any, Any], exc: AppError) -> Response[Any]:
     _count_answer(request, exc.status)
-    if exc.status >= HTTP_500_INTERNAL_SERVER_ERROR:
+    if exc.status >= _INTERNAL_SERVER_ERROR:
         # A dependency's failure and our own (storage) are told apart in the log.
         event = (
             "http.upstream_failure"
@@ -353,11 +356,20 @@ def _validation_handler(request: Request[Any, Any, Any], exc: ValidationExceptio
     )
 
 
-_HTTP_CODES: dict[type[HTTPException], tuple[str, str]] = {
-    NotAuthorizedException: (AuthenticationError.code, AuthenticationError.title),
-    PermissionDeniedException: (ForbiddenError.code, ForbiddenError.title),
-    NotFoundException: (NotFoundError.code, NotFoundError.title),
-}
+@functools.cache
+def _http_codes() -> dict[type[HTTPException], tuple[str, str]]:
+    """Return our ``code`` and title for the framework's own 401, 403 and 404."""
+    from litestar.exceptions import (  # noqa: PLC0415 - see the module docstring
+        NotAuthorizedException,
+        NotFoundException,
+        PermissionDeniedException,
+    )
+
+    return {
+        NotAuthorizedException: (AuthenticationError.code, AuthenticationError.title),
+        PermissionDeniedException: (ForbiddenError.code, ForbiddenError.title),
+        NotFoundException: (NotFoundError.code, NotFoundError.title),
+    }
 
 
 def _allow(exc: HTTPException) -> dict[str, str]:
@@ -371,7 +383,7 @@ def _allow(exc: HTTPException) -> dict[str, str]:
 
 def _http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     _count_answer(request, exc.status_code)
-    code, title = _HTTP_CODES.get(type(exc), ("http_error", "HTTP error"))
+    code, title = _http_codes().get(type(exc), ("http_error", "HTTP error"))
     headers: dict[str, str] = {}
     if exc.status_code == 405:  # noqa: PLR2004 - the one framework status worth naming
         code, title = "method_not_allowed", "Method not allowed"
@@ -382,14 +394,14 @@ def _http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException)
         status=exc.status_code,
         code=code,
         title=title,
-        detail=exc.detail if exc.status_code < HTTP_500_INTERNAL_SERVER_ERROR else title,
+        detail=exc.detail if exc.status_code < _INTERNAL_SERVER_ERROR else title,
         instance=request.url.path,
         headers=headers,
     )
 
 
 def _unexpected_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    _count_answer(request, HTTP_500_INTERNAL_SERVER_ERROR)
+    _count_answer(request, _INTERNAL_SERVER_ERROR)
     # Type, message and traceback (``exc_info``); the log pipeline redacts secret-shaped
     # text in all three (logs.redact_event runs after the traceback is formatted).
     _logger.error(
@@ -400,7 +412,7 @@ def _unexpected_handler(request: Request[Any, Any, Any], exc: Exception) -> Resp
         exc_info=exc,
     )
     return problem_response(
-        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        status=_INTERNAL_SERVER_ERROR,
         code=AppError.code,
         title=AppError.title,
         detail="The service failed unexpectedly; the incident was logged.",
@@ -410,6 +422,11 @@ def _unexpected_handler(request: Request[Any, Any, Any], exc: Exception) -> Resp
 
 def exception_handlers() -> dict[type[Exception] | int, Any]:
     """Return the one table that maps every error to a problem+json answer."""
+    from litestar.exceptions import (  # noqa: PLC0415 - see the module docstring
+        HTTPException,
+        ValidationException,
+    )
+
     return {
         AppError: _app_error_handler,
         ValidationException: _validation_handler,
