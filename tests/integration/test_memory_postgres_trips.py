@@ -1,4 +1,4 @@
-"""The PostgreSQL queue's worker calls cost one round trip each (a claim that leases: two).
+"""The PostgreSQL queue's worker calls and reads cost one round trip each (a claim: two).
 
 The queue talks to a real server through a loopback proxy that counts the messages a
 client waits on (``Sync`` after an extended-protocol statement, ``Query`` for a simple
@@ -156,4 +156,24 @@ async def test_each_worker_call_on_postgres_is_one_round_trip(
     seqs = [turn.seq for turn in claimed[0].turns]
     assert len(seqs) == len(turns)
     trips, _ = await _trips(proxy, lambda: _outcome(worker, operation, seqs))
+    assert trips == 1
+
+
+_READS: dict[str, Callable[[PostgresTurnQueue], Awaitable[object]]] = {
+    "stats": lambda q: q.stats(),
+    "session_progress": lambda q: q.session_progress("vs_1"),
+    "dead_letters": lambda q: q.dead_letters(limit=10, include_replayed=True),
+}
+
+
+@pytest.mark.parametrize("read", sorted(_READS))
+async def test_each_status_read_on_postgres_is_one_round_trip(
+    queues: tuple[PostgresTurnQueue, PostgresTurnQueue, CountingProxy], read: str
+) -> None:
+    """The worker's once-a-second stats and the operators' reads are one statement each."""
+    writer, worker, proxy = queues
+    await writer.enqueue(
+        EnqueueBatch(session_id="vs_1", user_id="u", agent="a", turns=[("m", "user", "t", None)])
+    )
+    trips, _ = await _trips(proxy, lambda: _READS[read](worker))
     assert trips == 1

@@ -238,17 +238,17 @@ class PostgresTurnQueue:
 
     async def stats(self) -> QueueStats:
         """Sum the counter shards and seek the oldest pending turn (MVCC: never blocked)."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:  # one statement: one round trip
             return await reads.stats(conn)
 
     async def session_progress(self, session_id: str) -> SessionProgress:
         """Count one session's turns by state (an index seek; MVCC: never blocked)."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:  # one statement: one round trip
             return await reads.session_progress(conn, session_id)
 
     async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:
         """List dead letters, newest first."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:  # one statement: one round trip
             return await reads.dead_letters(conn, limit=limit, include_replayed=include_replayed)
 
     async def replay(self, ids: Sequence[int] | None, *, now: float) -> int:
