@@ -407,6 +407,9 @@ def main() -> None:
     """Run the benchmark and print its report."""
     args = _parse()
     args.secret, zep_key = secrets.token_hex(32), secrets.token_hex(16)
+    if args.queue_only and args.replica_cpus is not None:
+        print("--queue-only runs in this process: --replica-cpus does not apply", file=sys.stderr)
+        raise SystemExit(2)
     if args.replica_cpus is not None and not budget_available():
         print(
             "no writable cgroup hierarchy here: --replica-cpus cannot be applied", file=sys.stderr
