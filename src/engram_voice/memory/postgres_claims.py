@@ -1,8 +1,8 @@
 """The PostgreSQL queue's worker side: claims, leases, outcomes and replay.
 
 The worker's calls run on an autocommit connection lent by
-:class:`~engram_voice.memory.postgres_queue.PostgresTurnQueue`, and each is one statement
-(its own transaction: one round trip, no BEGIN or COMMIT of their own): ``renew``,
+:class:`~engram_voice.memory.postgres_queue.PostgresTurnQueue`, and each but the claim is
+one statement (its own transaction: one round trip, no BEGIN or COMMIT): ``renew``,
 ``schedule_retry`` and ``release`` change the session only while ``owner`` holds its
 lease; ``mark_delivered`` and ``dead_letter`` lock the session's row first (the one lock
 order of every writer), change the turns, and move the session's pending count and the
@@ -101,7 +101,7 @@ WITH s AS (
         dead_letters = dead_letters + 1
     FROM u WHERE shard = {SHARD}
 )
-SELECT l.id, (SELECT count(*) FROM u) FROM l
+SELECT id FROM l
 """  # noqa: S608 - SHARD is a constant expression, every value is a parameter
 """Lock the session first, file the letter, move the turns into it, and move the pending
 count and the running totals: one statement, one transaction."""
