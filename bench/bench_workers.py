@@ -34,6 +34,11 @@ server with ``engram_voice.devpostgres.start_local_postgres`` instead).
     .venv/bin/python bench/bench_workers.py
     .venv/bin/python bench/bench_workers.py --replica-cpus 0.5 --also-unbudgeted
     .venv/bin/python bench/bench_workers.py --local-postgres --replica-cpus 0.5
+    .venv/bin/python bench/bench_workers.py --local-postgres --queue-only --rounds 3
+
+``--queue-only`` measures the queue's share alone (``bench/_worker_queue.py``): one
+in-process worker drains a filled queue into a sink that answers at once, and each round
+prints this process's and PostgreSQL's CPU per delivered turn.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._cgroup import budget_available, cpu_budget, throttled_seconds
+from bench._worker_queue import run_queue_only
 from tests.support.memory_service import memory_service
 from tests.support.servers import ServiceProcess
 
@@ -119,7 +125,11 @@ class Bench:
         ]
 
     async def fill(self, tag: str, turns: int) -> int:
-        """Queue ``turns`` turns per session (``--per-post`` per request); return accepted."""
+        """Queue ``turns`` turns per session (``--per-post`` per request); return accepted.
+
+        A 503 (the service opens a PostgreSQL queue in the background after it answers
+        ``/healthz``) is tried again, for up to 10 s.
+        """
         per_post = self.args.per_post
         posts = [(s, at) for at in range(0, turns, per_post) for s in range(len(self.sessions))]
         limit = asyncio.Semaphore(32)
@@ -136,8 +146,12 @@ class Bench:
                     ],
                 }
                 headers = {"Authorization": f"Bearer {self.tokens[s]}"}
-                async with limit:
-                    answer = await client.post("/memory/enrich", json=body, headers=headers)
+                for _ in range(50):  # 503 while the service still opens its queue: 10 s
+                    async with limit:
+                        answer = await client.post("/memory/enrich", json=body, headers=headers)
+                    if answer.status_code != httpx.codes.SERVICE_UNAVAILABLE:
+                        break
+                    await asyncio.sleep(0.2)
                 answer.raise_for_status()
                 accepted += answer.json()["accepted"]
 
@@ -342,6 +356,11 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--local-postgres", action="store_true", help="queue on a throw-away local PostgreSQL"
     )
+    parser.add_argument(
+        "--queue-only",
+        action="store_true",
+        help="the queue path alone: one in-process worker, a sink that answers at once",
+    )
     return parser.parse_args()
 
 
@@ -388,6 +407,9 @@ def main() -> None:
     """Run the benchmark and print its report."""
     args = _parse()
     args.secret, zep_key = secrets.token_hex(32), secrets.token_hex(16)
+    if args.queue_only and args.replica_cpus is not None:
+        print("--queue-only runs in this process: --replica-cpus does not apply", file=sys.stderr)
+        raise SystemExit(2)
     if args.replica_cpus is not None and not budget_available():
         print(
             "no writable cgroup hierarchy here: --replica-cpus cannot be applied", file=sys.stderr
@@ -402,6 +424,9 @@ def main() -> None:
         _queue(args, Path(tmp)) as (queue, postgres_pid),
     ):
         state = Path(tmp)
+        if args.queue_only:
+            run_queue_only(args, queue, lambda: _tree_cpu(postgres_pid))
+            return
         memory = {
             "MEMORY_TOKEN_KEYS": f"bench:{args.secret}",
             "MEMORY_RATE_PER_MINUTE": "1000000",

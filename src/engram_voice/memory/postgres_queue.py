@@ -163,13 +163,13 @@ class PostgresTurnQueue:
         """Store the batch durably together with whatever else is waiting; return counts."""
         return await self._group.enqueue(batch)
 
-    # -- worker side (the SQL: postgres_claims) --------------------------------------------
+    # -- worker side (the SQL: postgres_claims; autocommit: no BEGIN, no COMMIT) -----------
 
     async def claim(
         self, *, owner: str, sessions: int, turns: int, lease_seconds: float, now: float
     ) -> list[ClaimedSession]:
         """Lease ready sessions (SKIP LOCKED: never two owners) with their oldest turns."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:
             return await claims.claim(
                 conn,
                 owner=owner,
@@ -181,7 +181,7 @@ class PostgresTurnQueue:
 
     async def renew(self, *, owner: str, session_id: str, lease_seconds: float, now: float) -> bool:
         """Extend this owner's lease on a session; False when another owner took it."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:
             return await claims.renew(
                 conn, owner=owner, session_id=session_id, lease_seconds=lease_seconds, now=now
             )
@@ -195,14 +195,14 @@ class PostgresTurnQueue:
         now: float,
     ) -> None:
         """Mark turns delivered, drop their text, and reset the session's attempt count."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:
             await claims.mark_delivered(conn, session_id=session_id, seqs=seqs, now=now)
 
     async def schedule_retry(
         self, *, owner: str, session_id: str, error: str, next_attempt_at: float
     ) -> None:
         """Count a failed attempt, remember why, release the lease until ``next_attempt_at``."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:
             await claims.schedule_retry(
                 conn,
                 owner=owner,
@@ -222,14 +222,14 @@ class PostgresTurnQueue:
         now: float,
     ) -> int:
         """Move the turns to a new dead letter and reset the session's attempts."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:
             return await claims.dead_letter(
                 conn, session_id=session_id, seqs=seqs, reason=reason, attempts=attempts, now=now
             )
 
     async def release(self, *, owner: str, session_id: str, next_attempt_at: float = 0.0) -> None:
         """Give a lease back without counting an attempt."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:
             await claims.release(
                 conn, owner=owner, session_id=session_id, next_attempt_at=next_attempt_at
             )
@@ -238,17 +238,17 @@ class PostgresTurnQueue:
 
     async def stats(self) -> QueueStats:
         """Sum the counter shards and seek the oldest pending turn (MVCC: never blocked)."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:  # one statement: one round trip
             return await reads.stats(conn)
 
     async def session_progress(self, session_id: str) -> SessionProgress:
         """Count one session's turns by state (an index seek; MVCC: never blocked)."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:  # one statement: one round trip
             return await reads.session_progress(conn, session_id)
 
     async def dead_letters(self, *, limit: int, include_replayed: bool) -> list[DeadLetter]:
         """List dead letters, newest first."""
-        async with self._db.transaction() as conn:
+        async with self._db.autocommit() as conn:  # one statement: one round trip
             return await reads.dead_letters(conn, limit=limit, include_replayed=include_replayed)
 
     async def replay(self, ids: Sequence[int] | None, *, now: float) -> int:
