@@ -199,7 +199,12 @@ class Channel:
         self.send(Reply(id=request.id, ok=ok, body=body))
 
     async def run(self, handle: Handler) -> None:
-        """Read frames until the pipe closes, resolving replies and handing the rest on."""
+        """Read frames until the pipe closes, resolving replies and handing the rest on.
+
+        Never raises: a frame that is too large or does not decode ends the run (the pipe
+        can no longer be trusted, so the other side is treated as gone), and a message
+        ``handle`` fails on is logged and skipped.
+        """
         try:
             while True:
                 header = await self._reader.readexactly(_HEADER.size)
@@ -207,17 +212,30 @@ class Channel:
                 if size > MAX_FRAME_BYTES:
                     _logger.error("realtime.capture_frame_too_large", size=size)
                     return
-                for message in self._decoder.decode(await self._reader.readexactly(size)):
-                    if type(message) is Reply:
-                        future = self._pending.get(message.id)
-                        if future is not None and not future.done():
-                            future.set_result(message)
-                    else:
-                        handle(message)
+                try:
+                    messages = self._decoder.decode(await self._reader.readexactly(size))
+                except (msgspec.DecodeError, ValueError) as exc:  # bad UTF-8 is a ValueError
+                    _logger.exception(
+                        "realtime.capture_frame_malformed", size=size, error=type(exc).__name__
+                    )
+                    return
+                for message in messages:
+                    self._dispatch(message, handle)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             return
         finally:
             self._close_pending()
+
+    def _dispatch(self, message: Message | Reply, handle: Handler) -> None:
+        if type(message) is Reply:
+            future = self._pending.get(message.id)
+            if future is not None and not future.done():
+                future.set_result(message)
+            return
+        try:
+            handle(message)
+        except Exception:  # one bad message must not stop the reader of every call
+            _logger.exception("realtime.capture_message_failed", kind=type(message).__name__)
 
     def close(self) -> None:
         """Flush what is queued, then close the writing end (the other side reads EOF)."""
