@@ -25,6 +25,7 @@ from aiohttp import web
 from engram_voice.credentials import Secret, UpstreamCredential
 from engram_voice.memory import MemoryClaims, MemoryRuntime, build_memory_runtime
 from engram_voice.memory.schemas import EnrichMessage
+from engram_voice.realtime.calls import capture_proxy
 from engram_voice.realtime.calls.azure_openai import AzureOpenAICall, AzureOpenAICalls
 from engram_voice.realtime.calls.capture_process import CaptureProcess
 from engram_voice.realtime.calls.capture_proxy import RemoteSideband
@@ -429,5 +430,48 @@ async def test_a_call_set_up_before_the_capture_process_is_ready_is_captured_in_
         await capture.close()
         assert await host.process.start(wait=30)
         assert host.process.describe()["ready"] is True
+    finally:
+        await host.close()
+
+
+def _pid(host: Host) -> int:
+    assert host.process is not None
+    pid = host.process.describe()["pid"]
+    assert isinstance(pid, int)
+    return pid
+
+
+@pytest.mark.parametrize("fate", ["killed", "stalled"])
+async def test_a_capture_process_lost_during_the_hang_up_hands_held_turns_to_the_browser(
+    upstream: Upstream, runtime: MemoryRuntime, monkeypatch: pytest.MonkeyPatch, fate: str
+) -> None:
+    """Turns it still held when it died (or stopped answering) mid-close are the browser's."""
+    monkeypatch.setattr(capture_proxy, "CLOSE_SECONDS", 0.5)  # the stalled close times out
+    host = Host("process", RotatingKeys())
+    try:
+        call = await host.open(upstream.url)
+        await _bound(runtime, call)
+        await upstream.send(
+            _item("item_a", None, "user"),
+            _item("item_b", "item_a", "assistant"),
+            _said("item_b", "assistant", "Answer."),  # held behind item_a's transcript
+        )
+        await async_poll_until(
+            lambda: call.capture is not None and call.capture.began is True,
+            timeout=15,
+            what="began",
+        )
+        pid = _pid(host)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            hangup = asyncio.create_task(call.hangup("client_hangup"))
+            await asyncio.wait_for(upstream.hung_up.wait(), timeout=15)
+            if fate == "killed":
+                os.kill(pid, signal.SIGKILL)
+            await asyncio.wait_for(hangup, timeout=20)
+        finally:
+            if fate == "stalled":
+                os.kill(pid, signal.SIGCONT)
+        assert await _post(runtime, "item_b") == (1, 0)  # not refused as unheard
     finally:
         await host.close()
