@@ -31,6 +31,7 @@ from tests.support.capture_hosts import (
     process_pid,
     said,
     serve_upstream,
+    stored_turns,
 )
 from tests.support.polling import async_poll_until
 
@@ -84,6 +85,31 @@ async def test_a_capture_process_lost_during_the_hang_up_hands_held_turns_to_the
     assert await post_turn(runtime, "item_b") == (1, 0)  # not refused as unheard
 
 
+@pytest.mark.parametrize(
+    "signals", [[signal.SIGINT], [signal.SIGTERM], [signal.SIGINT, signal.SIGTERM]]
+)
+async def test_signals_meant_for_the_service_leave_the_capture_process_to_drain_its_calls(
+    host: Host, upstream: Upstream, runtime: MemoryRuntime, signals: list[signal.Signals]
+) -> None:
+    """Ctrl-C or a stop signalled to the whole group: the calls' hang-ups still store turns.
+
+    The capture process shares the service's process group, so a terminal's Ctrl-C (or a
+    supervisor signalling the group) reaches it too; it must keep its sidebands until the
+    service, draining its calls, closes the pipe.
+    """
+    call = await _held_behind(host, upstream, runtime)
+    pid = process_pid(host)
+    for signum in signals:
+        os.kill(pid, signum)
+    await upstream.send(said("item_a", "user", "Question?"))  # still read, still stored
+    stored = await stored_turns(runtime, 2)
+    assert stored == [("item_a", "user", "Question?"), ("item_b", "assistant", "Answer.")]
+    await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
+    assert host.process is not None
+    assert host.process.describe()["exits"] == 0
+    assert process_pid(host) == pid
+
+
 async def _held_behind(host: Host, upstream: Upstream, runtime: MemoryRuntime) -> AzureOpenAICall:
     """Open a captured call whose second turn is complete but held behind the first."""
     call = await host.open(upstream.url)
@@ -99,3 +125,43 @@ async def _held_behind(host: Host, upstream: Upstream, runtime: MemoryRuntime) -
         what="began",
     )
     return call
+
+
+_NOISY_CHILD = """
+import os, sys
+from engram_voice.realtime.calls import capture_child
+
+hold = capture_child.CaptureChild._hold
+
+def noisy(self, message):
+    {write}
+    hold(self, message)
+
+capture_child.CaptureChild._hold = noisy
+sys.exit(capture_child.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        "print('holding', message.call, flush=True)",
+        "sys.stdout.write('x' * 5000); sys.stdout.flush()",
+        "sys.stdout.buffer.write(bytes(range(256))); sys.stdout.flush()",
+        "os.write(1, b'raw write on fd 1')",
+    ],
+)
+async def test_a_stray_write_on_the_capture_process_stdout_does_not_break_the_wire(
+    host: Host, upstream: Upstream, runtime: MemoryRuntime, write: str
+) -> None:
+    """Whatever code in the capture process writes to stdout, its calls are still captured."""
+    assert host.process is not None
+    argv = host.process._argv  # the same child, with a noisy hold
+    module = argv.index("-m")
+    argv[module : module + 2] = ["-c", _NOISY_CHILD.format(write=write)]
+    call = await host.open(upstream.url)
+    await bound(runtime, call)
+    await upstream.send(item_added("item_a", None, "user"), said("item_a", "user", "Hi."))
+    assert await stored_turns(runtime, 1) == [("item_a", "user", "Hi.")]
+    await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
+    assert host.process.describe()["exits"] == 0
