@@ -10,6 +10,7 @@ browser's to post, and a sideband it still holds keeps capturing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from engram_voice.memory import MemoryRuntime
-from engram_voice.realtime.calls import capture_proxy
+from engram_voice.realtime.calls import capture_process, capture_proxy
 from engram_voice.realtime.calls.azure_openai import AzureOpenAICall
 from tests.support.capture_hosts import (
     Host,
@@ -165,3 +166,34 @@ async def test_a_stray_write_on_the_capture_process_stdout_does_not_break_the_wi
     assert await stored_turns(runtime, 1) == [("item_a", "user", "Hi.")]
     await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
     assert host.process.describe()["exits"] == 0
+
+
+async def test_a_stalled_capture_process_is_killed_its_calls_fall_back_and_it_is_restarted(
+    upstream: Upstream, runtime: MemoryRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped (SIGSTOP) past the stall bound: killed, its sessions the browser's, restarted."""
+    monkeypatch.setattr(capture_process, "STALL_SECONDS", 5.0, raising=False)
+    host = Host("process", RotatingKeys())
+    try:
+        call = await _held_behind(host, upstream, runtime)
+        pid = process_pid(host)
+        os.kill(pid, signal.SIGSTOP)
+        sideband = call.sideband
+        assert sideband is not None
+        try:
+            await async_poll_until(lambda: sideband.state == "lost", timeout=30, what="lost")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        assert await post_turn(runtime, "item_b") == (1, 0)
+        await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
+        assert host.process is not None
+        assert host.process.describe()["exits"] == 1
+
+        again = await host.open(upstream.url)
+        assert again.sideband is not None
+        await async_poll_until(again.sideband.connected.is_set, timeout=15, what="again up")
+        assert process_pid(host) != pid
+        await asyncio.wait_for(again.hangup("client_hangup"), timeout=20)
+    finally:
+        await host.close()

@@ -217,7 +217,10 @@ class CaptureChild:
         task.add_done_callback(self._tasks.discard)
 
     def report_counts(self) -> None:
-        """Send the counter increments since the last report (the service's /metrics)."""
+        """Send the counter increments since the last report (the service's /metrics).
+
+        Sent even when empty: it tells the service this process is alive.
+        """
         counts: list[tuple[str, list[str], float]] = []
         for name, (counter, label_names) in RELAYED_COUNTERS.items():
             for metric in counter.collect():
@@ -230,8 +233,7 @@ class CaptureChild:
                     if delta > 0:
                         self._reported[key] = sample.value
                         counts.append((name, list(labels), delta))
-        if counts:
-            self._channel.send(Counts(counts=counts))
+        self._channel.send(Counts(counts=counts))
 
     async def close_all(self) -> None:
         """Close every held sideband and what its capture holds (bounded)."""

@@ -55,6 +55,9 @@ RESTART_SECONDS = 5.0
 """Least time between two starts of the capture process."""
 STOP_SECONDS = 10.0
 """Bound on the capture process closing its sidebands and exiting at shutdown."""
+STALL_SECONDS = 15.0
+"""A capture process silent this long (it reports every second) is stuck: it is killed,
+its calls read as lost, and the next call starts a new one."""
 NICE = 5
 """How much lower the capture process's CPU priority is than the service's."""
 _MAX_TOKENS = 64
@@ -80,9 +83,12 @@ class CaptureProcess:
         log_json: bool = True,
         nice: int = NICE,
         restart_pause: float = RESTART_SECONDS,
+        stall_seconds: float | None = None,
     ) -> None:
         self._credentials = credentials
         self._restart_pause = restart_pause
+        self._stall_seconds = STALL_SECONDS if stall_seconds is None else stall_seconds
+        self._heard = 0.0
         self._argv = [
             sys.executable, "-m", "engram_voice.realtime.calls.capture_child",
             "--log-level", log_level.lower(), "--log-format", "json" if log_json else "console",
@@ -222,9 +228,11 @@ class CaptureProcess:
         self._ready = False
         self._channel = Channel(process.stdout, process.stdin)
         self.starts += 1
+        self._heard = time.monotonic()
         self._reader = asyncio.create_task(
             self._read(self._channel, process), name="capture-process-reader"
         )
+        self._spawn(self._watch(self._channel, process))
         _logger.info("realtime.capture_process_spawned", pid=process.pid)
         return None  # ready in about a second: this call is captured here
 
@@ -249,9 +257,29 @@ class CaptureProcess:
             "realtime.capture_process_exited", pid=process.pid, code=code, sidebands=len(calls)
         )
 
+    async def _watch(self, channel: Channel, process: asyncio.subprocess.Process) -> None:
+        """Kill the capture process once it has been silent for the stall bound."""
+        interval = min(1.0, self._stall_seconds / 2)
+        while not channel.closed:
+            slept = time.monotonic()
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if now - slept > interval + 1.0:  # this loop was the one stalled: read first
+                self._heard = max(self._heard, now - interval)
+                continue
+            silent = now - self._heard
+            if not channel.closed and silent > self._stall_seconds:
+                _logger.error(
+                    "realtime.capture_process_stalled", pid=process.pid, silent=round(silent, 1)
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()  # read as an exit: its calls are lost, the next restarts it
+                return
+
     # -- messages from the capture process -------------------------------------------------
 
     def _handle(self, message: Any) -> None:
+        self._heard = time.monotonic()
         kind = type(message)
         if kind is Request:
             self._spawn(self._answer(message))
