@@ -101,6 +101,7 @@ class CaptureProcess:
         self._tasks: set[asyncio.Task[None]] = set()
         self._tokens: OrderedDict[int, UpstreamCredential] = OrderedDict()
         self._token_ids = itertools.count(1)
+        self._token_of: dict[tuple[str, str, str | None, Any], int] = {}
         self._starting = False
         self._ready = False
         self._ready_event = asyncio.Event()
@@ -320,10 +321,7 @@ class CaptureProcess:
     async def _do(self, request: Request) -> Any:
         if request.op == "credential":
             credential = await self._credentials.get()
-            token = next(self._token_ids)
-            self._tokens[token] = credential
-            while len(self._tokens) > _MAX_TOKENS:
-                self._tokens.popitem(last=False)
+            token = self._token(credential)
             return [
                 credential.header,
                 credential.secret.reveal(),
@@ -345,6 +343,24 @@ class CaptureProcess:
                 int(getattr(result, "duplicates", 0)),
             ]
         raise ValueError(request.op)
+
+    def _token(self, credential: UpstreamCredential) -> int:
+        """Return the token the capture process reports ``credential`` by if it is refused.
+
+        One token per distinct credential (not per request), so a burst of connects never
+        pushes out the one a refused sideband is about to report.
+        """
+        key = (credential.header, credential.kind, credential.version, credential.secret)
+        token = self._token_of.get(key)
+        if token is None:
+            token = next(self._token_ids)
+            self._token_of[key] = token
+            self._tokens[token] = credential
+            while len(self._tokens) > _MAX_TOKENS:  # old rotations
+                _, old = self._tokens.popitem(last=False)
+                self._token_of.pop((old.header, old.kind, old.version, old.secret), None)
+        self._tokens.move_to_end(token)
+        return token
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
