@@ -120,3 +120,53 @@ def test_a_message_the_handler_fails_on_is_skipped_and_reading_goes_on(
         Request(id=1, op="store", call="a"),
         Gap(call="a"),
     ]
+
+
+async def _pair() -> tuple[Channel, Channel, socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    ra, wa = await asyncio.open_connection(sock=a, limit=2**26)
+    rb, wb = await asyncio.open_connection(sock=b, limit=2**26)
+    return Channel(ra, wa), Channel(rb, wb), a, b
+
+
+@pytest.mark.parametrize(
+    ("sizes", "refused"),
+    [
+        ([MAX_FRAME_BYTES + 1], [0]),  # one request alone over the bound
+        ([MAX_FRAME_BYTES // 3] * 7, []),  # a batch over the bound, each message under it
+        ([10, MAX_FRAME_BYTES * 2, 10, MAX_FRAME_BYTES // 2, MAX_FRAME_BYTES // 2], [1]),
+    ],
+)
+async def test_messages_over_the_frame_bound_fail_alone_and_the_pipe_stays_up(
+    sizes: list[int], refused: list[int]
+) -> None:
+    """A frame is never sent over the bound: batches split, a too-large request fails alone."""
+    ours, theirs, a, b = await _pair()
+    answered: list[int] = []
+
+    def handle(message: Any) -> None:
+        if isinstance(message, Request):
+            answered.append(len(message.body))
+            theirs.reply(message, body=len(message.body))
+
+    reader = asyncio.create_task(theirs.run(handle))
+    replies = asyncio.create_task(ours.run(lambda _: None))
+    try:
+        requests = [
+            asyncio.ensure_future(ours.request("send", "rtc_x", "x" * size, within=20))
+            for size in sizes
+        ]  # queued in the same loop turn: one flush
+        outcomes = await asyncio.gather(*requests, return_exceptions=True)
+        for index, (size, outcome) in enumerate(zip(sizes, outcomes, strict=True)):
+            if index in refused:
+                assert isinstance(outcome, RuntimeError)
+            else:
+                assert outcome == size
+        assert await ours.request("send", "rtc_x", "after", within=20) == len("after")
+        assert not reader.done()  # the other side still reads
+    finally:
+        ours.close()
+        theirs.close()
+        a.close()
+        b.close()
+        await asyncio.gather(reader, replies, return_exceptions=True)

@@ -252,13 +252,44 @@ class Channel:
         if not self._out or self.closed:
             self._out.clear()
             return
-        payload = self._encoder.encode(self._out)
-        self._out = []
+        out, self._out = self._out, []
+        payload = self._encoder.encode(out)
+        frames = [payload] if len(payload) <= MAX_FRAME_BYTES else self._split(out)
         try:
-            self._writer.write(_HEADER.pack(len(payload)) + payload)
+            for frame in frames:
+                self._writer.write(_HEADER.pack(len(frame)) + frame)
         except (ConnectionError, RuntimeError, OSError):  # the other side is gone
             self.closed = True
             self._close_pending()
+
+    def _split(self, out: list[Message | Reply]) -> list[bytes]:
+        """Frames of at most MAX_FRAME_BYTES; a message larger than that alone is refused.
+
+        The reader ends the pipe at a larger frame, which would lose every call's capture
+        for one message: that message's request fails instead (a reply is dropped and its
+        request times out on the other side).
+        """
+        frames: list[bytes] = []
+        group: list[Message | Reply] = []
+        size = 0
+        for message in out:
+            length = len(self._encoder.encode(message)) + 8  # the array's header at most
+            if length > MAX_FRAME_BYTES:
+                _logger.error(
+                    "realtime.capture_message_too_large", kind=type(message).__name__, size=length
+                )
+                future = self._pending.pop(message.id, None) if type(message) is Request else None
+                if future is not None and not future.done():
+                    future.set_exception(RuntimeError("message too large for the capture pipe"))
+                continue
+            if group and size + length > MAX_FRAME_BYTES:
+                frames.append(self._encoder.encode(group))
+                group, size = [], 0
+            group.append(message)
+            size += length
+        if group:
+            frames.append(self._encoder.encode(group))
+        return frames
 
     def _close_pending(self) -> None:
         pending, self._pending = self._pending, {}
