@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -61,6 +63,26 @@ its calls read as lost, and the next call starts a new one."""
 NICE = 5
 """How much lower the capture process's CPU priority is than the service's."""
 _MAX_TOKENS = 64
+_SECRET_NAME = re.compile(
+    r"KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|DSN|CONNECTION_STRING", re.IGNORECASE
+)
+_URL_PASSWORD = re.compile(r"://[^/@\s]*:[^/@\s]*@")
+
+
+def child_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """Return ``environ`` without what could carry a secret (the capture process needs none).
+
+    The service owns every credential: the capture process asks for the one it needs
+    over the pipe. So no variable named like a key, secret, password, token, credential
+    or connection string, and no value with a password in a URL, is passed on.
+    """
+    return {
+        name: value
+        for name, value in environ.items()
+        if _SECRET_NAME.search(name) is None and _URL_PASSWORD.search(value) is None
+    }
+
+
 _logger = structlog.get_logger("engram_voice.realtime.calls")
 
 
@@ -216,6 +238,7 @@ class CaptureProcess:
                 *self._argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                env=child_environment(os.environ),
                 limit=2**26,
             )
         except OSError as exc:
