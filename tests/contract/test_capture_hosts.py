@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from engram_voice.memory import MemoryRuntime
 from engram_voice.realtime.calls.capture_proxy import RemoteSideband
@@ -221,3 +222,37 @@ async def test_a_call_set_up_before_the_capture_process_is_ready_is_captured_in_
         assert host.process.describe()["ready"] is True
     finally:
         await host.close()
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_the_capture_counters_reach_the_services_metrics(
+    host: Host, upstream: Upstream, runtime: MemoryRuntime
+) -> None:
+    """Turns stored and the sideband's connect are counted on the service's /metrics."""
+    stored = (
+        "engram_realtime_captured_turns_total",
+        {"upstream": "azure-openai", "outcome": "stored"},
+    )
+    connected = ("engram_realtime_sideband_total", {"event": "connected"})
+    before = _sample(stored[0], **stored[1]), _sample(connected[0], **connected[1])
+    call = await host.open(upstream.url)
+    await bound(runtime, call)
+    await upstream.send(
+        item_added("item_a", None, "user"),
+        said("item_a", "user", "Hi."),
+        item_added("item_b", "item_a", "assistant"),
+        said("item_b", "assistant", "Hello."),
+    )
+    await stored_turns(runtime, 2)
+
+    def counted() -> tuple[float, float]:
+        return (
+            _sample(stored[0], **stored[1]) - before[0],
+            _sample(connected[0], **connected[1]) - before[1],
+        )
+
+    await async_poll_until(lambda: counted() == (2.0, 1.0), timeout=15, what="counters")
+    await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
