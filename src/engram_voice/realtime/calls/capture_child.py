@@ -201,9 +201,13 @@ class CaptureChild:
                 await held.sideband.finish(float(request.body))
                 self._channel.reply(request, body=held.sideband.state)
             elif request.op == "close":
-                await held.sideband.close()
-                await held.capture.close()
-                self._calls.pop(request.call, None)
+                try:
+                    await held.sideband.close()
+                finally:  # whatever the socket did: flush what is held, forget the call
+                    try:
+                        await held.capture.close()
+                    finally:
+                        self._calls.pop(request.call, None)
                 self._channel.reply(request, body=held.sideband.state)
             else:
                 self._channel.reply(request, ok=False, body=f"unknown op {request.op}")
