@@ -1,4 +1,4 @@
-"""The capture process's refused credential is always recognised, however many connects ran."""
+"""The relay of the service's credential recognises a refused key, however many connects ran."""
 
 from __future__ import annotations
 

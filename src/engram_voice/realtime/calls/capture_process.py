@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
-import re
 import sys
 import time
-from collections import OrderedDict
 from typing import Any
 
 import structlog
 
-from engram_voice.credentials import CredentialSource, UpstreamCredential
+from engram_voice.credentials import CredentialSource
 from engram_voice.realtime.calls.capture import UsageHook
 from engram_voice.realtime.calls.capture_proxy import RemoteCapture, RemoteSideband, to_messages
 from engram_voice.realtime.calls.capture_wire import (
@@ -49,6 +46,7 @@ from engram_voice.realtime.calls.capture_wire import (
     Usage,
 )
 from engram_voice.realtime.calls.metrics import RELAYED_COUNTERS
+from engram_voice.realtime.calls.relayed_credentials import CredentialRelay, child_environment
 from engram_voice.realtime.endpoints import Endpoint
 
 __all__ = ["CaptureProcess"]
@@ -62,27 +60,6 @@ STALL_SECONDS = 15.0
 its calls read as lost, and the next call starts a new one."""
 NICE = 5
 """How much lower the capture process's CPU priority is than the service's."""
-_MAX_TOKENS = 64
-_SECRET_NAME = re.compile(
-    r"KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|DSN|CONNECTION_STRING", re.IGNORECASE
-)
-_URL_PASSWORD = re.compile(r"://[^/@\s]*:[^/@\s]*@")
-
-
-def child_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
-    """Return ``environ`` without what could carry a secret (the capture process needs none).
-
-    The service owns every credential: the capture process asks for the one it needs
-    over the pipe. So no variable named like a key, secret, password, token, credential
-    or connection string, and no value with a password in a URL, is passed on.
-    """
-    return {
-        name: value
-        for name, value in environ.items()
-        if _SECRET_NAME.search(name) is None and _URL_PASSWORD.search(value) is None
-    }
-
-
 _logger = structlog.get_logger("engram_voice.realtime.calls")
 
 
@@ -107,7 +84,7 @@ class CaptureProcess:
         restart_pause: float = RESTART_SECONDS,
         stall_seconds: float | None = None,
     ) -> None:
-        self._credentials = credentials
+        self._credentials = CredentialRelay(credentials)
         self._restart_pause = restart_pause
         self._stall_seconds = STALL_SECONDS if stall_seconds is None else stall_seconds
         self._heard = 0.0
@@ -121,9 +98,6 @@ class CaptureProcess:
         self._reader: asyncio.Task[None] | None = None
         self._calls: dict[str, _Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._tokens: OrderedDict[int, UpstreamCredential] = OrderedDict()
-        self._token_ids = itertools.count(1)
-        self._token_of: dict[tuple[str, str, str | None, Any], int] = {}
         self._starting = False
         self._ready = False
         self._ready_event = asyncio.Event()
@@ -343,18 +317,9 @@ class CaptureProcess:
 
     async def _do(self, request: Request) -> Any:
         if request.op == "credential":
-            credential = await self._credentials.get()
-            token = self._token(credential)
-            return [
-                credential.header,
-                credential.secret.reveal(),
-                credential.kind,
-                credential.version,
-                token,
-            ]
+            return await self._credentials.get()
         if request.op == "invalidate":
-            used = self._tokens.get(int(request.body))
-            return used is not None and await self._credentials.invalidate(used)
+            return await self._credentials.invalidate(int(request.body))
         if request.op == "store":
             call = self._calls.get(request.call)
             store = call.capture.store if call is not None else None
@@ -366,24 +331,6 @@ class CaptureProcess:
                 int(getattr(result, "duplicates", 0)),
             ]
         raise ValueError(request.op)
-
-    def _token(self, credential: UpstreamCredential) -> int:
-        """Return the token the capture process reports ``credential`` by if it is refused.
-
-        One token per distinct credential (not per request), so a burst of connects never
-        pushes out the one a refused sideband is about to report.
-        """
-        key = (credential.header, credential.kind, credential.version, credential.secret)
-        token = self._token_of.get(key)
-        if token is None:
-            token = next(self._token_ids)
-            self._token_of[key] = token
-            self._tokens[token] = credential
-            while len(self._tokens) > _MAX_TOKENS:  # old rotations
-                _, old = self._tokens.popitem(last=False)
-                self._token_of.pop((old.header, old.kind, old.version, old.secret), None)
-        self._tokens.move_to_end(token)
-        return token
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
