@@ -5,230 +5,54 @@ Each case joins a call's sideband on a loopback upstream through
 drops, refusals, the hang-up) and checks what the call's owner sees: the turns stored in
 a SQLite memory runtime, the session's capture record, usage, the call's end, the
 credential re-read, ``session.update``. The process host must behave exactly as the
-in-process one; its own failure (the capture process killed) is tested at the end.
+in-process one; its own failure (the capture process killed) is tested at the end, and
+its other faults in ``test_capture_process_faults.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
+from prometheus_client import REGISTRY
 
-from engram_voice.credentials import Secret, UpstreamCredential
-from engram_voice.memory import MemoryClaims, MemoryRuntime, build_memory_runtime
-from engram_voice.memory.schemas import EnrichMessage
-from engram_voice.realtime.calls.azure_openai import AzureOpenAICall, AzureOpenAICalls
-from engram_voice.realtime.calls.capture_process import CaptureProcess
+from engram_voice.memory import MemoryRuntime
 from engram_voice.realtime.calls.capture_proxy import RemoteSideband
 from engram_voice.realtime.endpoints import Endpoint
-from tests.support.clock import FakeClock
-from tests.support.memory import FakeSink
+from tests.support.capture_hosts import (
+    CALL,
+    SESSION,
+    Host,
+    RotatingKeys,
+    Upstream,
+    bound,
+    item_added,
+    memory_runtime,
+    post_turn,
+    said,
+    serve_upstream,
+    stored_turns,
+    usage_done,
+)
 from tests.support.polling import async_poll_until
-from tests.support.servers import free_port
-from tests.unit.test_memory_worker import KEYS, _settings
-
-SESSION = "vs_host"
-CALL = "rtc_host"
-KEY_OLD, KEY_NEW = "o" * 32, "n" * 32
-
-
-class RotatingKeys:
-    """A credential source whose key was rotated: the first one it gives is refused."""
-
-    kind = "api-key"
-
-    def __init__(self) -> None:
-        self.keys = [KEY_OLD, KEY_NEW]
-        self.invalidated = 0
-
-    async def start(self) -> None:
-        """Nothing to prepare."""
-
-    async def get(self) -> UpstreamCredential:
-        """Return the current key."""
-        return UpstreamCredential(header="api-key", secret=Secret(self.keys[0]), kind=self.kind)
-
-    async def invalidate(self, used: UpstreamCredential) -> bool:
-        """Move to the next key when ``used`` is the current one."""
-        if used.secret.reveal() == self.keys[0] and len(self.keys) > 1:
-            self.keys.pop(0)
-            self.invalidated += 1
-            return True
-        return False
-
-    async def check(self) -> None:
-        """Succeed: the keys are always there."""
-
-    def describe(self) -> dict[str, Any]:
-        """Say nothing of the key."""
-        return {"kind": self.kind}
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
-
-
-class Upstream:
-    """A loopback Azure OpenAI: the sideband (``api-key`` checked) and ``/hangup``."""
-
-    def __init__(self) -> None:
-        self.accepted = {KEY_NEW}
-        self.status = 101
-        """The answer to the next upgrades (101: upgrade)."""
-        self.sockets: list[web.WebSocketResponse] = []
-        self.received: list[dict[str, Any]] = []
-        self.upgrades = 0
-        self.refused_keys = 0
-        self.hung_up = asyncio.Event()
-        self.url = ""
-
-    async def sideband(self, request: web.Request) -> web.StreamResponse:
-        """Upgrade when the key is accepted and no refusal is scripted."""
-        if request.headers.get("api-key") not in self.accepted:
-            self.refused_keys += 1
-            return web.Response(status=401)
-        if self.status != 101:
-            return web.Response(status=self.status)
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        self.upgrades += 1
-        self.sockets.append(ws)
-        async for message in ws:
-            if message.type is aiohttp.WSMsgType.TEXT:
-                self.received.append(json.loads(message.data))
-        return ws
-
-    async def hangup(self, _: web.Request) -> web.Response:
-        """End the call: the sideband closes."""
-        self.hung_up.set()
-        for ws in self.sockets:
-            await ws.close()
-        return web.Response(status=200)
-
-    async def send(self, *events: dict[str, Any]) -> None:
-        """Send ``events`` on the live sideband."""
-        await async_poll_until(lambda: self._live() is not None, timeout=10, what="sideband")
-        ws = self._live()
-        assert ws is not None
-        for event in events:
-            await ws.send_str(json.dumps(event))
-
-    async def drop(self) -> None:
-        """Close the live sideband from the upstream's side."""
-        ws = self._live()
-        assert ws is not None
-        await ws.close()
-
-    def _live(self) -> web.WebSocketResponse | None:
-        live = [ws for ws in self.sockets if not ws.closed]
-        return live[-1] if live else None
-
-
-def _item(item_id: str, previous: str | None, role: str) -> dict[str, Any]:
-    item = {"id": item_id, "type": "message", "role": role}
-    return {"type": "conversation.item.added", "item": item, "previous_item_id": previous}
-
-
-def _said(item_id: str, role: str, text: str) -> dict[str, Any]:
-    if role == "user":
-        kind = "conversation.item.input_audio_transcription.completed"
-        return {"type": kind, "item_id": item_id, "transcript": text}
-    return {"type": "response.output_audio_transcript.done", "item_id": item_id, "transcript": text}
-
-
-def _usage(total: int) -> dict[str, Any]:
-    usage = {"total_tokens": total, "input_tokens": total // 2, "output_tokens": total // 2}
-    return {"type": "response.done", "response": {"id": "resp", "usage": usage}}
 
 
 @pytest.fixture(name="upstream")
 async def fixture_upstream() -> AsyncIterator[Upstream]:
     """Serve the loopback upstream on 127.0.0.1."""
-    upstream = Upstream()
-    app = web.Application()
-    app.router.add_get("/openai/v1/realtime", upstream.sideband)
-    app.router.add_post("/openai/v1/realtime/calls/{call}/hangup", upstream.hangup)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    upstream.url = f"http://127.0.0.1:{port}"
-    try:
+    async with serve_upstream() as upstream:
         yield upstream
-    finally:
-        await runner.cleanup()
-
-
-CLOCK = FakeClock()
-"""The runtimes' wall clock (fixed: nothing here waits on it)."""
 
 
 @pytest.fixture(name="runtime")
 async def fixture_runtime(tmp_path: Path) -> AsyncIterator[MemoryRuntime]:
     """Yield a started memory runtime on a SQLite file."""
-    runtime = build_memory_runtime(
-        _settings(tmp_path), token_keys=KEYS, sink=FakeSink(), clock=CLOCK
-    )
-    await runtime.start()
-    try:
+    async with memory_runtime(tmp_path) as runtime:
         yield runtime
-    finally:
-        await runtime.stop()
-
-
-class Host:
-    """One capture host: the calls upstream built with it, and what it reported."""
-
-    def __init__(self, name: str, credentials: RotatingKeys) -> None:
-        self.name = name
-        self.credentials = credentials
-        self.usage: list[tuple[str, dict[str, Any]]] = []
-        process = CaptureProcess(credentials=credentials, restart_pause=0.0)
-        self.process = process if name == "process" else None
-        self.http = aiohttp.ClientSession()
-        self.calls = AzureOpenAICalls(
-            session=self.http,
-            minter=None,  # type: ignore[arg-type] - the cases never mint
-            credentials=credentials,
-            deployment="gpt-realtime",
-            ttl_seconds=60,
-            webrtc_filter=True,
-            request_timeout=5.0,
-            connect_timeout=5.0,
-            sideband=True,
-            on_usage=lambda call, usage: self.usage.append((call, usage)),
-            capture_process=self.process,
-        )
-
-    async def open(self, url: str) -> AzureOpenAICall:
-        """Join the call's sideband on ``url`` as ``AzureOpenAICalls.open`` does."""
-        if self.process is not None:  # a call before it is ready is captured in-process
-            assert await self.process.start(wait=30)
-        endpoint = Endpoint(url)
-        capture, sideband = await self.calls.hold_sideband(endpoint, CALL, SESSION)
-        held_remotely = isinstance(sideband, RemoteSideband)
-        assert held_remotely == (self.process is not None)
-        return AzureOpenAICall(
-            sdp_answer="v=0",
-            upstream_call_id=CALL,
-            endpoint=endpoint,
-            owner=self.calls,
-            capture=capture,
-            sideband=sideband,
-        )
-
-    async def close(self) -> None:
-        """Stop the capture process (if any) and the HTTP session."""
-        if self.process is not None:
-            await self.process.aclose()
-        await self.http.close()
 
 
 @pytest.fixture(name="host", params=["inprocess", "process"])
@@ -241,61 +65,28 @@ async def fixture_host(request: pytest.FixtureRequest) -> AsyncIterator[Host]:
         await host.close()
 
 
-async def _bound(runtime: MemoryRuntime, call: AzureOpenAICall) -> None:
-    assert await runtime.expect_capture(SESSION, "alice", "elena", window=60.0)
-    call.bind_owner(
-        runtime, session_id=SESSION, user_id="alice", agent_id="elena", call_id="rc_host"
-    )
-    sideband = call.sideband
-    assert sideband is not None
-    await async_poll_until(sideband.connected.is_set, timeout=15, what="sideband up")
-
-
-async def _post(runtime: MemoryRuntime, item_id: str) -> tuple[int, int]:
-    """Post one turn as the browser would; return (accepted, not heard)."""
-    await runtime.captured.settle(5)
-    claims = MemoryClaims(
-        session_id=SESSION, user_id="alice", agent="elena", expires_at=0, key_id="test"
-    )
-    turn = EnrichMessage(id=item_id, role="user", text=f"said {item_id}")
-    result, not_heard = await runtime.accept_browser(claims, [turn])
-    return result.accepted, not_heard
-
-
-async def _stored(runtime: MemoryRuntime, count: int) -> list[tuple[str, str, str]]:
-    async def enough() -> bool:
-        return (await runtime.progress(SESSION)).queued >= count
-
-    await async_poll_until(enough, timeout=15, what=f"{count} turns stored")
-    claimed = await runtime.queue.claim(
-        owner="t", sessions=1, turns=100, lease_seconds=30, now=CLOCK.now
-    )
-    assert claimed
-    return [(t.message_id, t.role, t.text) for t in claimed[0].turns]
-
-
 async def test_heard_turns_are_stored_once_in_conversation_order_and_usage_is_reported(
     host: Host, upstream: Upstream, runtime: MemoryRuntime
 ) -> None:
     """Turns are stored in item order (a late user transcript included), usage under rc_."""
     call = await host.open(upstream.url)
-    await _bound(runtime, call)
+    await bound(runtime, call)
     await upstream.send(
-        _item("item_a", None, "user"),
-        _item("item_b", "item_a", "assistant"),
-        _said("item_b", "assistant", "Hello Alice."),
-        _usage(10),
-        _said("item_a", "user", "Hi there."),
-        _said("item_a", "user", "Hi there."),  # a repeat changes nothing
+        item_added("item_a", None, "user"),
+        item_added("item_b", "item_a", "assistant"),
+        said("item_b", "assistant", "Hello Alice."),
+        usage_done(10),
+        said("item_a", "user", "Hi there."),
+        said("item_a", "user", "Hi there."),  # a repeat changes nothing
     )
-    assert await _stored(runtime, 2) == [
+    assert await stored_turns(runtime, 2) == [
         ("item_a", "user", "Hi there."),
         ("item_b", "assistant", "Hello Alice."),
     ]
     await async_poll_until(lambda: bool(host.usage), timeout=15, what="usage")
     assert host.usage[0][0] == "rc_host"
     assert host.usage[0][1]["total_tokens"] == 10
-    assert await _post(runtime, "item_forged") == (0, 1)  # captured: nothing unheard
+    assert await post_turn(runtime, "item_forged") == (0, 1)  # captured: nothing unheard
     await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
     assert await call.wait_closed() == "client_hangup"
     assert upstream.hung_up.is_set()
@@ -306,7 +97,7 @@ async def test_a_refused_key_is_re_read_once_and_the_new_one_opens_the_sideband(
 ) -> None:
     """A 401 on the upgrade makes the service's credential source move to the rotated key."""
     call = await host.open(upstream.url)
-    await _bound(runtime, call)
+    await bound(runtime, call)
     assert host.credentials.invalidated == 1
     assert upstream.refused_keys == 1
     await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
@@ -317,7 +108,7 @@ async def test_session_update_reaches_the_upstream_over_the_sideband(
 ) -> None:
     """``update_instructions`` sends one ``session.update`` with the new instructions."""
     call = await host.open(upstream.url)
-    await _bound(runtime, call)
+    await bound(runtime, call)
     assert await call.update_instructions("Remember: Alice likes tea.")
     await async_poll_until(lambda: bool(upstream.received), timeout=15, what="update")
     assert upstream.received[0]["type"] == "session.update"
@@ -332,8 +123,8 @@ async def test_a_dropped_sideband_reopens_once_then_ends_the_call_or_hands_over(
 ) -> None:
     """404 on reopening means the call is over upstream; any other refusal loses capture."""
     call = await host.open(upstream.url)
-    await _bound(runtime, call)
-    await upstream.send(_item("item_a", None, "user"))
+    await bound(runtime, call)
+    await upstream.send(item_added("item_a", None, "user"))
     await async_poll_until(
         lambda: call.capture is not None and call.capture.began is True, timeout=15, what="began"
     )
@@ -346,7 +137,7 @@ async def test_a_dropped_sideband_reopens_once_then_ends_the_call_or_hands_over(
     if ends:
         assert await asyncio.wait_for(call.wait_closed(), timeout=5) == ends
     else:
-        assert await _post(runtime, "item_browser") == (1, 0)  # the browser is the source
+        assert await post_turn(runtime, "item_browser") == (1, 0)  # the browser is the source
     await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
 
 
@@ -355,12 +146,12 @@ async def test_a_first_item_after_unheard_ones_hands_the_session_to_the_browser(
 ) -> None:
     """An item whose previous item the sideband never saw: turns were said before it."""
     call = await host.open(upstream.url)
-    await _bound(runtime, call)
-    await upstream.send(_item("item_late", "item_unheard", "user"))
+    await bound(runtime, call)
+    await upstream.send(item_added("item_late", "item_unheard", "user"))
     await async_poll_until(
         lambda: call.capture is not None and call.capture.began is False, timeout=15, what="late"
     )
-    assert await _post(runtime, "item_browser") == (1, 0)
+    assert await post_turn(runtime, "item_browser") == (1, 0)
     await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
 
 
@@ -369,15 +160,15 @@ async def test_turns_held_at_the_hang_up_are_stored_before_it_returns(
 ) -> None:
     """A turn whose transcript is complete but held behind an earlier one is stored at close."""
     call = await host.open(upstream.url)
-    await _bound(runtime, call)
+    await bound(runtime, call)
     await upstream.send(
-        _item("item_a", None, "user"),
-        _item("item_b", "item_a", "assistant"),
-        _said("item_b", "assistant", "Answer."),
+        item_added("item_a", None, "user"),
+        item_added("item_b", "item_a", "assistant"),
+        said("item_b", "assistant", "Answer."),
     )
     await asyncio.sleep(0)
     await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
-    stored = await _stored(runtime, 1)
+    stored = await stored_turns(runtime, 1)
     assert ("item_b", "assistant", "Answer.") in stored
 
 
@@ -388,8 +179,8 @@ async def test_a_killed_capture_process_loses_its_sidebands_and_is_started_again
     host = Host("process", RotatingKeys())
     try:
         call = await host.open(upstream.url)
-        await _bound(runtime, call)
-        await upstream.send(_item("item_a", None, "user"))
+        await bound(runtime, call)
+        await upstream.send(item_added("item_a", None, "user"))
         await async_poll_until(
             lambda: call.capture is not None and call.capture.began is True,
             timeout=15,
@@ -402,7 +193,7 @@ async def test_a_killed_capture_process_loses_its_sidebands_and_is_started_again
         sideband = call.sideband
         assert sideband is not None
         await async_poll_until(lambda: sideband.state == "lost", timeout=15, what="lost")
-        assert await _post(runtime, "item_browser") == (1, 0)
+        assert await post_turn(runtime, "item_browser") == (1, 0)
         await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
         assert host.process.describe()["exits"] == 1
 
@@ -431,3 +222,37 @@ async def test_a_call_set_up_before_the_capture_process_is_ready_is_captured_in_
         assert host.process.describe()["ready"] is True
     finally:
         await host.close()
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_the_capture_counters_reach_the_services_metrics(
+    host: Host, upstream: Upstream, runtime: MemoryRuntime
+) -> None:
+    """Turns stored and the sideband's connect are counted on the service's /metrics."""
+    stored = (
+        "engram_realtime_captured_turns_total",
+        {"upstream": "azure-openai", "outcome": "stored"},
+    )
+    connected = ("engram_realtime_sideband_total", {"event": "connected"})
+    before = _sample(stored[0], **stored[1]), _sample(connected[0], **connected[1])
+    call = await host.open(upstream.url)
+    await bound(runtime, call)
+    await upstream.send(
+        item_added("item_a", None, "user"),
+        said("item_a", "user", "Hi."),
+        item_added("item_b", "item_a", "assistant"),
+        said("item_b", "assistant", "Hello."),
+    )
+    await stored_turns(runtime, 2)
+
+    def counted() -> tuple[float, float]:
+        return (
+            _sample(stored[0], **stored[1]) - before[0],
+            _sample(connected[0], **connected[1]) - before[1],
+        )
+
+    await async_poll_until(lambda: counted() == (2.0, 1.0), timeout=15, what="counters")
+    await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)

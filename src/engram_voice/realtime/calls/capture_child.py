@@ -24,9 +24,10 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 import structlog
@@ -200,9 +201,13 @@ class CaptureChild:
                 await held.sideband.finish(float(request.body))
                 self._channel.reply(request, body=held.sideband.state)
             elif request.op == "close":
-                await held.sideband.close()
-                await held.capture.close()
-                self._calls.pop(request.call, None)
+                try:
+                    await held.sideband.close()
+                finally:  # whatever the socket did: flush what is held, forget the call
+                    try:
+                        await held.capture.close()
+                    finally:
+                        self._calls.pop(request.call, None)
                 self._channel.reply(request, body=held.sideband.state)
             else:
                 self._channel.reply(request, ok=False, body=f"unknown op {request.op}")
@@ -216,7 +221,10 @@ class CaptureChild:
         task.add_done_callback(self._tasks.discard)
 
     def report_counts(self) -> None:
-        """Send the counter increments since the last report (the service's /metrics)."""
+        """Send the counter increments since the last report (the service's /metrics).
+
+        Sent even when empty: it tells the service this process is alive.
+        """
         counts: list[tuple[str, list[str], float]] = []
         for name, (counter, label_names) in RELAYED_COUNTERS.items():
             for metric in counter.collect():
@@ -229,8 +237,7 @@ class CaptureChild:
                     if delta > 0:
                         self._reported[key] = sample.value
                         counts.append((name, list(labels), delta))
-        if counts:
-            self._channel.send(Counts(counts=counts))
+        self._channel.send(Counts(counts=counts))
 
     async def close_all(self) -> None:
         """Close every held sideband and what its capture holds (bounded)."""
@@ -247,13 +254,11 @@ class CaptureChild:
                     await asyncio.gather(*(close(one) for one in held), return_exceptions=True)
 
 
-async def _serve() -> None:
+async def _serve(wire_in: BinaryIO, wire_out: BinaryIO) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**26)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-    transport, protocol = await loop.connect_write_pipe(
-        asyncio.streams.FlowControlMixin, sys.stdout.buffer
-    )
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), wire_in)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, wire_out)
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
     channel = Channel(reader, writer, flush_delay=FLUSH_SECONDS)
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
@@ -282,12 +287,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-format", choices=("json", "console"), default="json")
     parser.add_argument("--nice", type=int, default=0)
     args = parser.parse_args(argv)
+    wire_in, wire_out = _take_the_wire()
     configure_logging(level=args.log_level, json=args.log_format == "json")
+    # The service's process group gets a terminal's Ctrl-C and a supervisor's stop too:
+    # this process ends when the service closes the pipe, after its calls were drained.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.nice:
         with contextlib.suppress(OSError):
             os.nice(args.nice)
-    asyncio.run(_serve())
+    asyncio.run(_serve(wire_in, wire_out))
     return 0
+
+
+def _take_the_wire() -> tuple[BinaryIO, BinaryIO]:
+    """Move the wire off stdin/stdout: a stray print goes to stderr, not into a frame."""
+    wire_in = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+    wire_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, sys.stdin.fileno())
+    os.close(devnull)
+    return wire_in, wire_out
 
 
 if __name__ == "__main__":

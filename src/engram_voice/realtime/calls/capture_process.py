@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
+import os
 import sys
 import time
-from collections import OrderedDict
 from typing import Any
 
 import structlog
 
-from engram_voice.credentials import CredentialSource, UpstreamCredential
+from engram_voice.credentials import CredentialSource
 from engram_voice.realtime.calls.capture import UsageHook
 from engram_voice.realtime.calls.capture_proxy import RemoteCapture, RemoteSideband, to_messages
 from engram_voice.realtime.calls.capture_wire import (
@@ -47,6 +46,7 @@ from engram_voice.realtime.calls.capture_wire import (
     Usage,
 )
 from engram_voice.realtime.calls.metrics import RELAYED_COUNTERS
+from engram_voice.realtime.calls.relayed_credentials import CredentialRelay, child_environment
 from engram_voice.realtime.endpoints import Endpoint
 
 __all__ = ["CaptureProcess"]
@@ -55,9 +55,11 @@ RESTART_SECONDS = 5.0
 """Least time between two starts of the capture process."""
 STOP_SECONDS = 10.0
 """Bound on the capture process closing its sidebands and exiting at shutdown."""
+STALL_SECONDS = 15.0
+"""A capture process silent this long (it reports every second) is stuck: it is killed,
+its calls read as lost, and the next call starts a new one."""
 NICE = 5
 """How much lower the capture process's CPU priority is than the service's."""
-_MAX_TOKENS = 64
 _logger = structlog.get_logger("engram_voice.realtime.calls")
 
 
@@ -80,9 +82,12 @@ class CaptureProcess:
         log_json: bool = True,
         nice: int = NICE,
         restart_pause: float = RESTART_SECONDS,
+        stall_seconds: float | None = None,
     ) -> None:
-        self._credentials = credentials
+        self._credentials = CredentialRelay(credentials)
         self._restart_pause = restart_pause
+        self._stall_seconds = STALL_SECONDS if stall_seconds is None else stall_seconds
+        self._heard = 0.0
         self._argv = [
             sys.executable, "-m", "engram_voice.realtime.calls.capture_child",
             "--log-level", log_level.lower(), "--log-format", "json" if log_json else "console",
@@ -93,8 +98,6 @@ class CaptureProcess:
         self._reader: asyncio.Task[None] | None = None
         self._calls: dict[str, _Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._tokens: OrderedDict[int, UpstreamCredential] = OrderedDict()
-        self._token_ids = itertools.count(1)
         self._starting = False
         self._ready = False
         self._ready_event = asyncio.Event()
@@ -209,6 +212,7 @@ class CaptureProcess:
                 *self._argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                env=child_environment(os.environ),
                 limit=2**26,
             )
         except OSError as exc:
@@ -222,9 +226,11 @@ class CaptureProcess:
         self._ready = False
         self._channel = Channel(process.stdout, process.stdin)
         self.starts += 1
+        self._heard = time.monotonic()
         self._reader = asyncio.create_task(
             self._read(self._channel, process), name="capture-process-reader"
         )
+        self._spawn(self._watch(self._channel, process))
         _logger.info("realtime.capture_process_spawned", pid=process.pid)
         return None  # ready in about a second: this call is captured here
 
@@ -249,9 +255,29 @@ class CaptureProcess:
             "realtime.capture_process_exited", pid=process.pid, code=code, sidebands=len(calls)
         )
 
+    async def _watch(self, channel: Channel, process: asyncio.subprocess.Process) -> None:
+        """Kill the capture process once it has been silent for the stall bound."""
+        interval = min(1.0, self._stall_seconds / 2)
+        while not channel.closed:
+            slept = time.monotonic()
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if now - slept > interval + 1.0:  # this loop was the one stalled: read first
+                self._heard = max(self._heard, now - interval)
+                continue
+            silent = now - self._heard
+            if not channel.closed and silent > self._stall_seconds:
+                _logger.error(
+                    "realtime.capture_process_stalled", pid=process.pid, silent=round(silent, 1)
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()  # read as an exit: its calls are lost, the next restarts it
+                return
+
     # -- messages from the capture process -------------------------------------------------
 
     def _handle(self, message: Any) -> None:
+        self._heard = time.monotonic()
         kind = type(message)
         if kind is Request:
             self._spawn(self._answer(message))
@@ -291,21 +317,9 @@ class CaptureProcess:
 
     async def _do(self, request: Request) -> Any:
         if request.op == "credential":
-            credential = await self._credentials.get()
-            token = next(self._token_ids)
-            self._tokens[token] = credential
-            while len(self._tokens) > _MAX_TOKENS:
-                self._tokens.popitem(last=False)
-            return [
-                credential.header,
-                credential.secret.reveal(),
-                credential.kind,
-                credential.version,
-                token,
-            ]
+            return await self._credentials.get()
         if request.op == "invalidate":
-            used = self._tokens.get(int(request.body))
-            return used is not None and await self._credentials.invalidate(used)
+            return await self._credentials.invalidate(int(request.body))
         if request.op == "store":
             call = self._calls.get(request.call)
             store = call.capture.store if call is not None else None

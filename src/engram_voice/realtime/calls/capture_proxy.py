@@ -200,14 +200,22 @@ class RemoteCapture:
         return True
 
     async def close(self) -> None:
-        """Store what the capture still holds (bounded), close it and forget the call."""
+        """Store what the capture still holds (bounded), close it and forget the call.
+
+        If the capture process does not confirm the close (it died or stopped answering),
+        the turns it still held may never be stored: the session is handed to the
+        browser (a gap), as the in-process capture does when its last store fails.
+        """
         if self._closed:
             return
         self._closed = True
         try:
             await self._process.request("close", self._call, within=2 * CLOSE_SECONDS + 1)
-        except (ConnectionError, TimeoutError, RuntimeError):
-            _logger.warning("realtime.capture_close_failed", call=self._call)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            _logger.warning(
+                "realtime.capture_close_failed", call=self._call, error=type(exc).__name__
+            )
+            self.mirror_gap()
         finally:
             self._process.forget(self._call)
 

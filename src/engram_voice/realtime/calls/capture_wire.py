@@ -199,7 +199,12 @@ class Channel:
         self.send(Reply(id=request.id, ok=ok, body=body))
 
     async def run(self, handle: Handler) -> None:
-        """Read frames until the pipe closes, resolving replies and handing the rest on."""
+        """Read frames until the pipe closes, resolving replies and handing the rest on.
+
+        Never raises: a frame that is too large or does not decode ends the run (the pipe
+        can no longer be trusted, so the other side is treated as gone), and a message
+        ``handle`` fails on is logged and skipped.
+        """
         try:
             while True:
                 header = await self._reader.readexactly(_HEADER.size)
@@ -207,17 +212,30 @@ class Channel:
                 if size > MAX_FRAME_BYTES:
                     _logger.error("realtime.capture_frame_too_large", size=size)
                     return
-                for message in self._decoder.decode(await self._reader.readexactly(size)):
-                    if type(message) is Reply:
-                        future = self._pending.get(message.id)
-                        if future is not None and not future.done():
-                            future.set_result(message)
-                    else:
-                        handle(message)
+                try:
+                    messages = self._decoder.decode(await self._reader.readexactly(size))
+                except (msgspec.DecodeError, ValueError) as exc:  # bad UTF-8 is a ValueError
+                    _logger.exception(
+                        "realtime.capture_frame_malformed", size=size, error=type(exc).__name__
+                    )
+                    return
+                for message in messages:
+                    self._dispatch(message, handle)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             return
         finally:
             self._close_pending()
+
+    def _dispatch(self, message: Message | Reply, handle: Handler) -> None:
+        if type(message) is Reply:
+            future = self._pending.get(message.id)
+            if future is not None and not future.done():
+                future.set_result(message)
+            return
+        try:
+            handle(message)
+        except Exception:  # one bad message must not stop the reader of every call
+            _logger.exception("realtime.capture_message_failed", kind=type(message).__name__)
 
     def close(self) -> None:
         """Flush what is queued, then close the writing end (the other side reads EOF)."""
@@ -234,13 +252,44 @@ class Channel:
         if not self._out or self.closed:
             self._out.clear()
             return
-        payload = self._encoder.encode(self._out)
-        self._out = []
+        out, self._out = self._out, []
+        payload = self._encoder.encode(out)
+        frames = [payload] if len(payload) <= MAX_FRAME_BYTES else self._split(out)
         try:
-            self._writer.write(_HEADER.pack(len(payload)) + payload)
+            for frame in frames:
+                self._writer.write(_HEADER.pack(len(frame)) + frame)
         except (ConnectionError, RuntimeError, OSError):  # the other side is gone
             self.closed = True
             self._close_pending()
+
+    def _split(self, out: list[Message | Reply]) -> list[bytes]:
+        """Frames of at most MAX_FRAME_BYTES; a message larger than that alone is refused.
+
+        The reader ends the pipe at a larger frame, which would lose every call's capture
+        for one message: that message's request fails instead (a reply is dropped and its
+        request times out on the other side).
+        """
+        frames: list[bytes] = []
+        group: list[Message | Reply] = []
+        size = 0
+        for message in out:
+            length = len(self._encoder.encode(message)) + 8  # the array's header at most
+            if length > MAX_FRAME_BYTES:
+                _logger.error(
+                    "realtime.capture_message_too_large", kind=type(message).__name__, size=length
+                )
+                future = self._pending.pop(message.id, None) if type(message) is Request else None
+                if future is not None and not future.done():
+                    future.set_exception(RuntimeError("message too large for the capture pipe"))
+                continue
+            if group and size + length > MAX_FRAME_BYTES:
+                frames.append(self._encoder.encode(group))
+                group, size = [], 0
+            group.append(message)
+            size += length
+        if group:
+            frames.append(self._encoder.encode(group))
+        return frames
 
     def _close_pending(self) -> None:
         pending, self._pending = self._pending, {}
