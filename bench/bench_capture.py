@@ -267,6 +267,8 @@ def isolation(args: argparse.Namespace) -> str:
         if args.pin and (os.cpu_count() or 1) >= 2
         else "NOT ISOLATED: the service, the emulator and this client share every core"
     )
+    if args.client_cpu is not None:
+        placed += f"; this client moved to CPU {args.client_cpu}"
     if args.capture_cpu is not None:
         placed += f"; the service's capture process on CPU {args.capture_cpu}"
     elif args.pin:
@@ -418,6 +420,21 @@ def main() -> None:
         "process (the default) or its own event loop (the design before it, for comparison)",
     )
     parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra setting for the service (repeatable), e.g. MEMORY_SQLITE_SYNCHRONOUS=normal",
+    )
+    parser.add_argument(
+        "--client-cpu",
+        type=int,
+        default=None,
+        help="move this client (the load generator) to this CPU (default: with the emulator): "
+        "with --pin --client-cpu 0 --capture-cpu 1 the client's own delays no longer grow "
+        "with the emulator's playback, so the service's own part is measured fairly",
+    )
+    parser.add_argument(
         "--capture-cpu",
         type=int,
         default=None,
@@ -469,12 +486,16 @@ def main() -> None:
             "REALTIME_DEFAULT_UPSTREAM": "azure-openai",
             "MEMORY_WORKER": "off",
             "REALTIME_CAPTURE_PROCESS": "true" if args.capture == "process" else "false",
+            **dict(pair.split("=", 1) for pair in args.service_env),
         },
         probe=args.probe,
         emulator_probe=emulator_probe,
     )
     with running(stack):
         isolate(stack, args)
+        if args.client_cpu is not None:
+            place(0, cpus={args.client_cpu}, nice=None)
+            print(f"this client (the load generator) moved to CPU {args.client_cpu}")
         asyncio.run(_main(args, stack.emulator, stack.service, stack.key))
 
 
