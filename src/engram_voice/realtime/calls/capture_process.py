@@ -31,19 +31,21 @@ import structlog
 
 from engram_voice.credentials import CredentialSource
 from engram_voice.realtime.calls.capture import UsageHook
-from engram_voice.realtime.calls.capture_proxy import RemoteCapture, RemoteSideband, to_messages
+from engram_voice.realtime.calls.capture_proxy import (
+    RemoteCapture,
+    RemoteSideband,
+    mirror,
+    to_messages,
+)
+from engram_voice.realtime.calls.capture_watchdog import Watchdog
 from engram_voice.realtime.calls.capture_wire import (
-    Began,
     Channel,
     ChannelClosedError,
     Counts,
-    Ended,
-    Gap,
     Hold,
     Message,
     Request,
     State,
-    Usage,
 )
 from engram_voice.realtime.calls.metrics import RELAYED_COUNTERS
 from engram_voice.realtime.calls.relayed_credentials import CredentialRelay, child_environment
@@ -86,8 +88,7 @@ class CaptureProcess:
     ) -> None:
         self._credentials = CredentialRelay(credentials)
         self._restart_pause = restart_pause
-        self._stall_seconds = STALL_SECONDS if stall_seconds is None else stall_seconds
-        self._heard = 0.0
+        self._watchdog = Watchdog(STALL_SECONDS if stall_seconds is None else stall_seconds)
         self._argv = [
             sys.executable, "-m", "engram_voice.realtime.calls.capture_child",
             "--log-level", log_level.lower(), "--log-format", "json" if log_json else "console",
@@ -226,11 +227,11 @@ class CaptureProcess:
         self._ready = False
         self._channel = Channel(process.stdout, process.stdin)
         self.starts += 1
-        self._heard = time.monotonic()
+        self._watchdog.heard()
         self._reader = asyncio.create_task(
             self._read(self._channel, process), name="capture-process-reader"
         )
-        self._spawn(self._watch(self._channel, process))
+        self._spawn(self._watchdog.watch(self._channel, process))
         _logger.info("realtime.capture_process_spawned", pid=process.pid)
         return None  # ready in about a second: this call is captured here
 
@@ -255,29 +256,10 @@ class CaptureProcess:
             "realtime.capture_process_exited", pid=process.pid, code=code, sidebands=len(calls)
         )
 
-    async def _watch(self, channel: Channel, process: asyncio.subprocess.Process) -> None:
-        """Kill the capture process once it has been silent for the stall bound."""
-        interval = min(1.0, self._stall_seconds / 2)
-        while not channel.closed:
-            slept = time.monotonic()
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            if now - slept > interval + 1.0:  # this loop was the one stalled: read first
-                self._heard = max(self._heard, now - interval)
-                continue
-            silent = now - self._heard
-            if not channel.closed and silent > self._stall_seconds:
-                _logger.error(
-                    "realtime.capture_process_stalled", pid=process.pid, silent=round(silent, 1)
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()  # read as an exit: its calls are lost, the next restarts it
-                return
-
     # -- messages from the capture process -------------------------------------------------
 
     def _handle(self, message: Any) -> None:
-        self._heard = time.monotonic()
+        self._watchdog.heard()
         kind = type(message)
         if kind is Request:
             self._spawn(self._answer(message))
@@ -293,16 +275,7 @@ class CaptureProcess:
                 self._ready = True
                 self._ready_event.set()
             return
-        if kind is Usage:
-            call.capture.usage(message.usage)
-        elif kind is State:
-            call.sideband.mirror_state(message.state, message.told)
-        elif kind is Began:
-            call.capture.mirror_began(message.began)
-        elif kind is Gap:
-            call.capture.mirror_gap()
-        elif kind is Ended:
-            call.sideband.mirror_ended()
+        mirror(call.capture, call.sideband, message)
 
     async def _answer(self, request: Request) -> None:
         channel = self._channel

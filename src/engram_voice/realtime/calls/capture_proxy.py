@@ -22,9 +22,18 @@ import structlog
 
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.realtime.calls.capture import CaptureSink, UsageHook
-from engram_voice.realtime.calls.capture_wire import Bind, Message, StopReconnecting
+from engram_voice.realtime.calls.capture_wire import (
+    Began,
+    Bind,
+    Ended,
+    Gap,
+    Message,
+    State,
+    StopReconnecting,
+    Usage,
+)
 
-__all__ = ["RemoteCapture", "RemoteSideband", "Requester", "to_messages"]
+__all__ = ["RemoteCapture", "RemoteSideband", "Requester", "mirror", "to_messages"]
 
 CLOSE_SECONDS = 5.0
 """The capture process's own bound on closing a socket, and on flushing a capture."""
@@ -244,3 +253,17 @@ class RemoteCapture:
         """One ``response.done``'s usage, reported under :attr:`usage_call_id`."""
         if self._on_usage is not None:
             self._on_usage(self.usage_call_id, body)
+
+
+def mirror(capture: RemoteCapture, sideband: RemoteSideband, message: object) -> None:
+    """Apply one message the capture process sent about this call to its mirrors."""
+    if isinstance(message, Usage):
+        capture.usage(message.usage)
+    elif isinstance(message, State):
+        sideband.mirror_state(message.state, message.told)
+    elif isinstance(message, Began):
+        capture.mirror_began(message.began)
+    elif isinstance(message, Gap):
+        capture.mirror_gap()
+    elif isinstance(message, Ended):
+        sideband.mirror_ended()
