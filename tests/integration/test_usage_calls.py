@@ -14,7 +14,7 @@ from aiortc import RTCSessionDescription
 
 from engram_voice.services import Overrides
 from tests.conftest import Emulator, ServiceFactory, service_env
-from tests.support.calls import HeaderUsers, delete_call, post_call
+from tests.support.calls import HeaderUsers, delete_call, emulator_call_ids, post_call
 from tests.support.clock import FakeClock
 from tests.support.polling import async_poll_until
 from tests.support.realtime_client import RealtimeTestClient
@@ -49,12 +49,12 @@ async def test_the_daily_calls_limit_answers_429_until_utc_midnight(
     """Past USAGE_MAX_CALLS_PER_DAY a user gets 429 usage_limit_reached, Retry-After to midnight."""
     clock = FakeClock(MIDNIGHT - 75)
     env = service_env(emulator, USAGE_MAX_CALLS_PER_DAY="1")
-    before = len(emulator.state()["calls"])  # type: ignore[arg-type]
+    before = emulator_call_ids(emulator)  # by id: the emulator forgets its oldest ended calls
     with make_service(env, Overrides(authenticator=HeaderUsers(), usage_clock=clock)) as url:
         first = await open_call(url, browsers[0])
         assert (await delete_call(url, first["call_id"])).status_code == 204
         refused = await post_call(url, await browsers[1].offer())
-        opened_upstream = len(emulator.state()["calls"]) - before  # type: ignore[arg-type]
+        opened_upstream = len(emulator_call_ids(emulator) - before)
         clock.advance(75)
         await open_call(url, browsers[2])  # a new UTC day
     assert refused.status_code == 429
