@@ -27,6 +27,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+async def _call_in_capture_process(url: str, browser: RealtimeTestClient) -> int:
+    """Open a call the capture process holds, wait for two captured turns; return its pid."""
+    async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+        await warm_up(http, url)
+        status: Any = (await http.get("/status")).json()["calls"]["capture"]
+        pid = status["pid"]
+        assert isinstance(pid, int)
+        created = await http.post(
+            "/realtime/calls", json={"agent": "elena", "sdp_offer": await browser.offer()}
+        )
+        assert created.status_code == 201, created.text
+        await browser.pc.setRemoteDescription(
+            RTCSessionDescription(sdp=created.json()["sdp_answer"], type="answer")
+        )
+        await async_poll_until(lambda: queue_depth(url) >= 2, timeout=30, what="turns")
+    return pid
+
+
 async def test_sigterm_to_the_group_hangs_up_through_the_capture_process_which_then_exits(
     emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -43,21 +61,7 @@ async def test_sigterm_to_the_group_hangs_up_through_the_capture_process_which_t
     service = memory_service(env, log).start()
     browser = RealtimeTestClient()
     try:
-        async with httpx.AsyncClient(base_url=service.base_url, timeout=20) as http:
-            await warm_up(http, service.base_url)
-            status: Any = (await http.get("/status")).json()["calls"]["capture"]
-            pid = status["pid"]
-            assert isinstance(pid, int)
-            created = await http.post(
-                "/realtime/calls", json={"agent": "elena", "sdp_offer": await browser.offer()}
-            )
-            assert created.status_code == 201, created.text
-            await browser.pc.setRemoteDescription(
-                RTCSessionDescription(sdp=created.json()["sdp_answer"], type="answer")
-            )
-            await async_poll_until(
-                lambda: queue_depth(service.base_url) >= 2, timeout=30, what="turns"
-            )
+        pid = await _call_in_capture_process(service.base_url, browser)
         service.stop()  # SIGTERM to the whole process group (the capture process too)
     finally:
         await browser.close()
@@ -88,21 +92,7 @@ async def test_the_capture_process_exits_when_the_service_alone_is_killed_mid_ca
     service = memory_service(env, tmp_path / "service.log").start()
     browser = RealtimeTestClient()
     try:
-        async with httpx.AsyncClient(base_url=service.base_url, timeout=20) as http:
-            await warm_up(http, service.base_url)
-            status: Any = (await http.get("/status")).json()["calls"]["capture"]
-            pid = status["pid"]
-            assert isinstance(pid, int)
-            created = await http.post(
-                "/realtime/calls", json={"agent": "elena", "sdp_offer": await browser.offer()}
-            )
-            assert created.status_code == 201, created.text
-            await browser.pc.setRemoteDescription(
-                RTCSessionDescription(sdp=created.json()["sdp_answer"], type="answer")
-            )
-            await async_poll_until(
-                lambda: queue_depth(service.base_url) >= 2, timeout=30, what="turns"
-            )
+        pid = await _call_in_capture_process(service.base_url, browser)
         assert service.process is not None
         os.kill(service.process.pid, signal.SIGKILL)  # the service only, not its group
         service.process.wait(timeout=10)
