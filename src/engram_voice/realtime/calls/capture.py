@@ -50,6 +50,7 @@ __all__ = [
     "StoreTurns",
     "TurnCapture",
     "UsageHook",
+    "owner_store",
 ]
 
 MAX_ITEMS = 2_000
@@ -119,6 +120,15 @@ class CaptureSink(Protocol):
         browser's posts are held back until the first item tells).
         """
         ...
+
+
+def owner_store(sink: CaptureSink, *, session_id: str, user_id: str, agent_id: str) -> StoreTurns:
+    """Return the :data:`StoreTurns` that stores a call's turns in ``sink`` for its owner."""
+
+    async def store(messages: Sequence[EnrichMessage]) -> Any:
+        return await sink.accept_captured(session_id, user_id, agent_id, messages)
+
+    return store
 
 
 UsageHook = Callable[[str, dict[str, Any]], None]
@@ -205,11 +215,7 @@ class TurnCapture:
         if sink is None:
             self.keep_turns = False
             return False
-
-        async def store(messages: Sequence[EnrichMessage]) -> Any:
-            return await sink.accept_captured(session_id, user_id, agent_id, messages)
-
-        self.bind(store)
+        self.bind(owner_store(sink, session_id=session_id, user_id=user_id, agent_id=agent_id))
         return True
 
     def feed(self, event: dict[str, Any]) -> None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
 
 from engram_voice.memory.schemas import EnrichMessage
-from engram_voice.realtime.calls.capture import CaptureSink, UsageHook
+from engram_voice.realtime.calls.capture import CaptureSink, StoreTurns, UsageHook, owner_store
 from engram_voice.realtime.calls.capture_wire import (
     Began,
     Bind,
@@ -172,12 +172,10 @@ class RemoteCapture:
         self.usage_call_id = session_id
         """The id usage is reported under (the service's call id once bound)."""
         self.keep_turns = True
-        self.heard = False
         self.began: bool | None = None
         self.on_began: Callable[[bool], None] | None = None
         self.on_gap: Callable[[], None] | None = None
-        self.on_heard: Callable[[], None] | None = None
-        self.store: Callable[[Sequence[EnrichMessage]], Awaitable[Any]] | None = None
+        self.store: StoreTurns | None = None
         """Where the turns the capture process hands over go, once the owner is known."""
         self._closed = False
 
@@ -200,11 +198,7 @@ class RemoteCapture:
             self.keep_turns = False
             self._process.send(Bind(call=self._call, keep=False))
             return False
-
-        async def store(messages: Sequence[EnrichMessage]) -> Any:
-            return await sink.accept_captured(session_id, user_id, agent_id, messages)
-
-        self.store = store
+        self.store = owner_store(sink, session_id=session_id, user_id=user_id, agent_id=agent_id)
         self._process.send(Bind(call=self._call, keep=True))
         return True
 
