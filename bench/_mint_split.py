@@ -76,6 +76,7 @@ class SplitProfile:
     round_p99: dict[str, list[float]] = field(default_factory=dict)
     errors: int = 0
     service_cpu_ms: float = 0.0
+    merged: int = 0
 
     def p99(self, part: str) -> float:
         """Return the p99 of ``total``, ``upstream``, ``own`` or ``direct`` (NaN if empty)."""
@@ -86,6 +87,16 @@ class SplitProfile:
         """Return the median over rounds of the part's p99 (one neighbour's burst, one round)."""
         rounds = self.round_p99.get(part, [])
         return statistics.median(rounds) if rounds else float("nan")
+
+    def merge(self, other: SplitProfile) -> None:
+        """Add ``other``'s latencies, rounds and errors (its CPU per mint averaged in)."""
+        profiles = 1 + self.merged
+        for part in ("total", "upstream", "own", "direct"):
+            getattr(self, part).extend(getattr(other, part))
+            self.round_p99.setdefault(part, []).extend(other.round_p99.get(part, []))
+        self.errors += other.errors
+        self.service_cpu_ms += (other.service_cpu_ms - self.service_cpu_ms) / profiles
+        self.merged = profiles
 
     def add_round(self, part: str, values: list[float]) -> None:
         """Add one round's latencies of ``part`` and its p99."""

@@ -11,29 +11,41 @@ loop, the design before it, for a comparison in the same run conditions). One ca
 opened and hung up first, so the capture process is up, as in a service that has been
 running. The SDP offer is made once by an aiortc peer.
 
+Before any profile the emulator's ephemeral-key store is filled and the service mints
+for ``--warmup`` s (its first mints cost more: a first profile measured cold reads low
+against every later one). Then ``--cycles`` times:
+
 1. Mint p99 at ``--mint-rate``/s through the service (and straight at the emulator), in
    interleaved rounds, with no call held.
 2. ``--calls`` calls opened through ``POST /realtime/calls`` at ``--open-rate``/s (open
    loop); the service joins each call's sideband and captures its transcripts into the
    durable queue.
-3. A quiet window of ``--window`` s: service CPU (``/proc``: the service process and its
-   capture process, each also printed) ÷ turns captured in it (the
-   ``engram_realtime_captured_turns_total`` counters on ``/metrics``; each conversation
-   turn is two transcript turns, the user's and the assistant's), and the captured rate
-   against the expected ``calls / turn interval`` conversation turns per second.
-4. Mint p99 again with the calls held (capture still running); its rise over part 1.
-5. Every call hung up (``DELETE``), bounded; with ``--control``, mint p99 once more: the
-   phases run in order, so drift over the run (the service's growing per-user state,
-   the neighbours) would show here too, without any call held.
+3. In the first cycle only, a quiet window of ``--window`` s: service CPU (``/proc``: the
+   service process and its capture process, each also printed) ÷ turns captured in it
+   (the ``engram_realtime_captured_turns_total`` counters on ``/metrics``; each
+   conversation turn is two transcript turns, the user's and the assistant's), and the
+   captured rate against the expected ``calls / turn interval`` conversation turns per
+   second.
+4. Mint p99 again with the calls held (capture still running).
+5. Every call hung up (``DELETE``), bounded.
+
+A last no-call profile closes the run, so every with-calls profile lies between two
+without: drift over the run (a neighbour, the machine's clock speed, the service's growing
+per-user state) falls on both sides alike instead of on the rise. The rise is the pooled
+p99 of every with-calls mint over the pooled p99 of every no-call mint; each cycle's rise
+over the mean of the two no-call profiles around it is printed too, with the spread of
+the no-call profiles among themselves (the noise floor).
 
 The emulator is the upstream of every mint *and* plays all the held calls, so its own
 slow-down is part of the end-to-end rise. Each mint's latency is therefore also split
 (``bench/_mint_split.py``) into the upstream time the service awaited (read back from its
 log by session id) and the service's own time (the rest); the rise is reported for both.
 ``--pin`` runs the service alone on CPU 0 and the emulator and this client on CPU 1, so
-the emulator's work does not take the service's core. Before part 1 the emulator's
-ephemeral-key store is filled (``--no-fill`` skips it), so every profile mints into the
-same steady state; ``--fair-upstream`` keeps the emulator's collector off the held calls,
+the emulator's work does not take the service's core. The emulator's
+ephemeral-key store is filled first (``--no-fill`` skips it), so every profile mints into
+the same steady state; ``--upstream-nice`` ranks the emulator below this client on their
+shared core, so the client's timing waits less for the held calls' playback;
+``--fair-upstream`` keeps the emulator's collector off the held calls,
 as Azure's latency does not depend on our calls. A line marked MODELLED adds each mint's
 own time to an upstream time drawn from the no-call profile. Every result names the
 isolation it was measured with.
@@ -42,7 +54,7 @@ Goals: <= 2 ms service CPU per conversation turn; the expected turn rate capture
 p99 rise <= 10 %. Loopback only; every wait bounded. On a shared machine latencies swing
 with the neighbours: read them next to the CPU figures, and compare medians of runs.
 
-    .venv/bin/python bench/bench_capture.py --nice -10 --pin --fair-upstream --control
+    .venv/bin/python bench/bench_capture.py --nice -10 --upstream-nice 5 --pin --fair-upstream
 """
 
 from __future__ import annotations
@@ -53,6 +65,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -241,7 +254,7 @@ async def mint_split(
         ended, waited_after = time.time(), run_queue_ms(pid)
         args.windows[name] = (started, ended)
         if waited is not None and waited_after is not None:
-            args.run_queue[name] = (waited_after - waited) / (ended - started)
+            args.run_queue.setdefault(name, []).append((waited_after - waited) / (ended - started))
 
 
 async def _split(bench: Bench, args: argparse.Namespace, log: MintLog) -> SplitProfile:
@@ -259,6 +272,19 @@ async def _split(bench: Bench, args: argparse.Namespace, log: MintLog) -> SplitP
     )
 
 
+def realtime_client() -> None:
+    """Put every thread of this client at SCHED_FIFO 1: a wake-up runs at once.
+
+    The load generator's own scheduling delay is part of every latency it measures; at a
+    real-time priority it preempts the emulator and the capture process on its core the
+    moment an answer arrives (it sleeps between sends; the kernel's real-time throttle
+    still leaves the others 5 % of each second at worst).
+    """
+    for task in Path("/proc/self/task").iterdir():
+        os.sched_setscheduler(int(task.name), os.SCHED_FIFO, os.sched_param(1))
+    print("this client at real-time priority (SCHED_FIFO 1)")
+
+
 def isolation(args: argparse.Namespace) -> str:
     """Say where the measured processes ran (the bench prints it next to every result)."""
     placed = (
@@ -269,11 +295,15 @@ def isolation(args: argparse.Namespace) -> str:
     )
     if args.client_cpu is not None:
         placed += f"; this client moved to CPU {args.client_cpu}"
+    if args.client_fifo:
+        placed += "; this client at real-time priority (SCHED_FIFO 1)"
     if args.capture_cpu is not None:
         placed += f"; the service's capture process on CPU {args.capture_cpu}"
     elif args.pin:
         placed += "; the service's capture process (its child) shares CPU 0, at nice +5 to it"
     ranked = f"; nice {args.nice} over the neighbours" if args.nice is not None else ""
+    if args.upstream_nice is not None:
+        ranked += f"; the emulator at nice {args.upstream_nice}"
     upstream = (
         "; FAIR UPSTREAM: the emulator's collector never rescans the held calls"
         if args.fair_upstream
@@ -336,39 +366,44 @@ async def run(bench: Bench, args: argparse.Namespace) -> None:
     """Run the parts in order and print the goals."""
     assert bench.service.log_path  # noqa: S101 - bench_stack() sets it
     log = MintLog(bench.service.log_path)
-    for send in mint_senders(bench).values():  # warm up
-        await open_loop(send, total=int(args.mint_rate), rate=args.mint_rate)
     await fill_key_store(bench, args)
+    for send in mint_senders(bench).values():  # warm up: the service's first mints cost more
+        await open_loop(send, total=int(args.mint_rate * args.warmup), rate=args.mint_rate)
     await start_capture_process(bench, args)
     args.windows, args.run_queue = {}, {}
-    without = await mint_split(bench, args, log, "mint without calls")
-    calls: list[tuple[str, dict[str, str]]] = []
-    try:
-        calls = await open_calls(bench, args)
-        await asyncio.sleep(min(10.0, 2 * args.turn_interval))  # sidebands joined, turns flow
-        held = await active_calls(bench)
-        started = time.time()
-        if args.probe:  # a census of what the collector tracks with the calls held
-            os.kill(bench.service.process.pid, signal.SIGUSR1)  # type: ignore[union-attr]
-        cpu_ok, rate_ok = await capture_window(bench, args, held)
-        args.windows["capture only"] = (started, time.time())
-        with_calls = await mint_split(bench, args, log, "mint with calls held")
-        args.still_held = await active_calls(bench)
-    finally:
-        await asyncio.wait_for(release_calls(bench, calls), timeout=120)
+    without, with_calls = SplitProfile(), SplitProfile()
+    cycles: list[tuple[SplitProfile, SplitProfile]] = []
+    cpu_ok = rate_ok = False
+    held = 0
+    for cycle in range(args.cycles):
+        before = await mint_split(bench, args, log, "mint without calls")
+        calls: list[tuple[str, dict[str, str]]] = []
+        try:
+            calls = await open_calls(bench, args)
+            await asyncio.sleep(min(10.0, 2 * args.turn_interval))  # sidebands joined, turns flow
+            held = await active_calls(bench)
+            if cycle == 0:
+                started = time.time()
+                if args.probe:  # a census of what the collector tracks with the calls held
+                    os.kill(bench.service.process.pid, signal.SIGUSR1)  # type: ignore[union-attr]
+                cpu_ok, rate_ok = await capture_window(bench, args, held)
+                args.windows["capture only"] = (started, time.time())
+            during = await mint_split(bench, args, log, "mint with calls held")
+            args.still_held = await active_calls(bench)
+        finally:
+            await asyncio.wait_for(release_calls(bench, calls), timeout=120)
+        await asyncio.sleep(2)  # the hang-ups settled
+        cycles.append((before, during))
+        without.merge(before)
+        with_calls.merge(during)
+    last = await mint_split(bench, args, log, "mint without calls")  # brackets the last cycle
+    without.merge(last)
     mint_ok = report_mint(args, without, with_calls)
-    if args.control:  # the calls are gone again: a rise that stays is drift, not capture
-        await asyncio.sleep(2)
-        again = await mint_split(bench, args, log, "mint after hang-up")
-        print(
-            "  control, every call hung up again: p99 "
-            + ", ".join(f"{part} {again.p99(part):.2f} ms" for part, _ in _PARTS)
-            + f" ({(again.p99('total') / without.p99('total') - 1) * 100:+.1f} % end to end "
-            "over the first profile: what the order of the phases alone does)"
-        )
+    report_cycles(cycles, last)
     print(
         "  the service's event loop waited for a CPU (run queue: the emulator, this client, "
-        "the neighbours): " + ", ".join(f"{k} {v:.0f} ms/s" for k, v in args.run_queue.items())
+        "the neighbours): "
+        + ", ".join(f"{k} {statistics.mean(v):.0f} ms/s" for k, v in args.run_queue.items())
     )
     if args.probe:
         probe_summary(args.probe, args.windows)
@@ -381,6 +416,31 @@ async def run(bench: Bench, args: argparse.Namespace) -> None:
         f"end to end {'HELD' if mint_ok else 'MISSED'}, the service's own "
         f"{'HELD' if own_rise <= GOAL_MINT_P99_RISE else 'MISSED'} ({own_rise * 100:+.1f} %)"
         + ("" if held >= args.calls else f" (measured with {held} calls, not {args.calls})")
+    )
+
+
+def report_cycles(cycles: list[tuple[SplitProfile, SplitProfile]], last: SplitProfile) -> None:
+    """Print each cycle's rise over the no-call profiles around it, and their spread.
+
+    A no-call profile that drifts from the others (a neighbour, the machine's clock speed)
+    shows here as a spread among the no-call p99s: the noise floor of the comparison.
+    """
+    afters = [before for before, _ in cycles[1:]] + [last]
+    rises = []
+    for index, ((before, during), after) in enumerate(zip(cycles, afters, strict=True), 1):
+        around = (before.p99("total") + after.p99("total")) / 2
+        rises.append(during.p99("total") / around - 1)
+        print(
+            f"  cycle {index}: p99 end to end {before.p99('total'):.2f} | "
+            f"{during.p99('total'):.2f} | {after.p99('total'):.2f} ms (without | with | without): "
+            f"{rises[-1] * 100:+.1f} % over the mean of the two without; own "
+            f"{before.p99('own'):.2f} | {during.p99('own'):.2f} | {after.p99('own'):.2f} ms"
+        )
+    alone = [before.p99("total") for before, _ in cycles] + [last.p99("total")]
+    print(
+        f"  median of the cycles' rises {statistics.median(rises) * 100:+.1f} %; the no-call "
+        f"profiles among themselves (noise floor): p99 {min(alone):.2f}-{max(alone):.2f} ms "
+        f"({(max(alone) / min(alone) - 1) * 100:.0f} % apart)"
     )
 
 
@@ -409,6 +469,18 @@ def main() -> None:
     parser.add_argument("--mint-rate", type=float, default=200.0)
     parser.add_argument("--mint-seconds", type=float, default=10.0)
     parser.add_argument("--mint-rounds", type=int, default=4)
+    parser.add_argument(
+        "--cycles",
+        type=int,
+        default=3,
+        help="without/with cycles (calls opened and hung up each time), then one more without",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=20.0,
+        help="seconds of mints through the service (and straight) before the first profile",
+    )
     parser.add_argument(
         "--pin", action="store_true", help="service on CPU 0; emulator and this client on CPU 1"
     )
@@ -441,16 +513,23 @@ def main() -> None:
         help="move the service's capture process to this CPU (default: where the service runs)",
     )
     parser.add_argument(
+        "--client-fifo",
+        action="store_true",
+        help="run this client at real-time priority (SCHED_FIFO 1; root): its timing then "
+        "never waits for the processes sharing its core",
+    )
+    parser.add_argument(
+        "--upstream-nice",
+        type=int,
+        help="the emulator's nice value after --nice (above this client's: the client's "
+        "timing then waits less for the emulator's held calls on their shared core)",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=None,
         help="nice value of the three measured processes (e.g. -10 on a shared machine: the "
         "neighbours' load then stays out of the tail; needs root)",
-    )
-    parser.add_argument(
-        "--control",
-        action="store_true",
-        help="mint once more after the hang-ups (drift over the run, not capture's)",
     )
     parser.add_argument(
         "--probe",
@@ -493,9 +572,14 @@ def main() -> None:
     )
     with running(stack):
         isolate(stack, args)
+        if args.upstream_nice is not None and stack.emulator.process:
+            place(stack.emulator.process.pid, cpus=None, nice=args.upstream_nice)
+            print(f"the emulator (upstream stand-in) at nice {args.upstream_nice}")
         if args.client_cpu is not None:
             place(0, cpus={args.client_cpu}, nice=None)
             print(f"this client (the load generator) moved to CPU {args.client_cpu}")
+        if args.client_fifo:
+            realtime_client()
         asyncio.run(_main(args, stack.emulator, stack.service, stack.key))
 
 
