@@ -198,6 +198,7 @@ def _capture_process(
         credentials=credentials,
         log_level=settings.server.log_level,
         log_json=settings.server.log_json,
+        priority=realtime.capture_priority,
     )
     stack.push_async_callback(process.aclose)
     return process

@@ -152,11 +152,11 @@ CLOCK = FakeClock()
 class Host:
     """One capture host: the calls upstream built with it, and what it reported."""
 
-    def __init__(self, name: str, credentials: RotatingKeys) -> None:
+    def __init__(self, name: str, credentials: RotatingKeys, *, priority: str = "normal") -> None:
         self.name = name
         self.credentials = credentials
         self.usage: list[tuple[str, dict[str, Any]]] = []
-        process = CaptureProcess(credentials=credentials, restart_pause=0.0)
+        process = CaptureProcess(credentials=credentials, restart_pause=0.0, priority=priority)
         self.process = process if name == "process" else None
         self.http = aiohttp.ClientSession()
         self.calls = AzureOpenAICalls(

@@ -32,6 +32,7 @@ ALLOWED_OWN_MODULES = frozenset(
         "engram_voice.realtime.calls.capture",
         "engram_voice.realtime.calls.capture_child",
         "engram_voice.realtime.calls.capture_wire",
+        "engram_voice.realtime.calls.capture_priority",
         "engram_voice.realtime.calls.metrics",
         "engram_voice.realtime.calls.sideband",
     }

@@ -264,6 +264,11 @@ INVALID: list[Any] = [
         id="no-calls-per-user",
     ),
     pytest.param(
+        {**OPENAI, "REALTIME_CAPTURE_PRIORITY": "realtime"},
+        "REALTIME_CAPTURE_PRIORITY",
+        id="unknown-capture-priority",
+    ),
+    pytest.param(
         {**LIVE, "VOICELIVE_CONNECT_TIMEOUT_SECONDS": "0"},
         "VOICELIVE_CONNECT_TIMEOUT_SECONDS=0.0 must be between 0.05 and 60.0",
         id="connect-timeout",
@@ -282,6 +287,13 @@ def test_invalid_environments_stop_start_up_naming_the_variable(
 ) -> None:
     """Each bad shape is refused with a message naming its variable and the fix."""
     assert message in problems(env)
+
+
+@pytest.mark.parametrize("priority", ["idle", "low", "normal"])
+def test_the_capture_priority_is_read_from_the_environment(priority: str) -> None:
+    """REALTIME_CAPTURE_PRIORITY sets the capture process's level; normal when unset."""
+    assert read({**OPENAI, "REALTIME_CAPTURE_PRIORITY": priority}).capture_priority == priority
+    assert read(OPENAI).capture_priority == "normal"
 
 
 def test_the_control_channel_url_carries_api_version_and_model() -> None:

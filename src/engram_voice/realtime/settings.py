@@ -18,6 +18,7 @@ from engram_voice.credentials.secret import Secret
 from engram_voice.envreader import EnvReader
 from engram_voice.errors import ConfigurationError
 from engram_voice.netutil import is_loopback_host
+from engram_voice.realtime.calls.capture_priority import PRIORITIES
 from engram_voice.realtime.voicelive_settings import VoiceLiveSettings
 
 __all__ = [
@@ -131,6 +132,8 @@ class RealtimeSettings(msgspec.Struct, frozen=True):
     call_max_concurrent_per_user: int = 2
     capture_process: bool = True
     """Hold Azure OpenAI sidebands in a capture process beside the service (else in-process)."""
+    capture_priority: str = "normal"
+    """The capture process's CPU priority: ``idle``, ``low`` or ``normal`` (capture_priority)."""
 
     @property
     def azure_openai_configured(self) -> bool:
@@ -262,4 +265,5 @@ class RealtimeSettings(msgspec.Struct, frozen=True):
                 "CALL_MAX_CONCURRENT_PER_USER", 2, minimum=1, maximum=1000
             ),
             capture_process=reader.flag("REALTIME_CAPTURE_PROCESS", default=True),
+            capture_priority=reader.choice("REALTIME_CAPTURE_PRIORITY", "normal", PRIORITIES),
         )

@@ -14,8 +14,9 @@ so Key Vault rotation, Entra tokens, and the queue's authority rules have one ow
 
 When the service goes away (stdin closes: a stop, a crash, ``kill -9``) every sideband is
 closed, bounded, and the process exits; turns not yet acknowledged by the service were
-never acknowledged to anyone. It lowers its own CPU priority (``--nice``) so that, on a
-core shared with the service, minting wins.
+never acknowledged to anyone. It lowers its own CPU priority (``--priority``, see
+:mod:`~engram_voice.realtime.calls.capture_priority`) so that, on a core shared with the
+service, minting wins.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from engram_voice.credentials.sources import UpstreamCredential
 from engram_voice.logs import configure_logging
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.realtime.calls.capture import CAPTURED_EVENTS, TurnCapture
+from engram_voice.realtime.calls.capture_priority import PRIORITIES, lower_priority
 from engram_voice.realtime.calls.capture_wire import (
     Began,
     Bind,
@@ -254,7 +256,7 @@ class CaptureChild:
                     await asyncio.gather(*(close(one) for one in held), return_exceptions=True)
 
 
-async def _serve(wire_in: BinaryIO, wire_out: BinaryIO) -> None:
+async def _serve(wire_in: BinaryIO, wire_out: BinaryIO, priority: str) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), wire_in)
@@ -271,8 +273,9 @@ async def _serve(wire_in: BinaryIO, wire_out: BinaryIO) -> None:
                 child.report_counts()
 
         reporter = asyncio.create_task(counts())
-        channel.send(State(call="", state="ready"))  # the service hands over calls from now on
-        _logger.info("realtime.capture_process_started", pid=os.getpid())
+        # the service hands over calls from now on; ``told`` is the CPU priority in effect
+        channel.send(State(call="", state="ready", told=priority))
+        _logger.info("realtime.capture_process_started", pid=os.getpid(), priority=priority)
         await channel.run(child.handle)  # until the service closes the pipe
         reporter.cancel()
         await child.close_all()
@@ -285,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="engram-voice capture process (internal)")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", choices=("json", "console"), default="json")
-    parser.add_argument("--nice", type=int, default=0)
+    parser.add_argument("--priority", choices=PRIORITIES, default="normal")
     args = parser.parse_args(argv)
     wire_in, wire_out = _take_the_wire()
     configure_logging(level=args.log_level, json=args.log_format == "json")
@@ -293,10 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # this process ends when the service closes the pipe, after its calls were drained.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if args.nice:
-        with contextlib.suppress(OSError):
-            os.nice(args.nice)
-    asyncio.run(_serve(wire_in, wire_out))
+    priority = lower_priority(args.priority)  # before any thread starts: threads inherit it
+    asyncio.run(_serve(wire_in, wire_out, priority))
     return 0
 
 

@@ -60,8 +60,6 @@ STOP_SECONDS = 10.0
 STALL_SECONDS = 15.0
 """A capture process silent this long (it reports every second) is stuck: it is killed,
 its calls read as lost, and the next call starts a new one."""
-NICE = 5
-"""How much lower the capture process's CPU priority is than the service's."""
 _logger = structlog.get_logger("engram_voice.realtime.calls")
 
 
@@ -82,7 +80,7 @@ class CaptureProcess:
         credentials: CredentialSource,
         log_level: str = "info",
         log_json: bool = True,
-        nice: int = NICE,
+        priority: str = "normal",
         restart_pause: float = RESTART_SECONDS,
         stall_seconds: float | None = None,
     ) -> None:
@@ -92,8 +90,10 @@ class CaptureProcess:
         self._argv = [
             sys.executable, "-m", "engram_voice.realtime.calls.capture_child",
             "--log-level", log_level.lower(), "--log-format", "json" if log_json else "console",
-            "--nice", str(nice),
         ]  # fmt: skip
+        self.priority = priority
+        """The CPU priority the next capture process starts at (``capture_priority``)."""
+        self._priority_in_effect: str | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._channel: Channel | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -175,6 +175,7 @@ class CaptureProcess:
             "sidebands": len(self._calls),
             "starts": self.starts,
             "exits": self.exits,
+            "priority": self._priority_in_effect if self._ready else self.priority,
         }
 
     async def aclose(self) -> None:
@@ -208,9 +209,14 @@ class CaptureProcess:
             return None
         self._starting = True
         self._not_before = time.monotonic() + self._restart_pause
+        if self._watchdog.stalls and self.priority != "normal":  # it starved: never again
+            _logger.warning("realtime.capture_priority_raised", was=self.priority, now="normal")
+            self.priority = "normal"
         try:
             process = await asyncio.create_subprocess_exec(
                 *self._argv,
+                "--priority",
+                self.priority,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 env=child_environment(os.environ),
@@ -272,6 +278,7 @@ class CaptureProcess:
         call = self._calls.get(message.call)
         if call is None:
             if kind is State and message.state == "ready":
+                self._priority_in_effect = message.told
                 self._ready = True
                 self._ready_event.set()
             return

@@ -29,6 +29,8 @@ class Watchdog:
 
     def __init__(self, stall_seconds: float) -> None:
         self.stall_seconds = stall_seconds
+        self.stalls = 0
+        """How many capture processes this watch has killed for their silence."""
         self._heard = 0.0
 
     def heard(self) -> None:
@@ -50,6 +52,7 @@ class Watchdog:
                 _logger.error(
                     "realtime.capture_process_stalled", pid=process.pid, silent=round(silent, 1)
                 )
+                self.stalls += 1
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()  # read as an exit: its calls are lost, the next restarts it
                 return
