@@ -10,7 +10,6 @@ browser's to post, and a sideband it still holds keeps capturing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -32,6 +31,7 @@ from tests.support.capture_hosts import (
     process_pid,
     said,
     serve_upstream,
+    stall_until_lost,
     stored_turns,
 )
 from tests.support.polling import async_poll_until
@@ -176,15 +176,7 @@ async def test_a_stalled_capture_process_is_killed_its_calls_fall_back_and_it_is
     host = Host("process", RotatingKeys())
     try:
         call = await _held_behind(host, upstream, runtime)
-        pid = process_pid(host)
-        os.kill(pid, signal.SIGSTOP)
-        sideband = call.sideband
-        assert sideband is not None
-        try:
-            await async_poll_until(lambda: sideband.state == "lost", timeout=30, what="lost")
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        pid = await stall_until_lost(host, call)
         assert await post_turn(runtime, "item_b") == (1, 0)
         await asyncio.wait_for(call.hangup("client_hangup"), timeout=20)
         assert host.process is not None

@@ -7,9 +7,7 @@ stall watch) is replaced by one at ``normal``. The levels are read back from the
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,8 +17,14 @@ from structlog.testing import capture_logs
 
 from engram_voice.realtime.calls import capture_process
 from engram_voice.realtime.calls.capture_priority import PRIORITIES, lower_priority
-from tests.support.capture_hosts import Host, RotatingKeys, Upstream, process_pid, serve_upstream
-from tests.support.polling import async_poll_until
+from tests.support.capture_hosts import (
+    Host,
+    RotatingKeys,
+    Upstream,
+    process_pid,
+    serve_upstream,
+    stall_until_lost,
+)
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "SCHED_IDLE"), reason="scheduling policies are Linux's"
@@ -68,15 +72,7 @@ async def test_a_starved_capture_process_is_replaced_by_one_at_normal_priority(
     host = Host("process", RotatingKeys(), priority="idle")
     try:
         call = await host.open(upstream.url)
-        pid = process_pid(host)
-        os.kill(pid, signal.SIGSTOP)  # what starving looks like from the service: silence
-        sideband = call.sideband
-        assert sideband is not None
-        try:
-            await async_poll_until(lambda: sideband.state == "lost", timeout=30, what="lost")
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        pid = await stall_until_lost(host, call)  # starving looks like this: silence
         await call.hangup("client_hangup")
         with capture_logs() as logs:
             again = await host.open(upstream.url)
@@ -118,14 +114,7 @@ print(level, os.sched_getscheduler(0), seen[0], [e["event"] for e in logs])
 @pytest.mark.parametrize("priority", ["idle", "low"])
 def test_without_the_policy_the_capture_process_falls_back_to_normal(priority: str) -> None:
     """Where the platform lacks the policy, the process runs at normal and says so."""
-    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", _WITHOUT_POLICY, priority],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    level, policy, thread_policy, events = done.stdout.split(" ", 3)
+    level, policy, thread_policy, events = _run(_WITHOUT_POLICY, priority).split(" ", 3)
     assert (level, int(policy), int(thread_policy)) == ("normal", os.SCHED_OTHER, os.SCHED_OTHER)
     assert "realtime.capture_priority_unavailable" in events
 
@@ -144,12 +133,17 @@ print(os.sched_getscheduler(0), seen[0])
 @pytest.mark.parametrize("priority", PRIORITIES)
 def test_threads_started_after_the_change_inherit_the_priority(priority: str) -> None:
     """The level is set before any thread starts, and threads (the executor's) inherit it."""
+    wanted = getattr(os, _POLICY[priority])
+    assert [int(v) for v in _run(_THREADS, priority).split()] == [wanted, wanted]
+
+
+def _run(script: str, priority: str) -> str:
+    """Run ``script`` with ``priority`` in a fresh interpreter (it changes its scheduling)."""
     done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", _THREADS, priority],
+        [sys.executable, "-c", script, priority],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    wanted = getattr(os, _POLICY[priority])
-    assert [int(v) for v in done.stdout.split()] == [wanted, wanted]
+    return done.stdout

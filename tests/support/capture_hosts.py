@@ -7,7 +7,10 @@ and the capture process's own faults (``tests/contract/test_capture_process_faul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -238,6 +241,23 @@ def process_pid(host: Host) -> int:
     assert host.process is not None
     pid = host.process.describe()["pid"]
     assert isinstance(pid, int)
+    return pid
+
+
+async def stall_until_lost(host: Host, call: AzureOpenAICall) -> int:
+    """Stop (SIGSTOP) the host's capture process until ``call``'s sideband reads ``lost``.
+
+    The process is continued afterwards (if it still exists); returns its pid.
+    """
+    pid = process_pid(host)
+    os.kill(pid, signal.SIGSTOP)
+    sideband = call.sideband
+    assert sideband is not None
+    try:
+        await async_poll_until(lambda: sideband.state == "lost", timeout=30, what="lost")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
     return pid
 
 
