@@ -181,6 +181,7 @@ async def start_capture_process(bench: Bench, args: argparse.Namespace) -> None:
         capture = await capture_status(bench)
     print(f"capture host: {capture}")
     args.capture_pid = capture.get("pid")
+    args.capture_priority = capture.get("priority")
     if args.capture_cpu is not None and isinstance(args.capture_pid, int):
         place(args.capture_pid, cpus={args.capture_cpu}, nice=None)
         print(f"the capture process (pid {args.capture_pid}) moved to CPU {args.capture_cpu}")
@@ -300,7 +301,10 @@ def isolation(args: argparse.Namespace) -> str:
     if args.capture_cpu is not None:
         placed += f"; the service's capture process on CPU {args.capture_cpu}"
     elif args.pin:
-        placed += "; the service's capture process (its child) shares CPU 0, at nice +5 to it"
+        placed += "; the service's capture process (its child) shares CPU 0"
+    priority = getattr(args, "capture_priority", None)
+    if priority is not None:
+        placed += f", at priority {priority} (REALTIME_CAPTURE_PRIORITY)"
     ranked = f"; nice {args.nice} over the neighbours" if args.nice is not None else ""
     if args.upstream_nice is not None:
         ranked += f"; the emulator at nice {args.upstream_nice}"
