@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from engram_voice.realtime.calls import CallLimits, CallRegistry
+from engram_voice.usage import MemoryUsageStore, UsageMeter
 from tests.support.clock import FakeClock
 
 UPSTREAM = "azure-openai"
@@ -134,8 +135,9 @@ async def test_a_call_being_hung_up_is_ending_then_ended(way: str) -> None:
 
 
 async def test_a_hang_up_the_drain_abandons_is_counted_as_ended() -> None:
-    """A hang-up still running when the drain bound passes leaves ending and counts as shutdown."""
-    registry = CallRegistry(CallLimits(drain_seconds=0.1))
+    """A hang-up still running at the drain bound leaves ending, counts as shutdown, is metered."""
+    store = MemoryUsageStore()
+    registry = CallRegistry(CallLimits(drain_seconds=0.1), meter=UsageMeter(store))
     ending_before = _gauge("engram_calls_ending")
     stuck, fine = HeldHangupCall(), HeldHangupCall()
     fine.released.set()
@@ -146,6 +148,7 @@ async def test_a_hang_up_the_drain_abandons_is_counted_as_ended() -> None:
     calls = registry.describe()
     assert (calls["active"], calls["ending"]) == (0, 0)
     assert calls["ended_by_reason"] == {"shutdown": 2}
+    assert [call["seconds"] is not None for call in store.calls.values()] == [True, True]
     assert _gauge("engram_calls_ending") == ending_before
 
 
