@@ -15,6 +15,7 @@ from engram_voice.services import Overrides
 from tests.conftest import Emulator, ServiceFactory, service_env
 from tests.support.calls import (
     HeaderUsers,
+    calls_over,
     delete_call,
     emulator_call,
     emulator_call_ids,
@@ -171,10 +172,8 @@ async def test_the_maximum_duration_ends_the_call(
     with make_service(service_env(emulator), overrides(CallLimits(max_seconds=0.5))) as url:
         body, upstream_id = await open_call(url, emulator, browser)
         recorded = await ended_at_emulator(emulator, upstream_id)
-        await async_poll_until(lambda: status_calls(url)["active"] == 0, what="registry empty")
-        # the end is counted once its hang-up (and the capture's flush) completed
-        await async_poll_until(lambda: status_calls(url)["ended_by_reason"], what="end counted")
-        calls = status_calls(url)
+        # active, then ending (its hang-up and the capture's flush), then ended: never neither
+        calls = await calls_over(url, started=1)
         late = await delete_call(url, body["call_id"])
     assert recorded["end_reason"] == "hangup"
     assert calls["ended_by_reason"] == {"max_duration": 1}

@@ -17,7 +17,13 @@ from engram_voice.credentials import COGNITIVE_SERVICES_SCOPE, EntraTokenSource
 from engram_voice.realtime.calls import CallLimits
 from engram_voice.services import Overrides
 from tests.conftest import Emulator, ServiceFactory, service_env
-from tests.support.calls import HeaderUsers, delete_call, emulator_call_ids, post_call
+from tests.support.calls import (
+    HeaderUsers,
+    calls_over,
+    delete_call,
+    emulator_call_ids,
+    post_call,
+)
 from tests.support.emulator_client import conversation_of
 from tests.support.entra import FakeTokenCredential
 from tests.support.memory import FakeSink
@@ -222,7 +228,7 @@ async def test_the_maximum_duration_closes_the_sideband(
             timeout=20,
             what="the sideband closing",
         )
-        reasons = status_of(url)["calls"]["ended_by_reason"]
+        reasons = (await calls_over(url, started=1))["ended_by_reason"]
     assert reasons == {"max_duration": 1}
     assert sidebands(emulator, upstream_id)[-1]["close_reason"] == "call_ended"
 
@@ -259,12 +265,7 @@ async def test_the_browser_closing_ends_the_call_and_keeps_its_turns(
             lambda: len(stored(sink, body["session_id"])) >= 2, timeout=30, what="a turn stored"
         )
         await browser.close()
-        await async_poll_until(
-            lambda: status_of(url)["calls"]["active"] == 0,
-            timeout=30,
-            what="the call ending upstream",
-        )
-        reasons = status_of(url)["calls"]["ended_by_reason"]
+        reasons = (await calls_over(url, started=1))["ended_by_reason"]
     assert reasons == {"upstream_closed": 1}
 
 

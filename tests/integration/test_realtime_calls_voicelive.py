@@ -23,7 +23,7 @@ from engram_voice.credentials import AI_FOUNDRY_SCOPE, EntraTokenSource
 from engram_voice.realtime.calls import CallLimits
 from engram_voice.services import Overrides
 from tests.conftest import Emulator, ServiceFactory, service_env
-from tests.support.calls import HeaderUsers, delete_call, post_call
+from tests.support.calls import HeaderUsers, calls_over, delete_call, post_call
 from tests.support.entra import FakeTokenCredential
 from tests.support.key_rotation import regenerate
 from tests.support.keyvault import KeyVaultStandIn
@@ -216,8 +216,7 @@ async def test_the_upstream_dropping_the_channel_ends_the_call(
     with make_service(voicelive_env(emulator), overrides()) as url:
         emulator.fault(target="voicelive", mode="drop_mid_call", latency_ms=latency_ms)
         body, index = await open_call(url, emulator, browser)
-        await async_poll_until(lambda: status_calls(url)["active"] == 0, what="the call to end")
-        calls = status_calls(url)
+        calls = await calls_over(url, started=1)
         metrics = metrics_text(url)
         late = await delete_call(url, body["call_id"])
     assert (await ended(emulator, index))["ended_reason"] == "dropped"
@@ -233,8 +232,7 @@ async def test_the_maximum_duration_closes_the_channel(
     with make_service(voicelive_env(emulator), overrides(CallLimits(max_seconds=0.5))) as url:
         body, index = await open_call(url, emulator, browser)
         record = await ended(emulator, index)
-        await async_poll_until(lambda: status_calls(url)["active"] == 0, what="registry empty")
-        calls = status_calls(url)
+        calls = await calls_over(url, started=1)
         late = await delete_call(url, body["call_id"])
     assert record["ended_reason"] == "control_closed"
     assert calls["ended_by_reason"] == {"max_duration": 1}

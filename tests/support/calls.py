@@ -10,10 +10,12 @@ import httpx
 from engram_voice.auth.caller import Caller, lower_headers
 from engram_voice.errors import AuthenticationError
 from tests.conftest import Emulator
+from tests.support.polling import async_poll_until
 
 __all__ = [
     "MINIMAL_OFFER",
     "HeaderUsers",
+    "calls_over",
     "delete_call",
     "emulator_call",
     "emulator_call_ids",
@@ -69,3 +71,24 @@ def emulator_call(emulator: Emulator, call_id: str) -> dict[str, Any]:
     assert isinstance(calls, list)
     found: dict[str, Any] = next(c for c in calls if c["call_id"] == call_id)
     return found
+
+
+async def calls_over(
+    url: str,
+    *,
+    started: int,
+    timeout: float = 30.0,  # noqa: ASYNC109 - a poll bound, like async_poll_until's
+) -> dict[str, Any]:
+    """Poll ``/status`` (bounded) until no call is active or ending; return its ``calls``.
+
+    Every poll checks that each of the ``started`` calls is counted exactly once: active,
+    ending (its hang-up under way) or in ``ended_by_reason``.
+    """
+
+    def over() -> dict[str, Any] | None:
+        calls: dict[str, Any] = httpx.get(f"{url}/status", timeout=10).json()["calls"]
+        counted = calls["active"] + calls["ending"] + sum(calls["ended_by_reason"].values())
+        assert counted == started, calls
+        return calls if calls["active"] == calls["ending"] == 0 else None
+
+    return await async_poll_until(over, timeout=timeout, what="every call ended and hung up")

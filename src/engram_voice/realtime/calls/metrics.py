@@ -7,6 +7,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "CALLS_ACTIVE",
     "CALLS_ENDED",
+    "CALLS_ENDING",
     "CALL_DURATION",
     "CALL_SETUP",
     "CAPTURED_TURNS",
@@ -16,7 +17,13 @@ __all__ = [
 
 CALLS_ACTIVE = Gauge(
     "engram_calls_active",
-    "Live calls the service holds, by upstream.",
+    "Live calls the service holds (not those being hung up), by upstream.",
+    ["upstream"],
+)
+CALLS_ENDING = Gauge(
+    "engram_calls_ending",
+    "Calls being hung up (ended, the upstream hang-up and, for Azure OpenAI, the capture's "
+    "flush of the last turns still under way), by upstream.",
     ["upstream"],
 )
 CALL_SETUP = Histogram(

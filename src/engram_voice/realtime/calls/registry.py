@@ -7,7 +7,11 @@ a loop timer per call: no task sleeps for it), the upstream ends it (the reason
 ``OpenedCall.wait_closed`` returns), or the app shuts down (``shutdown``, every live call
 hung up within the drain bound).
 Each end hangs the call up upstream (idempotent), updates the metrics and logs
-``realtime.call_ended``. Every task the registry starts is referenced until it ends;
+``realtime.call_ended``. While its hang-up is under way (bounded; for Azure OpenAI it
+includes the capture's flush of the last turns) the call is *ending*: no longer active,
+its user's slot already free, not yet ended. At every instant each call added here is
+counted exactly once: active, ending, or ended (by reason), also when the drain abandons
+a hang-up that outlasts its bound. Every task the registry starts is referenced until it ends;
 a live call holds one (its watcher), so 500 held calls are 500 tasks, not 1,000.
 """
 
@@ -25,7 +29,12 @@ from typing import Any, Protocol
 import structlog
 
 from engram_voice.errors import TooManyCallsError, UpstreamUnavailableError
-from engram_voice.realtime.calls.metrics import CALL_DURATION, CALLS_ACTIVE, CALLS_ENDED
+from engram_voice.realtime.calls.metrics import (
+    CALL_DURATION,
+    CALLS_ACTIVE,
+    CALLS_ENDED,
+    CALLS_ENDING,
+)
 from engram_voice.realtime.calls.upstream import UPSTREAM_CAPS_SECONDS, OpenedCall
 from engram_voice.realtime.settings import RealtimeSettings
 from engram_voice.usage import UsageMeter
@@ -102,6 +111,7 @@ class CallRegistry:
         self._call_later = call_later
         """Schedules the duration timers; None: the running loop's ``call_later``."""
         self._calls: dict[str, LiveCall] = {}
+        self._ending: dict[str, LiveCall] = {}  # ended one way, their hang-up under way
         self._held: Counter[str] = Counter()  # per user: calls being set up plus live ones
         self._tasks: set[asyncio.Task[None]] = set()
         self._ended: Counter[str] = Counter()
@@ -172,8 +182,12 @@ class CallRegistry:
         return self._calls.get(call_id)
 
     def active(self) -> int:
-        """Return how many calls are live."""
+        """Return how many calls are live (not being hung up)."""
         return len(self._calls)
+
+    def ending(self) -> int:
+        """Return how many calls are being hung up (ended, their hang-up not yet done)."""
+        return len(self._ending)
 
     async def close(self) -> None:
         """Refuse new calls and hang up every live one within ``drain_seconds`` (shutdown)."""
@@ -194,9 +208,12 @@ class CallRegistry:
     def describe(self) -> dict[str, Any]:
         """Return the ``calls`` section of ``/status`` (no user ids, no upstream ids)."""
         by_upstream = Counter(live.upstream for live in self._calls.values())
+        ending_by_upstream = Counter(live.upstream for live in self._ending.values())
         return {
             "active": self.active(),
             "active_by_upstream": dict(by_upstream),
+            "ending": self.ending(),
+            "ending_by_upstream": dict(ending_by_upstream),
             "limits": {
                 "max_seconds": {name: self.max_seconds(name) for name in UPSTREAM_CAPS_SECONDS},
                 "max_concurrent_per_user": self.limits.max_per_user,
@@ -232,23 +249,34 @@ class CallRegistry:
         await self._finish(live, reason)
 
     async def _finish(self, live: LiveCall, reason: str) -> None:
+        """End ``live`` once: active -> ending (the hang-up) -> ended, with no gap between."""
         if self._calls.pop(live.call_id, None) is None:
             return  # ended already, by another of the four ways
-        self.release(live.user_id)
+        self._ending[live.call_id] = live  # in the same step: never neither active nor ending
+        self.release(live.user_id)  # a call being hung up holds no slot of its user
         CALLS_ACTIVE.labels(live.upstream).dec()
+        CALLS_ENDING.labels(live.upstream).inc()
         if live.timer is not None:
             live.timer.cancel()
         current = asyncio.current_task()
         for task in live.tasks:
             if task is not current:
                 task.cancel()
-        await self._hang_up(live.opened, reason)
+        hangup = "abandoned"
+        try:
+            hangup = await self._hang_up(live.opened, reason)
+        finally:  # also when the drain cancels a hang-up past its bound: counted, not lost
+            self._count_end(live, reason, hangup)
+
+    def _count_end(self, live: LiveCall, reason: str, hangup: str) -> None:
+        del self._ending[live.call_id]
+        self._ended[reason] += 1  # in the same step as leaving ``ending``
+        CALLS_ENDING.labels(live.upstream).dec()
+        CALLS_ENDED.labels(live.upstream, reason).inc()
         duration = time.monotonic() - live.started
         CALL_DURATION.labels(live.upstream).observe(duration)
         if self.meter is not None:
             self.meter.call_ended(live.call_id, duration, reason)
-        CALLS_ENDED.labels(live.upstream, reason).inc()
-        self._ended[reason] += 1
         _logger.info(
             "realtime.call_ended",
             call_id=live.call_id,
@@ -257,14 +285,19 @@ class CallRegistry:
             upstream=live.upstream,
             reason=reason,
             duration_s=round(duration, 3),
+            hangup=hangup,
         )
 
     @staticmethod
-    async def _hang_up(opened: OpenedCall, reason: str) -> None:
+    async def _hang_up(opened: OpenedCall, reason: str) -> str:
+        """Hang ``opened`` up within the guard; return ``done``, ``timeout`` or ``error``."""
         try:
             async with asyncio.timeout(HANGUP_GUARD_SECONDS):
                 await opened.hangup(reason)
         except TimeoutError:
             _logger.warning("realtime.call_hangup_timeout", reason=reason)
+            return "timeout"
         except Exception:  # the seam says hangup never raises; one that does is logged
             _logger.exception("realtime.call_hangup_error", reason=reason)
+            return "error"
+        return "done"
