@@ -14,6 +14,14 @@ upstream. Per request:
 
 A stall of the service's loop while the upstream answer is already waiting counts as
 upstream, so ``own`` is a lower bound of the service's share and ``total`` an upper one.
+Given the emulator's log (``emulator.mint_accepted`` names each key by its fingerprint and
+is stamped when the answer leaves; both logs stamp the same wall clock), two more parts
+close that gap:
+
+- **upstream_own**: from the service sending the mint (its log time minus ``latency_ms``)
+  to the emulator answering it: the stand-in's queueing and work, and loopback;
+- **service**: total minus upstream_own: everything the service (and the client picking
+  up the answer) added, including its loop's delay in reading the upstream's answer.
 """
 
 from __future__ import annotations
@@ -24,24 +32,33 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from bench._load import ProcessCpu, open_loop, percentile
 
-__all__ = ["MintLog", "SplitProfile", "split_profile"]
+from engram_voice.emulator.keys import fingerprint
+
+__all__ = ["PARTS", "AnswerLog", "MintLog", "SplitProfile", "split_profile"]
+
+PARTS = ("total", "upstream", "own", "upstream_own", "service", "direct")
+"""The latency parts of a profile (ms each)."""
 
 _MINTED = b'"realtime.session_minted"'
 _LOG_WAIT_S = 5.0
 
 
-class MintLog:
-    """Reads the service's JSON log as it grows: ``session_id`` -> awaited upstream ms."""
+class _GrowingLog:
+    """A JSON log read as it grows, one event's lines at a time."""
+
+    marker = b""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._offset = 0
-        self.upstream_ms: dict[str, float] = {}
+        self.seen: set[str] = set()
 
     def read(self) -> None:
         """Read the complete lines written since the last call."""
@@ -51,18 +68,58 @@ class MintLog:
         end = data.rfind(b"\n") + 1
         self._offset += end
         for line in data[:end].splitlines():
-            if _MINTED in line:
-                event = json.loads(line)
-                self.upstream_ms[event["session_id"]] = float(event["latency_ms"])
+            if self.marker in line:
+                self.take(json.loads(line))
 
-    async def wait_for(self, session_ids: list[str]) -> None:
-        """Read until every id is in (bounded: a line never written is left out)."""
+    def take(self, event: dict[str, Any]) -> None:
+        """Keep what this log is read for from one of its events."""
+
+    async def wait_for(self, names: list[str]) -> None:
+        """Read until every name is in (bounded: a line never written is left out)."""
         deadline = time.monotonic() + _LOG_WAIT_S
         while True:
             self.read()
-            if all(s in self.upstream_ms for s in session_ids) or time.monotonic() > deadline:
+            if all(n in self.seen for n in names) or time.monotonic() > deadline:
                 return
             await asyncio.sleep(0.05)
+
+
+def _wall(stamp: str) -> float:
+    """Return an ISO log timestamp as seconds since the epoch."""
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+class MintLog(_GrowingLog):
+    """The service's log: ``session_id`` -> awaited upstream ms, and when it was sent."""
+
+    marker = _MINTED
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.upstream_ms: dict[str, float] = {}
+        self.sent_at: dict[str, float] = {}
+
+    def take(self, event: dict[str, Any]) -> None:
+        """Keep the mint's awaited upstream time and its send time (log time minus it)."""
+        session_id, latency = event["session_id"], float(event["latency_ms"])
+        self.upstream_ms[session_id] = latency
+        self.sent_at[session_id] = _wall(event["timestamp"]) - latency / 1000
+        self.seen.add(session_id)
+
+
+class AnswerLog(_GrowingLog):
+    """The emulator's log: a minted key's fingerprint -> when its answer left."""
+
+    marker = b'"emulator.mint_accepted"'
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.answered_at: dict[str, float] = {}
+
+    def take(self, event: dict[str, Any]) -> None:
+        """Keep the answer's time under the key's fingerprint."""
+        self.answered_at[event["key"]] = _wall(event["timestamp"])
+        self.seen.add(event["key"])
 
 
 @dataclass
@@ -72,6 +129,8 @@ class SplitProfile:
     total: list[float] = field(default_factory=list)
     upstream: list[float] = field(default_factory=list)
     own: list[float] = field(default_factory=list)
+    upstream_own: list[float] = field(default_factory=list)
+    service: list[float] = field(default_factory=list)
     direct: list[float] = field(default_factory=list)
     round_p99: dict[str, list[float]] = field(default_factory=dict)
     errors: int = 0
@@ -79,7 +138,7 @@ class SplitProfile:
     merged: int = 0
 
     def p99(self, part: str) -> float:
-        """Return the p99 of ``total``, ``upstream``, ``own`` or ``direct`` (NaN if empty)."""
+        """Return the p99 of one of :data:`PARTS` (NaN if empty)."""
         values: list[float] = getattr(self, part)
         return percentile(values, 99) if values else float("nan")
 
@@ -91,7 +150,7 @@ class SplitProfile:
     def merge(self, other: SplitProfile) -> None:
         """Add ``other``'s latencies, rounds and errors (its CPU per mint averaged in)."""
         profiles = 1 + self.merged
-        for part in ("total", "upstream", "own", "direct"):
+        for part in PARTS:
             getattr(self, part).extend(getattr(other, part))
             self.round_p99.setdefault(part, []).extend(other.round_p99.get(part, []))
         self.errors += other.errors
@@ -106,9 +165,15 @@ class SplitProfile:
 
 
 def _through(
-    session: aiohttp.ClientSession, url: str, caller: Callable[[], dict[str, str]]
+    session: aiohttp.ClientSession,
+    url: str,
+    caller: Callable[[], dict[str, str]],
+    keys: dict[str, str],
 ) -> tuple[Callable[[int], Awaitable[bool]], dict[str, float]]:
-    """Return a sender minting through the service, and its session id -> send-to-answer ms."""
+    """Return a sender minting through the service, and its session id -> send-to-answer ms.
+
+    Each answer's key is noted by fingerprint in ``keys`` (session id -> fingerprint).
+    """
     answered: dict[str, float] = {}
 
     async def send(_: int) -> bool:
@@ -120,7 +185,10 @@ def _through(
                     return False
         except (aiohttp.ClientError, TimeoutError):
             return False
-        answered[json.loads(body)["session_id"]] = (time.perf_counter() - started) * 1000
+        elapsed = (time.perf_counter() - started) * 1000
+        minted = json.loads(body)
+        answered[minted["session_id"]] = elapsed
+        keys[minted["session_id"]] = fingerprint(minted["client_secret"]["value"])
         return True
 
     return send, answered
@@ -137,8 +205,12 @@ async def split_profile(
     rate: float,
     seconds: float,
     rounds: int,
+    answers: AnswerLog | None = None,
 ) -> SplitProfile:
-    """Mint at ``rate`` in ``rounds`` interleaved rounds, through the service and directly."""
+    """Mint at ``rate`` in ``rounds`` interleaved rounds, through the service and directly.
+
+    With the emulator's log (``answers``) each mint is also split at the upstream's answer.
+    """
     cpu = ProcessCpu(service_pid)
     profile = SplitProfile()
     per_round = max(1, int(rate * seconds / rounds))
@@ -149,7 +221,8 @@ async def split_profile(
                 profile.add_round("direct", latencies)
                 profile.errors += errors
                 continue
-            send, answered = _through(session, f"{service_url}/realtime/sessions", caller)
+            keys: dict[str, str] = {}
+            send, answered = _through(session, f"{service_url}/realtime/sessions", caller, keys)
             before = cpu.seconds()
             latencies, errors = await open_loop(send, total=per_round, rate=rate)
             after = cpu.seconds()
@@ -161,5 +234,29 @@ async def split_profile(
             profile.add_round("total", latencies)
             profile.add_round("upstream", upstream)
             profile.add_round("own", own)
+            if answers is not None:
+                await answers.wait_for(list(keys.values()))
+                _split_at_answer(profile, answered, keys, log, answers)
             profile.errors += errors
     return profile
+
+
+def _split_at_answer(
+    profile: SplitProfile,
+    answered: dict[str, float],
+    keys: dict[str, str],
+    log: MintLog,
+    answers: AnswerLog,
+) -> None:
+    """Add one round's upstream_own and service parts (mints found in both logs)."""
+    upstream_own, service = [], []
+    for session_id, total in answered.items():
+        sent = log.sent_at.get(session_id)
+        answered_at = answers.answered_at.get(keys.get(session_id, ""))
+        if sent is None or answered_at is None:
+            continue
+        upstream = (answered_at - sent) * 1000
+        upstream_own.append(upstream)
+        service.append(total - upstream)
+    profile.add_round("upstream_own", upstream_own)
+    profile.add_round("service", service)

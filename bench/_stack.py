@@ -35,21 +35,28 @@ def bench_stack(
     voicelive: bool = False,
     probe: Path | None = None,
     emulator_probe: Path | None = None,
+    emulator_log: bool = False,
 ) -> BenchStack:
     """Return the emulator and the service, configured as the benches run them (unstarted).
 
     ``voicelive`` points Voice Live at the emulator too; the extra mappings add to or
     override the shared settings. ``probe`` runs the service under ``bench._probe``
     (event-loop lag and GC pauses, one JSON line per second to that file);
-    ``emulator_probe`` does the same for the emulator.
+    ``emulator_probe`` does the same for the emulator. ``emulator_log`` keeps the emulator's
+    JSON log at ``info`` in ``emulator.log`` beside the service's (its ``mint_accepted``
+    lines time each mint's answer: ``bench._mint_split``).
     """
     keys = (secrets.token_hex(16), secrets.token_hex(16))
+    state = Path(tempfile.mkdtemp(prefix="engram-bench-"))
+    logged = (
+        {"LOG_LEVEL": "info", "LOG_FORMAT": "json"} if emulator_log else {"LOG_LEVEL": "warning"}
+    )
     emulator = ServiceProcess(
         [str(emulator_probe), "emulator"] if emulator_probe else ["emulator"],
-        env={"EMULATOR_API_KEYS": ",".join(keys), "LOG_LEVEL": "warning", **(emulator_env or {})},
+        env={"EMULATOR_API_KEYS": ",".join(keys), **logged, **(emulator_env or {})},
+        log_path=state / "emulator.log" if emulator_log else None,
         module="bench._probe" if emulator_probe else "engram_voice",
     )
-    state = Path(tempfile.mkdtemp(prefix="engram-bench-"))
     url = f"http://127.0.0.1:{emulator.port}"
     env = {
         "APP_ENV": "local",

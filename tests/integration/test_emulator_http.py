@@ -6,8 +6,10 @@ from typing import Any
 import httpx
 import pytest
 from openai.types.realtime import ClientSecretCreateResponse
+from structlog.testing import capture_logs
 
 from engram_voice.emulator import create_emulator_app
+from engram_voice.emulator.keys import fingerprint
 from tests.support.clock import FakeClock
 from tests.support.emulator_harness import TestKeys, emulator_config, wall_clock
 from tests.support.openai_contract import validate_client_secret_params, validate_model
@@ -85,6 +87,19 @@ async def test_each_key_slot_and_the_bearer_token_can_mint(http, keys):
     text = json.dumps(recorded)
     for secret in (keys.key1, keys.key2, keys.bearer, *(a.json()["value"] for a in answers)):
         assert secret not in text
+
+
+async def test_the_log_names_each_minted_key_by_its_fingerprint_only(http, keys):
+    """``emulator.mint_accepted`` carries the key's fingerprint, never the key itself."""
+    with capture_logs() as logs:
+        answers = [await mint(http, keys) for _ in range(3)]
+
+    values = [a.json()["value"] for a in answers]
+    accepted = [e for e in logs if e["event"] == "emulator.mint_accepted"]
+    assert [e["key"] for e in accepted] == [fingerprint(v) for v in values]
+    assert len({e["key"] for e in accepted}) == 3
+    text = repr(logs)
+    assert not any(v in text for v in values)
 
 
 async def test_the_answer_matches_the_sdk_model(http, keys):

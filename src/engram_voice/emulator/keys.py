@@ -23,6 +23,7 @@ from engram_voice.credentials.secret import Secret
 from engram_voice.emulator.azure_errors import AzureApiError
 
 __all__ = [
+    "FINGERPRINT_HEX",
     "KEEP_EXPIRED_SECONDS",
     "MAX_KEYS",
     "AuthSlot",
@@ -30,6 +31,7 @@ __all__ = [
     "EphemeralKeyStore",
     "KeyRing",
     "bearer_token",
+    "fingerprint",
 ]
 
 AuthSlot = Literal["key1", "key2", "bearer"]
@@ -110,6 +112,19 @@ class EphemeralKey(msgspec.Struct, kw_only=True):
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+FINGERPRINT_HEX = 16
+"""Hex digits of a key's SHA-256 that name it in the emulator's log."""
+
+
+def fingerprint(value: str) -> str:
+    """Return the name ``emulator.mint_accepted`` logs a key by (reveals nothing of it).
+
+    A benchmark client, which sees the key in the service's answer, matches its mints to
+    the emulator's log lines with it.
+    """
+    return _digest(value)[:FINGERPRINT_HEX]
 
 
 class EphemeralKeyStore:

@@ -20,7 +20,7 @@ from litestar.params import FromPath
 
 from engram_voice.emulator.azure_errors import AzureApiError
 from engram_voice.emulator.events import new_id
-from engram_voice.emulator.keys import AuthSlot, bearer_token
+from engram_voice.emulator.keys import FINGERPRINT_HEX, AuthSlot, bearer_token
 from engram_voice.emulator.minting import checked_session, session_object
 from engram_voice.emulator.peer import OfferRejectedError, RealtimeCall
 from engram_voice.emulator.schemas import ClientSecretRequest, FaultRequest, decode_strict
@@ -104,6 +104,7 @@ async def create_client_secret(
     _logger.info(
         "emulator.mint_accepted",
         auth=auth,
+        key=key.digest[:FINGERPRINT_HEX],  # the key's fingerprint (keys.fingerprint)
         model=answer_session["model"],
         expires_in=minted.expires_after.seconds,
     )
