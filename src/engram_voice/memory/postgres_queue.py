@@ -28,6 +28,7 @@ module as :class:`~engram_voice.memory.queue.QueueUnavailableError` with a short
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 
@@ -51,6 +52,7 @@ from engram_voice.memory.queue import (
     EnqueueBatch,
     EnqueueResult,
     QueueStats,
+    SessionMismatchError,
     SessionProgress,
 )
 from engram_voice.memory.settings import PostgresSettings
@@ -162,6 +164,18 @@ class PostgresTurnQueue:
     async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
         """Store the batch durably together with whatever else is waiting; return counts."""
         return await self._group.enqueue(batch)
+
+    async def enqueue_many(
+        self, batches: Sequence[EnqueueBatch]
+    ) -> list[EnqueueResult | SessionMismatchError]:
+        """Store several sessions' batches (they share the group commit); one result each."""
+        results = await asyncio.gather(
+            *(self._group.enqueue(batch) for batch in batches), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, SessionMismatchError):
+                raise result
+        return [r for r in results if isinstance(r, EnqueueResult | SessionMismatchError)]
 
     # -- worker side (the SQL: postgres_claims; autocommit: no BEGIN, no COMMIT) -----------
 

@@ -181,6 +181,16 @@ class TurnQueue(Protocol):
         bound the wait themselves (a cancelled call may still have stored the turns).
         """
 
+    async def enqueue_many(
+        self, batches: Sequence[EnqueueBatch]
+    ) -> list[EnqueueResult | SessionMismatchError]:
+        """Store several sessions' batches in one shared commit; one result per batch.
+
+        A batch for a session owned by another user or agent is not stored and gets a
+        :class:`SessionMismatchError` in its place (the others are stored). Raises
+        :class:`QueueUnavailableError` when storage cannot take them (none is answered).
+        """
+
     async def claim(
         self, *, owner: str, sessions: int, turns: int, lease_seconds: float, now: float
     ) -> list[ClaimedSession]:
