@@ -305,6 +305,18 @@ class PostgresTurnQueue:
                 state_until=state_until,
             )
 
+    async def mark_captures(
+        self,
+        marks: Sequence[tuple[str, str, str]],
+        *,
+        state: str,
+        now: float,
+        state_until: float | None = None,
+    ) -> None:
+        """Record several sessions' capture state (only ever forward) in one transaction."""
+        async with self._db.transaction() as conn:
+            await capture.mark_captures(conn, marks, state=state, now=now, state_until=state_until)
+
     async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
         """Extend the leases of live captures in one statement; return how many."""
         async with self._db.transaction() as conn:

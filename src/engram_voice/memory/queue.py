@@ -273,6 +273,19 @@ class TurnQueue(Protocol):
         stored one is None (for good).
         """
 
+    async def mark_captures(
+        self,
+        marks: Sequence[tuple[str, str, str]],
+        *,
+        state: str,
+        now: float,
+        state_until: float | None = None,
+    ) -> None:
+        """Record each ``(session id, user id, agent)`` in ``state``, in one transaction.
+
+        The same rule as :meth:`mark_capture` applies to each (only ever forward).
+        """
+
     async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
         """Extend the leases of live captures (``captured`` with a lease); return how many."""
 

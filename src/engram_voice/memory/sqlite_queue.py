@@ -304,6 +304,21 @@ class SqliteTurnQueue:
             )
         )
 
+    async def mark_captures(
+        self,
+        marks: Sequence[tuple[str, str, str]],
+        *,
+        state: str,
+        now: float,
+        state_until: float | None = None,
+    ) -> None:
+        """Record several sessions' capture state (only ever forward) in one transaction."""
+        await self._run(
+            lambda conn: capture.mark_captures(
+                conn, marks, state=state, now=now, state_until=state_until
+            )
+        )
+
     async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
         """Extend the leases of live captures in one transaction; return how many."""
         return await self._run(
