@@ -18,7 +18,13 @@ resolution), so neighbours on a shared machine do not count. The stand-in child'
 is excluded. Compare two versions by running the same command on each tree
 (``PYTHONPATH=<tree>/src``).
 
-    .venv/bin/python bench/bench_store_path.py --turns 4000 --frames 1,13,40
+    .venv/bin/python bench/bench_store_path.py --turns 3000 --frames 13,40 --repeat 3
+
+At 500 calls with a turn every 3 s (about 333 transcript turns/s) the capture process's
+frames carry about 13 ``store`` requests each (25 frames/s). The queue's writer thread
+pays mostly per commit (the WAL write and its fsync with ``synchronous=FULL``, the thread
+hand-off), so its cost per turn falls with the frame's size; the event-loop thread's
+cost per frame is mostly its wake-ups (the frame, the writer's answer, the replies).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -81,6 +88,8 @@ async def _child(calls: int, frames: list[int], turns: int) -> None:
     n = 0
     for phase, per_frame in enumerate(frames):
         count = min(turns, 200) if phase == 0 else turns  # phase 0 warms up
+        if per_frame == 1:
+            count = min(count, 400)  # the baseline: one frame (25 ms) per turn
         await channel.request("phase", "", ["start", per_frame], within=30.0)
         stored, sent = 0, 0
         while sent < count:
@@ -111,8 +120,9 @@ class _Phases:
         self._runtime = runtime
         self._idents = (loop_ident, writer_ident)
         self._before: tuple[float, float, float, float, int] = (0.0, 0.0, 0.0, 0.0, 0)
-        self.done = asyncio.Event()
         self.phases = 0
+        self.per_turn: dict[int, list[tuple[float, float, float]]] = {}
+        """Per frame size: (loop, writer, process) CPU us per turn of each repetition."""
 
     def _now(self) -> tuple[float, float, float, float, int]:
         loop, writer = (_thread_cpu(i) for i in self._idents)
@@ -131,6 +141,8 @@ class _Phases:
         loop, writer, process, wall, commits = deltas
         if self.phases == 1:
             return  # the warm-up
+        per = (loop / turns * 1e6, writer / turns * 1e6, process / turns * 1e6)
+        self.per_turn.setdefault(per_frame, []).append(per)
         print(
             f"frame {per_frame:>3} store requests: turns {turns} (stored {stored}), "
             f"commits {commits}, wall {wall:.2f} s | CPU per turn: "
@@ -178,6 +190,13 @@ async def run(turns: int, frames: list[int], calls: int, tmp: Path) -> None:
     async with asyncio.timeout(1800):
         await channel.run(handle)
         await child.wait()
+    print("median over the repetitions, CPU us per captured turn (loop / writer / process):")
+    for per_frame, runs in phases.per_turn.items():
+        loop, writer, total = (statistics.median(r[i] for r in runs) for i in range(3))
+        print(
+            f"  frame {per_frame:>3}: event-loop thread {loop:.1f}, writer thread {writer:.1f}, "
+            f"service process {total:.1f} ({len(runs)} runs)"
+        )
     channel.close()
     await runtime.stop()
 
@@ -188,10 +207,13 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4000, help="turns per frame size")
     parser.add_argument("--frames", default="1,13,40", help="store requests per frame")
     parser.add_argument("--calls", type=int, default=500, help="calls the turns rotate over")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each frame size")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     frames = [int(f) for f in args.frames.split(",")]
+    if not args.child:
+        frames = frames * args.repeat  # interleaved: a neighbour's burst hits every size
     if args.child:
         asyncio.run(_child(args.calls, frames, args.turns))
         return
