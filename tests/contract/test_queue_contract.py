@@ -395,3 +395,17 @@ async def test_a_closed_queue_refuses_work_with_a_neutral_error(backend, clock):
         await queue.enqueue(_batch())
     with pytest.raises(QueueUnavailableError):
         await queue.stats()
+
+
+async def test_a_large_enqueue_many_is_stored_whole_beside_single_enqueues(queue):
+    """Entries of many batches and single enqueues waiting together are all stored, once each."""
+    many = [_batch(session=f"big{n}", ids=(f"m{n}",)) for n in range(700)]
+    results = await asyncio.gather(
+        queue.enqueue_many(many),
+        *(queue.enqueue(_batch(session=f"one{n}", ids=("x",))) for n in range(20)),
+        queue.enqueue_many(many[:5]),
+    )
+    assert [r.accepted for r in results[0]] == [1] * 700
+    assert [r.accepted for r in results[1:21]] == [1] * 20
+    assert [r.duplicates for r in results[21]] == [1] * 5
+    assert (await queue.stats()).depth == 720

@@ -103,7 +103,8 @@ class GroupCommit:
             await self._wake.wait()
             self._wake.clear()
             while self._waiting:
-                group, self._waiting = self._waiting[:_MAX_GROUP], self._waiting[_MAX_GROUP:]
+                taken = _take(self._waiting)
+                group, self._waiting = self._waiting[:taken], self._waiting[taken:]
                 await self._commit_group(group)
             if self._closing:
                 return
@@ -126,3 +127,14 @@ class GroupCommit:
             if not future.done():
                 future.set_result(results[start:end])
             start = end
+
+
+def _take(waiting: list[Waiting]) -> int:
+    """Return how many waiting entries the next commit takes: about _MAX_GROUP batches."""
+    taken = size = 0
+    for batches, _ in waiting:
+        if taken and size + len(batches) > _MAX_GROUP:
+            break
+        taken += 1
+        size += len(batches)
+    return taken
