@@ -25,6 +25,8 @@ frames carry about 13 ``store`` requests each (25 frames/s). The queue's writer 
 pays mostly per commit (the WAL write and its fsync with ``synchronous=FULL``, the thread
 hand-off), so its cost per turn falls with the frame's size; the event-loop thread's
 cost per frame is mostly its wake-ups (the frame, the writer's answer, the replies).
+Last, it prints the CPU of one lease renewal of ``--calls`` captures awaiting their first
+item, against the same marks written one by one.
 """
 
 from __future__ import annotations
@@ -153,6 +155,33 @@ class _Phases:
         )
 
 
+async def _renewals(runtime: Any, calls: int) -> None:
+    """Print the CPU of one lease renewal of ``calls`` captures awaiting their first item.
+
+    The baseline, in the same run: the same marks written one by one (one write each).
+    """
+    captured = runtime.captured
+    for i in range(calls):
+        captured.mark(f"vs_wait_{i}", f"u{i}", "elena", captured=True, pending=True)
+    await captured.settle(60)
+    started = time.process_time()
+    await captured.renew()
+    together = time.process_time() - started
+    started = time.process_time()
+    for i in range(calls):
+        now = time.time()
+        await runtime.queue.mark_capture(
+            session_id=f"vs_wait_{i}", user_id=f"u{i}", agent="elena", state="expected",
+            now=now, state_until=now + 60,
+        )  # fmt: skip
+    one_by_one = time.process_time() - started
+    print(
+        f"lease renewal of {calls} captures awaiting their first item (every 20 s): "
+        f"renew() {together * 1000:.1f} ms CPU; the same marks one write each "
+        f"{one_by_one * 1000:.1f} ms CPU (service process)"
+    )
+
+
 async def run(turns: int, frames: list[int], calls: int, tmp: Path) -> None:
     """Measure each frame size on one runtime, fed by a stand-in child process."""
     reader = EnvReader({"MEMORY_SQLITE_PATH": str(tmp / "q.db"), "MEMORY_WORKER": "off"})
@@ -198,6 +227,7 @@ async def run(turns: int, frames: list[int], calls: int, tmp: Path) -> None:
             f"service process {total:.1f} ({len(runs)} runs)"
         )
     channel.close()
+    await _renewals(runtime, calls)
     await runtime.stop()
 
 
