@@ -199,3 +199,34 @@ async def test_a_late_lease_or_renewal_never_undoes_a_later_suspension(queue, cl
         assert (found.state, found.state_until) == ("captured", base + 3.0)
     else:
         assert (found.state, found.state_until) == ("captured" if end == "final" else end, None)
+
+
+_PRIOR = [
+    None,
+    ("expected", 30.0),
+    ("captured", 30.0),
+    ("captured", None),
+    ("lost", None),
+    ("browser", None),
+]
+
+
+@pytest.mark.parametrize("state", ["expected", "captured", "lost"])
+async def test_marking_many_sessions_at_once_is_marking_each(queue, clock, state):
+    """``mark_captures`` leaves every session as ``mark_capture`` one by one would."""
+    sessions = []
+    for n, prior in enumerate(_PRIOR):
+        for twin in ("one", "many"):
+            if prior is not None:
+                until = clock.now + prior[1] if prior[1] is not None else None
+                await _mark(queue, clock, prior[0], session=f"{twin}{n}", until=until)
+        sessions.append(n)
+    clock.advance(1)
+    until = clock.now + 60 if state != "lost" else None
+    for n in sessions:
+        await _mark(queue, clock, state, session=f"one{n}", until=until)
+    marks = [(f"many{n}", "alice", "elena") for n in sessions]
+    await queue.mark_captures(marks, state=state, now=clock.now, state_until=until)
+    await queue.mark_captures([], state=state, now=clock.now, state_until=until)
+    for n in sessions:
+        assert await queue.capture_state(f"many{n}") == await queue.capture_state(f"one{n}")

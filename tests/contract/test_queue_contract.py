@@ -70,6 +70,35 @@ async def test_concurrent_enqueues_share_commits(queue):
     assert queue.commits < 50
 
 
+@pytest.mark.parametrize("seed", range(4))
+async def test_enqueue_many_answers_each_batch_as_enqueue_would(queue, seed):
+    """Many sessions' batches in one call store each turn once; a foreign session fails alone."""
+    rng = random.Random(seed)
+    await queue.enqueue(_batch(session="owned", ids=("o1",)))
+    batches = []
+    for n in range(rng.randint(2, 30)):
+        if rng.random() < 0.2:
+            batches.append(_batch(session="owned", user="mallory", ids=(f"x{n}",)))
+        else:
+            ids = [f"m{rng.randint(0, 5)}" for _ in range(rng.randint(1, 3))]
+            batches.append(_batch(session=f"s{rng.randint(0, 4)}", ids=ids))
+    commits = queue.commits
+    results = await queue.enqueue_many(batches)
+    assert len(results) == len(batches)
+    seen = {(b.session_id, t[0]) for b in batches if b.user_id != "mallory" for t in b.turns}
+    accepted = 0
+    for batch, result in zip(batches, results, strict=True):
+        if batch.user_id == "mallory":
+            assert isinstance(result, SessionMismatchError)
+            continue
+        assert result.accepted + result.duplicates == len(batch.turns)
+        accepted += result.accepted
+    assert accepted == len(seen)
+    assert queue.commits - commits <= 2  # shared, not one per batch (PostgreSQL: 2 writers)
+    assert (await queue.stats()).depth == len(seen) + 1
+    assert await queue.enqueue_many([]) == []
+
+
 async def test_a_session_belongs_to_its_first_user_and_agent(queue):
     """Turns for a stored session under another user or agent are refused, nothing written."""
     await queue.enqueue(_batch())
@@ -366,3 +395,17 @@ async def test_a_closed_queue_refuses_work_with_a_neutral_error(backend, clock):
         await queue.enqueue(_batch())
     with pytest.raises(QueueUnavailableError):
         await queue.stats()
+
+
+async def test_a_large_enqueue_many_is_stored_whole_beside_single_enqueues(queue):
+    """Entries of many batches and single enqueues waiting together are all stored, once each."""
+    many = [_batch(session=f"big{n}", ids=(f"m{n}",)) for n in range(700)]
+    results = await asyncio.gather(
+        queue.enqueue_many(many),
+        *(queue.enqueue(_batch(session=f"one{n}", ids=("x",))) for n in range(20)),
+        queue.enqueue_many(many[:5]),
+    )
+    assert [r.accepted for r in results[0]] == [1] * 700
+    assert [r.accepted for r in results[1:21]] == [1] * 20
+    assert [r.duplicates for r in results[21]] == [1] * 5
+    assert (await queue.stats()).depth == 720

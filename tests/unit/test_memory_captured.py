@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -333,3 +334,43 @@ async def test_the_replica_cache_is_bounded_and_an_evicted_session_is_read_again
     assert remembered == 3
     assert kept == [False, False, True, True, True]
     assert queue.reads == 6
+
+
+class WriteCountingQueue(SqliteTurnQueue):
+    """The SQLite queue, counting capture-state writes (one per transaction asked for)."""
+
+    writes = 0
+
+    async def mark_capture(self, **kwargs: Any) -> str:
+        """Count the write, then write."""
+        self.writes += 1
+        return await super().mark_capture(**kwargs)
+
+    async def mark_captures(self, marks: Sequence[tuple[str, str, str]], **kwargs: Any) -> None:
+        """Count the write, then write."""
+        self.writes += 1
+        await super().mark_captures(marks, **kwargs)
+
+
+@pytest.mark.parametrize("waiting", [1, 7, 120])
+async def test_renewing_captures_awaiting_their_first_item_is_one_write_for_all(
+    tmp_path: Path, clock: FakeClock, waiting: int
+) -> None:
+    """Every capture still awaiting its first item gets its lease renewed, in one write."""
+    queue = WriteCountingQueue(tmp_path / "q.sqlite3", clock=clock)
+    await queue.open()
+    authority = CaptureAuthority(queue, clock=clock, timeout=5)
+    try:
+        for n in range(waiting):
+            authority.mark(f"vs_{n}", "alice", "elena", captured=True, pending=True)
+        await authority.settle(5)
+        clock.advance(LEASE_SECONDS / 2)
+        writes = queue.writes
+        await authority.renew()
+        assert queue.writes - writes == 1
+        for n in range(waiting):
+            found = await queue.capture_state(f"vs_{n}")
+            assert found is not None
+            assert (found.state, found.state_until) == ("expected", clock.now + LEASE_SECONDS)
+    finally:
+        await queue.close()

@@ -185,13 +185,22 @@ class CaptureAuthority:
         task.add_done_callback(self._marks.discard)
 
     async def renew(self) -> None:
-        """Extend the leases of the captures this replica holds (one bounded write).
+        """Extend the leases this replica holds: two bounded writes at most, whatever the count.
 
-        Captures waiting for their first item (few, and for seconds) are re-marked
-        ``expected`` one by one, each bounded.
+        Captures waiting for their first item are re-marked ``expected`` together (one
+        write), then the live captures' leases are extended (one write).
         """
-        for session_id, (user_id, agent) in list(self._waiting.items()):
-            await self._renew_waiting(session_id, user_id, agent)
+        if self._waiting:
+            waiting = [(s, user, agent) for s, (user, agent) in self._waiting.items()]
+            now = self._clock()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._queue.mark_captures(
+                        waiting, state="expected", now=now, state_until=now + LEASE_SECONDS
+                    )
+            except (QueueUnavailableError, TimeoutError) as exc:
+                reason = exc.reason if isinstance(exc, QueueUnavailableError) else "timeout"
+                _logger.warning("memory.capture_renew_failed", sessions=len(waiting), error=reason)
         if not self._live:
             return
         now = self._clock()
@@ -203,22 +212,6 @@ class CaptureAuthority:
         except (QueueUnavailableError, TimeoutError) as exc:
             reason = exc.reason if isinstance(exc, QueueUnavailableError) else "timeout"
             _logger.warning("memory.capture_renew_failed", sessions=len(self._live), error=reason)
-
-    async def _renew_waiting(self, session_id: str, user_id: str, agent: str) -> None:
-        now = self._clock()
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._queue.mark_capture(
-                    session_id=session_id,
-                    user_id=user_id,
-                    agent=agent,
-                    state="expected",
-                    now=now,
-                    state_until=now + LEASE_SECONDS,
-                )
-        except (QueueUnavailableError, TimeoutError) as exc:
-            reason = exc.reason if isinstance(exc, QueueUnavailableError) else "timeout"
-            _logger.warning("memory.capture_renew_failed", sessions=1, error=reason)
 
     async def run_renewals(self) -> None:
         """Renew every third of the lease until cancelled (the runtime's background task)."""

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import structlog
 
@@ -36,7 +37,11 @@ from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.tokens import MemoryClaims
 from engram_voice.memory.worker import DeliveryWorker
 
-__all__ = ["TurnIntake"]
+__all__ = ["CapturedTurns", "TurnIntake"]
+
+CapturedTurns = tuple[str, str, str, Sequence[EnrichMessage]]
+"""One captured session's turns to store: ``(session id, user id, agent, turns)``."""
+_R = TypeVar("_R")
 
 _logger = structlog.get_logger("engram_voice.memory")
 
@@ -182,6 +187,32 @@ class TurnIntake:
         )
         return await self.accept(claims, messages, rate_limited=False)
 
+    async def accept_captured_many(
+        self, stores: Sequence[CapturedTurns]
+    ) -> list[EnqueueResult | ForbiddenError]:
+        """Store several captured sessions' turns in one shared commit; one result each.
+
+        ``stores``: ``(session id, user id, agent, turns)``, as :meth:`accept_captured`
+        takes them. A session that belongs to another user or agent gets its
+        :class:`ForbiddenError` in its place and the others are stored; storage that cannot
+        take them raises :class:`StorageUnavailableError` for all (bounded, like one).
+        """
+        if not self.connected:
+            raise self._not_connected("transcripts cannot be stored right now")
+        batches = [_batch(*store) for store in stores]
+        results = await self._enqueue(self.queue.enqueue_many(batches))
+        answers: list[EnqueueResult | ForbiddenError] = []
+        accepted = duplicates = 0
+        for result in results:
+            if isinstance(result, SessionMismatchError):
+                answers.append(_not_yours())
+                continue
+            accepted += result.accepted
+            duplicates += result.duplicates
+            answers.append(result)
+        self._count(accepted, duplicates)
+        return answers
+
     async def accept(
         self,
         claims: MemoryClaims,
@@ -194,31 +225,32 @@ class TurnIntake:
             self._rate.check(claims.session_id)
         if not self.connected:
             raise self._not_connected("transcripts cannot be stored right now")
-        batch = EnqueueBatch(
-            session_id=claims.session_id,
-            user_id=claims.user_id,
-            agent=claims.agent,
-            turns=[(m.id, m.role, m.text, m.at.isoformat() if m.at else None) for m in messages],
-        )
+        batch = _batch(claims.session_id, claims.user_id, claims.agent, messages)
+        try:
+            result = await self._enqueue(self.queue.enqueue(batch))
+        except SessionMismatchError:
+            raise _not_yours() from None
+        self._count(result.accepted, result.duplicates)
+        return result
+
+    async def _enqueue(self, write: Awaitable[_R]) -> _R:
+        """Await a queue write within the store bound; storage failures are 503."""
         try:
             async with asyncio.timeout(self._store_timeout):
-                result = await self.queue.enqueue(batch)
-        except SessionMismatchError:
-            raise ForbiddenError(
-                "this session's memory belongs to another user or agent",
-                extra={"errors": [{"field": "session_id", "message": "not yours"}]},
-            ) from None
+                return await write
         except (QueueUnavailableError, TimeoutError) as exc:
             # After a timeout the turns may still land; a retry is safe (idempotent).
             raise StorageUnavailableError(
                 "transcripts cannot be stored right now; retry shortly", retry_after=2
             ) from exc
-        metrics.TURNS_ACCEPTED.inc(result.accepted)
-        if result.duplicates:
-            metrics.TURNS_DUPLICATE.inc(result.duplicates)
-        if result.accepted and self.worker is not None:
+
+    def _count(self, accepted: int, duplicates: int) -> None:
+        """Count stored and duplicate turns; wake the worker when something was stored."""
+        metrics.TURNS_ACCEPTED.inc(accepted)
+        if duplicates:
+            metrics.TURNS_DUPLICATE.inc(duplicates)
+        if accepted and self.worker is not None:
             self.worker.notify()
-        return result
 
     async def progress(self, session_id: str) -> SessionProgress:
         """Return how far ``session_id``'s turns got; rate-limited per session like enrich.
@@ -238,3 +270,22 @@ class TurnIntake:
             raise StorageUnavailableError(
                 "memory progress cannot be read right now; retry shortly", retry_after=2
             ) from exc
+
+
+def _batch(
+    session_id: str, user_id: str, agent: str, messages: Sequence[EnrichMessage]
+) -> EnqueueBatch:
+    """Return the queue's batch for one session's turns (the key is session + turn id)."""
+    return EnqueueBatch(
+        session_id=session_id,
+        user_id=user_id,
+        agent=agent,
+        turns=[(m.id, m.role, m.text, m.at.isoformat() if m.at else None) for m in messages],
+    )
+
+
+def _not_yours() -> ForbiddenError:
+    return ForbiddenError(
+        "this session's memory belongs to another user or agent",
+        extra={"errors": [{"field": "session_id", "message": "not yours"}]},
+    )

@@ -23,6 +23,7 @@ __all__ = [
     "RENEW_CAPTURE_SQL",
     "capture_state",
     "mark_capture",
+    "mark_captures",
     "renew_capture",
 ]
 
@@ -80,6 +81,24 @@ async def mark_capture(
     row = await cursor.fetchone()
     assert row is not None  # noqa: S101 - an upsert with RETURNING returns its row
     return CAPTURE_STATES[int(str(row[0]))]
+
+
+async def mark_captures(
+    conn: Conn,
+    marks: Sequence[tuple[str, str, str]],
+    *,
+    state: str,
+    now: float,
+    state_until: float | None,
+) -> None:
+    """Record every ``(session id, user id, agent)`` in ``state`` (one pipelined batch)."""
+    index = CAPTURE_STATES.index(state)
+    params = [
+        {"s": session_id, "u": user, "a": agent, "state": index, "until": state_until, "now": now}
+        for session_id, user, agent in marks
+    ]
+    async with conn.cursor() as cursor:
+        await cursor.executemany(MARK_CAPTURE_SQL.removesuffix(" RETURNING state"), params)
 
 
 async def renew_capture(conn: Conn, session_ids: Sequence[str], *, until: float, now: float) -> int:

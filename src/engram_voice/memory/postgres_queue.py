@@ -28,6 +28,7 @@ module as :class:`~engram_voice.memory.queue.QueueUnavailableError` with a short
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 
@@ -51,6 +52,7 @@ from engram_voice.memory.queue import (
     EnqueueBatch,
     EnqueueResult,
     QueueStats,
+    SessionMismatchError,
     SessionProgress,
 )
 from engram_voice.memory.settings import PostgresSettings
@@ -162,6 +164,18 @@ class PostgresTurnQueue:
     async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
         """Store the batch durably together with whatever else is waiting; return counts."""
         return await self._group.enqueue(batch)
+
+    async def enqueue_many(
+        self, batches: Sequence[EnqueueBatch]
+    ) -> list[EnqueueResult | SessionMismatchError]:
+        """Store several sessions' batches (they share the group commit); one result each."""
+        results = await asyncio.gather(
+            *(self._group.enqueue(batch) for batch in batches), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, SessionMismatchError):
+                raise result
+        return [r for r in results if isinstance(r, EnqueueResult | SessionMismatchError)]
 
     # -- worker side (the SQL: postgres_claims; autocommit: no BEGIN, no COMMIT) -----------
 
@@ -290,6 +304,18 @@ class PostgresTurnQueue:
                 now=now,
                 state_until=state_until,
             )
+
+    async def mark_captures(
+        self,
+        marks: Sequence[tuple[str, str, str]],
+        *,
+        state: str,
+        now: float,
+        state_until: float | None = None,
+    ) -> None:
+        """Record several sessions' capture state (only ever forward) in one transaction."""
+        async with self._db.transaction() as conn:
+            await capture.mark_captures(conn, marks, state=state, now=now, state_until=state_until)
 
     async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
         """Extend the leases of live captures in one statement; return how many."""

@@ -181,6 +181,16 @@ class TurnQueue(Protocol):
         bound the wait themselves (a cancelled call may still have stored the turns).
         """
 
+    async def enqueue_many(
+        self, batches: Sequence[EnqueueBatch]
+    ) -> list[EnqueueResult | SessionMismatchError]:
+        """Store several sessions' batches in one shared commit; one result per batch.
+
+        A batch for a session owned by another user or agent is not stored and gets a
+        :class:`SessionMismatchError` in its place (the others are stored). Raises
+        :class:`QueueUnavailableError` when storage cannot take them (none is answered).
+        """
+
     async def claim(
         self, *, owner: str, sessions: int, turns: int, lease_seconds: float, now: float
     ) -> list[ClaimedSession]:
@@ -261,6 +271,19 @@ class TurnQueue(Protocol):
         of the two), so marks written late or out of order never undo a later one. A
         later state takes the mark's ``state_until``; the same state takes it unless the
         stored one is None (for good).
+        """
+
+    async def mark_captures(
+        self,
+        marks: Sequence[tuple[str, str, str]],
+        *,
+        state: str,
+        now: float,
+        state_until: float | None = None,
+    ) -> None:
+        """Record each ``(session id, user id, agent)`` in ``state``, in one transaction.
+
+        The same rule as :meth:`mark_capture` applies to each (only ever forward).
         """
 
     async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:

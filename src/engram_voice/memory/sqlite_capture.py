@@ -22,6 +22,7 @@ __all__ = [
     "RENEW_CAPTURE_SQL",
     "capture_state",
     "mark_capture",
+    "mark_captures",
     "renew_capture",
 ]
 
@@ -63,6 +64,21 @@ def mark_capture(
     with transaction(conn):
         row = conn.execute(MARK_CAPTURE_SQL, params).fetchone()
     return CAPTURE_STATES[int(row[0])]
+
+
+def mark_captures(
+    conn: sqlite3.Connection,
+    marks: Sequence[tuple[str, str, str]],
+    *,
+    state: str,
+    now: float,
+    state_until: float | None,
+) -> None:
+    """Record every ``(session id, user id, agent)`` in ``state`` in one transaction."""
+    index = CAPTURE_STATES.index(state)
+    rows = [(session_id, user, agent, index, state_until, now) for session_id, user, agent in marks]
+    with transaction(conn):
+        conn.executemany(MARK_CAPTURE_SQL.removesuffix(" RETURNING state"), rows)
 
 
 def renew_capture(

@@ -4,6 +4,8 @@ Concurrent ``enqueue`` calls wait in a list; one writer task takes everything wa
 writes it with :func:`~engram_voice.memory.sqlite_writes.write_group` on the writer thread,
 in one transaction and one commit (one fsync with ``synchronous=FULL``), then answers each
 caller. So many requests share one commit, and a ``202`` still means "on disk".
+:meth:`GroupCommit.enqueue_many` puts several sessions' batches in the list as one entry
+(one future, one wake-up): the capture process's ``store`` requests of one frame.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
@@ -29,7 +31,7 @@ __all__ = ["GroupCommit"]
 _logger = structlog.get_logger("engram_voice.memory.queue")
 _MAX_GROUP = 512
 Results = list[EnqueueResult | SessionMismatchError]
-Waiting = tuple[EnqueueBatch, "asyncio.Future[EnqueueResult]"]
+Waiting = tuple[Sequence[EnqueueBatch], "asyncio.Future[Results]"]
 
 
 class GroupCommit:
@@ -69,16 +71,29 @@ class GroupCommit:
 
     async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
         """Store the batch durably together with whatever else is waiting; return counts."""
+        (result,) = await self.enqueue_many((batch,))
+        if isinstance(result, SessionMismatchError):
+            raise result
+        return result
+
+    async def enqueue_many(self, batches: Sequence[EnqueueBatch]) -> Results:
+        """Store several batches in the next shared commit; one result per batch.
+
+        A mismatched session's batch gets its :class:`SessionMismatchError` as its result
+        (the others are stored); a failed commit raises for all of them.
+        """
         if self._closing or not self._is_open():
             raise QueueClosedError("queue closed")
-        future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
-        entry = (batch, future)
+        if not batches:
+            return []
+        future: asyncio.Future[Results] = asyncio.get_running_loop().create_future()
+        entry = (batches, future)
         self._waiting.append(entry)
         self._wake.set()
         try:
             return await future
         except asyncio.CancelledError:
-            # The caller gave up (its time bound): a batch not yet taken is not written.
+            # The caller gave up (its time bound): batches not yet taken are not written.
             with contextlib.suppress(ValueError):
                 self._waiting.remove(entry)
             raise
@@ -88,27 +103,38 @@ class GroupCommit:
             await self._wake.wait()
             self._wake.clear()
             while self._waiting:
-                group, self._waiting = self._waiting[:_MAX_GROUP], self._waiting[_MAX_GROUP:]
+                taken = _take(self._waiting)
+                group, self._waiting = self._waiting[:taken], self._waiting[taken:]
                 await self._commit_group(group)
             if self._closing:
                 return
 
     async def _commit_group(self, group: list[Waiting]) -> None:
-        batches = [batch for batch, _ in group]
+        batches = [batch for entry, _ in group for batch in entry]
         try:
             now = self._clock()
             results = await self._run(lambda conn: write_group(conn, batches, now, self._owners))
         except QueueUnavailableError as exc:
-            _logger.exception("memory.queue_commit_failed", error=exc.reason, size=len(group))
+            _logger.exception("memory.queue_commit_failed", error=exc.reason, size=len(batches))
             for _, future in group:
                 if not future.done():
                     future.set_exception(exc)
             return
         self.commits += 1
-        for (_, future), result in zip(group, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, SessionMismatchError):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        start = 0
+        for entry, future in group:
+            end = start + len(entry)
+            if not future.done():
+                future.set_result(results[start:end])
+            start = end
+
+
+def _take(waiting: list[Waiting]) -> int:
+    """Return how many waiting entries the next commit takes: about _MAX_GROUP batches."""
+    taken = size = 0
+    for batches, _ in waiting:
+        if taken and size + len(batches) > _MAX_GROUP:
+            break
+        taken += 1
+        size += len(batches)
+    return taken

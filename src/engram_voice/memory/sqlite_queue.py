@@ -42,6 +42,7 @@ from engram_voice.memory.queue import (
     QueueClosedError,
     QueueStats,
     QueueUnavailableError,
+    SessionMismatchError,
     SessionProgress,
 )
 from engram_voice.memory.sqlite_commit import GroupCommit
@@ -140,6 +141,12 @@ class SqliteTurnQueue:
     async def enqueue(self, batch: EnqueueBatch) -> EnqueueResult:
         """Store the batch durably together with whatever else is waiting; return counts."""
         return await self._group.enqueue(batch)
+
+    async def enqueue_many(
+        self, batches: Sequence[EnqueueBatch]
+    ) -> list[EnqueueResult | SessionMismatchError]:
+        """Store several sessions' batches in one shared commit; one result per batch."""
+        return await self._group.enqueue_many(batches)
 
     # -- worker side (sqlite_claims) --------------------------------------------------------
 
@@ -294,6 +301,21 @@ class SqliteTurnQueue:
                 state=state,
                 now=now,
                 state_until=state_until,
+            )
+        )
+
+    async def mark_captures(
+        self,
+        marks: Sequence[tuple[str, str, str]],
+        *,
+        state: str,
+        now: float,
+        state_until: float | None = None,
+    ) -> None:
+        """Record several sessions' capture state (only ever forward) in one transaction."""
+        await self._run(
+            lambda conn: capture.mark_captures(
+                conn, marks, state=state, now=now, state_until=state_until
             )
         )
 

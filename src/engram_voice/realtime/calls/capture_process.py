@@ -35,8 +35,8 @@ from engram_voice.realtime.calls.capture_proxy import (
     RemoteCapture,
     RemoteSideband,
     mirror,
-    to_messages,
 )
+from engram_voice.realtime.calls.capture_stores import StoreAnswers
 from engram_voice.realtime.calls.capture_watchdog import Watchdog
 from engram_voice.realtime.calls.capture_wire import (
     Channel,
@@ -99,6 +99,8 @@ class CaptureProcess:
         self._reader: asyncio.Task[None] | None = None
         self._calls: dict[str, _Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stores = StoreAnswers(self._capture_of, self._spawn)
+        """Answers the ``store`` requests of a frame together (one queue write)."""
         self._starting = False
         self._ready = False
         self._ready_event = asyncio.Event()
@@ -268,7 +270,11 @@ class CaptureProcess:
         self._watchdog.heard()
         kind = type(message)
         if kind is Request:
-            self._spawn(self._answer(message))
+            channel = self._channel
+            if message.op == "store" and channel is not None:
+                self._stores.add(message, channel)
+            else:
+                self._spawn(self._answer(message))
         elif kind is Counts:
             for name, labels, amount in message.counts:
                 known = RELAYED_COUNTERS.get(name)
@@ -300,17 +306,11 @@ class CaptureProcess:
             return await self._credentials.get()
         if request.op == "invalidate":
             return await self._credentials.invalidate(int(request.body))
-        if request.op == "store":
-            call = self._calls.get(request.call)
-            store = call.capture.store if call is not None else None
-            if store is None:
-                raise LookupError(request.call)
-            result = await store(to_messages(request.body))
-            return [
-                int(getattr(result, "accepted", 0)),
-                int(getattr(result, "duplicates", 0)),
-            ]
         raise ValueError(request.op)
+
+    def _capture_of(self, call: str) -> RemoteCapture | None:
+        held = self._calls.get(call)
+        return held.capture if held is not None else None
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)

@@ -177,6 +177,9 @@ class RemoteCapture:
         self.on_gap: Callable[[], None] | None = None
         self.store: StoreTurns | None = None
         """Where the turns the capture process hands over go, once the owner is known."""
+        self.owner: tuple[CaptureSink, str, str, str] | None = None
+        """``(sink, session id, user id, agent)`` that :attr:`store` stores for, once known
+        (the service stores one frame's turns of many calls together)."""
         self._closed = False
 
     def bind_owner(
@@ -199,6 +202,7 @@ class RemoteCapture:
             self._process.send(Bind(call=self._call, keep=False))
             return False
         self.store = owner_store(sink, session_id=session_id, user_id=user_id, agent_id=agent_id)
+        self.owner = (sink, session_id, user_id, agent_id)
         self._process.send(Bind(call=self._call, keep=True))
         return True
 
