@@ -12,37 +12,7 @@ from engram_voice.errors import TooManyCallsError, UpstreamUnavailableError
 from engram_voice.realtime.calls import CallLimits, CallRegistry
 from engram_voice.realtime.settings import RealtimeSettings
 from tests.support.clock import FakeClock
-
-
-class StandInCall:
-    """An :class:`OpenedCall` whose upstream end the test triggers; counts hang-ups."""
-
-    def __init__(self, *, stuck: bool = False) -> None:
-        self.sdp_answer = "v=0\r\n"
-        self.upstream_call_id = "up_1"
-        self.hangups: list[str] = []
-        self._closed = asyncio.Event()
-        self._reason = ""
-        self._stuck = stuck
-
-    async def hangup(self, reason: str) -> None:
-        """Record the hang-up (once), or hang forever when ``stuck``."""
-        if self._stuck:
-            await asyncio.Event().wait()
-        if not self._closed.is_set():
-            self.hangups.append(reason)
-            self.end_upstream(reason)
-
-    def end_upstream(self, reason: str) -> None:
-        """End the call from the upstream's side."""
-        if not self._closed.is_set():
-            self._reason = reason
-            self._closed.set()
-
-    async def wait_closed(self) -> str:
-        """Return the reason once ended."""
-        await self._closed.wait()
-        return self._reason
+from tests.support.opened_calls import StandInCall
 
 
 async def _add(registry: CallRegistry, call: StandInCall, user: str = "alice") -> str:

@@ -14,40 +14,9 @@ from prometheus_client import REGISTRY
 from engram_voice.realtime.calls import CallLimits, CallRegistry
 from engram_voice.usage import MemoryUsageStore, UsageMeter
 from tests.support.clock import FakeClock
+from tests.support.opened_calls import HeldHangupCall
 
 UPSTREAM = "azure-openai"
-
-
-class HeldHangupCall:
-    """An :class:`OpenedCall` whose ``hangup`` waits until the test releases it."""
-
-    def __init__(self) -> None:
-        self.sdp_answer = "v=0\r\n"
-        self.upstream_call_id = "up_1"
-        self.hangups: list[str] = []
-        self.hanging = asyncio.Event()
-        """Set once the registry's hang-up is under way (and blocked)."""
-        self.released = asyncio.Event()
-        self._closed = asyncio.Event()
-        self._reason = ""
-
-    async def hangup(self, reason: str) -> None:
-        """Record the hang-up, then wait until the test releases it."""
-        self.hangups.append(reason)
-        self.hanging.set()
-        await self.released.wait()
-        self.end_upstream(reason)
-
-    def end_upstream(self, reason: str) -> None:
-        """End the call from the upstream's side."""
-        if not self._closed.is_set():
-            self._reason = reason
-            self._closed.set()
-
-    async def wait_closed(self) -> str:
-        """Return the reason once ended."""
-        await self._closed.wait()
-        return self._reason
 
 
 def _gauge(name: str) -> float:
