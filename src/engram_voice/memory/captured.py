@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,25 +193,27 @@ class CaptureAuthority:
         if self._waiting:
             waiting = [(s, user, agent) for s, (user, agent) in self._waiting.items()]
             now = self._clock()
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await self._queue.mark_captures(
-                        waiting, state="expected", now=now, state_until=now + LEASE_SECONDS
-                    )
-            except (QueueUnavailableError, TimeoutError) as exc:
-                reason = exc.reason if isinstance(exc, QueueUnavailableError) else "timeout"
-                _logger.warning("memory.capture_renew_failed", sessions=len(waiting), error=reason)
-        if not self._live:
-            return
-        now = self._clock()
+            await self._renewing(
+                self._queue.mark_captures(
+                    waiting, state="expected", now=now, state_until=now + LEASE_SECONDS
+                ),
+                len(waiting),
+            )
+        if self._live:
+            now = self._clock()
+            await self._renewing(
+                self._queue.renew_capture(list(self._live), until=now + LEASE_SECONDS, now=now),
+                len(self._live),
+            )
+
+    async def _renewing(self, write: Coroutine[Any, Any, Any], sessions: int) -> None:
+        """Await one renewal write within the bound; a failure is logged (the next tick retries)."""
         try:
             async with asyncio.timeout(self._timeout):
-                await self._queue.renew_capture(
-                    list(self._live), until=now + LEASE_SECONDS, now=now
-                )
+                await write
         except (QueueUnavailableError, TimeoutError) as exc:
             reason = exc.reason if isinstance(exc, QueueUnavailableError) else "timeout"
-            _logger.warning("memory.capture_renew_failed", sessions=len(self._live), error=reason)
+            _logger.warning("memory.capture_renew_failed", sessions=sessions, error=reason)
 
     async def run_renewals(self) -> None:
         """Renew every third of the lease until cancelled (the runtime's background task)."""
