@@ -7,17 +7,19 @@ restarted process) decides alike; these tests use several runtimes on one SQLite
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from engram_voice.errors import CapturePendingError, RateLimitedError, StorageUnavailableError
 from engram_voice.memory import MemoryRuntime, build_memory_runtime
 from engram_voice.memory.captured import LEASE_SECONDS, CaptureAuthority
-from engram_voice.memory.queue import CAPTURE_STATES, CaptureState
+from engram_voice.memory.queue import CAPTURE_STATES, CaptureState, QueueUnavailableError
 from engram_voice.memory.schemas import EnrichMessage
 from engram_voice.memory.sqlite_queue import SqliteTurnQueue
 from tests.support.clock import FakeClock
@@ -372,5 +374,53 @@ async def test_renewing_captures_awaiting_their_first_item_is_one_write_for_all(
             found = await queue.capture_state(f"vs_{n}")
             assert found is not None
             assert (found.state, found.state_until) == ("expected", clock.now + LEASE_SECONDS)
+    finally:
+        await queue.close()
+
+
+class FailingRenewalQueue(SqliteTurnQueue):
+    """The SQLite queue whose renewal writes fail (``locked``) or hang, once ``failing``."""
+
+    failing: str | None = None
+
+    async def _fail(self) -> None:
+        if self.failing == "locked":
+            raise QueueUnavailableError("locked")
+        await asyncio.Event().wait()  # hangs until the authority's bound cancels it
+
+    async def mark_captures(self, marks: Sequence[tuple[str, str, str]], **kwargs: Any) -> None:
+        """Fail or hang when asked to, else write."""
+        if self.failing:
+            await self._fail()
+        await super().mark_captures(marks, **kwargs)
+
+    async def renew_capture(self, session_ids: Sequence[str], *, until: float, now: float) -> int:
+        """Fail or hang when asked to, else write."""
+        if self.failing:
+            await self._fail()
+        return await super().renew_capture(session_ids, until=until, now=now)
+
+
+@pytest.mark.parametrize(("failing", "error"), [("locked", "locked"), ("hang", "timeout")])
+async def test_a_failed_renewal_is_logged_per_write_and_never_raises(
+    tmp_path: Path, clock: FakeClock, failing: str, error: str
+) -> None:
+    """Each failed or timed-out renewal write is logged with its session count; renew returns."""
+    queue = FailingRenewalQueue(tmp_path / "q.sqlite3", clock=clock)
+    await queue.open()
+    authority = CaptureAuthority(queue, clock=clock, timeout=0.2)
+    try:
+        for n in range(3):
+            authority.mark(f"vs_w{n}", "alice", "elena", captured=True, pending=True)
+        for n in range(2):
+            authority.mark(f"vs_l{n}", "alice", "elena", captured=True)
+        await authority.settle(5)
+        queue.failing = failing
+        with capture_logs() as logs:
+            await asyncio.wait_for(authority.renew(), timeout=10)
+        failed = [
+            (e["sessions"], e["error"]) for e in logs if e["event"] == "memory.capture_renew_failed"
+        ]
+        assert failed == [(3, error), (2, error)]
     finally:
         await queue.close()
